@@ -1,0 +1,116 @@
+"""Gemma Edge Agent: a local Gemma model inside Home Assistant as an Assist agent."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from homeassistant.config_entries import ConfigEntry
+from homeassistant.const import Platform
+from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import ConfigEntryError, ConfigEntryNotReady
+from homeassistant.helpers import config_validation as cv
+from homeassistant.helpers.typing import ConfigType
+
+from .const import (
+    CONF_FLASH_ATTN,
+    CONF_MODEL_PATH,
+    CONF_N_CTX,
+    CONF_THREADS,
+    DEFAULT_FLASH_ATTN,
+    DEFAULT_N_CTX,
+    DEFAULT_THREADS,
+    DOMAIN,
+    LOGGER,
+)
+from .engine.engine import LocalEngine
+from .engine.gguf_info import GGUFError, read_gguf_info
+from .engine.llama_model import EngineError, EngineSettings
+from .engine.preflight import PreflightError, check_llama_cpp_import, check_memory_for
+from .repairs import ISSUE_LLAMA_CPP, ISSUE_MODEL_INVALID, ISSUE_NOT_ENOUGH_MEMORY, clear_issues, raise_issue
+
+PLATFORMS = (Platform.CONVERSATION,)
+CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
+_LLAMA_CPP_CHECKED = f"{DOMAIN}_llama_cpp_checked"
+
+
+@dataclass
+class GemmaRuntimeData:
+    """What a loaded entry holds."""
+
+    engine: LocalEngine
+
+
+type GemmaConfigEntry = ConfigEntry[GemmaRuntimeData]
+
+
+async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
+    """Nothing to set up globally; entries are created in the UI."""
+    return True
+
+
+def engine_settings(entry: ConfigEntry) -> EngineSettings:
+    """Engine settings from the entry's data and options."""
+    options = {**entry.data, **entry.options}
+    return EngineSettings(
+        model_path=entry.data[CONF_MODEL_PATH],
+        n_ctx=int(options.get(CONF_N_CTX, DEFAULT_N_CTX)),
+        n_threads=int(options.get(CONF_THREADS, DEFAULT_THREADS)),
+        flash_attn=bool(options.get(CONF_FLASH_ATTN, DEFAULT_FLASH_ATTN)),
+    )
+
+
+async def _async_check_llama_cpp(hass: HomeAssistant) -> None:
+    """Import llama_cpp in a child process once per run before loading it into this one."""
+    if hass.data.get(_LLAMA_CPP_CHECKED):
+        return
+    try:
+        version = await hass.async_add_executor_job(check_llama_cpp_import)
+    except PreflightError as err:
+        raise_issue(hass, ISSUE_LLAMA_CPP, None, error=str(err))
+        raise ConfigEntryError(f"llama-cpp-python is not usable: {err}") from err
+    LOGGER.debug("llama-cpp-python %s imports cleanly", version)
+    hass.data[_LLAMA_CPP_CHECKED] = True
+
+
+async def async_setup_entry(hass: HomeAssistant, entry: GemmaConfigEntry) -> bool:
+    """Check the environment and the model file, then load the model on its worker thread."""
+    await _async_check_llama_cpp(hass)
+    settings = engine_settings(entry)
+    try:
+        info = await hass.async_add_executor_job(read_gguf_info, settings.model_path)
+    except GGUFError as err:
+        raise_issue(hass, ISSUE_MODEL_INVALID, entry.entry_id, path=settings.model_path, error=str(err), title=entry.title)
+        raise ConfigEntryError(f"model file unusable: {err}") from err
+    try:
+        await hass.async_add_executor_job(check_memory_for, info.size_bytes)
+    except PreflightError as err:
+        raise_issue(hass, ISSUE_NOT_ENOUGH_MEMORY, entry.entry_id, error=str(err), title=entry.title)
+        raise ConfigEntryNotReady(str(err)) from err
+
+    engine = LocalEngine(settings)
+    try:
+        await engine.async_load()
+    except EngineError as err:
+        await engine.async_unload()
+        raise_issue(hass, ISSUE_MODEL_INVALID, entry.entry_id, path=settings.model_path, error=str(err), title=entry.title)
+        raise ConfigEntryError(str(err)) from err
+    except BaseException:
+        await engine.async_unload()
+        raise
+    clear_issues(hass, entry.entry_id)
+    entry.runtime_data = GemmaRuntimeData(engine=engine)
+    entry.async_on_unload(entry.add_update_listener(_async_reload_on_update))
+    await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
+    return True
+
+
+async def _async_reload_on_update(hass: HomeAssistant, entry: GemmaConfigEntry) -> None:
+    await hass.config_entries.async_reload(entry.entry_id)
+
+
+async def async_unload_entry(hass: HomeAssistant, entry: GemmaConfigEntry) -> bool:
+    """Unload platforms, then free the model and stop its thread."""
+    if not await hass.config_entries.async_unload_platforms(entry, PLATFORMS):
+        return False
+    await entry.runtime_data.engine.async_unload()
+    return True

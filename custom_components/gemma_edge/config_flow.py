@@ -1,0 +1,369 @@
+"""Config flow: one entry per local model engine, conversation agents as subentries."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+import os
+from pathlib import Path
+from typing import Any
+
+import voluptuous as vol
+
+from homeassistant.config_entries import (
+    ConfigEntry,
+    ConfigFlow,
+    ConfigFlowResult,
+    ConfigSubentryFlow,
+    OptionsFlow,
+    SubentryFlowResult,
+)
+from homeassistant.const import CONF_LLM_HASS_API, CONF_NAME
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.helpers import llm
+from homeassistant.helpers.selector import (
+    BooleanSelector,
+    NumberSelector,
+    NumberSelectorConfig,
+    NumberSelectorMode,
+    SelectOptionDict,
+    SelectSelector,
+    SelectSelectorConfig,
+    TemplateSelector,
+    TextSelector,
+)
+
+from .const import (
+    CONF_DOWNLOAD_DIR,
+    CONF_FLASH_ATTN,
+    CONF_MAX_HISTORY,
+    CONF_MAX_TOKENS,
+    CONF_MMPROJ_PATH,
+    CONF_MODEL_PATH,
+    CONF_MODEL_SOURCE,
+    CONF_N_CTX,
+    CONF_PROMPT,
+    CONF_TEMPERATURE,
+    CONF_THREADS,
+    CONF_TOOL_CHOICE,
+    DEFAULT_CONVERSATION_NAME,
+    DEFAULT_FLASH_ATTN,
+    DEFAULT_MAX_HISTORY,
+    DEFAULT_MAX_TOKENS,
+    DEFAULT_N_CTX,
+    DEFAULT_TEMPERATURE,
+    DEFAULT_THREADS,
+    DEFAULT_TOOL_CHOICE,
+    DOMAIN,
+    LOGGER,
+    PRESETS,
+    SOURCE_LOCAL,
+    TOOL_CHOICES,
+    ModelPreset,
+)
+from .engine.download import (
+    ChecksumMismatchError,
+    DownloadError,
+    NotEnoughDiskError,
+    RemoteFile,
+    check_free_disk,
+    download_file,
+    resolve_remote_file,
+)
+from .engine.gguf_info import GGUFError, GGUFInfo, read_gguf_info
+from .engine.preflight import PreflightError, check_memory_for
+
+ENGINE_DEFAULTS: dict[str, Any] = {
+    CONF_N_CTX: DEFAULT_N_CTX,
+    CONF_THREADS: DEFAULT_THREADS,
+    CONF_FLASH_ATTN: DEFAULT_FLASH_ATTN,
+}
+CONVERSATION_DEFAULTS: dict[str, Any] = {
+    CONF_PROMPT: llm.DEFAULT_INSTRUCTIONS_PROMPT,
+    CONF_LLM_HASS_API: [llm.LLM_API_ASSIST],
+    CONF_TEMPERATURE: DEFAULT_TEMPERATURE,
+    CONF_MAX_TOKENS: DEFAULT_MAX_TOKENS,
+    CONF_MAX_HISTORY: DEFAULT_MAX_HISTORY,
+    CONF_TOOL_CHOICE: DEFAULT_TOOL_CHOICE,
+}
+
+
+def default_download_dir(hass: HomeAssistant) -> str:
+    """Models are large: keep them out of the config folder (and its backups) where possible."""
+    media_dirs = list(hass.config.media_dirs.values())
+    base = media_dirs[0] if media_dirs else hass.config.path("media")
+    return os.path.join(base, "gemma_edge_models")
+
+
+def validate_model_file(path: str) -> GGUFInfo:
+    """Check a local model file (blocking). Raises GGUFError with a form error key in args[0]."""
+    if not path or not os.path.isfile(path):
+        raise GGUFError("model_not_found")
+    try:
+        info = read_gguf_info(path)
+    except GGUFError as err:
+        LOGGER.info("Rejected model file %s: %s", path, err)
+        raise GGUFError("not_gguf") from err
+    if not info.is_text_model:
+        raise GGUFError("unsupported_architecture")
+    return info
+
+
+class GemmaEdgeConfigFlow(ConfigFlow, domain=DOMAIN):
+    """Create a model engine: a Gemma 4 preset downloaded from Hugging Face, or a local GGUF."""
+
+    VERSION = 1
+    MINOR_VERSION = 1
+
+    def __init__(self) -> None:
+        self._preset: ModelPreset | None = None
+        self._download_dir = ""
+        self._remote: RemoteFile | None = None
+        self._download_task: asyncio.Task[Path] | None = None
+        self._download_error = "download_failed"
+        self._model_path = ""
+
+    async def async_step_user(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Choose where the model comes from."""
+        return self.async_show_menu(step_id="user", menu_options=[*PRESETS, SOURCE_LOCAL])
+
+    async def async_step_local(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """A GGUF file already on this machine."""
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            path = user_input[CONF_MODEL_PATH].strip()
+            mmproj = (user_input.get(CONF_MMPROJ_PATH) or "").strip()
+            try:
+                info = await self.hass.async_add_executor_job(validate_model_file, path)
+            except GGUFError as err:
+                errors[CONF_MODEL_PATH] = str(err)
+            else:
+                if mmproj and not await self.hass.async_add_executor_job(os.path.isfile, mmproj):
+                    errors[CONF_MMPROJ_PATH] = "mmproj_not_found"
+            if not errors:
+                self._async_abort_entries_match({CONF_MODEL_PATH: path})
+                data = {CONF_MODEL_SOURCE: SOURCE_LOCAL, CONF_MODEL_PATH: path, **ENGINE_DEFAULTS}
+                if mmproj:
+                    data[CONF_MMPROJ_PATH] = mmproj
+                return self._create_engine_entry(info.name or Path(path).stem, data)
+        schema = vol.Schema(
+            {
+                vol.Required(CONF_MODEL_PATH): TextSelector(),
+                vol.Optional(CONF_MMPROJ_PATH): TextSelector(),
+            }
+        )
+        return self.async_show_form(
+            step_id="local",
+            data_schema=self.add_suggested_values_to_schema(schema, user_input or {}),
+            errors=errors,
+        )
+
+    async def async_step_gemma4_e4b(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Download Gemma 4 E4B."""
+        return await self._async_step_preset(PRESETS["gemma4_e4b"], user_input)
+
+    async def async_step_gemma4_e2b(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Download Gemma 4 E2B."""
+        return await self._async_step_preset(PRESETS["gemma4_e2b"], user_input)
+
+    async def _async_step_preset(self, preset: ModelPreset, user_input: dict[str, Any] | None) -> ConfigFlowResult:
+        """Ask for the download folder, then check the hub, the disk and the memory."""
+        self._preset = preset
+        errors: dict[str, str] = {}
+        placeholders = {"model": preset.title, "needed": "", "free": ""}
+        if user_input is not None:
+            self._download_dir = user_input[CONF_DOWNLOAD_DIR].strip()
+            folder = Path(self._download_dir)
+            try:
+                self._remote = await self.hass.async_add_executor_job(
+                    resolve_remote_file, preset.repo_id, preset.filename
+                )
+                already = folder / preset.filename
+                have = await self.hass.async_add_executor_job(_existing_bytes, already, self._remote.size)
+                await self.hass.async_add_executor_job(check_free_disk, folder, self._remote.size - have)
+                await self.hass.async_add_executor_job(check_memory_for, preset.ram_bytes)
+            except NotEnoughDiskError as err:
+                errors["base"] = "not_enough_disk"
+                placeholders.update(needed=f"{err.needed / 1e9:.1f}", free=f"{err.free / 1e9:.1f}")
+            except PreflightError as err:
+                LOGGER.warning("Not enough memory for %s: %s", preset.title, err)
+                errors["base"] = "not_enough_memory"
+            except DownloadError as err:
+                LOGGER.warning("Cannot reach Hugging Face for %s: %s", preset.title, err)
+                errors["base"] = "cannot_reach_hub"
+            except OSError as err:
+                LOGGER.warning("Cannot use folder %s: %s", folder, err)
+                errors[CONF_DOWNLOAD_DIR] = "folder_not_writable"
+            if not errors:
+                return await self.async_step_download()
+        schema = vol.Schema({vol.Required(CONF_DOWNLOAD_DIR): TextSelector()})
+        return self.async_show_form(
+            step_id=preset.key,
+            data_schema=self.add_suggested_values_to_schema(
+                schema, user_input or {CONF_DOWNLOAD_DIR: default_download_dir(self.hass)}
+            ),
+            errors=errors,
+            description_placeholders=placeholders,
+        )
+
+    async def async_step_download(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Download with a progress bar; resumes a partial file left by an earlier attempt."""
+        assert self._preset is not None and self._remote is not None
+        if self._download_task is None:
+            remote, folder = self._remote, Path(self._download_dir)
+
+            def report(fraction: float) -> None:
+                self.hass.loop.call_soon_threadsafe(self.async_update_progress, fraction)
+
+            self._download_task = self.hass.async_create_background_task(
+                self.hass.async_add_executor_job(download_file, remote, folder, report),
+                f"{DOMAIN} download {remote.filename}",
+            )
+        if not self._download_task.done():
+            return self.async_show_progress(
+                step_id="download",
+                progress_action="download",
+                progress_task=self._download_task,
+                description_placeholders={"model": self._preset.title},
+            )
+        try:
+            self._model_path = str(self._download_task.result())
+        except ChecksumMismatchError as err:
+            LOGGER.error("Downloaded model rejected: %s", err)
+            self._download_error = "checksum_mismatch"
+            return self.async_show_progress_done(next_step_id="download_failed")
+        except NotEnoughDiskError as err:
+            LOGGER.error("Download stopped: %s", err)
+            self._download_error = "not_enough_disk"
+            return self.async_show_progress_done(next_step_id="download_failed")
+        except (DownloadError, OSError) as err:
+            LOGGER.error("Download failed: %s", err)
+            self._download_error = "download_failed"
+            return self.async_show_progress_done(next_step_id="download_failed")
+        return self.async_show_progress_done(next_step_id="download_done")
+
+    async def async_step_download_failed(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """The download did not produce a verified file."""
+        return self.async_abort(reason=self._download_error)
+
+    async def async_step_download_done(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Create the entry for the downloaded model."""
+        assert self._preset is not None
+        self._async_abort_entries_match({CONF_MODEL_PATH: self._model_path})
+        data = {CONF_MODEL_SOURCE: self._preset.key, CONF_MODEL_PATH: self._model_path, **ENGINE_DEFAULTS}
+        return self._create_engine_entry(self._preset.title, data)
+
+    def _create_engine_entry(self, title: str, data: dict[str, Any]) -> ConfigFlowResult:
+        return self.async_create_entry(
+            title=title,
+            data=data,
+            subentries=[
+                {
+                    "subentry_type": "conversation",
+                    "data": dict(CONVERSATION_DEFAULTS),
+                    "title": DEFAULT_CONVERSATION_NAME,
+                    "unique_id": None,
+                }
+            ],
+        )
+
+    @staticmethod
+    @callback
+    def async_get_options_flow(config_entry: ConfigEntry) -> OptionsFlow:
+        """Engine options."""
+        return GemmaEdgeOptionsFlow()
+
+    @classmethod
+    @callback
+    def async_get_supported_subentry_types(cls, config_entry: ConfigEntry) -> dict[str, type[ConfigSubentryFlow]]:
+        """Conversation agents run on the entry's model."""
+        return {"conversation": ConversationSubentryFlow}
+
+
+def _existing_bytes(path: Path, expected: int) -> int:
+    """Bytes already on disk for this file (complete or partial), so the disk check counts only the rest."""
+    for candidate in (path, path.with_name(path.name + ".part")):
+        if candidate.exists():
+            return min(candidate.stat().st_size, expected)
+    return 0
+
+
+class GemmaEdgeOptionsFlow(OptionsFlow):
+    """Engine options: context size, threads, flash attention."""
+
+    async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        if user_input is not None:
+            return self.async_create_entry(data=user_input)
+        current = {**ENGINE_DEFAULTS, **self.config_entry.data, **self.config_entry.options}
+        schema = vol.Schema(
+            {
+                vol.Required(CONF_N_CTX): NumberSelector(
+                    NumberSelectorConfig(min=1024, max=131072, step=256, mode=NumberSelectorMode.BOX)
+                ),
+                vol.Required(CONF_THREADS): NumberSelector(
+                    NumberSelectorConfig(min=0, max=64, step=1, mode=NumberSelectorMode.BOX)
+                ),
+                vol.Required(CONF_FLASH_ATTN): BooleanSelector(),
+            }
+        )
+        return self.async_show_form(
+            step_id="init",
+            data_schema=self.add_suggested_values_to_schema(
+                schema, {key: current[key] for key in ENGINE_DEFAULTS}
+            ),
+        )
+
+
+def conversation_schema(hass: HomeAssistant, options: Mapping[str, Any], is_new: bool) -> vol.Schema:
+    """The form of a conversation agent."""
+    apis = [SelectOptionDict(label=api.name, value=api.id) for api in llm.async_get_apis(hass)]
+    fields: dict[Any, Any] = {}
+    if is_new:
+        fields[vol.Required(CONF_NAME, default=DEFAULT_CONVERSATION_NAME)] = str
+    fields.update(
+        {
+            vol.Optional(CONF_PROMPT, description={"suggested_value": options.get(CONF_PROMPT)}): TemplateSelector(),
+            vol.Optional(
+                CONF_LLM_HASS_API,
+                description={"suggested_value": [a for a in options.get(CONF_LLM_HASS_API, []) if a in {x["value"] for x in apis}]},
+            ): SelectSelector(SelectSelectorConfig(options=apis, multiple=True)),
+            vol.Required(CONF_TEMPERATURE, default=options.get(CONF_TEMPERATURE, DEFAULT_TEMPERATURE)): NumberSelector(
+                NumberSelectorConfig(min=0, max=2, step=0.05)
+            ),
+            vol.Required(CONF_MAX_TOKENS, default=options.get(CONF_MAX_TOKENS, DEFAULT_MAX_TOKENS)): NumberSelector(
+                NumberSelectorConfig(min=16, max=4096, step=16, mode=NumberSelectorMode.BOX)
+            ),
+            vol.Required(CONF_MAX_HISTORY, default=options.get(CONF_MAX_HISTORY, DEFAULT_MAX_HISTORY)): NumberSelector(
+                NumberSelectorConfig(min=0, max=100, step=1, mode=NumberSelectorMode.BOX)
+            ),
+            vol.Required(CONF_TOOL_CHOICE, default=options.get(CONF_TOOL_CHOICE, DEFAULT_TOOL_CHOICE)): SelectSelector(
+                SelectSelectorConfig(options=list(TOOL_CHOICES), translation_key=CONF_TOOL_CHOICE)
+            ),
+        }
+    )
+    return vol.Schema(fields)
+
+
+class ConversationSubentryFlow(ConfigSubentryFlow):
+    """Create or reconfigure a conversation agent."""
+
+    @property
+    def _is_new(self) -> bool:
+        return self.source == "user"
+
+    async def async_step_set_options(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
+        if user_input is not None:
+            data = dict(user_input)
+            if not data.get(CONF_LLM_HASS_API):
+                data.pop(CONF_LLM_HASS_API, None)
+            data[CONF_MAX_TOKENS] = int(data[CONF_MAX_TOKENS])
+            data[CONF_MAX_HISTORY] = int(data[CONF_MAX_HISTORY])
+            if self._is_new:
+                title = data.pop(CONF_NAME)
+                return self.async_create_entry(title=title, data=data)
+            return self.async_update_and_abort(self._get_entry(), self._get_reconfigure_subentry(), data=data)
+        options = CONVERSATION_DEFAULTS if self._is_new else self._get_reconfigure_subentry().data
+        return self.async_show_form(step_id="set_options", data_schema=conversation_schema(self.hass, options, self._is_new))
+
+    async_step_user = async_step_set_options
+    async_step_reconfigure = async_step_set_options

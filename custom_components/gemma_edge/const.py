@@ -1,0 +1,71 @@
+"""Constants of the Gemma Edge Agent integration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import logging
+from typing import Final
+
+DOMAIN: Final = "gemma_edge"
+LOGGER = logging.getLogger(__package__)
+DEFAULT_NAME: Final = "Gemma Edge Agent"
+DEFAULT_CONVERSATION_NAME: Final = "Gemma conversation"
+
+# Config entry data (one entry = one local model engine)
+CONF_MODEL_SOURCE: Final = "model_source"
+CONF_MODEL_PATH: Final = "model_path"
+CONF_MMPROJ_PATH: Final = "mmproj_path"
+CONF_DOWNLOAD_DIR: Final = "download_dir"
+CONF_N_CTX: Final = "context_size"
+CONF_THREADS: Final = "threads"
+CONF_FLASH_ATTN: Final = "flash_attention"
+
+SOURCE_LOCAL: Final = "local"
+
+DEFAULT_N_CTX: Final = 8192
+DEFAULT_THREADS: Final = 0  # physical cores
+DEFAULT_FLASH_ATTN: Final = True
+
+# Conversation subentry data
+CONF_PROMPT: Final = "prompt"
+CONF_TEMPERATURE: Final = "temperature"
+CONF_MAX_TOKENS: Final = "max_tokens"
+CONF_MAX_HISTORY: Final = "max_history"
+CONF_TOOL_CHOICE: Final = "tool_choice"
+
+DEFAULT_TEMPERATURE: Final = 0.2
+DEFAULT_MAX_TOKENS: Final = 256
+DEFAULT_MAX_HISTORY: Final = 10
+DEFAULT_TOOL_CHOICE: Final = "auto"
+TOOL_CHOICES: Final = ("auto", "required")
+
+MAX_TOOL_ITERATIONS: Final = 6
+
+
+@dataclass(frozen=True)
+class ModelPreset:
+    """A Gemma 4 model we know how to download."""
+
+    key: str
+    title: str
+    repo_id: str
+    filename: str
+    ram_bytes: int  # resident memory while loaded (estimate)
+
+
+PRESETS: Final = {
+    "gemma4_e4b": ModelPreset(
+        key="gemma4_e4b",
+        title="Gemma 4 E4B",
+        repo_id="ggml-org/gemma-4-E4B-it-GGUF",
+        filename="gemma-4-E4B-it-Q4_0.gguf",
+        ram_bytes=5_000_000_000,
+    ),
+    "gemma4_e2b": ModelPreset(
+        key="gemma4_e2b",
+        title="Gemma 4 E2B",
+        repo_id="ggml-org/gemma-4-E2B-it-GGUF",
+        filename="gemma-4-E2B-it-Q4_0.gguf",
+        ram_bytes=3_300_000_000,
+    ),
+}

@@ -1,0 +1,180 @@
+"""The Assist conversation agent, running the entry's local model through the ChatLog."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from typing import Literal
+
+from homeassistant.components import conversation
+from homeassistant.config_entries import ConfigSubentry
+from homeassistant.const import CONF_LLM_HASS_API, MATCH_ALL
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers import device_registry as dr, intent, llm
+from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
+
+from . import GemmaConfigEntry
+from .const import (
+    CONF_MAX_HISTORY,
+    CONF_MAX_TOKENS,
+    CONF_PROMPT,
+    CONF_TEMPERATURE,
+    CONF_TOOL_CHOICE,
+    DEFAULT_MAX_HISTORY,
+    DEFAULT_MAX_TOKENS,
+    DEFAULT_TEMPERATURE,
+    DEFAULT_TOOL_CHOICE,
+    DOMAIN,
+    LOGGER,
+    MAX_TOOL_ITERATIONS,
+)
+from .engine.chat_format import Message
+from .engine.engine import EngineBusyError, StepFinished, StepOptions, TextDelta, ToolCallsReady
+from .engine.grammar import ToolSpec
+from .engine.llama_model import ContextOverflowError, EngineError
+from .engine.tool_calls import ToolCall, ToolCallSyntaxError
+from .tools import tool_specs
+
+
+async def async_setup_entry(
+    hass: HomeAssistant,
+    entry: GemmaConfigEntry,
+    async_add_entities: AddConfigEntryEntitiesCallback,
+) -> None:
+    """One conversation entity per conversation subentry."""
+    for subentry in entry.subentries.values():
+        if subentry.subentry_type == "conversation":
+            async_add_entities([GemmaConversationEntity(entry, subentry)], config_subentry_id=subentry.subentry_id)
+
+
+def chat_log_messages(chat_log: conversation.ChatLog, max_history: int) -> list[Message]:
+    """The chat log as engine messages, keeping the system prompt and the last turns."""
+    messages: list[Message] = []
+    for content in chat_log.content:
+        if isinstance(content, conversation.SystemContent):
+            messages.append({"role": "system", "content": content.content})
+        elif isinstance(content, conversation.UserContent):
+            messages.append({"role": "user", "content": content.content})
+        elif isinstance(content, conversation.AssistantContent):
+            calls = [ToolCall(c.tool_name, dict(c.tool_args)) for c in content.tool_calls or ()]
+            messages.append({"role": "assistant", "content": content.content or "", "tool_calls": calls})
+        elif isinstance(content, conversation.ToolResultContent):
+            messages.append({"role": "tool", "tool_name": content.tool_name, "result": content.tool_result})
+    if max_history > 0:
+        user_turns = [i for i, m in enumerate(messages) if m["role"] == "user"]
+        if len(user_turns) > max_history + 1:
+            cut = user_turns[-(max_history + 1)]
+            head = messages[:1] if messages and messages[0]["role"] == "system" else []
+            messages = head + messages[cut:]
+    return messages
+
+
+class GemmaConversationEntity(conversation.ConversationEntity, conversation.AbstractConversationAgent):
+    """A conversation agent answered by the local model."""
+
+    _attr_has_entity_name = True
+    _attr_name = None
+    _attr_supports_streaming = True
+
+    def __init__(self, entry: GemmaConfigEntry, subentry: ConfigSubentry) -> None:
+        self.entry = entry
+        self.subentry = subentry
+        self._attr_unique_id = subentry.subentry_id
+        self._attr_device_info = dr.DeviceInfo(
+            identifiers={(DOMAIN, subentry.subentry_id)},
+            name=subentry.title,
+            manufacturer="Google (run locally by llama.cpp)",
+            model=entry.title,
+            entry_type=dr.DeviceEntryType.SERVICE,
+        )
+        if subentry.data.get(CONF_LLM_HASS_API):
+            self._attr_supported_features = conversation.ConversationEntityFeature.CONTROL
+
+    @property
+    def supported_languages(self) -> list[str] | Literal["*"]:
+        """The model answers in the user's language."""
+        return MATCH_ALL
+
+    async def async_added_to_hass(self) -> None:
+        await super().async_added_to_hass()
+        conversation.async_set_agent(self.hass, self.entry, self)
+
+    async def async_will_remove_from_hass(self) -> None:
+        conversation.async_unset_agent(self.hass, self.entry)
+        await super().async_will_remove_from_hass()
+
+    async def _async_handle_message(
+        self,
+        user_input: conversation.ConversationInput,
+        chat_log: conversation.ChatLog,
+    ) -> conversation.ConversationResult:
+        options = self.subentry.data
+        try:
+            await chat_log.async_provide_llm_data(
+                user_input.as_llm_context(DOMAIN),
+                options.get(CONF_LLM_HASS_API),
+                options.get(CONF_PROMPT),
+                user_input.extra_system_prompt,
+            )
+        except conversation.ConverseError as err:
+            return err.as_conversation_result()
+        try:
+            await self._async_run_turn(chat_log)
+        except (EngineError, ToolCallSyntaxError) as err:
+            return self._error_result(user_input, chat_log, err)
+        return conversation.async_get_result_from_chat_log(user_input, chat_log)
+
+    async def _async_run_turn(self, chat_log: conversation.ChatLog) -> None:
+        """Generate, run tool calls, feed results back: at most MAX_TOOL_ITERATIONS steps."""
+        options = self.subentry.data
+        tools = tool_specs(self.hass, chat_log.llm_api) if chat_log.llm_api else []
+        max_history = int(options.get(CONF_MAX_HISTORY, DEFAULT_MAX_HISTORY))
+        act_first = options.get(CONF_TOOL_CHOICE, DEFAULT_TOOL_CHOICE) == "required"
+        for iteration in range(MAX_TOOL_ITERATIONS):
+            step = StepOptions(
+                max_tokens=int(options.get(CONF_MAX_TOKENS, DEFAULT_MAX_TOKENS)),
+                temperature=float(options.get(CONF_TEMPERATURE, DEFAULT_TEMPERATURE)),
+                # "Always act first": the first step must call tools, the next one answers in words.
+                tool_choice=("required" if iteration == 0 else "none") if act_first else "auto",
+            )
+            messages = chat_log_messages(chat_log, max_history)
+            async for _content in chat_log.async_add_delta_content_stream(
+                self.entity_id, self._async_deltas(messages, tools, step)
+            ):
+                pass
+            if not chat_log.unresponded_tool_results:
+                return
+        LOGGER.warning("Stopped after %d tool steps without a final answer", MAX_TOOL_ITERATIONS)
+
+    async def _async_deltas(
+        self, messages: list[Message], tools: list[ToolSpec], step: StepOptions
+    ) -> AsyncGenerator[conversation.AssistantContentDeltaDict]:
+        engine = self.entry.runtime_data.engine
+        yield {"role": "assistant"}
+        async for event in engine.async_stream_step(messages, tools, step):
+            if isinstance(event, TextDelta):
+                yield {"content": event.text}
+            elif isinstance(event, ToolCallsReady):
+                yield {"tool_calls": [llm.ToolInput(tool_name=c.name, tool_args=c.arguments) for c in event.calls]}
+            elif isinstance(event, StepFinished):
+                conversation.async_conversation_trace_append(
+                    conversation.ConversationTraceEventType.AGENT_DETAIL, {"generation": event.stats.as_dict()}
+                )
+
+    def _error_result(
+        self, user_input: conversation.ConversationInput, chat_log: conversation.ChatLog, err: Exception
+    ) -> conversation.ConversationResult:
+        """A spoken/written error answer instead of a traceback."""
+        if isinstance(err, ContextOverflowError):
+            message = f"Sorry, this conversation is too long for the model's memory ({err}). Please start a new one."
+        elif isinstance(err, EngineBusyError):
+            message = "Sorry, I am busy with other requests. Please try again in a moment."
+        elif isinstance(err, ToolCallSyntaxError):
+            message = f"Sorry, I could not understand my own answer ({err})."
+        else:
+            message = f"Sorry, the local model is not available: {err}"
+        LOGGER.warning("Conversation turn failed: %s", err)
+        response = intent.IntentResponse(language=user_input.language)
+        response.async_set_error(intent.IntentResponseErrorCode.UNKNOWN, message)
+        return conversation.ConversationResult(response=response, conversation_id=chat_log.conversation_id)
+
+

@@ -1,0 +1,34 @@
+"""Diagnostics: engine settings, state and the last generation's figures (nothing secret)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from homeassistant.components.diagnostics import async_redact_data
+from homeassistant.core import HomeAssistant
+
+from . import GemmaConfigEntry
+
+# Conversation instructions can hold personal details.
+TO_REDACT = {"prompt"}
+
+
+async def async_get_config_entry_diagnostics(hass: HomeAssistant, entry: GemmaConfigEntry) -> dict[str, Any]:
+    engine = entry.runtime_data.engine
+    model = engine.model
+    return {
+        "entry": {"data": dict(entry.data), "options": dict(entry.options)},
+        "subentries": [
+            {"type": sub.subentry_type, "title": sub.title, "data": async_redact_data(dict(sub.data), TO_REDACT)}
+            for sub in entry.subentries.values()
+        ],
+        "engine": {
+            "status": engine.status,
+            "last_error": engine.last_error,
+            "architecture": model.architecture if model else None,
+            "chat_format": model.chat_format.name if model and model.chat_format else None,
+            "threads": engine.settings.resolved_threads(),
+            "context_size": engine.settings.n_ctx,
+            "last_generation": engine.last_stats.as_dict() if engine.last_stats else None,
+        },
+    }

@@ -1,0 +1,266 @@
+"""The local model engine: an asyncio-facing facade over one worker thread and a loaded model.
+
+Plain Python (no Home Assistant): the conversation entity, services and tests use it alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+import enum
+import logging
+import threading
+from typing import Any
+
+from .chat_format import Message
+from .grammar import ToolChoice, ToolSpec, build_output_grammar
+from .llama_model import EngineError, EngineSettings, GenerationRequest, GenerationStats, LlamaModel
+from .tool_calls import ToolCall, looks_like_call, parse_tool_calls
+from .worker import PRIORITY_USER, ModelWorker, WorkerBusyError, WorkerStoppedError
+
+_LOGGER = logging.getLogger(__name__)
+
+# End-of-turn texts some templates use that a model may print as plain text.
+TURN_END_MARKERS = ("<turn|>", "<end_of_turn>", "<|im_end|>", "<|eot_id|>", "<|end|>")
+
+
+class EngineStatus(enum.StrEnum):
+    """What the model is doing."""
+
+    UNLOADED = "unloaded"
+    LOADING = "loading"
+    READY = "ready"
+    BUSY = "busy"
+    ERROR = "error"
+
+
+class EngineBusyError(EngineError):
+    """Too many requests are waiting for the model."""
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """Answer text, streamed as it is generated."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ToolCallsReady:
+    """The step ended in tool calls."""
+
+    calls: list[ToolCall]
+
+
+@dataclass(frozen=True)
+class StepFinished:
+    """The step ended; token counts and timings."""
+
+    stats: GenerationStats
+
+
+StreamEvent = TextDelta | ToolCallsReady | StepFinished
+
+
+@dataclass
+class StepOptions:
+    """Sampling and tool options of one generation step."""
+
+    max_tokens: int = 256
+    temperature: float = 0.2
+    top_p: float = 0.95
+    top_k: int = 64
+    tool_choice: ToolChoice = "auto"
+
+
+class OutputSplitter:
+    """Separates streamed answer text from tool-call text, which is held back and parsed at the end."""
+
+    def __init__(self, tools_offered: bool) -> None:
+        self._tools_offered = tools_offered
+        self._buffer = ""
+        self._is_call: bool | None = None if tools_offered else False
+
+    def feed(self, piece: str) -> str:
+        """Add generated text; return the text that can be shown now."""
+        if self._is_call is False:
+            return piece
+        self._buffer += piece
+        if self._is_call is None:
+            self._is_call = looks_like_call(self._buffer)
+            if self._is_call is False:
+                text, self._buffer = self._buffer, ""
+                return text
+        return ""
+
+    def finish(self) -> tuple[str, list[ToolCall]]:
+        """Remaining text and the parsed tool calls (raises ToolCallSyntaxError on bad calls)."""
+        if self._is_call:
+            return "", parse_tool_calls(self._buffer)
+        text, self._buffer = self._buffer, ""
+        return text, []
+
+
+def _strip_turn_end(text: str) -> str:
+    for marker in TURN_END_MARKERS:
+        if text.endswith(marker):
+            return text[: -len(marker)]
+    return text
+
+
+class LocalEngine:
+    """Loads one GGUF model and runs generation steps on its worker thread."""
+
+    def __init__(self, settings: EngineSettings, *, max_pending: int = 4) -> None:
+        self.settings = settings
+        self._max_pending = max_pending
+        self._worker: ModelWorker | None = None
+        self._model: LlamaModel | None = None
+        self._active = 0
+        self.status = EngineStatus.UNLOADED
+        self.last_error: str | None = None
+        self.last_stats: GenerationStats | None = None
+        self._load_lock = asyncio.Lock()
+
+    @property
+    def model(self) -> LlamaModel | None:
+        return self._model
+
+    @property
+    def worker(self) -> ModelWorker | None:
+        return self._worker
+
+    async def async_load(self) -> None:
+        """Load the model on the worker thread (idempotent)."""
+        async with self._load_lock:
+            if self._model is not None and self._model.loaded:
+                return
+            if self._worker is None:
+                self._worker = ModelWorker(max_pending=self._max_pending)
+            worker = self._worker
+            model = LlamaModel(self.settings, owner=worker.in_worker)
+            self.status = EngineStatus.LOADING
+            try:
+                await asyncio.wrap_future(worker.submit(model.load))
+            except Exception as err:
+                self.status = EngineStatus.ERROR
+                self.last_error = str(err)
+                raise
+            self._model = model
+            self.status = EngineStatus.READY
+            self.last_error = None
+
+    async def async_unload(self) -> None:
+        """Free the model and stop the worker thread."""
+        worker, model = self._worker, self._model
+        self._worker = self._model = None
+        if worker is None:
+            return
+        if model is not None:
+            try:
+                await asyncio.wrap_future(worker.submit(model.close, priority=PRIORITY_USER))
+            except (WorkerStoppedError, WorkerBusyError):
+                pass
+        await asyncio.get_running_loop().run_in_executor(None, worker.stop)
+        self.status = EngineStatus.UNLOADED
+
+    async def async_stream_step(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[ToolSpec],
+        options: StepOptions,
+    ) -> AsyncIterator[StreamEvent]:
+        """Run one generation step; yield text deltas, then tool calls (if any), then the stats."""
+        worker, model = self._worker, self._model
+        if worker is None or model is None:
+            raise EngineError("the model is not loaded")
+        loop = asyncio.get_running_loop()
+        pieces: asyncio.Queue[str | None] = asyncio.Queue()
+        cancelled = threading.Event()
+
+        def on_text(piece: str) -> bool:
+            if cancelled.is_set():
+                return False
+            loop.call_soon_threadsafe(pieces.put_nowait, piece)
+            return True
+
+        def run() -> GenerationStats:
+            chat_format = model.chat_format
+            assert chat_format is not None
+            grammar = build_output_grammar(
+                list(tools), chat_format.syntax, options.tool_choice, markers_as_tokens=model.native_markers
+            )
+            request = GenerationRequest(
+                prompt=chat_format.render(messages, tools),
+                grammar=grammar,
+                max_tokens=options.max_tokens,
+                temperature=options.temperature,
+                top_p=options.top_p,
+                top_k=options.top_k,
+                stop=TURN_END_MARKERS,
+            )
+            return model.generate(request, on_text)
+
+        def finished(_future: Any) -> None:
+            try:
+                loop.call_soon_threadsafe(pieces.put_nowait, None)
+            except RuntimeError:  # the loop is closed
+                pass
+
+        try:
+            future = worker.submit(run)
+        except WorkerBusyError as err:
+            raise EngineBusyError(str(err)) from err
+        except WorkerStoppedError as err:
+            raise EngineError("the model is unloading") from err
+        self._active += 1
+        self.status = EngineStatus.BUSY
+        future.add_done_callback(finished)
+        splitter = OutputSplitter(bool(tools) and options.tool_choice != "none")
+        try:
+            while (piece := await pieces.get()) is not None:
+                if text := splitter.feed(piece):
+                    yield TextDelta(text)
+            stats = await asyncio.wrap_future(future)
+            text, calls = splitter.finish()
+            if text := _strip_turn_end(text):
+                yield TextDelta(text)
+            if calls:
+                yield ToolCallsReady(calls)
+            self.last_stats = stats
+            yield StepFinished(stats)
+        finally:
+            cancelled.set()
+            self._active -= 1
+            if self._active == 0 and self._model is not None:
+                self.status = EngineStatus.READY
+
+    async def async_complete(
+        self, messages: Sequence[Message], tools: Sequence[ToolSpec] = (), options: StepOptions | None = None
+    ) -> tuple[str, list[ToolCall], GenerationStats]:
+        """Run one step and collect it (for services, benchmarks and tests)."""
+        text_parts: list[str] = []
+        calls: list[ToolCall] = []
+        stats = GenerationStats()
+        async for event in self.async_stream_step(messages, tools, options or StepOptions()):
+            if isinstance(event, TextDelta):
+                text_parts.append(event.text)
+            elif isinstance(event, ToolCallsReady):
+                calls = event.calls
+            else:
+                stats = event.stats
+        return "".join(text_parts), calls, stats
+
+
+__all__ = [
+    "EngineBusyError",
+    "EngineError",
+    "EngineSettings",
+    "EngineStatus",
+    "LocalEngine",
+    "StepFinished",
+    "StepOptions",
+    "TextDelta",
+    "ToolCallsReady",
+]

@@ -1,0 +1,202 @@
+"""GBNF grammars that make every tool call syntactically valid.
+
+The grammar names only declared tools and gives each argument the type (and enum) its JSON schema
+declares, in Gemma 4's native call syntax or in plain JSON. ``auto`` also allows a plain-text
+answer; ``required`` forces at least one call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+import json
+from typing import Any, Literal
+
+from .tool_calls import CALL_END, CALL_START, STRING_QUOTE
+
+CallSyntax = Literal["native", "json"]
+ToolChoice = Literal["auto", "required", "none"]
+
+# Gemma 4 may issue parallel calls; models without native tool tokens get one call per step
+# (they tend to repeat a call, and each result is shown to them before the next).
+MAX_CALLS_PER_STEP = {"native": 3, "json": 1}
+# Arrays in tool arguments are short lists (domains, device classes); small models otherwise ramble.
+MAX_ARRAY_ITEMS = 4
+# Optional arguments are written in a fixed order; the most telling ones first.
+PREFERRED_FIRST = ("name", "area", "floor", "domain")
+_JSON_CHAR = r'[^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})'
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A tool offered to the model: name, description, JSON schema of its arguments."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+def gbnf_literal(text: str) -> str:
+    """Quote text as a GBNF string literal."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+    return f'"{escaped}"'
+
+
+class _GrammarBuilder:
+    def __init__(self, syntax: CallSyntax, markers_as_tokens: bool) -> None:
+        self.syntax = syntax
+        self.markers_as_tokens = markers_as_tokens
+        self.rules: dict[str, str] = {}
+
+    def marker(self, text: str) -> str:
+        """A Gemma control marker: matched as the single special token when the vocab has it."""
+        return text if self.markers_as_tokens else gbnf_literal(text)
+
+    def add(self, name: str, body: str) -> str:
+        self.rules.setdefault(name, body)
+        return name
+
+    def unique(self, base: str, body: str) -> str:
+        name = base
+        index = 1
+        while name in self.rules and self.rules[name] != body:
+            index += 1
+            name = f"{base}-{index}"
+        self.rules[name] = body
+        return name
+
+    # primitive values
+    def string_rule(self) -> str:
+        if self.syntax == "json":
+            self.add("json-char", _JSON_CHAR)
+            return self.add("string", '"\\"" json-char* "\\""')
+        quote = self.marker(STRING_QUOTE)
+        return self.add("string", f"{quote} [^<]* {quote}")
+
+    def string_literal(self, value: str) -> str:
+        if self.syntax == "json":
+            return gbnf_literal(json.dumps(value, ensure_ascii=False))
+        quote = self.marker(STRING_QUOTE)
+        return f"{quote} {gbnf_literal(value)} {quote}"
+
+    def any_value(self) -> str:
+        string = self.string_rule()
+        self.add("number", '"-"? [0-9]{1,16} ("." [0-9]{1,16})?')
+        self.add("ws", '" "?')
+        if self.syntax == "json":
+            self.add("any-object", '"{" ws (string ":" ws value ("," ws string ":" ws value)*)? "}"')
+        else:
+            self.add("key", "[A-Za-z_] [A-Za-z0-9_]*")
+            self.add("any-object", '"{" (key ":" value ("," key ":" value)*)? "}"')
+        self.add("any-array", '"[" ws (value ("," ws value)*)? "]"')
+        return self.add("value", f'{string} | number | "true" | "false" | "null" | any-object | any-array')
+
+    def value_rule(self, schema: dict[str, Any], hint: str) -> str:
+        if "enum" in schema and schema["enum"]:
+            options = [
+                self.string_literal(v) if isinstance(v, str) else gbnf_literal(json.dumps(v))
+                for v in schema["enum"]
+            ]
+            return self.unique(f"{hint}-enum", " | ".join(options))
+        kind = schema.get("type")
+        if kind == "string":
+            return self.string_rule()
+        if kind == "integer":
+            return self.add("integer", '"-"? [0-9]{1,16}')
+        if kind == "number":
+            return self.add("number", '"-"? [0-9]{1,16} ("." [0-9]{1,16})?')
+        if kind == "boolean":
+            return self.add("boolean", '"true" | "false"')
+        if kind == "array":
+            item = self.value_rule(schema.get("items") or {}, f"{hint}-item")
+            return self.unique(f"{hint}-array", f'"[" ({item} ("," {item}){{0,{MAX_ARRAY_ITEMS - 1}}})? "]"')
+        if kind == "object" and schema.get("properties"):
+            return self.object_rule(schema, hint)
+        for union_key in ("anyOf", "oneOf"):
+            if schema.get(union_key):
+                options = [self.value_rule(sub, f"{hint}-{i}") for i, sub in enumerate(schema[union_key])]
+                return self.unique(f"{hint}-union", " | ".join(options))
+        return self.any_value()
+
+    def member(self, key: str, schema: dict[str, Any], hint: str) -> str:
+        value = self.value_rule(schema, f"{hint}-{_rule_name(key)}")
+        if self.syntax == "json":
+            return f'{gbnf_literal(json.dumps(key))} ":" " "? {value}'
+        return f"{gbnf_literal(key)} \":\" {value}"
+
+    def object_rule(self, schema: dict[str, Any], hint: str) -> str:
+        properties: dict[str, Any] = schema.get("properties") or {}
+        required = [key for key in properties if key in set(schema.get("required") or [])]
+        optional = sorted(
+            (key for key in properties if key not in required),
+            key=lambda k: PREFERRED_FIRST.index(k) if k in PREFERRED_FIRST else len(PREFERRED_FIRST),
+        )
+        members = {key: self.member(key, properties[key], hint) for key in properties}
+        sep = '"," " "?' if self.syntax == "json" else '","'
+        body = " ".join(f"{sep} {members[key]}" if i else members[key] for i, key in enumerate(required))
+        if required:
+            body += "".join(f" ({sep} {members[key]})?" for key in optional)
+        elif optional:
+            # No required member: the first present member takes no separator. A schema whose
+            # anyOf lists single required keys ("at least one of") makes one of those come first.
+            leaders = _at_least_one_of(schema)
+            alternatives = []
+            for index, key in enumerate(optional):
+                if leaders and key not in leaders:
+                    continue
+                rest = "".join(f" ({sep} {members[later]})?" for later in optional[index + 1 :])
+                alternatives.append(f"{members[key]}{rest}")
+            body = "(" + " | ".join(f"({alt})" for alt in alternatives) + (")" if leaders else ")?")
+        return self.unique(f"{hint}-object", f'"{{" {body} "}}"')
+
+    def call_rule(self, tool: ToolSpec) -> str:
+        hint = f"tool-{_rule_name(tool.name)}"
+        params = tool.parameters or {}
+        args = self.object_rule(params, hint) if params.get("properties") else self.add("empty-object", '"{" "}"')
+        if self.syntax == "json":
+            body = f'"{{\\"name\\": " {gbnf_literal(json.dumps(tool.name))} ", \\"arguments\\": " {args} "}}"'
+        else:
+            body = f'{self.marker(CALL_START)} "call:" {gbnf_literal(tool.name)} {args} {self.marker(CALL_END)}'
+        return self.unique(hint, body)
+
+
+def _at_least_one_of(schema: dict[str, Any]) -> set[str]:
+    """Keys of an ``anyOf: [{"required": [k]}, ...]`` clause (JSON schema's "at least one of")."""
+    keys: set[str] = set()
+    for option in schema.get("anyOf") or []:
+        required = option.get("required") if isinstance(option, dict) else None
+        if not (isinstance(required, list) and len(required) == 1):
+            return set()
+        keys.add(required[0])
+    return keys & set(schema.get("properties") or {})
+
+
+def _rule_name(name: str) -> str:
+    cleaned = "".join(c if c.isalnum() else "-" for c in name).strip("-").lower()
+    return cleaned or "x"
+
+
+def build_output_grammar(
+    tools: list[ToolSpec],
+    syntax: CallSyntax,
+    tool_choice: ToolChoice = "auto",
+    *,
+    markers_as_tokens: bool = False,
+) -> str | None:
+    """Grammar for one generation step, or None when no constraint applies (no tools offered)."""
+    if not tools or tool_choice == "none":
+        return None
+    builder = _GrammarBuilder(syntax, markers_as_tokens)
+    calls = [builder.call_rule(tool) for tool in sorted(tools, key=lambda t: t.name)]
+    builder.add("call", " | ".join(calls))
+    sep = '"\\n"?' if syntax == "json" else ""
+    more = f" ({sep} call)?" * (MAX_CALLS_PER_STEP[syntax] - 1)
+    builder.add("calls", f"call{more}")
+    if tool_choice == "required":
+        root = "calls"
+    else:
+        # A text answer may not begin like a call, so the first character decides.
+        first = "[^{<]" if syntax == "json" else "[^<]"
+        builder.add("text", f"{first} .*")
+        root = "calls | text"
+    lines = [f"root ::= {root}"] + [f"{name} ::= {body}" for name, body in builder.rules.items()]
+    return "\n".join(lines) + "\n"

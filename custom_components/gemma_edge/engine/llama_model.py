@@ -1,0 +1,333 @@
+"""llama-cpp-python behind one worker thread: loading, tokenizing, grammar-constrained generation.
+
+Every method that touches llama.cpp runs on the worker thread (``ModelWorker``); the guard in
+``_on_worker`` makes a call from any other thread an error instead of a crash or a race.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+import codecs
+import ctypes
+from dataclasses import dataclass, field
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+from .chat_format import ChatFormat, select_chat_format
+from .gguf_info import read_gguf_info
+
+_LOGGER = logging.getLogger(__name__)
+_LLAMA_LOGGER = logging.getLogger(__name__.rsplit(".", 2)[0] + ".llama_cpp")
+
+# ggml log levels: 0 none, 1 debug, 2 info, 3 warn, 4 error, 5 continue previous line.
+# llama.cpp's info level is chatty (and mtmd logs prompt text there): it goes to debug.
+_GGML_LEVELS = {0: logging.DEBUG, 1: logging.DEBUG, 2: logging.DEBUG, 3: logging.WARNING, 4: logging.ERROR}
+
+
+class EngineError(Exception):
+    """Base class of engine errors; the message is meant for the user."""
+
+
+class ModelLoadError(EngineError):
+    """The model file could not be loaded."""
+
+
+class ContextOverflowError(EngineError):
+    """The prompt does not fit in the context window."""
+
+    def __init__(self, prompt_tokens: int, n_ctx: int, reserved: int) -> None:
+        super().__init__(
+            f"the conversation needs {prompt_tokens} tokens plus {reserved} for the answer, "
+            f"but the context holds {n_ctx}"
+        )
+        self.prompt_tokens = prompt_tokens
+        self.n_ctx = n_ctx
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """How to load a model. Explicit values for everything llama-cpp-python defaults badly."""
+
+    model_path: str
+    n_ctx: int = 8192
+    n_threads: int = 0  # 0: physical cores
+    flash_attn: bool = True
+    use_mmap: bool = True
+    n_batch: int = 512
+    seed: int = 0
+
+    def resolved_threads(self) -> int:
+        return self.n_threads or physical_cores()
+
+
+@dataclass
+class GenerationStats:
+    """Token counts and timings of one generation step."""
+
+    prompt_tokens: int = 0
+    reused_tokens: int = 0
+    evaluated_tokens: int = 0
+    completion_tokens: int = 0
+    time_to_first_token_s: float = 0.0
+    decode_tokens_per_s: float = 0.0
+    total_s: float = 0.0
+    stop_reason: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class GenerationRequest:
+    """One generation step."""
+
+    prompt: str
+    grammar: str | None = None
+    max_tokens: int = 256
+    temperature: float = 0.2
+    top_p: float = 0.95
+    top_k: int = 64
+    stop: tuple[str, ...] = field(default_factory=tuple)
+
+
+def physical_cores() -> int:
+    """Physical CPU cores (hyper-threads do not speed up llama.cpp), at least 1."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
+            cores = {
+                line.split(":")[1].strip()
+                for line in handle
+                if line.startswith("core id")
+            }
+        if cores:
+            return max(1, len(cores) * max(1, _sockets()))
+    except OSError:
+        pass
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
+def _sockets() -> int:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
+            return len({line.split(":")[1].strip() for line in handle if line.startswith("physical id")}) or 1
+    except OSError:
+        return 1
+
+
+_log_callback: Any = None
+_last_level = logging.DEBUG
+
+
+def route_llama_logs() -> None:
+    """Send llama.cpp's C logs to Python logging; never redirect the process's stdout/stderr.
+
+    llama-cpp-python silences C output by dup2-ing file descriptors 1 and 2 around loads, process
+    wide and without locking; in Home Assistant that can swallow or misdirect the whole log. We
+    route logs through a callback instead and turn that redirection off. llama.cpp's info level
+    (which includes prompt text in mtmd) goes to debug.
+    """
+    global _log_callback  # noqa: PLW0603 - the ctypes callback must stay alive
+    if _log_callback is not None:
+        return
+    import llama_cpp  # noqa: PLC0415 - heavy native import, only in the worker
+    from llama_cpp import _utils  # noqa: PLC0415
+
+    def _never_redirect(self: Any, disable: bool = True) -> None:
+        self.disable = True
+
+    _utils.suppress_stdout_stderr.__init__ = _never_redirect  # type: ignore[method-assign]
+
+    @llama_cpp.llama_log_callback
+    def _callback(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
+        global _last_level  # noqa: PLW0603
+        log_level = _last_level if level == 5 else _GGML_LEVELS.get(level, logging.DEBUG)
+        _last_level = log_level
+        if _LLAMA_LOGGER.isEnabledFor(log_level):
+            message = text.decode("utf-8", errors="replace").rstrip()
+            if message:
+                _LLAMA_LOGGER.log(log_level, "%s", message)
+
+    _log_callback = _callback
+    llama_cpp.llama_log_set(_callback, ctypes.c_void_p(0))
+
+
+class LlamaModel:
+    """A loaded GGUF model. All methods must run on the owning worker thread."""
+
+    def __init__(self, settings: EngineSettings, owner: Callable[[], bool] | None = None) -> None:
+        self.settings = settings
+        self._owner = owner
+        self._llm: Any = None
+        self.chat_format: ChatFormat | None = None
+        self.architecture = ""
+        self.native_markers = False
+        self.threads_used: set[str] = set()
+        self._pieces: dict[int, bytes] = {}
+
+    def _on_worker(self) -> None:
+        self.threads_used.add(threading.current_thread().name)
+        if self._owner is not None and not self._owner():
+            raise RuntimeError("llama.cpp called outside the model worker thread")
+
+    @property
+    def loaded(self) -> bool:
+        return self._llm is not None
+
+    @property
+    def n_ctx(self) -> int:
+        return self.settings.n_ctx
+
+    def load(self) -> None:
+        self._on_worker()
+        if self._llm is not None:
+            return
+        info = read_gguf_info(self.settings.model_path)
+        route_llama_logs()
+        import llama_cpp  # noqa: PLC0415
+
+        started = time.monotonic()
+        try:
+            llm = llama_cpp.Llama(
+                model_path=self.settings.model_path,
+                n_ctx=self.settings.n_ctx,
+                n_batch=self.settings.n_batch,
+                n_threads=self.settings.resolved_threads(),
+                n_threads_batch=self.settings.resolved_threads(),
+                flash_attn=self.settings.flash_attn,
+                use_mmap=self.settings.use_mmap,
+                seed=self.settings.seed,
+                logits_all=False,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError, OSError) as err:
+            raise ModelLoadError(f"llama.cpp could not load {os.path.basename(self.settings.model_path)}: {err}") from err
+        vocab = llm._model  # noqa: SLF001 - token texts are only on the internal wrapper
+        bos = vocab.token_get_text(llm.token_bos()) if llm.token_bos() >= 0 else ""
+        eos = vocab.token_get_text(llm.token_eos()) if llm.token_eos() >= 0 else ""
+        self.chat_format = select_chat_format(info.architecture, info.chat_template, bos=bos, eos=eos)
+        self.architecture = info.architecture
+        self.native_markers = info.architecture == "gemma4"
+        self._llm = llm
+        _LOGGER.info(
+            "Loaded %s (%s, format %s) in %.1f s: n_ctx=%d threads=%d flash_attn=%s",
+            os.path.basename(self.settings.model_path), info.architecture, self.chat_format.name,
+            time.monotonic() - started, self.settings.n_ctx, self.settings.resolved_threads(), self.settings.flash_attn,
+        )  # fmt: skip
+
+    def close(self) -> None:
+        self._on_worker()
+        if self._llm is not None:
+            self._llm.close()
+            self._llm = None
+
+    def _require(self) -> Any:
+        if self._llm is None:
+            raise EngineError("the model is not loaded")
+        return self._llm
+
+    def tokenize(self, text: str) -> list[int]:
+        """Tokenize prompt text (special tokens parsed, BOS added if the model wants one)."""
+        self._on_worker()
+        llm = self._require()
+        tokens = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        bos = llm.token_bos()
+        if llm._model.add_bos_token() and bos >= 0 and (not tokens or tokens[0] != bos):  # noqa: SLF001
+            tokens.insert(0, bos)
+        return tokens
+
+    def _piece(self, token: int) -> bytes:
+        """The bytes of one token, special tokens included (cached)."""
+        piece = self._pieces.get(token)
+        if piece is None:
+            import llama_cpp  # noqa: PLC0415
+
+            vocab = self._require()._model.vocab  # noqa: SLF001
+            size = 64
+            while True:
+                buf = ctypes.create_string_buffer(size)
+                n = llama_cpp.llama_token_to_piece(vocab, token, buf, size, 0, True)
+                if n >= 0:
+                    break
+                size = -n
+            piece = self._pieces[token] = buf.raw[:n]
+        return piece
+
+    def cached_prefix(self, tokens: list[int]) -> int:
+        """How many leading tokens of ``tokens`` the KV cache already holds."""
+        llm = self._require()
+        n = 0
+        for cached, token in zip(llm._input_ids[: llm.n_tokens], tokens):  # noqa: SLF001
+            if cached != token:
+                break
+            n += 1
+        return n
+
+    def generate(self, request: GenerationRequest, on_text: Callable[[str], bool]) -> GenerationStats:
+        """Generate, calling on_text with each decoded piece; on_text returns False to stop early."""
+        self._on_worker()
+        llm = self._require()
+        import llama_cpp  # noqa: PLC0415
+
+        started = time.monotonic()
+        tokens = self.tokenize(request.prompt)
+        if len(tokens) + request.max_tokens > self.settings.n_ctx:
+            raise ContextOverflowError(len(tokens), self.settings.n_ctx, request.max_tokens)
+        stats = GenerationStats(prompt_tokens=len(tokens))
+        reused = self.cached_prefix(tokens)
+        # llama-cpp-python re-evaluates the last prompt token when the whole prompt is cached
+        stats.reused_tokens = min(reused, len(tokens) - 1)
+        stats.evaluated_tokens = len(tokens) - stats.reused_tokens
+        grammar = None
+        if request.grammar:
+            grammar = llama_cpp.LlamaGrammar.from_string(request.grammar, verbose=False)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        text = ""
+        first_token_at = 0.0
+        stats.stop_reason = "length"
+        for token in llm.generate(
+            tokens,
+            top_k=request.top_k,
+            top_p=request.top_p,
+            temp=request.temperature,
+            repeat_penalty=1.0,
+            grammar=grammar,
+        ):
+            if not first_token_at:
+                first_token_at = time.monotonic()
+            if llama_cpp.llama_vocab_is_eog(llm._model.vocab, token):  # noqa: SLF001
+                stats.stop_reason = "end"
+                break
+            stats.completion_tokens += 1
+            piece = decoder.decode(self._piece(token))
+            text += piece
+            stop_at = _find_stop(text, request.stop)
+            if stop_at is not None:
+                piece = piece[: max(0, len(piece) - (len(text) - stop_at))]
+                if piece:
+                    on_text(piece)
+                stats.stop_reason = "stop"
+                break
+            if piece and not on_text(piece):
+                stats.stop_reason = "cancelled"
+                break
+            if stats.completion_tokens >= request.max_tokens:
+                break
+        tail = decoder.decode(b"", final=True)
+        if tail and stats.stop_reason != "stop":
+            on_text(tail)
+        finished = time.monotonic()
+        stats.total_s = finished - started
+        if first_token_at:
+            stats.time_to_first_token_s = first_token_at - started
+            decode_time = finished - first_token_at
+            if stats.completion_tokens > 1 and decode_time > 0:
+                stats.decode_tokens_per_s = (stats.completion_tokens - 1) / decode_time
+        return stats
+
+
+def _find_stop(text: str, stops: tuple[str, ...]) -> int | None:
+    positions = [text.find(stop) for stop in stops if stop and stop in text]
+    return min(positions) if positions else None

@@ -1,0 +1,109 @@
+"""One dedicated thread that runs every model call, one at a time, from a bounded queue.
+
+llama.cpp contexts are not thread-safe and their calls block for seconds, so nothing of theirs may
+run on Home Assistant's event loop or on two threads at once. Jobs carry a priority: a user request
+(``PRIORITY_USER``) is always taken before background work (``PRIORITY_BACKGROUND``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import Future
+import itertools
+import logging
+import queue
+import threading
+from typing import Any, TypeVar
+
+_LOGGER = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+PRIORITY_USER = 0
+PRIORITY_BACKGROUND = 10
+
+
+class WorkerBusyError(RuntimeError):
+    """Too many requests are already waiting for the model."""
+
+
+class WorkerStoppedError(RuntimeError):
+    """The worker has been stopped (the engine is unloading)."""
+
+
+class ModelWorker:
+    """A single worker thread with a bounded priority queue of jobs."""
+
+    def __init__(self, name: str = "gemma_edge_model", max_pending: int = 4) -> None:
+        self._queue: queue.PriorityQueue[tuple[int, int, Callable[[], None] | None]] = queue.PriorityQueue()
+        self._max_pending = max_pending
+        self._pending = 0
+        self._lock = threading.Lock()
+        self._counter = itertools.count()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    @property
+    def thread(self) -> threading.Thread:
+        return self._thread
+
+    @property
+    def pending(self) -> int:
+        """Jobs queued or running."""
+        return self._pending
+
+    def in_worker(self) -> bool:
+        return threading.current_thread() is self._thread
+
+    def submit(self, func: Callable[[], T], priority: int = PRIORITY_USER) -> Future[T]:
+        """Queue func; its result or exception arrives in the returned Future."""
+        future: Future[T] = Future()
+        with self._lock:
+            if self._stopped:
+                raise WorkerStoppedError("the model worker is stopped")
+            if self._pending >= self._max_pending:
+                raise WorkerBusyError(f"{self._pending} requests are already waiting for the model")
+            self._pending += 1
+
+        def job() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                future.set_result(func())
+            except BaseException as err:  # noqa: BLE001 - handed to the caller
+                future.set_exception(err)
+
+        self._queue.put((priority, next(self._counter), job))
+        return future
+
+    def _run(self) -> None:
+        while True:
+            _, _, job = self._queue.get()
+            if job is None:
+                return
+            try:
+                job()
+            finally:
+                with self._lock:
+                    self._pending -= 1
+
+    def stop(self, timeout: float | None = 30) -> None:
+        """Finish queued jobs, then end the thread and wait for it."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        self._queue.put((PRIORITY_BACKGROUND + 1, next(self._counter), None))
+        if not self.in_worker():
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                _LOGGER.warning("Model worker did not stop within %s s", timeout)
+
+    def run_sync(self, func: Callable[[], T], priority: int = PRIORITY_USER) -> T:
+        """Submit and wait (for plain-Python callers and tests)."""
+        if self.in_worker():
+            return func()
+        return self.submit(func, priority).result()
+
+

@@ -1,0 +1,36 @@
+"""Repairs issues for problems the user must fix (missing library, bad model file, memory)."""
+
+from __future__ import annotations
+
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers import issue_registry as ir
+
+from .const import DOMAIN
+
+ISSUE_LLAMA_CPP = "llama_cpp_unavailable"
+ISSUE_MODEL_INVALID = "model_invalid"
+ISSUE_NOT_ENOUGH_MEMORY = "not_enough_memory"
+
+
+def issue_id(kind: str, entry_id: str | None = None) -> str:
+    return f"{kind}_{entry_id}" if entry_id else kind
+
+
+def raise_issue(hass: HomeAssistant, kind: str, entry_id: str | None, **placeholders: str) -> None:
+    """Create (or refresh) a Repairs issue the user must act on."""
+    ir.async_create_issue(
+        hass,
+        DOMAIN,
+        issue_id(kind, entry_id),
+        is_fixable=False,
+        severity=ir.IssueSeverity.ERROR,
+        translation_key=kind,
+        translation_placeholders=placeholders,
+    )
+
+
+def clear_issues(hass: HomeAssistant, entry_id: str) -> None:
+    """Remove the issues of an entry that now loads fine."""
+    for kind in (ISSUE_MODEL_INVALID, ISSUE_NOT_ENOUGH_MEMORY):
+        ir.async_delete_issue(hass, DOMAIN, issue_id(kind, entry_id))
+    ir.async_delete_issue(hass, DOMAIN, ISSUE_LLAMA_CPP)

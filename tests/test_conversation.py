@@ -1,0 +1,110 @@
+"""A real conversation turn: real model, real grammar, real Assist tools, a real light turns on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from custom_components.gemma_edge.const import CONF_MAX_TOKENS, CONF_TOOL_CHOICE
+from homeassistant.components import conversation
+from homeassistant.config_entries import ConfigEntry
+from homeassistant.core import Context, HomeAssistant
+from homeassistant.helpers import chat_session, intent
+
+from .conftest import SMALL_MODEL_AGENT, async_create_local_entry
+
+
+def agent_id(hass: HomeAssistant, entry: ConfigEntry) -> str:
+    states = [s for s in hass.states.async_all("conversation") if s.entity_id.startswith("conversation.")]
+    return next(s.entity_id for s in states if "gemma" in s.entity_id)
+
+
+async def converse_streaming(
+    hass: HomeAssistant, entry: ConfigEntry, text: str, conversation_id: str | None = None
+) -> tuple[conversation.ConversationResult, list[dict[str, Any]]]:
+    """Converse the way the Assist pipeline does, recording the streamed deltas."""
+    deltas: list[dict[str, Any]] = []
+    with (
+        chat_session.async_get_chat_session(hass, conversation_id) as session,
+        conversation.async_get_chat_log(
+            hass, session, chat_log_delta_listener=lambda _log, delta: deltas.append(delta)
+        ),
+    ):
+        result = await conversation.async_converse(
+            hass, text, session.conversation_id, Context(), language="en", agent_id=agent_id(hass, entry)
+        )
+    return result, deltas
+
+
+async def _act_and_answer(hass: HomeAssistant, entry: ConfigEntry, text: str) -> tuple[list[Any], list[dict[str, Any]]]:
+    """One turn that must call a declared tool: the call runs, its result goes back, the answer streams."""
+    result, deltas = await converse_streaming(hass, entry, text)
+    await hass.async_block_till_done()
+    assert result.response.response_type is not intent.IntentResponseType.ERROR, result.response.speech
+    calls = [call for d in deltas for call in d.get("tool_calls") or []]
+    assert len(calls) == 1, deltas
+    results = [d for d in deltas if d.get("role") == "tool_result"]
+    assert [r["tool_name"] for r in results] == [calls[0].tool_name]
+    declared = {tool.name for tool in chat_log_tools(hass, entry, result.conversation_id)}
+    assert calls[0].tool_name in declared
+    text_deltas = [d["content"] for d in deltas if d.get("content") and d.get("role") is None]
+    assert len(text_deltas) >= 2, "the answer did not stream"
+    assert result.response.speech["plain"]["speech"].strip()
+    return calls, deltas
+
+
+def chat_log_tools(hass: HomeAssistant, entry: ConfigEntry, conversation_id: str) -> list[Any]:
+    with (
+        chat_session.async_get_chat_session(hass, conversation_id) as session,
+        conversation.async_get_chat_log(hass, session) as chat_log,
+    ):
+        return list(chat_log.llm_api.tools) if chat_log.llm_api else []
+
+
+async def test_smollm2_calls_a_declared_tool(hass: HomeAssistant, smollm2_entry: ConfigEntry) -> None:
+    """SmolLM2-135M picks its tool poorly, but its call is always grammar-valid and executed."""
+    await _act_and_answer(hass, smollm2_entry, "Turn on the kitchen light")
+
+
+async def test_gemma3_turns_on_kitchen_light(hass: HomeAssistant, gemma3_path: Path, lights: list[str]) -> None:
+    entry = await async_create_local_entry(hass, gemma3_path, SMALL_MODEL_AGENT)
+    events = []
+    hass.bus.async_listen("test_light_on", events.append)
+    calls, _ = await _act_and_answer(hass, entry, "Turn on the kitchen light")
+    assert calls[0].tool_name == "HassTurnOn"
+    assert calls[0].tool_args.get("name") == "Kitchen Light"
+    assert hass.states.get("light.kitchen_light").state == "on"
+    assert [e.data["name"] for e in events] == ["Kitchen Light"]
+    assert hass.states.get("light.bedroom_lamp").state != "on"
+    await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_auto_tool_choice_answers_in_text(hass: HomeAssistant, smollm2_path: Path, lights: list[str]) -> None:
+    """With tool use left to the model, a greeting streams a text answer (no tool run)."""
+    entry = await async_create_local_entry(hass, smollm2_path, {**SMALL_MODEL_AGENT, CONF_TOOL_CHOICE: "auto"})
+    result, deltas = await converse_streaming(hass, entry, "Hello! Who are you?")
+    assert result.response.response_type is intent.IntentResponseType.ACTION_DONE
+    assert result.response.speech["plain"]["speech"].strip()
+    assert not [d for d in deltas if d.get("tool_calls")]
+    await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_multi_turn_history_reaches_the_model(hass: HomeAssistant, smollm2_entry: ConfigEntry) -> None:
+    """The second turn of a conversation is built on the first (same conversation id)."""
+    first, _ = await converse_streaming(hass, smollm2_entry, "Turn on the kitchen light")
+    engine = smollm2_entry.runtime_data.engine
+    first_prompt_tokens = engine.last_stats.prompt_tokens
+    second, _ = await converse_streaming(hass, smollm2_entry, "And the porch light", first.conversation_id)
+    assert second.conversation_id == first.conversation_id
+    assert engine.last_stats.prompt_tokens > first_prompt_tokens
+    # the earlier turn's prompt is reused from the KV cache instead of evaluated again
+    assert engine.last_stats.reused_tokens > first_prompt_tokens // 2
+
+
+async def test_context_overflow_is_a_clear_answer(hass: HomeAssistant, smollm2_path: Path, lights: list[str]) -> None:
+    entry = await async_create_local_entry(hass, smollm2_path, {**SMALL_MODEL_AGENT, CONF_MAX_TOKENS: 100_000})
+    result, _ = await converse_streaming(hass, entry, "Turn on the kitchen light")
+    assert result.response.response_type is intent.IntentResponseType.ERROR
+    assert "too long" in result.response.speech["plain"]["speech"]
+    assert hass.states.get("light.kitchen_light").state != "on"
+    await hass.config_entries.async_unload(entry.entry_id)
