@@ -94,10 +94,10 @@ class OutputSplitter:
                 return text
         return ""
 
-    def finish(self) -> tuple[str, list[ToolCall]]:
+    def finish(self, truncated: bool = False) -> tuple[str, list[ToolCall]]:
         """Remaining text and the parsed tool calls (raises ToolCallSyntaxError on bad calls)."""
         if self._is_call:
-            return "", parse_tool_calls(self._buffer)
+            return "", parse_tool_calls(self._buffer, truncated=truncated)
         text, self._buffer = self._buffer, ""
         return text, []
 
@@ -223,7 +223,7 @@ class LocalEngine:
                 if text := splitter.feed(piece):
                     yield TextDelta(text)
             stats = await asyncio.wrap_future(future)
-            text, calls = splitter.finish()
+            text, calls = splitter.finish(truncated=stats.stop_reason == "length")
             if text := _strip_turn_end(text):
                 yield TextDelta(text)
             if calls:

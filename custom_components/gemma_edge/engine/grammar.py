@@ -19,6 +19,8 @@ ToolChoice = Literal["auto", "required", "none"]
 # Gemma 4 may issue parallel calls; models without native tool tokens get one call per step
 # (they tend to repeat a call, and each result is shown to them before the next).
 MAX_CALLS_PER_STEP = {"native": 3, "json": 1}
+# Tool argument strings are names and short texts; a bound keeps a rambling model inside max_tokens.
+MAX_STRING_CHARS = 256
 # Arrays in tool arguments are short lists (domains, device classes); small models otherwise ramble.
 MAX_ARRAY_ITEMS = 4
 # Optional arguments are written in a fixed order; the most telling ones first.
@@ -68,9 +70,9 @@ class _GrammarBuilder:
     def string_rule(self) -> str:
         if self.syntax == "json":
             self.add("json-char", _JSON_CHAR)
-            return self.add("string", '"\\"" json-char* "\\""')
+            return self.add("string", f'"\\"" json-char{{0,{MAX_STRING_CHARS}}} "\\""')
         quote = self.marker(STRING_QUOTE)
-        return self.add("string", f"{quote} [^<]* {quote}")
+        return self.add("string", f"{quote} [^<]{{0,{MAX_STRING_CHARS}}} {quote}")
 
     def string_literal(self, value: str) -> str:
         if self.syntax == "json":

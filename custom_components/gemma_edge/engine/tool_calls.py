@@ -158,13 +158,12 @@ class _NativeReader:
             self.expect(",")
 
 
-def _parse_native_calls(text: str) -> list[ToolCall]:
+def _parse_native_calls(text: str, calls: list[ToolCall]) -> None:
     reader = _NativeReader(text)
-    calls: list[ToolCall] = []
     while True:
         reader.skip_space()
         if reader.pos >= len(text):
-            return calls
+            return
         reader.take(CALL_START)
         reader.skip_space()
         reader.expect("call:")
@@ -184,15 +183,14 @@ def format_json_call(call: ToolCall) -> str:
     return json.dumps({"name": call.name, "arguments": call.arguments}, ensure_ascii=False)
 
 
-def _parse_json_calls(text: str) -> list[ToolCall]:
+def _parse_json_calls(text: str, calls: list[ToolCall]) -> None:
     decoder = json.JSONDecoder()
-    calls: list[ToolCall] = []
     pos = 0
     while True:
         while pos < len(text) and text[pos] in " \t\r\n":
             pos += 1
         if pos >= len(text):
-            return calls
+            return
         try:
             obj, pos = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as err:
@@ -226,16 +224,28 @@ def looks_like_call(text: str) -> bool | None:
     return False
 
 
-def parse_tool_calls(text: str) -> list[ToolCall]:
+def parse_tool_calls(text: str, *, truncated: bool = False) -> list[ToolCall]:
     """Parse model output made of one or more tool calls, native or JSON.
 
-    Raises ToolCallSyntaxError with a readable reason when the text is not a valid call.
+    Raises ToolCallSyntaxError with a readable reason when the text is not a valid call. When the
+    generation was cut off (``truncated``), the complete calls before the cut are returned and the
+    unfinished last one is dropped; with no complete call it is still an error.
     """
     stripped = text.strip()
     if not stripped:
         raise ToolCallSyntaxError("empty tool call")
     if stripped.startswith("{"):
-        return _parse_json_calls(stripped)
-    if stripped.startswith((CALL_START, "call:")):
-        return _parse_native_calls(stripped)
-    raise ToolCallSyntaxError(f"not a tool call: {stripped[:40]!r}")
+        parse = _parse_json_calls
+    elif stripped.startswith((CALL_START, "call:")):
+        parse = _parse_native_calls
+    else:
+        raise ToolCallSyntaxError(f"not a tool call: {stripped[:40]!r}")
+    calls: list[ToolCall] = []
+    try:
+        parse(stripped, calls)
+    except ToolCallSyntaxError as err:
+        if not (truncated and calls):
+            if truncated:
+                raise ToolCallSyntaxError(f"the answer was cut off inside a tool call ({err})") from err
+            raise
+    return calls

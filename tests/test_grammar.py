@@ -1,0 +1,142 @@
+"""Grammar-constrained generation with a real model: every call parses and matches its schema."""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings, strategies as st
+import pytest
+
+from custom_components.gemma_edge.engine.chat_format import Message
+from custom_components.gemma_edge.engine.grammar import ToolSpec, build_output_grammar
+from custom_components.gemma_edge.engine.llama_model import EngineSettings, GenerationRequest, LlamaModel
+from custom_components.gemma_edge.engine.tool_calls import ToolCall, ToolCallSyntaxError, parse_tool_calls
+from custom_components.gemma_edge.engine.worker import ModelWorker
+
+from .conftest import SMOLLM2
+
+
+@pytest.fixture(scope="module")
+def model() -> Generator[tuple[ModelWorker, LlamaModel]]:
+    if not SMOLLM2.exists():
+        pytest.fail("test model missing: run scripts/setup")
+    worker = ModelWorker(name="grammar_test_model")
+    llama = LlamaModel(EngineSettings(str(SMOLLM2), n_ctx=2048), owner=worker.in_worker)
+    worker.run_sync(llama.load)
+    yield worker, llama
+    worker.run_sync(llama.close)
+    worker.stop()
+
+
+def generate(
+    model: tuple[ModelWorker, LlamaModel], tools: list[ToolSpec], syntax: str, seed_text: str
+) -> tuple[str, bool]:
+    worker, llama = model
+    messages: list[Message] = [
+        {"role": "system", "content": "You control a smart home."},
+        {"role": "user", "content": seed_text},
+    ]
+    grammar = build_output_grammar(tools, syntax, "required")  # type: ignore[arg-type]
+    pieces: list[str] = []
+
+    def run() -> str:
+        assert llama.chat_format is not None
+        request = GenerationRequest(llama.chat_format.render(messages, tools), grammar, max_tokens=160, temperature=0.8)
+        return llama.generate(request, lambda piece: pieces.append(piece) or True).stop_reason
+
+    stop_reason = worker.run_sync(run)
+    return "".join(pieces), stop_reason == "length"
+
+
+def check(value: Any, schema: dict[str, Any]) -> None:
+    """Validate the JSON-schema subset tool schemas use."""
+    if "enum" in schema:
+        assert value in schema["enum"]
+        return
+    kind = schema.get("type")
+    if kind == "string":
+        assert isinstance(value, str)
+    elif kind == "integer":
+        assert isinstance(value, int) and not isinstance(value, bool)
+    elif kind == "number":
+        assert isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif kind == "boolean":
+        assert isinstance(value, bool)
+    elif kind == "array":
+        assert isinstance(value, list)
+        for item in value:
+            check(item, schema.get("items", {}))
+    elif kind == "object":
+        assert isinstance(value, dict)
+        properties = schema.get("properties", {})
+        assert set(value) <= set(properties)
+        assert set(schema.get("required", [])) <= set(value)
+        if leaders := [opt["required"][0] for opt in schema.get("anyOf", [])]:
+            assert set(leaders) & set(value)
+        for key, item in value.items():
+            check(item, properties[key])
+
+
+words = st.sampled_from(["Kitchen Light", "Bedroom Lamp", "heat", "cool", "on", "Porch"])
+leaf_schemas = st.one_of(
+    st.just({"type": "string"}),
+    st.lists(words, min_size=1, max_size=4, unique=True).map(lambda e: {"type": "string", "enum": e}),
+    st.just({"type": "integer"}),
+    st.just({"type": "number"}),
+    st.just({"type": "boolean"}),
+    st.just({"type": "array", "items": {"type": "string", "enum": ["light", "switch"]}}),
+)
+keys = st.from_regex(r"[a-z][a-z_]{0,8}", fullmatch=True)
+
+
+@st.composite
+def tool_sets(draw: st.DrawFn) -> list[ToolSpec]:
+    tools = []
+    for index in range(draw(st.integers(1, 3))):
+        properties = draw(st.dictionaries(keys, leaf_schemas, max_size=4))
+        required = [k for k in properties if draw(st.booleans())]
+        schema: dict[str, Any] = {"type": "object", "properties": properties, "required": required}
+        if properties and not required and draw(st.booleans()):
+            schema["anyOf"] = [{"required": [k]} for k in list(properties)[:2]]
+        tools.append(ToolSpec(f"Tool{index}_{draw(keys)}", "A test tool.", schema))
+    return tools
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(tools=tool_sets(), syntax=st.sampled_from(["json", "native"]), utterance=words)
+def test_generated_calls_parse_and_validate(
+    model: tuple[ModelWorker, LlamaModel], tools: list[ToolSpec], syntax: str, utterance: str
+) -> None:
+    text, truncated = generate(model, tools, syntax, f"Please do something with {utterance}")
+    parsed = parse_tool_calls(text, truncated=truncated)
+    assert 1 <= len(parsed)
+    by_name = {tool.name: tool for tool in tools}
+    for call in parsed:
+        assert call.name in by_name
+        check(call.arguments, by_name[call.name].parameters)
+
+
+def test_no_tools_no_grammar() -> None:
+    assert build_output_grammar([], "json") is None
+    assert build_output_grammar([ToolSpec("X")], "json", "none") is None
+
+
+def test_auto_grammar_allows_text_or_call() -> None:
+    grammar = build_output_grammar([ToolSpec("X")], "native", "auto")
+    assert grammar is not None and grammar.startswith("root ::= calls | text")
+
+
+def test_gemma4_markers_are_matched_as_tokens() -> None:
+    grammar = build_output_grammar([ToolSpec("X")], "native", "required", markers_as_tokens=True)
+    assert grammar is not None
+    assert "<|tool_call> " in grammar and '"<|tool_call>"' not in grammar
+
+
+
+
+def test_cut_off_calls_keep_the_complete_ones() -> None:
+    text = '<|tool_call>call:A{x:1}<tool_call|><|tool_call>call:B{y:<|"|>abc'
+    assert parse_tool_calls(text, truncated=True) == [ToolCall("A", {"x": 1})]
+    with pytest.raises(ToolCallSyntaxError, match="cut off inside a tool call"):
+        parse_tool_calls('<|tool_call>call:B{y:<|"|>abc', truncated=True)
