@@ -38,6 +38,14 @@ def auto_enable_custom_integrations(enable_custom_integrations: None) -> None:
     """Let Home Assistant load our integration."""
 
 
+@pytest.fixture(autouse=True)
+async def ha_core(request: pytest.FixtureRequest) -> None:
+    """Tests with a Home Assistant get its core integration, as every real instance has."""
+    if "hass" in request.fixturenames:
+        hass: HomeAssistant = request.getfixturevalue("hass")
+        assert await async_setup_component(hass, "homeassistant", {})
+
+
 @pytest.fixture
 def smollm2_path() -> Path:
     return _require(SMOLLM2)
@@ -54,7 +62,6 @@ LIGHTS = ("Kitchen Light", "Bedroom Lamp", "Porch Light")
 @pytest.fixture
 async def lights(hass: HomeAssistant) -> list[str]:
     """Three real template lights; turning one on fires an event and sets it on."""
-    await async_setup_component(hass, "homeassistant", {})
     config = {
         "template": [
             {

@@ -105,7 +105,12 @@ async def async_setup_entry(hass: HomeAssistant, entry: GemmaConfigEntry) -> boo
 
 
 async def _async_reload_on_update(hass: HomeAssistant, entry: GemmaConfigEntry) -> None:
-    await hass.config_entries.async_reload(entry.entry_id)
+    """Engine options changed: reload everything. Only agents changed: keep the loaded model."""
+    if engine_settings(entry) != entry.runtime_data.engine.settings:
+        await hass.config_entries.async_reload(entry.entry_id)
+        return
+    await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
+    await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
 
 
 async def async_unload_entry(hass: HomeAssistant, entry: GemmaConfigEntry) -> bool:

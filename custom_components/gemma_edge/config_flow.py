@@ -215,9 +215,11 @@ class GemmaEdgeConfigFlow(ConfigFlow, domain=DOMAIN):
             def report(fraction: float) -> None:
                 self.hass.loop.call_soon_threadsafe(self.async_update_progress, fraction)
 
+            async def _download() -> Path:
+                return await self.hass.async_add_executor_job(download_file, remote, folder, report)
+
             self._download_task = self.hass.async_create_background_task(
-                self.hass.async_add_executor_job(download_file, remote, folder, report),
-                f"{DOMAIN} download {remote.filename}",
+                _download(), f"{DOMAIN} download {remote.filename}"
             )
         if not self._download_task.done():
             return self.async_show_progress(

@@ -56,6 +56,8 @@ def resolve_remote_file(repo_id: str, filename: str, *, endpoint: str | None = N
     from huggingface_hub import get_hf_file_metadata, hf_hub_url  # noqa: PLC0415
     from huggingface_hub.errors import HfHubHTTPError  # noqa: PLC0415
 
+    # HF_ENDPOINT (a mirror) is read now, not when huggingface_hub was imported.
+    endpoint = endpoint or os.environ.get("HF_ENDPOINT") or None
     url = hf_hub_url(repo_id, filename, revision=revision, endpoint=endpoint)
     try:
         meta = get_hf_file_metadata(url, endpoint=endpoint, timeout=30)

@@ -1,0 +1,194 @@
+"""The real config flow: local files, preset downloads from a fake hub, options and agents."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from custom_components.gemma_edge.const import (
+    CONF_MAX_TOKENS,
+    CONF_MODEL_PATH,
+    CONF_MODEL_SOURCE,
+    CONF_N_CTX,
+    CONF_PROMPT,
+    CONF_TOOL_CHOICE,
+    DOMAIN,
+    PRESETS,
+)
+from homeassistant.config_entries import ConfigEntryState
+from homeassistant.const import CONF_LLM_HASS_API
+from homeassistant.core import HomeAssistant
+from homeassistant.data_entry_flow import EVENT_DATA_ENTRY_FLOW_PROGRESS_UPDATE, FlowResultType
+
+from .conftest import async_create_local_entry
+from .fake_hub import FakeHub, HubFile, serve_fake_hub
+from .gguf_files import write_gguf
+
+
+async def _local_step(hass: HomeAssistant, data: dict[str, Any]) -> dict[str, Any]:
+    result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": "user"})
+    assert result["type"] is FlowResultType.MENU
+    assert result["menu_options"] == ["gemma4_e4b", "gemma4_e2b", "local"]
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], {"next_step_id": "local"})
+    return await hass.config_entries.flow.async_configure(result["flow_id"], data)
+
+
+async def test_local_model_creates_engine_and_agent(hass: HomeAssistant, smollm2_path: Path) -> None:
+    entry = await async_create_local_entry(hass, smollm2_path)
+    assert entry.data[CONF_MODEL_PATH] == str(smollm2_path)
+    assert entry.data[CONF_MODEL_SOURCE] == "local"
+    assert entry.title == "Smollm2 135M 8k Lc100K Mix1 Ep2"
+    (subentry,) = entry.subentries.values()
+    assert subentry.subentry_type == "conversation"
+    assert subentry.data[CONF_LLM_HASS_API] == ["assist"]
+    assert hass.states.get("conversation.gemma_conversation") is not None
+    # the same file twice is refused
+    result = await _local_step(hass, {CONF_MODEL_PATH: str(smollm2_path)})
+    assert result["type"] is FlowResultType.ABORT and result["reason"] == "already_configured"
+    # unloading frees the model and ends its thread
+    thread = entry.runtime_data.engine.worker.thread
+    assert await hass.config_entries.async_unload(entry.entry_id)
+    assert not thread.is_alive()
+    assert entry.state is ConfigEntryState.NOT_LOADED
+
+
+@pytest.mark.parametrize(
+    ("make", "field", "error"),
+    [
+        (lambda tmp: tmp / "missing.gguf", "model_path", "model_not_found"),
+        (lambda tmp: _write(tmp / "notes.txt", b"just text"), "model_path", "not_gguf"),
+        (lambda tmp: write_gguf(tmp / "mmproj.gguf", {"general.architecture": "clip"}), "model_path", "unsupported_architecture"),
+        (lambda tmp: write_gguf(tmp / "embed.gguf", {"general.architecture": "bert"}), "model_path", "unsupported_architecture"),
+    ],
+)
+async def test_local_model_errors(hass: HomeAssistant, tmp_path: Path, make: Any, field: str, error: str) -> None:
+    result = await _local_step(hass, {CONF_MODEL_PATH: str(make(tmp_path))})
+    assert result["type"] is FlowResultType.FORM
+    assert result["errors"] == {field: error}
+
+
+async def test_missing_mmproj_is_a_form_error(hass: HomeAssistant, smollm2_path: Path, tmp_path: Path) -> None:
+    result = await _local_step(hass, {CONF_MODEL_PATH: str(smollm2_path), "mmproj_path": str(tmp_path / "no.gguf")})
+    assert result["errors"] == {"mmproj_path": "mmproj_not_found"}
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+async def _start_preset(hass: HomeAssistant, hub: FakeHub, folder: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": "user"})
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], {"next_step_id": "gemma4_e2b"})
+    assert result["step_id"] == "gemma4_e2b"
+    return await hass.config_entries.flow.async_configure(result["flow_id"], {"download_dir": str(folder)})
+
+
+def _hub_key() -> str:
+    preset = PRESETS["gemma4_e2b"]
+    return f"{preset.repo_id}/{preset.filename}"
+
+
+async def test_preset_download_with_progress_and_resume(
+    hass: HomeAssistant, socket_enabled: None, smollm2_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The preset downloads (a stand-in GGUF served as E2B), resumes a dropped transfer, loads."""
+    hub = FakeHub({_hub_key(): HubFile(smollm2_path, drop_after=20_000_000)})
+    progress: list[float] = []
+    hass.bus.async_listen(EVENT_DATA_ENTRY_FLOW_PROGRESS_UPDATE, lambda e: progress.append(e.data["progress"]))
+    with serve_fake_hub(hub):
+        result = await _start_preset(hass, hub, tmp_path / "models", monkeypatch)
+        assert result["type"] is FlowResultType.SHOW_PROGRESS
+        assert result["progress_action"] == "download"
+        await hass.async_block_till_done(wait_background_tasks=True)
+        result = await hass.config_entries.flow.async_configure(result["flow_id"])
+    assert result["type"] is FlowResultType.CREATE_ENTRY, result
+    entry = result["result"]
+    target = tmp_path / "models" / PRESETS["gemma4_e2b"].filename
+    assert entry.data[CONF_MODEL_PATH] == str(target)
+    assert entry.data[CONF_MODEL_SOURCE] == "gemma4_e2b"
+    assert target.read_bytes() == smollm2_path.read_bytes()
+    assert any(r and r.startswith("bytes=") for m, _, r in hub.requests if m == "GET")
+    assert len(progress) > 5 and progress[-1] == 1.0
+    await hass.async_block_till_done()
+    assert entry.state is ConfigEntryState.LOADED
+    await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_preset_checksum_mismatch_aborts(
+    hass: HomeAssistant, socket_enabled: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    served = _write(tmp_path / "served.gguf", b"GGUF" + bytes(4096))
+    hub = FakeHub({_hub_key(): HubFile(served, advertised_sha256="cd" * 32)})
+    with serve_fake_hub(hub):
+        result = await _start_preset(hass, hub, tmp_path / "models", monkeypatch)
+        await hass.async_block_till_done(wait_background_tasks=True)
+        result = await hass.config_entries.flow.async_configure(result["flow_id"])
+    assert result["type"] is FlowResultType.ABORT and result["reason"] == "checksum_mismatch"
+    assert list((tmp_path / "models").iterdir()) == []
+
+
+async def test_preset_not_enough_disk_is_a_form_error(
+    hass: HomeAssistant, socket_enabled: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    served = _write(tmp_path / "served.gguf", b"GGUF" + bytes(4096))
+    hub = FakeHub({_hub_key(): HubFile(served, advertised_size=10**16)})
+    with serve_fake_hub(hub):
+        result = await _start_preset(hass, hub, tmp_path / "models", monkeypatch)
+    assert result["type"] is FlowResultType.FORM
+    assert result["errors"] == {"base": "not_enough_disk"}
+    assert float(result["description_placeholders"]["needed"]) > 1e6
+    assert [m for m, _, _ in hub.requests] == ["HEAD"]
+
+
+async def test_preset_hub_unreachable(hass: HomeAssistant, socket_enabled: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with serve_fake_hub(FakeHub()) as hub:
+        result = await _start_preset(hass, hub, tmp_path / "models", monkeypatch)
+    assert result["errors"] == {"base": "cannot_reach_hub"}
+
+
+async def test_options_flow_reloads_engine(hass: HomeAssistant, smollm2_path: Path) -> None:
+    entry = await async_create_local_entry(hass, smollm2_path)
+    result = await hass.config_entries.options.async_init(entry.entry_id)
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {CONF_N_CTX: 2048, "threads": 1, "flash_attention": False}
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    await hass.async_block_till_done()
+    settings = entry.runtime_data.engine.settings
+    assert (settings.n_ctx, settings.n_threads, settings.flash_attn) == (2048, 1, False)
+    await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_conversation_subentry_create_and_reconfigure(hass: HomeAssistant, smollm2_path: Path) -> None:
+    entry = await async_create_local_entry(hass, smollm2_path)
+    engine = entry.runtime_data.engine
+    result = await hass.config_entries.subentries.async_init((entry.entry_id, "conversation"), context={"source": "user"})
+    assert result["type"] is FlowResultType.FORM
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"],
+        {"name": "Kitchen helper", CONF_PROMPT: "Be brief.", "temperature": 0.5, CONF_MAX_TOKENS: 64,
+         "max_history": 4, CONF_TOOL_CHOICE: "required", CONF_LLM_HASS_API: ["assist"]},
+    )  # fmt: skip
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    await hass.async_block_till_done()
+    subentry = next(s for s in entry.subentries.values() if s.title == "Kitchen helper")
+    assert subentry.data[CONF_MAX_TOKENS] == 64
+    assert hass.states.get("conversation.kitchen_helper") is not None
+    result = await hass.config_entries.subentries.async_init(
+        (entry.entry_id, "conversation"), context={"source": "reconfigure", "subentry_id": subentry.subentry_id}
+    )
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"],
+        {CONF_PROMPT: "Be very brief.", "temperature": 0.1, CONF_MAX_TOKENS: 32, "max_history": 2, CONF_TOOL_CHOICE: "auto"},
+    )
+    assert result["type"] is FlowResultType.ABORT and result["reason"] == "reconfigure_successful"
+    await hass.async_block_till_done()
+    # editing agents keeps the loaded model: no reload of the engine
+    assert entry.runtime_data.engine is engine
+    assert entry.subentries[subentry.subentry_id].data[CONF_PROMPT] == "Be very brief."
+    assert CONF_LLM_HASS_API not in entry.subentries[subentry.subentry_id].data
+    await hass.config_entries.async_unload(entry.entry_id)
