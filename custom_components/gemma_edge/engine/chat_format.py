@@ -220,7 +220,7 @@ class JinjaFormat:
     def render(self, messages: Sequence[Message], tools: Sequence[ToolSpec]) -> str:
         if self.syntax == "native":
             return self._compiled.render(
-                messages=[self._native_message(m) for m in messages],
+                messages=self._native_messages(messages),
                 tools=[
                     {"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}
                     for t in sorted(tools, key=lambda t: t.name)
@@ -238,15 +238,26 @@ class JinjaFormat:
         )
 
     @staticmethod
-    def _native_message(message: Message) -> dict[str, Any]:
-        if message["role"] == "tool":
-            return {"role": "tool", "name": message.get("tool_name"), "content": _json(message.get("result"))}
-        out: dict[str, Any] = {"role": message["role"], "content": str(message.get("content") or "")}
-        if message.get("tool_calls"):
-            out["tool_calls"] = [
-                {"type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-                for c in message["tool_calls"]
-            ]
+    def _native_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
+        """OpenAI-style messages; tool results ride on their call's message as Gemma's
+        ``tool_responses`` so that structured results render natively, not as a JSON string."""
+        out: list[dict[str, Any]] = []
+        for message in messages:
+            if message["role"] == "tool":
+                result = message.get("result")
+                response = {"name": message.get("tool_name"), "response": result}
+                if out and out[-1]["role"] == "assistant" and "tool_calls" in out[-1]:
+                    out[-1].setdefault("tool_responses", []).append(response)
+                    continue
+                out.append({"role": "tool", "name": message.get("tool_name"), "content": _json(result)})
+                continue
+            converted: dict[str, Any] = {"role": message["role"], "content": str(message.get("content") or "")}
+            if message.get("tool_calls"):
+                converted["tool_calls"] = [
+                    {"type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                    for c in message["tool_calls"]
+                ]
+            out.append(converted)
         return out
 
     @staticmethod

@@ -48,8 +48,8 @@ def format_native_value(value: Any) -> str:
         return json.dumps(value)
     if isinstance(value, str):
         return f"{STRING_QUOTE}{value}{STRING_QUOTE}"
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{key}:{format_native_value(val)}" for key, val in value.items()) + "}"
+    if isinstance(value, dict):  # keys sorted, as Gemma's template writes them
+        return "{" + ",".join(f"{key}:{format_native_value(value[key])}" for key in sorted(value)) + "}"
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(format_native_value(item) for item in value) + "]"
     return format_native_value(str(value))

@@ -1,0 +1,97 @@
+"""Prompt rendering: our built-in Gemma 4 format matches Google's official template byte for byte."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from custom_components.gemma_edge.engine.chat_format import (
+    Gemma4Format,
+    GemmaTurnFormat,
+    JinjaFormat,
+    Message,
+)
+from custom_components.gemma_edge.engine.grammar import ToolSpec
+from custom_components.gemma_edge.engine.tool_calls import ToolCall
+
+from .conftest import MODELS
+
+TEMPLATE = MODELS / "gemma-4-chat-template.jinja"
+
+TOOLS = [
+    ToolSpec(
+        "HassTurnOn",
+        "Turns on a device.",
+        {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string", "enum": ["Kitchen Light", "Porch Light"]},
+                "domain": {"type": "array", "items": {"type": "string"}},
+                "brightness": {"type": "integer", "description": "Percent"},
+            },
+            "required": ["name"],
+        },
+    ),
+    ToolSpec("GetLiveContext", "Current states.", {"type": "object", "properties": {}, "required": []}),
+]
+
+CONVERSATIONS: dict[str, tuple[list[Message], list[ToolSpec]]] = {
+    "plain": ([{"role": "system", "content": "You are helpful."}, {"role": "user", "content": "Hi"}], []),
+    "no system": ([{"role": "user", "content": "Hi"}], []),
+    "tools": ([{"role": "system", "content": "Control the home."}, {"role": "user", "content": "Lights on"}], TOOLS),
+    "tool round trip": (
+        [
+            {"role": "system", "content": "Control the home."},
+            {"role": "user", "content": "Turn on the kitchen light"},
+            {"role": "assistant", "content": "", "tool_calls": [ToolCall("HassTurnOn", {"name": "Kitchen Light", "brightness": 50})]},
+            {"role": "tool", "tool_name": "HassTurnOn", "result": {"success": True, "targets": ["light.kitchen"]}},
+        ],
+        TOOLS,
+    ),
+    "two turns": (
+        [
+            {"role": "system", "content": "Control the home."},
+            {"role": "user", "content": "Turn on the kitchen light"},
+            {"role": "assistant", "content": "", "tool_calls": [ToolCall("HassTurnOn", {"name": "Kitchen Light"})]},
+            {"role": "tool", "tool_name": "HassTurnOn", "result": {"success": True}},
+            {"role": "assistant", "content": "Done, the kitchen light is on."},
+            {"role": "user", "content": "Thanks"},
+        ],
+        TOOLS,
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def official() -> JinjaFormat:
+    if not TEMPLATE.exists():
+        pytest.fail(f"{TEMPLATE} is missing: run scripts/setup")
+    return JinjaFormat(TEMPLATE.read_text(), bos="<bos>", eos="<eos>")
+
+
+@pytest.mark.parametrize("case", list(CONVERSATIONS))
+def test_builtin_gemma4_matches_official_template(official: JinjaFormat, case: str) -> None:
+    messages, tools = CONVERSATIONS[case]
+    assert official.syntax == "native"
+    assert Gemma4Format().render(messages, tools) == official.render(messages, tools)
+
+
+def test_gemma_turns_fold_system_and_tools_into_the_first_user_turn() -> None:
+    messages, tools = CONVERSATIONS["tool round trip"]
+    text = GemmaTurnFormat().render(messages, tools)
+    assert text.startswith("<bos><start_of_turn>user\nControl the home.\n\nYou can control the home")
+    assert '{"name": "HassTurnOn", "arguments": {"name": "Kitchen Light", "brightness": 50}}<end_of_turn>' in text
+    assert "<start_of_turn>user\nResult of HassTurnOn:" in text
+    assert text.endswith("<start_of_turn>model\n")
+
+
+def test_prompt_prefix_is_stable_across_turns() -> None:
+    """Later turns only append: the earlier prompt is a prefix (the KV cache can be reused)."""
+    first: list[Any] = CONVERSATIONS["tool round trip"][0]
+    later: list[Any] = CONVERSATIONS["two turns"][0]
+    for fmt in (Gemma4Format(), GemmaTurnFormat()):
+        earlier = fmt.render(first[:2], TOOLS)
+        assert fmt.render(later, TOOLS).startswith(earlier.rsplit("<start_of_turn>model", 1)[0].rsplit("<|turn>model", 1)[0])
+
+
