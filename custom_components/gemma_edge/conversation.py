@@ -108,11 +108,14 @@ class GemmaConversationEntity(conversation.ConversationEntity, conversation.Abst
         chat_log: conversation.ChatLog,
     ) -> conversation.ConversationResult:
         options = self.subentry.data
+        instructions = options.get(CONF_PROMPT) or llm.DEFAULT_INSTRUCTIONS_PROMPT
+        if user_input.language and user_input.language != MATCH_ALL:
+            instructions += f"\nAnswer in the user's language ({user_input.language})."
         try:
             await chat_log.async_provide_llm_data(
                 user_input.as_llm_context(DOMAIN),
                 options.get(CONF_LLM_HASS_API),
-                options.get(CONF_PROMPT),
+                instructions,
                 user_input.extra_system_prompt,
             )
         except conversation.ConverseError as err:
