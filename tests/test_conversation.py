@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from custom_components.gemma_edge.const import CONF_MAX_TOKENS, CONF_TOOL_CHOICE
+from custom_components.gemma_edge.const import CONF_MAX_TOKENS, CONF_TOOL_CHOICE, DOMAIN
 from homeassistant.components import conversation
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.core import Context, HomeAssistant
-from homeassistant.helpers import chat_session, intent
+from homeassistant.helpers import chat_session, entity_registry as er, intent
+from homeassistant.helpers.event import async_track_state_change_event
 
 from .conftest import SMALL_MODEL_AGENT, async_create_local_entry
 
@@ -63,7 +64,17 @@ def chat_log_tools(hass: HomeAssistant, entry: ConfigEntry, conversation_id: str
 
 async def test_smollm2_calls_a_declared_tool(hass: HomeAssistant, smollm2_entry: ConfigEntry) -> None:
     """SmolLM2-135M picks its tool poorly, but its call is always grammar-valid and executed."""
+    sensor = er.async_get(hass).async_get_entity_id("sensor", DOMAIN, f"{smollm2_entry.entry_id}_model_status")
+    assert sensor is not None and hass.states.get(sensor).state == "ready"
+    seen: list[str] = []
+    async_track_state_change_event(hass, sensor, lambda event: seen.append(event.data["new_state"].state))
     await _act_and_answer(hass, smollm2_entry, "Turn on the kitchen light")
+    # the model status sensor showed the work and the figures of the last step
+    assert "busy" in seen and seen[-1] == "ready"
+    attributes = hass.states.get(sensor).attributes
+    assert attributes["prompt_tokens"] > 100
+    assert attributes["completion_tokens"] >= 2
+    assert attributes["prompt_tokens"] == attributes["reused_tokens"] + attributes["evaluated_tokens"]
 
 
 async def test_gemma3_turns_on_kitchen_light(hass: HomeAssistant, gemma3_path: Path, lights: list[str]) -> None:

@@ -28,7 +28,7 @@ from .engine.llama_model import EngineError, EngineSettings
 from .engine.preflight import PreflightError, check_llama_cpp_import, check_memory_for
 from .repairs import ISSUE_LLAMA_CPP, ISSUE_MODEL_INVALID, ISSUE_NOT_ENOUGH_MEMORY, clear_issues, raise_issue
 
-PLATFORMS = (Platform.CONVERSATION,)
+PLATFORMS = (Platform.CONVERSATION, Platform.SENSOR)
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
 _LLAMA_CPP_CHECKED = f"{DOMAIN}_llama_cpp_checked"
 

@@ -6,7 +6,7 @@ Plain Python (no Home Assistant): the conversation entity, services and tests us
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 import enum
 import logging
@@ -118,10 +118,30 @@ class LocalEngine:
         self._worker: ModelWorker | None = None
         self._model: LlamaModel | None = None
         self._active = 0
-        self.status = EngineStatus.UNLOADED
+        self._status = EngineStatus.UNLOADED
         self.last_error: str | None = None
         self.last_stats: GenerationStats | None = None
         self._load_lock = asyncio.Lock()
+        self._listeners: list[Callable[[], None]] = []
+
+    @property
+    def status(self) -> EngineStatus:
+        return self._status
+
+    @status.setter
+    def status(self, value: EngineStatus) -> None:
+        if value != self._status:
+            self._status = value
+            self._notify()
+
+    def add_listener(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call listener (on the event loop) when the status or the last stats change; returns a remover."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def _notify(self) -> None:
+        for listener in list(self._listeners):
+            listener()
 
     @property
     def model(self) -> LlamaModel | None:
@@ -229,6 +249,7 @@ class LocalEngine:
             if calls:
                 yield ToolCallsReady(calls)
             self.last_stats = stats
+            self._notify()
             yield StepFinished(stats)
         finally:
             cancelled.set()
