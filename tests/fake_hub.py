@@ -47,20 +47,19 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             self.close_connection = True
             super().end_headers()
 
-        def _file(self) -> HubFile | None:
-            # /{org}/{repo}/resolve/{revision}/{filename}
+        def _file(self, byte_range: str | None = None) -> HubFile | None:
+            """Record the request; the file at /{org}/{repo}/resolve/{revision}/{filename}, or a 404."""
+            hub.requests.append((self.command, self.path, byte_range))
             parts = self.path.split("?")[0].strip("/").split("/")
-            if len(parts) != 5 or parts[2] != "resolve":
-                return None
-            return hub.files.get(f"{parts[0]}/{parts[1]}/{parts[4]}")
-
-        def do_HEAD(self) -> None:  # noqa: N802
-            hub.requests.append(("HEAD", self.path, None))
-            file = self._file()
+            file = hub.files.get(f"{parts[0]}/{parts[1]}/{parts[4]}") if len(parts) == 5 and parts[2] == "resolve" else None
             if file is None:
                 self.send_response(404)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
+            return file
+
+        def do_HEAD(self) -> None:  # noqa: N802
+            if (file := self._file()) is None:
                 return
             size = file.advertised_size if file.advertised_size is not None else file.path.stat().st_size
             self.send_response(200)
@@ -72,12 +71,7 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:  # noqa: N802
             byte_range = self.headers.get("Range")
-            hub.requests.append(("GET", self.path, byte_range))
-            file = self._file()
-            if file is None:
-                self.send_response(404)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+            if (file := self._file(byte_range)) is None:
                 return
             data = file.path.read_bytes()
             start = int(byte_range.split("=")[1].split("-")[0]) if byte_range else 0

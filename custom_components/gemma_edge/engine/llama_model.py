@@ -23,8 +23,10 @@ _LOGGER = logging.getLogger(__name__)
 _LLAMA_LOGGER = logging.getLogger(__name__.rsplit(".", 2)[0] + ".llama_cpp")
 
 # ggml log levels: 0 none, 1 debug, 2 info, 3 warn, 4 error, 5 continue previous line.
-# llama.cpp's info level is chatty (and mtmd logs prompt text there): it goes to debug.
-_GGML_LEVELS = {0: logging.DEBUG, 1: logging.DEBUG, 2: logging.DEBUG, 3: logging.WARNING, 4: logging.ERROR}
+# llama.cpp's info level is chatty (and mtmd logs prompt text there): it goes to debug. Its
+# warnings are notes about the model file ("full-size SWA cache", token types) for developers:
+# info. Errors stay errors.
+_GGML_LEVELS = {0: logging.DEBUG, 1: logging.DEBUG, 2: logging.DEBUG, 3: logging.INFO, 4: logging.ERROR}
 
 
 class EngineError(Exception):
