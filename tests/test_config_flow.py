@@ -19,7 +19,7 @@ from custom_components.gemma_edge.const import (
 )
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.const import CONF_LLM_HASS_API
-from homeassistant.core import HomeAssistant
+from homeassistant.core import HomeAssistant, callback
 from homeassistant.data_entry_flow import EVENT_DATA_ENTRY_FLOW_PROGRESS_UPDATE, FlowResultType
 
 from .conftest import async_create_local_entry
@@ -98,7 +98,7 @@ async def test_preset_download_with_progress_and_resume(
     """The preset downloads (a stand-in GGUF served as E2B), resumes a dropped transfer, loads."""
     hub = FakeHub({_hub_key(): HubFile(smollm2_path, drop_after=20_000_000)})
     progress: list[float] = []
-    hass.bus.async_listen(EVENT_DATA_ENTRY_FLOW_PROGRESS_UPDATE, lambda e: progress.append(e.data["progress"]))
+    hass.bus.async_listen(EVENT_DATA_ENTRY_FLOW_PROGRESS_UPDATE, callback(lambda e: progress.append(e.data["progress"])))
     with serve_fake_hub(hub):
         result = await _start_preset(hass, hub, tmp_path / "models", monkeypatch)
         assert result["type"] is FlowResultType.SHOW_PROGRESS
@@ -112,7 +112,7 @@ async def test_preset_download_with_progress_and_resume(
     assert entry.data[CONF_MODEL_SOURCE] == "gemma4_e2b"
     assert target.read_bytes() == smollm2_path.read_bytes()
     assert any(r and r.startswith("bytes=") for m, _, r in hub.requests if m == "GET")
-    assert len(progress) > 5 and progress[-1] == 1.0
+    assert len(progress) > 5 and progress == sorted(progress) and progress[-1] == 1.0
     await hass.async_block_till_done()
     assert entry.state is ConfigEntryState.LOADED
     await hass.config_entries.async_unload(entry.entry_id)

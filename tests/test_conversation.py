@@ -8,7 +8,7 @@ from typing import Any
 from custom_components.gemma_edge.const import CONF_MAX_TOKENS, CONF_TOOL_CHOICE, DOMAIN
 from homeassistant.components import conversation
 from homeassistant.config_entries import ConfigEntry
-from homeassistant.core import Context, HomeAssistant
+from homeassistant.core import Context, Event, EventStateChangedData, HomeAssistant, callback
 from homeassistant.helpers import chat_session, entity_registry as er, intent
 from homeassistant.helpers.event import async_track_state_change_event
 
@@ -67,7 +67,12 @@ async def test_smollm2_calls_a_declared_tool(hass: HomeAssistant, smollm2_entry:
     sensor = er.async_get(hass).async_get_entity_id("sensor", DOMAIN, f"{smollm2_entry.entry_id}_model_status")
     assert sensor is not None and hass.states.get(sensor).state == "ready"
     seen: list[str] = []
-    async_track_state_change_event(hass, sensor, lambda event: seen.append(event.data["new_state"].state))
+
+    @callback
+    def record(event: Event[EventStateChangedData]) -> None:
+        seen.append(event.data["new_state"].state)
+
+    async_track_state_change_event(hass, sensor, record)
     await _act_and_answer(hass, smollm2_entry, "Turn on the kitchen light")
     # the model status sensor showed the work and the figures of the last step
     assert "busy" in seen and seen[-1] == "ready"

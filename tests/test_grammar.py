@@ -22,7 +22,7 @@ def model() -> Generator[tuple[ModelWorker, LlamaModel]]:
     if not SMOLLM2.exists():
         pytest.fail("test model missing: run scripts/setup")
     worker = ModelWorker(name="grammar_test_model")
-    llama = LlamaModel(EngineSettings(str(SMOLLM2), n_ctx=2048), owner=worker.in_worker)
+    llama = LlamaModel(EngineSettings(str(SMOLLM2), n_ctx=4096), owner=worker.in_worker)
     worker.run_sync(llama.load)
     yield worker, llama
     worker.run_sync(llama.close)
@@ -42,7 +42,7 @@ def generate(
 
     def run() -> str:
         assert llama.chat_format is not None
-        request = GenerationRequest(llama.chat_format.render(messages, tools), grammar, max_tokens=160, temperature=0.8)
+        request = GenerationRequest(llama.chat_format.render(messages, tools), grammar, max_tokens=1200, temperature=0.8)
         return llama.generate(request, lambda piece: pieces.append(piece) or True).stop_reason
 
     stop_reason = worker.run_sync(run)
