@@ -17,7 +17,7 @@ from custom_components.gemma_edge.engine.engine import (
     TextDelta,
 )
 from custom_components.gemma_edge.engine.llama_model import ContextOverflowError, EngineError, EngineSettings
-from custom_components.gemma_edge.engine.worker import ModelWorker, WorkerBusyError, WorkerStoppedError
+from custom_components.gemma_edge.engine.worker import SerialWorker, WorkerBusyError, WorkerStoppedError
 
 HELLO = [{"role": "user", "content": "Say hello to me in one short sentence."}]
 
@@ -113,7 +113,7 @@ async def test_event_loop_stays_responsive_during_generation(smollm2_path: Path)
 
 
 def test_worker_runs_jobs_in_priority_order_and_stops() -> None:
-    worker = ModelWorker(name="test_worker", max_pending=10)
+    worker = SerialWorker(name="test_worker", max_pending=10)
     gate = threading.Event()
     order: list[str] = []
     blocker = worker.submit(gate.wait)
@@ -130,7 +130,7 @@ def test_worker_runs_jobs_in_priority_order_and_stops() -> None:
 
 
 def test_worker_bounds_its_queue() -> None:
-    worker = ModelWorker(name="test_worker_bound", max_pending=1)
+    worker = SerialWorker(name="test_worker_bound", max_pending=1)
     gate = threading.Event()
     running = worker.submit(gate.wait)
     with pytest.raises(WorkerBusyError):

@@ -12,16 +12,16 @@ from custom_components.gemma_edge.engine.chat_format import Message
 from custom_components.gemma_edge.engine.grammar import ToolSpec, build_output_grammar
 from custom_components.gemma_edge.engine.llama_model import EngineSettings, GenerationRequest, LlamaModel
 from custom_components.gemma_edge.engine.tool_calls import ToolCall, ToolCallSyntaxError, parse_tool_calls
-from custom_components.gemma_edge.engine.worker import ModelWorker
+from custom_components.gemma_edge.engine.worker import SerialWorker
 
 from .conftest import SMOLLM2
 
 
 @pytest.fixture(scope="module")
-def model() -> Generator[tuple[ModelWorker, LlamaModel]]:
+def model() -> Generator[tuple[SerialWorker, LlamaModel]]:
     if not SMOLLM2.exists():
         pytest.fail("test model missing: run scripts/setup")
-    worker = ModelWorker(name="grammar_test_model")
+    worker = SerialWorker(name="grammar_test_model")
     llama = LlamaModel(EngineSettings(str(SMOLLM2), n_ctx=4096), owner=worker.in_worker)
     worker.run_sync(llama.load)
     yield worker, llama
@@ -30,7 +30,7 @@ def model() -> Generator[tuple[ModelWorker, LlamaModel]]:
 
 
 def generate(
-    model: tuple[ModelWorker, LlamaModel], tools: list[ToolSpec], syntax: str, seed_text: str
+    model: tuple[SerialWorker, LlamaModel], tools: list[ToolSpec], syntax: str, seed_text: str
 ) -> tuple[str, bool]:
     worker, llama = model
     messages: list[Message] = [
@@ -106,7 +106,7 @@ def tool_sets(draw: st.DrawFn) -> list[ToolSpec]:
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(tools=tool_sets(), syntax=st.sampled_from(["json", "native"]), utterance=words)
 def test_generated_calls_parse_and_validate(
-    model: tuple[ModelWorker, LlamaModel], tools: list[ToolSpec], syntax: str, utterance: str
+    model: tuple[SerialWorker, LlamaModel], tools: list[ToolSpec], syntax: str, utterance: str
 ) -> None:
     text, truncated = generate(model, tools, syntax, f"Please do something with {utterance}")
     parsed = parse_tool_calls(text, truncated=truncated)

@@ -17,7 +17,7 @@ from .chat_format import Message
 from .grammar import ToolChoice, ToolSpec, build_output_grammar
 from .llama_model import EngineError, EngineSettings, GenerationRequest, GenerationStats, LlamaModel
 from .tool_calls import ToolCall, looks_like_call, parse_tool_calls
-from .worker import PRIORITY_USER, ModelWorker, WorkerBusyError, WorkerStoppedError
+from .worker import PRIORITY_USER, SerialWorker, WorkerBusyError, WorkerStoppedError
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class LocalEngine:
     def __init__(self, settings: EngineSettings, *, max_pending: int = 4) -> None:
         self.settings = settings
         self._max_pending = max_pending
-        self._worker: ModelWorker | None = None
+        self._worker: SerialWorker | None = None
         self._model: LlamaModel | None = None
         self._active = 0
         self._status = EngineStatus.UNLOADED
@@ -148,7 +148,7 @@ class LocalEngine:
         return self._model
 
     @property
-    def worker(self) -> ModelWorker | None:
+    def worker(self) -> SerialWorker | None:
         return self._worker
 
     async def async_load(self) -> None:
@@ -157,7 +157,7 @@ class LocalEngine:
             if self._model is not None and self._model.loaded:
                 return
             if self._worker is None:
-                self._worker = ModelWorker(max_pending=self._max_pending)
+                self._worker = SerialWorker(max_pending=self._max_pending)
             worker = self._worker
             model = LlamaModel(self.settings, owner=worker.in_worker)
             self.status = EngineStatus.LOADING

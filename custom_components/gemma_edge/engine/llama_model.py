@@ -1,6 +1,6 @@
 """llama-cpp-python behind one worker thread: loading, tokenizing, grammar-constrained generation.
 
-Every method that touches llama.cpp runs on the worker thread (``ModelWorker``); the guard in
+Every method that touches llama.cpp runs on the worker thread (``SerialWorker``); the guard in
 ``_on_worker`` makes a call from any other thread an error instead of a crash or a race.
 """
 

@@ -1,4 +1,4 @@
-"""One dedicated thread that runs every model call, one at a time, from a bounded queue.
+"""One dedicated thread that runs jobs one at a time from a bounded priority queue (model calls, ledger writes).
 
 llama.cpp contexts are not thread-safe and their calls block for seconds, so nothing of theirs may
 run on Home Assistant's event loop or on two threads at once. Jobs carry a priority: a user request
@@ -31,7 +31,7 @@ class WorkerStoppedError(RuntimeError):
     """The worker has been stopped (the engine is unloading)."""
 
 
-class ModelWorker:
+class SerialWorker:
     """A single worker thread with a bounded priority queue of jobs."""
 
     def __init__(self, name: str = "gemma_edge_model", max_pending: int = 4) -> None:

@@ -1,0 +1,1 @@
+"""Actions: plain-Python core of idempotent execution (ledger, normalisation, policy, executor)."""

@@ -1,0 +1,295 @@
+"""The one path every action takes: resolve, normalise, claim, check policy and state, call, verify.
+
+Plain Python. Home Assistant is reached through the ``HomePort`` protocol, the ledger through one
+serial worker thread, so the event loop never blocks on SQLite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+import logging
+import time
+from typing import Any, Protocol
+
+from ..engine.worker import SerialWorker
+from .ledger import IN_PROGRESS, ActionLedger, LedgerError, LedgerRecord
+from .model import ActionKind, ActionStatus, EntityState, ServiceAction, derive_key
+from .normalize import NormalizeError, normalize
+from .policy import SensitivePolicy, action_kind, expected_state_holds, is_sensitive
+
+_LOGGER = logging.getLogger(__name__)
+
+CONFIRMATION_WINDOW_S = 300.0
+
+
+class HomePort(Protocol):
+    """What the executor needs from the home (Home Assistant in production)."""
+
+    def state(self, entity_id: str) -> EntityState | None:
+        """Current state, or None if the entity does not exist."""
+
+    def is_exposed(self, entity_id: str) -> bool:
+        """Whether the agent may act on the entity."""
+
+    def new_action_id(self) -> str:
+        """A fresh ULID (used as the service call's context id)."""
+
+    async def call(self, action: ServiceAction, action_id: str, parent_context_id: str | None) -> None:
+        """Call the service and wait for it (raises on failure)."""
+
+    async def wait_for_state(self, action: ServiceAction, timeout: float) -> bool:
+        """Wait until the entity reaches the action's target state; False on timeout."""
+
+
+@dataclass(frozen=True)
+class ActionRequest:
+    """An action some source wants done."""
+
+    action: ServiceAction
+    scope: str  # requests in one scope with the same action share a key
+    source: str  # conversation, ai_task, service, cloud
+    key: str | None = None  # a caller's own idempotency key (a cloud command's id)
+    confirmed: bool = False
+    conversation_id: str | None = None
+    parent_context_id: str | None = None
+    tool: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class ActionOutcome:
+    """What happened, for the model, the event bus and the dashboards."""
+
+    key: str
+    action_id: str
+    status: ActionStatus
+    message: str
+    action: ServiceAction
+    source: str
+    kind: ActionKind
+    conversation_id: str | None = None
+    tool: str = ""
+    reason: str = ""
+    created_at: float = field(default_factory=time.time)
+
+    def for_model(self) -> dict[str, Any]:
+        return {"entity_id": self.action.entity_id, "status": self.status.value, "message": self.message}
+
+
+def _record_outcome(record: LedgerRecord, request: ActionRequest, action: ServiceAction) -> ActionOutcome:
+    return ActionOutcome(
+        key=record.key,
+        action_id=record.action_id,
+        status=ActionStatus(record.status) if record.status != IN_PROGRESS else ActionStatus.INDETERMINATE,
+        message=str(record.outcome.get("message", "")),
+        action=action,
+        source=request.source,
+        kind=ActionKind(record.kind),
+        conversation_id=request.conversation_id,
+        tool=request.tool,
+        reason=request.reason,
+        created_at=record.created_at,
+    )
+
+
+class ActionExecutor:
+    """Runs actions idempotently against the ledger and the home."""
+
+    def __init__(
+        self,
+        ledger: ActionLedger,
+        home: HomePort,
+        *,
+        sensitive_policy: SensitivePolicy = SensitivePolicy.CONFIRM,
+        call_timeout_s: float = 10.0,
+        verify_timeout_s: float = 5.0,
+        repeat_window_s: float = 60.0,
+        clock: Callable[[], float] = time.time,
+        on_outcome: Callable[[ActionOutcome], None] | None = None,
+    ) -> None:
+        self.ledger = ledger
+        self.home = home
+        self.sensitive_policy = sensitive_policy
+        self.call_timeout_s = call_timeout_s
+        self.verify_timeout_s = verify_timeout_s
+        self.repeat_window_s = repeat_window_s
+        self.clock = clock
+        self.on_outcome = on_outcome
+        self._worker: SerialWorker | None = None
+        self.error: str | None = None
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def _db(self, func: Callable[..., Any], *args: Any) -> Any:
+        if self._worker is None:
+            raise LedgerError("the action ledger is closed")
+        return await asyncio.wrap_future(self._worker.submit(lambda: func(*args)))
+
+    async def async_start(self) -> list[ActionOutcome]:
+        """Open the ledger and settle what a crash left in progress; returns those outcomes."""
+        self._worker = SerialWorker(name="gemma_edge_ledger", max_pending=64)
+        try:
+            await self._db(self.ledger.open)
+        except LedgerError as err:
+            self.error = str(err)
+            raise
+        await self._db(self.ledger.prune, self.clock())
+        return [await self._recover(record) for record in await self._db(self.ledger.unfinished)]
+
+    async def async_stop(self) -> None:
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.submit(self.ledger.close)
+            await asyncio.get_running_loop().run_in_executor(None, worker.stop)
+
+    async def _recover(self, record: LedgerRecord) -> ActionOutcome:
+        request = record.request
+        action = ServiceAction(**request["action"])
+        state = self.home.state(action.entity_id)
+        if record.kind == ActionKind.ONE_SHOT:
+            status, message = ActionStatus.INDETERMINATE, "interrupted by a restart; not repeated"
+        elif state is not None and expected_state_holds(action, state):
+            status, message = ActionStatus.EXECUTED, "verified after a restart"
+        else:
+            status, message = ActionStatus.INDETERMINATE, "interrupted by a restart; the state does not show it"
+        await self._db(self.ledger.finish, record.key, status.value, {"message": message}, self.clock())
+        outcome = ActionOutcome(
+            record.key, record.action_id, status, message, action, request.get("source", ""),
+            ActionKind(record.kind), request.get("conversation_id"), request.get("tool", ""),
+            request.get("reason", ""), record.created_at,
+        )  # fmt: skip
+        self._emit(outcome)
+        return outcome
+
+    # --- execution --------------------------------------------------------------------------
+
+    def _emit(self, outcome: ActionOutcome) -> None:
+        if self.on_outcome is not None:
+            self.on_outcome(outcome)
+
+    async def execute(self, request: ActionRequest) -> ActionOutcome:
+        """Run one action; never raises for bad input (the outcome says what went wrong)."""
+        outcome = await self._execute(request)
+        self._emit(outcome)
+        return outcome
+
+    def _unrecorded(self, request: ActionRequest, status: ActionStatus, message: str) -> ActionOutcome:
+        key = request.key or derive_key(request.scope, request.action)
+        return ActionOutcome(
+            key, "", status, message, request.action, request.source, action_kind(request.action),
+            request.conversation_id, request.tool, request.reason, self.clock(),
+        )  # fmt: skip
+
+    async def _execute(self, request: ActionRequest) -> ActionOutcome:
+        original = request.action
+        entity_id = original.entity_id
+        if self._worker is None:
+            return self._unrecorded(request, ActionStatus.REJECTED, "the action ledger is unavailable; not acting")
+        state = self.home.state(entity_id)
+        if state is None or not self.home.is_exposed(entity_id):
+            return self._unrecorded(request, ActionStatus.REJECTED, f"{entity_id} is unknown or not exposed to the agent")
+        try:
+            action = normalize(original, state)
+        except NormalizeError as err:
+            return self._unrecorded(request, ActionStatus.REJECTED, str(err))
+        kind = action_kind(action)
+        # The key comes from the request as asked (a toggle stays the same toggle after it ran).
+        key = f"{request.key}:{entity_id}" if request.key else derive_key(request.scope, original)
+        record = {
+            "action": {"domain": action.domain, "service": action.service, "entity_id": entity_id, "data": action.data},
+            "requested": original.describe(), "source": request.source, "conversation_id": request.conversation_id,
+            "tool": request.tool, "reason": request.reason, "scope": request.scope,
+        }  # fmt: skip
+        now = self.clock()
+        try:
+            claim = await self._db(
+                self.ledger.claim, key, self.home.new_action_id(), original.signature, record, kind.value, now
+            )
+        except LedgerError as err:
+            self.error = str(err)
+            _LOGGER.error("Refusing to act, the action ledger failed: %s", err)
+            return self._unrecorded(request, ActionStatus.REJECTED, "the action ledger is unavailable; not acting")
+        if not claim.claimed:
+            return self._not_claimed(claim.reason, claim.record, request, action)
+        status, message = await self._run(request, action, kind, state, claim.record.action_id)
+        try:
+            await self._db(self.ledger.finish, key, status.value, {"message": message}, self.clock())
+        except LedgerError as err:
+            self.error = str(err)
+            _LOGGER.error("Action %s done but its outcome could not be recorded: %s", key, err)
+        return ActionOutcome(
+            key, claim.record.action_id, status, message, action, request.source, kind,
+            request.conversation_id, request.tool, request.reason, now,
+        )  # fmt: skip
+
+    def _not_claimed(
+        self, reason: str, record: LedgerRecord, request: ActionRequest, action: ServiceAction
+    ) -> ActionOutcome:
+        recorded = _record_outcome(record, request, action)
+        if reason == "conflict":
+            message = "this idempotency key was already used for a different request"
+            status = ActionStatus.REJECTED
+        elif reason == "busy":
+            message = "the same action is still in progress"
+            status = ActionStatus.REJECTED
+        else:
+            message = f"already handled: {recorded.status.value}" + (f" ({recorded.message})" if recorded.message else "")
+            status = ActionStatus.DEDUPLICATED
+        return ActionOutcome(
+            record.key, record.action_id, status, message, action, request.source, recorded.kind,
+            request.conversation_id, request.tool, request.reason, self.clock(),
+        )  # fmt: skip
+
+    async def _confirmation_pending(self, request: ActionRequest, action: ServiceAction) -> bool:
+        since = self.clock() - CONFIRMATION_WINDOW_S
+        for record in await self._db(self.ledger.recent, 200, since):
+            if (
+                record.status == ActionStatus.NEEDS_CONFIRMATION
+                and record.request_hash == request.action.signature
+                and record.request.get("conversation_id") == request.conversation_id
+                and record.request.get("scope") != request.scope  # confirmed in a later turn
+            ):
+                return True
+        return False
+
+    async def _recently_executed(self, request: ActionRequest) -> bool:
+        since = self.clock() - self.repeat_window_s
+        return any(
+            record.status == ActionStatus.EXECUTED and record.request_hash == request.action.signature
+            for record in await self._db(self.ledger.recent, 200, since)
+            if record.request.get("scope") != request.scope
+        )
+
+    async def _run(
+        self, request: ActionRequest, action: ServiceAction, kind: ActionKind, state: EntityState, action_id: str
+    ) -> tuple[ActionStatus, str]:
+        confirmed = request.confirmed and await self._confirmation_pending(request, action)
+        if is_sensitive(action, state):
+            if self.sensitive_policy is SensitivePolicy.DENY:
+                return ActionStatus.REJECTED, "not allowed: sensitive actions are disabled for this agent"
+            if self.sensitive_policy is SensitivePolicy.CONFIRM and not confirmed:
+                return ActionStatus.NEEDS_CONFIRMATION, "needs your confirmation: ask the user, then call again with confirm"
+        if kind is ActionKind.DESIRED_STATE and expected_state_holds(action, state):
+            return ActionStatus.NO_OP, f"already {state.state}"
+        if kind is ActionKind.ONE_SHOT and not confirmed and await self._recently_executed(request):
+            return ActionStatus.NEEDS_CONFIRMATION, "this was just done; needs your confirmation to do it again"
+        try:
+            async with asyncio.timeout(self.call_timeout_s):
+                await self.home.call(action, action_id, request.parent_context_id)
+        except TimeoutError:
+            if kind is ActionKind.ONE_SHOT:
+                return ActionStatus.INDETERMINATE, "the service did not answer in time; not repeated"
+            if await self.home.wait_for_state(action, 0):
+                return ActionStatus.EXECUTED, "done (the service answered late)"
+            return ActionStatus.INDETERMINATE, "the service did not answer in time"
+        except Exception as err:  # noqa: BLE001 - any service error is an outcome for the model
+            return ActionStatus.FAILED, f"failed: {err}"
+        if kind is ActionKind.ONE_SHOT:
+            return ActionStatus.EXECUTED, "done"
+        if await self.home.wait_for_state(action, self.verify_timeout_s):
+            return ActionStatus.EXECUTED, "done"
+        return ActionStatus.UNCONFIRMED, "called, but the new state was not seen yet"
+
+

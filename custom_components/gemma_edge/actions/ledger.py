@@ -1,0 +1,164 @@
+"""The durable action ledger: one SQLite file, idempotency keys claimed with one atomic insert.
+
+All methods block; the executor runs them on one dedicated thread (never the event loop).
+WAL with ``synchronous=FULL``: a row reported written survives a crash or a power cut.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import json
+from pathlib import Path
+import sqlite3
+from typing import Any
+
+RETENTION_S = 72 * 3600
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS actions (
+    key TEXT PRIMARY KEY,
+    action_id TEXT NOT NULL,
+    request_hash TEXT NOT NULL,
+    request TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL,
+    outcome TEXT NOT NULL DEFAULT '{}',
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS actions_created ON actions(created_at);
+CREATE INDEX IF NOT EXISTS actions_status ON actions(status);
+"""
+
+IN_PROGRESS = "in_progress"
+
+
+class LedgerError(Exception):
+    """The ledger cannot be read or written: acting is refused (fail closed)."""
+
+
+@dataclass(frozen=True)
+class LedgerRecord:
+    """One action as recorded."""
+
+    key: str
+    action_id: str
+    request_hash: str
+    request: dict[str, Any]
+    kind: str
+    status: str
+    outcome: dict[str, Any]
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Result of claiming a key: ``claimed`` (ours to run), or the existing record and why not."""
+
+    claimed: bool
+    record: LedgerRecord
+    reason: str = ""  # "", "replay", "conflict" or "busy"
+
+
+_COLUMNS = "key, action_id, request_hash, request, kind, status, outcome, created_at, updated_at"
+
+
+def _record(row: tuple[Any, ...]) -> LedgerRecord:
+    return LedgerRecord(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5], json.loads(row[6]), row[7], row[8])
+
+
+class ActionLedger:
+    """SQLite-backed record of every action, keyed by idempotency key."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._db: sqlite3.Connection | None = None
+
+    def open(self) -> None:
+        """Open (creating if needed) and check the database; raises LedgerError if unusable."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA busy_timeout=5000")
+            check = db.execute("PRAGMA quick_check").fetchone()
+            if check is None or check[0] != "ok":
+                raise LedgerError(f"the action ledger {self.path.name} is corrupt: {check}")
+            db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as err:
+            raise LedgerError(f"the action ledger {self.path.name} cannot be used: {err}") from err
+        self._db = db
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise LedgerError("the action ledger is not open")
+        return self._db
+
+    def _write(self, sql: str, args: tuple[Any, ...]) -> int:
+        try:
+            return self._conn().execute(sql, args).rowcount
+        except sqlite3.DatabaseError as err:  # disk full, I/O error, corruption: fail closed
+            raise LedgerError(f"writing the action ledger failed: {err}") from err
+
+    def get(self, key: str) -> LedgerRecord | None:
+        try:
+            row = self._conn().execute(f"SELECT {_COLUMNS} FROM actions WHERE key = ?", (key,)).fetchone()
+        except sqlite3.DatabaseError as err:
+            raise LedgerError(f"reading the action ledger failed: {err}") from err
+        return _record(row) if row else None
+
+    def claim(
+        self, key: str, action_id: str, request_hash: str, request: dict[str, Any], kind: str, now: float
+    ) -> Claim:
+        """Atomically take a key (INSERT OR IGNORE), or report who holds it."""
+        inserted = self._write(
+            "INSERT OR IGNORE INTO actions (key, action_id, request_hash, request, kind, status, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (key, action_id, request_hash, json.dumps(request, sort_keys=True), kind, IN_PROGRESS, now, now),
+        )
+        record = self.get(key)
+        if record is None:  # pragma: no cover - the insert or an existing row must be there
+            raise LedgerError("claimed key vanished")
+        if inserted:
+            return Claim(True, record)
+        if record.request_hash != request_hash:
+            return Claim(False, record, "conflict")
+        if record.status == IN_PROGRESS:
+            return Claim(False, record, "busy")
+        return Claim(False, record, "replay")
+
+    def finish(self, key: str, status: str, outcome: dict[str, Any], now: float) -> None:
+        """Record the outcome of a claimed key."""
+        self._write(
+            "UPDATE actions SET status = ?, outcome = ?, updated_at = ? WHERE key = ?",
+            (status, json.dumps(outcome, sort_keys=True), now, key),
+        )
+
+    def unfinished(self) -> list[LedgerRecord]:
+        """Records a crash left in progress."""
+        rows = self._conn().execute(f"SELECT {_COLUMNS} FROM actions WHERE status = ?", (IN_PROGRESS,)).fetchall()
+        return [_record(row) for row in rows]
+
+    def recent(self, limit: int = 50, since: float | None = None) -> list[LedgerRecord]:
+        """Newest first."""
+        rows = self._conn().execute(
+            f"SELECT {_COLUMNS} FROM actions WHERE created_at >= ? ORDER BY created_at DESC, key LIMIT ?",
+            (since or 0.0, limit),
+        ).fetchall()
+        return [_record(row) for row in rows]
+
+    def prune(self, now: float, retention_s: float = RETENTION_S) -> int:
+        """Forget finished keys older than the retention (never unfinished ones)."""
+        return self._write(
+            "DELETE FROM actions WHERE created_at < ? AND status != ?", (now - retention_s, IN_PROGRESS)
+        )
+
+    def count(self) -> int:
+        return int(self._conn().execute("SELECT COUNT(*) FROM actions").fetchone()[0])
