@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.const import Platform
@@ -22,11 +23,22 @@ from .const import (
     DOMAIN,
     LOGGER,
 )
+from .actions.executor import ActionExecutor
+from .actions.ledger import ActionLedger, LedgerError
+from .activity import announce_outcome
 from .engine.engine import LocalEngine
+from .home import HassHome
 from .engine.gguf_info import GGUFError, read_gguf_info
 from .engine.llama_model import EngineError, EngineSettings
 from .engine.preflight import PreflightError, check_llama_cpp_import, check_memory_for
-from .repairs import ISSUE_LLAMA_CPP, ISSUE_MODEL_INVALID, ISSUE_NOT_ENOUGH_MEMORY, clear_issues, raise_issue
+from .repairs import (
+    ISSUE_LEDGER,
+    ISSUE_LLAMA_CPP,
+    ISSUE_MODEL_INVALID,
+    ISSUE_NOT_ENOUGH_MEMORY,
+    clear_issues,
+    raise_issue,
+)
 
 PLATFORMS = (Platform.CONVERSATION, Platform.SENSOR)
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
@@ -38,6 +50,7 @@ class GemmaRuntimeData:
     """What a loaded entry holds."""
 
     engine: LocalEngine
+    executor: ActionExecutor
 
 
 type GemmaConfigEntry = ConfigEntry[GemmaRuntimeData]
@@ -46,6 +59,33 @@ type GemmaConfigEntry = ConfigEntry[GemmaRuntimeData]
 async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
     """Nothing to set up globally; entries are created in the UI."""
     return True
+
+
+def ledger_path(hass: HomeAssistant, entry_id: str) -> Path:
+    """One SQLite action ledger per entry, in Home Assistant's storage folder."""
+    return Path(hass.config.path(".storage", DOMAIN, f"ledger_{entry_id}.db"))
+
+
+async def _async_start_executor(hass: HomeAssistant, entry: ConfigEntry) -> ActionExecutor:
+    """Open the ledger and settle interrupted actions. An unusable ledger fails closed: no actions."""
+    executor = ActionExecutor(
+        ActionLedger(ledger_path(hass, entry.entry_id)),
+        HassHome(hass),
+        on_outcome=lambda outcome: announce_outcome(hass, entry.entry_id, outcome),
+    )
+    try:
+        recovered = await executor.async_start()
+    except LedgerError as err:
+        LOGGER.error("Actions are disabled: %s", err)
+        raise_issue(
+            hass, ISSUE_LEDGER, entry.entry_id, error=str(err), title=entry.title,
+            path=str(ledger_path(hass, entry.entry_id)),
+        )
+        await executor.async_stop()
+        return executor
+    if recovered:
+        LOGGER.warning("Settled %d actions interrupted by a restart", len(recovered))
+    return executor
 
 
 def engine_settings(entry: ConfigEntry) -> EngineSettings:
@@ -98,7 +138,8 @@ async def async_setup_entry(hass: HomeAssistant, entry: GemmaConfigEntry) -> boo
         await engine.async_unload()
         raise
     clear_issues(hass, entry.entry_id)
-    entry.runtime_data = GemmaRuntimeData(engine=engine)
+    executor = await _async_start_executor(hass, entry)
+    entry.runtime_data = GemmaRuntimeData(engine=engine, executor=executor)
     entry.async_on_unload(entry.add_update_listener(_async_reload_on_update))
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
     return True
@@ -118,4 +159,5 @@ async def async_unload_entry(hass: HomeAssistant, entry: GemmaConfigEntry) -> bo
     if not await hass.config_entries.async_unload_platforms(entry, PLATFORMS):
         return False
     await entry.runtime_data.engine.async_unload()
+    await entry.runtime_data.executor.async_stop()
     return True

@@ -43,6 +43,7 @@ from .const import (
     CONF_MODEL_SOURCE,
     CONF_N_CTX,
     CONF_PROMPT,
+    CONF_SENSITIVE_ACTIONS,
     CONF_TEMPERATURE,
     CONF_THREADS,
     CONF_TOOL_CHOICE,
@@ -51,12 +52,14 @@ from .const import (
     DEFAULT_MAX_HISTORY,
     DEFAULT_MAX_TOKENS,
     DEFAULT_N_CTX,
+    DEFAULT_SENSITIVE_ACTIONS,
     DEFAULT_TEMPERATURE,
     DEFAULT_THREADS,
     DEFAULT_TOOL_CHOICE,
     DOMAIN,
     LOGGER,
     PRESETS,
+    SENSITIVE_CHOICES,
     SOURCE_LOCAL,
     TOOL_CHOICES,
     ModelPreset,
@@ -85,6 +88,7 @@ CONVERSATION_DEFAULTS: dict[str, Any] = {
     CONF_MAX_TOKENS: DEFAULT_MAX_TOKENS,
     CONF_MAX_HISTORY: DEFAULT_MAX_HISTORY,
     CONF_TOOL_CHOICE: DEFAULT_TOOL_CHOICE,
+    CONF_SENSITIVE_ACTIONS: DEFAULT_SENSITIVE_ACTIONS,
 }
 
 
@@ -341,6 +345,9 @@ def conversation_schema(hass: HomeAssistant, options: Mapping[str, Any], is_new:
             vol.Required(CONF_TOOL_CHOICE, default=options.get(CONF_TOOL_CHOICE, DEFAULT_TOOL_CHOICE)): SelectSelector(
                 SelectSelectorConfig(options=list(TOOL_CHOICES), translation_key=CONF_TOOL_CHOICE)
             ),
+            vol.Required(
+                CONF_SENSITIVE_ACTIONS, default=options.get(CONF_SENSITIVE_ACTIONS, DEFAULT_SENSITIVE_ACTIONS)
+            ): SelectSelector(SelectSelectorConfig(options=list(SENSITIVE_CHOICES), translation_key=CONF_SENSITIVE_ACTIONS)),
         }
     )
     return vol.Schema(fields)

@@ -32,12 +32,15 @@ CONF_TEMPERATURE: Final = "temperature"
 CONF_MAX_TOKENS: Final = "max_tokens"
 CONF_MAX_HISTORY: Final = "max_history"
 CONF_TOOL_CHOICE: Final = "tool_choice"
+CONF_SENSITIVE_ACTIONS: Final = "sensitive_actions"
 
 DEFAULT_TEMPERATURE: Final = 0.2
 DEFAULT_MAX_TOKENS: Final = 256
 DEFAULT_MAX_HISTORY: Final = 10
 DEFAULT_TOOL_CHOICE: Final = "auto"
 TOOL_CHOICES: Final = ("auto", "required")
+DEFAULT_SENSITIVE_ACTIONS: Final = "confirm"
+SENSITIVE_CHOICES: Final = ("allow", "confirm", "deny")
 
 MAX_TOOL_ITERATIONS: Final = 6
 

@@ -17,10 +17,12 @@ from .const import (
     CONF_MAX_HISTORY,
     CONF_MAX_TOKENS,
     CONF_PROMPT,
+    CONF_SENSITIVE_ACTIONS,
     CONF_TEMPERATURE,
     CONF_TOOL_CHOICE,
     DEFAULT_MAX_HISTORY,
     DEFAULT_MAX_TOKENS,
+    DEFAULT_SENSITIVE_ACTIONS,
     DEFAULT_TEMPERATURE,
     DEFAULT_TOOL_CHOICE,
     DOMAIN,
@@ -32,6 +34,8 @@ from .engine.engine import EngineBusyError, StepFinished, StepOptions, TextDelta
 from .engine.grammar import ToolSpec
 from .engine.llama_model import ContextOverflowError, EngineError
 from .engine.tool_calls import ToolCall, ToolCallSyntaxError
+from .actions.policy import SensitivePolicy
+from .tool_runner import ToolRunner
 from .tools import tool_specs
 
 
@@ -121,15 +125,26 @@ class GemmaConversationEntity(conversation.ConversationEntity, conversation.Abst
         except conversation.ConverseError as err:
             return err.as_conversation_result()
         try:
-            await self._async_run_turn(chat_log)
+            await self._async_run_turn(chat_log, user_input)
         except (EngineError, ToolCallSyntaxError) as err:
             return self._error_result(user_input, chat_log, err)
         return conversation.async_get_result_from_chat_log(user_input, chat_log)
 
-    async def _async_run_turn(self, chat_log: conversation.ChatLog) -> None:
+    async def _async_run_turn(self, chat_log: conversation.ChatLog, user_input: conversation.ConversationInput) -> None:
         """Generate, run tool calls, feed results back: at most MAX_TOOL_ITERATIONS steps."""
         options = self.subentry.data
         tools = tool_specs(self.hass, chat_log.llm_api) if chat_log.llm_api else []
+        runner = None
+        if chat_log.llm_api:
+            runner = ToolRunner(
+                self.hass,
+                self.entry.runtime_data.executor,
+                chat_log.llm_api,
+                conversation_id=chat_log.conversation_id,
+                turn_text=user_input.text,
+                parent_context_id=user_input.context.id,
+                sensitive_policy=SensitivePolicy(options.get(CONF_SENSITIVE_ACTIONS, DEFAULT_SENSITIVE_ACTIONS)),
+            )
         max_history = int(options.get(CONF_MAX_HISTORY, DEFAULT_MAX_HISTORY))
         act_first = options.get(CONF_TOOL_CHOICE, DEFAULT_TOOL_CHOICE) == "required"
         for iteration in range(MAX_TOOL_ITERATIONS):
@@ -141,7 +156,7 @@ class GemmaConversationEntity(conversation.ConversationEntity, conversation.Abst
             )
             messages = chat_log_messages(chat_log, max_history)
             async for _content in chat_log.async_add_delta_content_stream(
-                self.entity_id, self._async_deltas(messages, tools, step)
+                self.entity_id, self._async_deltas(messages, tools, step, runner)
             ):
                 pass
             if not chat_log.unresponded_tool_results:
@@ -149,19 +164,25 @@ class GemmaConversationEntity(conversation.ConversationEntity, conversation.Abst
         LOGGER.warning("Stopped after %d tool steps without a final answer", MAX_TOOL_ITERATIONS)
 
     async def _async_deltas(
-        self, messages: list[Message], tools: list[ToolSpec], step: StepOptions
-    ) -> AsyncGenerator[conversation.AssistantContentDeltaDict]:
+        self, messages: list[Message], tools: list[ToolSpec], step: StepOptions, runner: ToolRunner | None
+    ) -> AsyncGenerator[conversation.AssistantContentDeltaDict | conversation.ToolResultContentDeltaDict]:
+        """Stream one step into the chat log; tool calls run through our idempotent executor."""
         engine = self.entry.runtime_data.engine
+        calls: list[llm.ToolInput] = []
         yield {"role": "assistant"}
         async for event in engine.async_stream_step(messages, tools, step):
             if isinstance(event, TextDelta):
                 yield {"content": event.text}
             elif isinstance(event, ToolCallsReady):
-                yield {"tool_calls": [llm.ToolInput(tool_name=c.name, tool_args=c.arguments) for c in event.calls]}
+                calls = [llm.ToolInput(tool_name=c.name, tool_args=c.arguments, external=True) for c in event.calls]
+                yield {"tool_calls": calls}
             elif isinstance(event, StepFinished):
                 conversation.async_conversation_trace_append(
                     conversation.ConversationTraceEventType.AGENT_DETAIL, {"generation": event.stats.as_dict()}
                 )
+        for call in calls:
+            result = await runner.async_run(call) if runner else {"error": "no tools are available"}
+            yield {"role": "tool_result", "tool_call_id": call.id, "tool_name": call.tool_name, "tool_result": result}
 
     def _error_result(
         self, user_input: conversation.ConversationInput, chat_log: conversation.ChatLog, err: Exception

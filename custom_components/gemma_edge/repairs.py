@@ -10,6 +10,7 @@ from .const import DOMAIN
 ISSUE_LLAMA_CPP = "llama_cpp_unavailable"
 ISSUE_MODEL_INVALID = "model_invalid"
 ISSUE_NOT_ENOUGH_MEMORY = "not_enough_memory"
+ISSUE_LEDGER = "ledger_unavailable"
 
 
 def issue_id(kind: str, entry_id: str | None = None) -> str:
@@ -31,6 +32,6 @@ def raise_issue(hass: HomeAssistant, kind: str, entry_id: str | None, **placehol
 
 def clear_issues(hass: HomeAssistant, entry_id: str) -> None:
     """Remove the issues of an entry that now loads fine."""
-    for kind in (ISSUE_MODEL_INVALID, ISSUE_NOT_ENOUGH_MEMORY):
+    for kind in (ISSUE_MODEL_INVALID, ISSUE_NOT_ENOUGH_MEMORY, ISSUE_LEDGER):
         ir.async_delete_issue(hass, DOMAIN, issue_id(kind, entry_id))
     ir.async_delete_issue(hass, DOMAIN, ISSUE_LLAMA_CPP)

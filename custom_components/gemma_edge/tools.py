@@ -16,6 +16,12 @@ from homeassistant.core import HomeAssistant
 from homeassistant.helpers import area_registry as ar, entity_registry as er, floor_registry as fr, llm
 
 from .engine.grammar import ToolSpec
+from .tool_runner import CONFIRM_ARGUMENT, is_action_tool
+
+CONFIRM_SCHEMA = {
+    "type": "boolean",
+    "description": "true only when the user has just confirmed this action after you asked",
+}
 
 # Tool parameters whose values name an exposed thing, by the kind of thing they name.
 _NAMED_PARAMETERS = {
@@ -93,6 +99,8 @@ def tool_specs(hass: HomeAssistant, api: llm.APIInstance) -> list[ToolSpec]:
     names = exposed_names(hass)
     specs = []
     for tool in api.tools:
-        schema = convert(tool.parameters, custom_serializer=api.custom_serializer)
-        specs.append(ToolSpec(tool.name, tool.description or "", _constrain(schema, names)))
+        schema = _constrain(convert(tool.parameters, custom_serializer=api.custom_serializer), names)
+        if is_action_tool(tool.name):
+            schema = {**schema, "properties": {**schema.get("properties", {}), CONFIRM_ARGUMENT: CONFIRM_SCHEMA}}
+        specs.append(ToolSpec(tool.name, tool.description or "", schema))
     return sorted(specs, key=lambda spec: spec.name)

@@ -7,7 +7,7 @@ serial worker thread, so the event loop never blocks on SQLite.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 import logging
 import time
@@ -56,6 +56,10 @@ class ActionRequest:
     parent_context_id: str | None = None
     tool: str = ""
     reason: str = ""
+    sensitive_policy: SensitivePolicy | None = None  # the asking agent's; default: the executor's
+    # An effect that is not a service call on one entity (a script tool, a broadcast): it runs as a
+    # one-shot action through the same ledger, in place of ``HomePort.call``.
+    effect: Callable[[], Awaitable[Any]] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -187,14 +191,19 @@ class ActionExecutor:
         entity_id = original.entity_id
         if self._worker is None:
             return self._unrecorded(request, ActionStatus.REJECTED, "the action ledger is unavailable; not acting")
-        state = self.home.state(entity_id)
-        if state is None or not self.home.is_exposed(entity_id):
-            return self._unrecorded(request, ActionStatus.REJECTED, f"{entity_id} is unknown or not exposed to the agent")
-        try:
-            action = normalize(original, state)
-        except NormalizeError as err:
-            return self._unrecorded(request, ActionStatus.REJECTED, str(err))
-        kind = action_kind(action)
+        if request.effect is not None:
+            state, action, kind = EntityState("unknown"), original, ActionKind.ONE_SHOT
+        else:
+            state = self.home.state(entity_id)
+            if state is None or not self.home.is_exposed(entity_id):
+                return self._unrecorded(
+                    request, ActionStatus.REJECTED, f"{entity_id} is unknown or not exposed to the agent"
+                )
+            try:
+                action = normalize(original, state)
+            except NormalizeError as err:
+                return self._unrecorded(request, ActionStatus.REJECTED, str(err))
+            kind = action_kind(action)
         # The key comes from the request as asked (a toggle stays the same toggle after it ran).
         key = f"{request.key}:{entity_id}" if request.key else derive_key(request.scope, original)
         record = {
@@ -239,7 +248,7 @@ class ActionExecutor:
             status = ActionStatus.DEDUPLICATED
         return ActionOutcome(
             record.key, record.action_id, status, message, action, request.source, recorded.kind,
-            request.conversation_id, request.tool, request.reason, self.clock(),
+            request.conversation_id, request.tool, request.reason, record.created_at,
         )  # fmt: skip
 
     async def _confirmation_pending(self, request: ActionRequest, action: ServiceAction) -> bool:
@@ -266,10 +275,11 @@ class ActionExecutor:
         self, request: ActionRequest, action: ServiceAction, kind: ActionKind, state: EntityState, action_id: str
     ) -> tuple[ActionStatus, str]:
         confirmed = request.confirmed and await self._confirmation_pending(request, action)
+        policy = request.sensitive_policy or self.sensitive_policy
         if is_sensitive(action, state):
-            if self.sensitive_policy is SensitivePolicy.DENY:
+            if policy is SensitivePolicy.DENY:
                 return ActionStatus.REJECTED, "not allowed: sensitive actions are disabled for this agent"
-            if self.sensitive_policy is SensitivePolicy.CONFIRM and not confirmed:
+            if policy is SensitivePolicy.CONFIRM and not confirmed:
                 return ActionStatus.NEEDS_CONFIRMATION, "needs your confirmation: ask the user, then call again with confirm"
         if kind is ActionKind.DESIRED_STATE and expected_state_holds(action, state):
             return ActionStatus.NO_OP, f"already {state.state}"
@@ -277,6 +287,9 @@ class ActionExecutor:
             return ActionStatus.NEEDS_CONFIRMATION, "this was just done; needs your confirmation to do it again"
         try:
             async with asyncio.timeout(self.call_timeout_s):
+                if request.effect is not None:
+                    result = await request.effect()
+                    return ActionStatus.EXECUTED, _effect_message(result)
                 await self.home.call(action, action_id, request.parent_context_id)
         except TimeoutError:
             if kind is ActionKind.ONE_SHOT:
@@ -293,3 +306,12 @@ class ActionExecutor:
         return ActionStatus.UNCONFIRMED, "called, but the new state was not seen yet"
 
 
+
+
+def _effect_message(result: Any) -> str:
+    """A tool's own result, compacted for the ledger and the model."""
+    if isinstance(result, dict) and isinstance(result.get("speech"), dict):
+        speech = result["speech"].get("plain", {}).get("speech")
+        if speech:
+            return f"done: {speech}"
+    return "done"

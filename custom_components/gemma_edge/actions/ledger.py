@@ -117,7 +117,14 @@ class ActionLedger:
     def claim(
         self, key: str, action_id: str, request_hash: str, request: dict[str, Any], kind: str, now: float
     ) -> Claim:
-        """Atomically take a key (INSERT OR IGNORE), or report who holds it."""
+        """Atomically take a key (INSERT OR IGNORE), or report who holds it.
+
+        A finished key older than the retention is forgotten first, as if already pruned.
+        """
+        self._write(
+            "DELETE FROM actions WHERE key = ? AND created_at < ? AND status != ?",
+            (key, now - RETENTION_S, IN_PROGRESS),
+        )
         inserted = self._write(
             "INSERT OR IGNORE INTO actions (key, action_id, request_hash, request, kind, status, created_at, updated_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

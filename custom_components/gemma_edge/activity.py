@@ -1,0 +1,45 @@
+"""What the agent did, told to Home Assistant: the gemma_edge_action event and a dispatcher signal."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from homeassistant.core import Context, HomeAssistant, callback
+from homeassistant.helpers.dispatcher import async_dispatcher_send
+
+from .actions.executor import ActionOutcome
+from .const import DOMAIN
+
+EVENT_ACTION = f"{DOMAIN}_action"
+
+
+def signal_action(entry_id: str) -> str:
+    """Dispatcher signal carrying each ActionOutcome of an entry."""
+    return f"{DOMAIN}_{entry_id}_action"
+
+
+def event_data(outcome: ActionOutcome) -> dict[str, Any]:
+    """The documented fields of a gemma_edge_action event."""
+    action = outcome.action
+    return {
+        "key": outcome.key,
+        "action_id": outcome.action_id or None,
+        "tool": outcome.tool,
+        "service": f"{action.domain}.{action.service}",
+        "entity_ids": [action.entity_id] if action.domain != "tool" else [],
+        "data": action.data,
+        "status": outcome.status.value,
+        "message": outcome.message,
+        "kind": outcome.kind.value,
+        "conversation_id": outcome.conversation_id,
+        "source": outcome.source,
+        "reason": outcome.reason,
+    }
+
+
+@callback
+def announce_outcome(hass: HomeAssistant, entry_id: str, outcome: ActionOutcome) -> None:
+    """Fire the event (in the action's own context, so logbook and traces link up) and tell the entities."""
+    context = Context(id=outcome.action_id) if outcome.action_id else None
+    hass.bus.async_fire(EVENT_ACTION, event_data(outcome), context=context)
+    async_dispatcher_send(hass, signal_action(entry_id), outcome)

@@ -1,0 +1,67 @@
+"""Home Assistant as the executor's HomePort: states, exposure, service calls, state waits."""
+
+from __future__ import annotations
+
+import asyncio
+
+from homeassistant.components.conversation import DOMAIN as CONVERSATION_DOMAIN
+from homeassistant.components.homeassistant import async_should_expose
+from homeassistant.const import ATTR_ENTITY_ID
+from homeassistant.core import Context, Event, EventStateChangedData, HomeAssistant, callback
+from homeassistant.helpers.event import async_track_state_change_event
+from homeassistant.util.ulid import ulid_now
+
+from .actions.model import EntityState, ServiceAction
+from .actions.policy import expected_state_holds
+
+
+class HassHome:
+    """The executor's view of Home Assistant."""
+
+    def __init__(self, hass: HomeAssistant) -> None:
+        self.hass = hass
+
+    def state(self, entity_id: str) -> EntityState | None:
+        state = self.hass.states.get(entity_id)
+        return None if state is None else EntityState(state.state, dict(state.attributes))
+
+    def is_exposed(self, entity_id: str) -> bool:
+        return async_should_expose(self.hass, CONVERSATION_DOMAIN, entity_id)
+
+    def new_action_id(self) -> str:
+        return ulid_now()
+
+    async def call(self, action: ServiceAction, action_id: str, parent_context_id: str | None) -> None:
+        """Call the service; the action's ULID is the context id (the recorder keeps ULIDs only)."""
+        await self.hass.services.async_call(
+            action.domain,
+            action.service,
+            {ATTR_ENTITY_ID: action.entity_id, **action.data},
+            blocking=True,
+            context=Context(id=action_id, parent_id=parent_context_id),
+        )
+
+    async def wait_for_state(self, action: ServiceAction, timeout: float) -> bool:
+        """True once the entity shows the action's target state (slow devices get ``timeout``)."""
+        current = self.state(action.entity_id)
+        if current is not None and expected_state_holds(action, current):
+            return True
+        if timeout <= 0:
+            return False
+        reached = asyncio.Event()
+
+        @callback
+        def changed(event: Event[EventStateChangedData]) -> None:
+            new = event.data["new_state"]
+            if new is not None and expected_state_holds(action, EntityState(new.state, dict(new.attributes))):
+                reached.set()
+
+        remove = async_track_state_change_event(self.hass, action.entity_id, changed)
+        try:
+            async with asyncio.timeout(timeout):
+                await reached.wait()
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            remove()
