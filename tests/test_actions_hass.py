@@ -1,0 +1,144 @@
+"""The executor in a real Home Assistant: Assist tool calls become idempotent service actions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from custom_components.gemma_edge.activity import EVENT_ACTION
+from custom_components.gemma_edge.tool_runner import ToolRunner
+from homeassistant.components.homeassistant.exposed_entities import async_expose_entity
+from homeassistant.config_entries import ConfigEntry
+from homeassistant.core import Context, Event, HomeAssistant, callback
+from homeassistant.helpers import llm
+from homeassistant.setup import async_setup_component
+
+from .conftest import async_create_local_entry
+
+
+@pytest.fixture
+async def home(hass: HomeAssistant, smollm2_path: Path) -> tuple[ConfigEntry, list[Event]]:
+    """Real template lights, a lock, a button, a broken and a hanging light; our entry loaded."""
+    def light(name: str, on: list[dict[str, Any]]) -> dict[str, Any]:
+        key = name.lower().replace(" ", "_")
+        return {
+            "name": name, "unique_id": key,
+            "state": f"{{{{ is_state('input_boolean.{key}', 'on') }}}}",
+            "level": f"{{{{ state_attr('input_number.{key}', 'initial') | int(0) }}}}",
+            "turn_on": on + [{"action": "input_boolean.turn_on", "target": {"entity_id": f"input_boolean.{key}"}}],
+            "turn_off": [{"action": "input_boolean.turn_off", "target": {"entity_id": f"input_boolean.{key}"}}],
+            "set_level": [{"event": "test_level", "event_data": {"name": name, "level": "{{ brightness }}"}}]
+            + [{"action": "input_boolean.turn_on", "target": {"entity_id": f"input_boolean.{key}"}}],
+        }  # fmt: skip
+
+    names = {"Kitchen Light": [], "Broken Light": [{"action": "light.does_not_exist"}],
+             "Slow Light": [{"delay": 30}]}  # fmt: skip
+    assert await async_setup_component(
+        hass, "input_boolean", {"input_boolean": {n.lower().replace(" ", "_"): {} for n in names}}
+    )
+    assert await async_setup_component(
+        hass,
+        "template",
+        {"template": [
+            {"light": [light(name, on) for name, on in names.items()]},
+            {"button": [{"name": "Doorbell", "unique_id": "doorbell", "press": [{"event": "test_doorbell"}]}]},
+        ]},
+    )  # fmt: skip
+    await hass.async_block_till_done()
+    entry = await async_create_local_entry(hass, smollm2_path)
+    entry.runtime_data.executor.call_timeout_s = 1.0
+    entry.runtime_data.executor.verify_timeout_s = 0.5
+    events: list[Event] = []
+    hass.bus.async_listen(EVENT_ACTION, recorder(events))
+    yield entry, events
+    await hass.config_entries.async_unload(entry.entry_id)
+
+
+
+
+def recorder(events: list[Event]) -> Any:
+    @callback
+    def record(event: Event) -> None:
+        events.append(event)
+
+    return record
+
+
+async def run(hass: HomeAssistant, entry: ConfigEntry, text: str, tool: str, args: dict[str, Any], conversation_id: str = "conv1") -> dict[str, Any]:
+    from custom_components.gemma_edge.actions.policy import SensitivePolicy  # noqa: PLC0415
+
+    context = Context()
+    llm_context = llm.LLMContext(platform="gemma_edge", context=context, language="en", assistant="conversation", device_id=None)
+    api = await llm.async_get_api(hass, llm.LLM_API_ASSIST, llm_context)
+    tool_runner = ToolRunner(
+        hass, entry.runtime_data.executor, api, conversation_id=conversation_id, turn_text=text,
+        parent_context_id=context.id, sensitive_policy=SensitivePolicy.CONFIRM,
+    )  # fmt: skip
+    result = await tool_runner.async_run(llm.ToolInput(tool, args, external=True))
+    await hass.async_block_till_done()
+    return result
+
+
+def statuses(result: dict[str, Any]) -> list[str]:
+    return [r["status"] for r in result.get("results", [])]
+
+
+async def test_turn_on_once_then_deduplicated_then_no_op(hass: HomeAssistant, home) -> None:  # noqa: ANN001
+    entry, events = home
+    service_calls: list[Event] = []
+    hass.bus.async_listen("call_service", callback(lambda e: service_calls.append(e) if e.data["domain"] == "light" else None))
+    first = await run(hass, entry, "Turn on the kitchen light", "HassTurnOn", {"name": "Kitchen Light"})
+    assert statuses(first) == ["executed"]
+    assert hass.states.get("light.kitchen_light").state == "on"
+    # the model repeats itself in the same turn / the satellite retries the same words
+    again = await run(hass, entry, "Turn on the kitchen light", "HassTurnOn", {"name": "Kitchen Light", "confirm": True})
+    assert statuses(again) == ["deduplicated"]
+    # a new request while it is already on: nothing to do
+    new_turn = await run(hass, entry, "Kitchen light on please", "HassTurnOn", {"name": "Kitchen Light"})
+    assert statuses(new_turn) == ["no_op"] and "already on" in new_turn["results"][0]["message"]
+    assert len(service_calls) == 1
+    # the service call ran in the action's own context (a ULID, kept by the recorder)
+    assert service_calls[0].context.id == events[0].data["action_id"]
+    assert [e.data["status"] for e in events] == ["executed", "deduplicated", "no_op"]
+    assert events[0].data["service"] == "light.turn_on" and events[0].data["entity_ids"] == ["light.kitchen_light"]
+    assert events[0].data["source"] == "conversation" and events[0].data["conversation_id"] == "conv1"
+
+
+async def test_toggle_and_brightness_become_absolute(hass: HomeAssistant, home) -> None:  # noqa: ANN001
+    entry, events = home
+    await run(hass, entry, "kitchen on", "HassTurnOn", {"name": "Kitchen Light"})
+    toggled = await run(hass, entry, "toggle the kitchen light", "HassToggle", {"name": "Kitchen Light"})
+    assert statuses(toggled) == ["executed"]
+    assert events[-1].data["service"] == "light.turn_off"
+    assert hass.states.get("light.kitchen_light").state == "off"
+    dimmed = await run(hass, entry, "kitchen at 40 percent", "HassLightSet", {"name": "Kitchen Light", "brightness": 40})
+    assert statuses(dimmed) in (["executed"], ["unconfirmed"])
+    assert events[-1].data["data"] == {"brightness_pct": 40}
+
+
+async def test_one_shot_button_and_quick_repeat(hass: HomeAssistant, home) -> None:  # noqa: ANN001
+    entry, _ = home
+    async_expose_entity(hass, "conversation", "button.doorbell", True)  # buttons are not exposed by default
+    rings: list[Event] = []
+    hass.bus.async_listen("test_doorbell", recorder(rings))
+    first = await run(hass, entry, "ring the doorbell", "HassTurnOn", {"name": "Doorbell"})
+    assert statuses(first) == ["executed"]
+    repeat = await run(hass, entry, "ring the doorbell again", "HassTurnOn", {"name": "Doorbell"})
+    assert statuses(repeat) == ["needs_confirmation"]
+    confirmed = await run(hass, entry, "yes, ring it again", "HassTurnOn", {"name": "Doorbell", "confirm": True})
+    assert statuses(confirmed) == ["executed"]
+    assert len(rings) == 2
+
+
+async def test_bad_input(hass: HomeAssistant, home) -> None:  # noqa: ANN001
+    entry, _ = home
+    unknown = await run(hass, entry, "turn on the garden", "HassTurnOn", {"name": "Garden"})
+    assert unknown["error"] == "no matching exposed entity"
+    broken = await run(hass, entry, "broken on", "HassTurnOn", {"name": "Broken Light"})
+    assert statuses(broken) == ["failed"] and "does_not_exist" in broken["results"][0]["message"]
+    slow = await run(hass, entry, "slow on", "HassTurnOn", {"name": "Slow Light"})
+    assert statuses(slow) == ["indeterminate"]
+    invalid = await run(hass, entry, "set it", "HassLightSet", {"name": "Kitchen Light", "brightness": "bright"})
+    assert "error" in invalid
