@@ -61,7 +61,7 @@ LIGHTS = ("Kitchen Light", "Bedroom Lamp", "Porch Light")
 
 @pytest.fixture
 async def lights(hass: HomeAssistant) -> list[str]:
-    """Three real template lights; turning one on fires an event and sets it on."""
+    """Three real template lights (turning one on fires an event and sets it on) and a doorbell button."""
     config = {
         "template": [
             {
@@ -74,7 +74,8 @@ async def lights(hass: HomeAssistant) -> list[str]:
                     }
                     for name in LIGHTS
                 ]
-            }
+            },
+            {"button": [{"name": "Doorbell", "unique_id": "doorbell", "press": [{"event": "rang"}]}]},
         ]
     }
     assert await async_setup_component(hass, "template", config)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from homeassistant.config_entries import ConfigEntry
 from homeassistant.core import Context, Event, HomeAssistant, callback
 from homeassistant.helpers import llm
 from homeassistant.setup import async_setup_component
+from homeassistant.util import dt as dt_util
 
 from .conftest import async_create_local_entry
 
@@ -36,7 +38,7 @@ async def home(hass: HomeAssistant, smollm2_path: Path) -> tuple[ConfigEntry, li
     names = {"Kitchen Light": [], "Broken Light": [{"action": "light.does_not_exist"}],
              "Slow Light": [{"delay": 30}]}  # fmt: skip
     assert await async_setup_component(
-        hass, "input_boolean", {"input_boolean": {n.lower().replace(" ", "_"): {} for n in names}}
+        hass, "input_boolean", {"input_boolean": {n.lower().replace(" ", "_"): {} for n in [*names, "Front Door"]}}
     )
     assert await async_setup_component(
         hass,
@@ -142,3 +144,80 @@ async def test_bad_input(hass: HomeAssistant, home) -> None:  # noqa: ANN001
     assert statuses(slow) == ["indeterminate"]
     invalid = await run(hass, entry, "set it", "HassLightSet", {"name": "Kitchen Light", "brightness": "bright"})
     assert "error" in invalid
+
+
+async def test_activity_surfaces(hass: HomeAssistant, home, hass_client) -> None:  # noqa: ANN001
+    """Sensors, calendar, logbook sentences and diagnostics show what the agent did."""
+    from custom_components.gemma_edge import logbook as gemma_logbook  # noqa: PLC0415
+    from homeassistant.helpers import entity_registry as er  # noqa: PLC0415
+    from pytest_homeassistant_custom_component.components.diagnostics import (  # noqa: PLC0415
+        get_diagnostics_for_config_entry,
+    )
+
+    entry, events = home
+    await run(hass, entry, "Turn on the kitchen light", "HassTurnOn", {"name": "Kitchen Light"})
+    await run(hass, entry, "Turn on the kitchen light", "HassTurnOn", {"name": "Kitchen Light"})
+    await run(hass, entry, "Kitchen light on", "HassTurnOn", {"name": "Kitchen Light"})
+    registry = er.async_get(hass)
+
+    def entity(platform: str, key: str) -> str:
+        entity_id = registry.async_get_entity_id(platform, "gemma_edge", f"{entry.entry_id}_{key}")
+        assert entity_id is not None
+        return entity_id
+
+    today = hass.states.get(entity("sensor", "actions_today"))
+    assert today.state == "3"
+    assert today.attributes["executed"] == 1 and today.attributes["deduplicated"] == 1 and today.attributes["no_op"] == 1
+    last = hass.states.get(entity("sensor", "last_action"))
+    assert last.state == "left Kitchen Light as it was (already on) (asked in Assist)"
+    assert last.attributes["status"] == "no_op" and last.attributes["entity_ids"] == ["light.kitchen_light"]
+
+    descriptions = {}
+    gemma_logbook.async_describe_events(hass, lambda domain, event_type, describe: descriptions.update({event_type: describe}))
+    entries = [descriptions["gemma_edge_action"](event) for event in events]
+    assert entries[0] == {
+        "name": "Gemma", "message": "turned on Kitchen Light (asked in Assist)", "entity_id": "light.kitchen_light",
+    }  # fmt: skip
+    assert entries[1]["message"] == "ignored a repeated request to turn on Kitchen Light (asked in Assist)"
+
+    calendar = entity("calendar", "agent_activity")
+    now = dt_util.utcnow()
+    response = await hass.services.async_call(
+        "calendar", "get_events",
+        {"entity_id": calendar, "start_date_time": now - timedelta(hours=1), "end_date_time": now + timedelta(hours=1)},
+        blocking=True, return_response=True,
+    )  # fmt: skip
+    summaries = [event["summary"] for event in response[calendar]["events"]]
+    assert summaries == [
+        "turned on Kitchen Light (asked in Assist)",
+        "left Kitchen Light as it was (already on) (asked in Assist)",
+    ]  # the deduplicated repeat is not a new action: it shares the first one's key
+    assert hass.states.get(calendar).state == "on"
+
+    assert await async_setup_component(hass, "diagnostics", {})
+    diagnostics = await get_diagnostics_for_config_entry(hass, hass_client, entry)
+    recent = diagnostics["actions"]["recent"]
+    assert [a["status"] for a in recent] == ["no_op", "executed"]
+    assert recent[0]["reason"] == "**REDACTED**"
+
+
+async def test_sensitive_lock_confirmation_round_trip(hass: HomeAssistant, home) -> None:  # noqa: ANN001
+    entry, events = home
+    assert await async_setup_component(
+        hass, "lock", {"lock": [{"platform": "template", "name": "Front Door", "unique_id": "front_door",
+                                 "value_template": "{{ is_state('input_boolean.front_door', 'on') }}",
+                                 "lock": [{"action": "input_boolean.turn_on", "target": {"entity_id": "input_boolean.front_door"}}],
+                                 "unlock": [{"action": "input_boolean.turn_off", "target": {"entity_id": "input_boolean.front_door"}}]}]},
+    )  # fmt: skip
+    async_expose_entity(hass, "conversation", "lock.front_door", True)
+    await hass.async_block_till_done()
+    asked = await run(hass, entry, "lock the front door", "HassTurnOn", {"name": "Front Door"})
+    assert statuses(asked) == ["needs_confirmation"]
+    assert hass.states.get("lock.front_door").state == "unlocked"
+    # the model cannot confirm on its own in the same turn
+    same_turn = await run(hass, entry, "lock the front door", "HassTurnOn", {"name": "Front Door", "confirm": True})
+    assert statuses(same_turn) == ["deduplicated"]
+    # the user says yes in the next turn
+    done = await run(hass, entry, "yes", "HassTurnOn", {"name": "Front Door", "confirm": True})
+    assert statuses(done) == ["executed"]
+    assert hass.states.get("lock.front_door").state == "locked"

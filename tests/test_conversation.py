@@ -9,7 +9,7 @@ from custom_components.gemma_edge.const import CONF_MAX_TOKENS, CONF_TOOL_CHOICE
 from homeassistant.components import conversation
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.core import Context, Event, EventStateChangedData, HomeAssistant, callback
-from homeassistant.helpers import chat_session, entity_registry as er, intent
+from homeassistant.helpers import chat_session, entity_registry as er, intent, llm
 from homeassistant.helpers.event import async_track_state_change_event
 
 from .conftest import SMALL_MODEL_AGENT, async_create_local_entry
@@ -123,4 +123,44 @@ async def test_context_overflow_is_a_clear_answer(hass: HomeAssistant, smollm2_p
     assert result.response.response_type is intent.IntentResponseType.ERROR
     assert "too long" in result.response.speech["plain"]["speech"]
     assert hass.states.get("light.kitchen_light").state != "on"
+    await hass.config_entries.async_unload(entry.entry_id)
+
+
+class DoorbellAPI(llm.API):
+    """A one-tool LLM API: the model's only move is pressing the (real) doorbell button."""
+
+    def __init__(self, hass: HomeAssistant) -> None:
+        super().__init__(hass=hass, id="doorbell_test", name="Doorbell")
+
+    async def async_get_api_instance(self, llm_context: llm.LLMContext) -> llm.APIInstance:
+        return llm.APIInstance(self, "You can ring the doorbell.", llm_context, [RingDoorbellTool()])
+
+
+class RingDoorbellTool(llm.Tool):
+    name = "ring_doorbell"
+    description = "Presses the doorbell button once."
+
+    async def async_call(self, hass: HomeAssistant, tool_input: llm.ToolInput, llm_context: llm.LLMContext) -> Any:
+        await hass.services.async_call("button", "press", {"entity_id": "button.doorbell"}, blocking=True)
+        return {"rang": True}
+
+
+async def test_retried_turn_acts_once(hass: HomeAssistant, smollm2_path: Path, lights: list[str]) -> None:
+    """The model calls the doorbell tool; a satellite retries the same words in the same
+    conversation; the model calls it again; then the user asks again in other words. The real
+    button is pressed exactly once: the retry is deduplicated, the quick repeat needs confirmation."""
+    rings: list[Event] = []
+    hass.bus.async_listen("rang", callback(lambda event: rings.append(event)))
+    llm.async_register_api(hass, DoorbellAPI(hass))
+    entry = await async_create_local_entry(hass, smollm2_path, {**SMALL_MODEL_AGENT, "llm_hass_api": ["doorbell_test"]})
+    statuses: list[str] = []
+    hass.bus.async_listen("gemma_edge_action", callback(lambda event: statuses.append(event.data["status"])))
+    first, deltas = await converse_streaming(hass, entry, "Ring the doorbell")
+    assert [c.tool_name for d in deltas for c in d.get("tool_calls") or []] == ["ring_doorbell"]
+    _, retry_deltas = await converse_streaming(hass, entry, "Ring the doorbell", first.conversation_id)
+    assert [c.tool_name for d in retry_deltas for c in d.get("tool_calls") or []] == ["ring_doorbell"]
+    await converse_streaming(hass, entry, "Please ring it once more", first.conversation_id)
+    await hass.async_block_till_done()
+    assert len(rings) == 1
+    assert statuses == ["executed", "deduplicated", "needs_confirmation"]
     await hass.config_entries.async_unload(entry.entry_id)

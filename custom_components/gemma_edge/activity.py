@@ -7,6 +7,7 @@ from typing import Any
 from homeassistant.core import Context, HomeAssistant, callback
 from homeassistant.helpers.dispatcher import async_dispatcher_send
 
+from .actions.describe import describe_action
 from .actions.executor import ActionOutcome
 from .const import DOMAIN
 
@@ -43,3 +44,17 @@ def announce_outcome(hass: HomeAssistant, entry_id: str, outcome: ActionOutcome)
     context = Context(id=outcome.action_id) if outcome.action_id else None
     hass.bus.async_fire(EVENT_ACTION, event_data(outcome), context=context)
     async_dispatcher_send(hass, signal_action(entry_id), outcome)
+
+
+def friendly_name(hass: HomeAssistant, entity_id: str) -> str:
+    state = hass.states.get(entity_id)
+    return state.name if state is not None else entity_id
+
+
+def outcome_sentence(hass: HomeAssistant, outcome: ActionOutcome) -> str:
+    """E.g. "turned on Kitchen Light (asked in Assist)"."""
+    action = outcome.action
+    return describe_action(
+        f"{action.domain}.{action.service}", friendly_name(hass, action.entity_id), outcome.status.value,
+        outcome.message, outcome.source,
+    )  # fmt: skip

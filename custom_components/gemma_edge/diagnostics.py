@@ -8,14 +8,17 @@ from homeassistant.components.diagnostics import async_redact_data
 from homeassistant.core import HomeAssistant
 
 from . import GemmaConfigEntry
+from .activity import event_data
 
-# Conversation instructions can hold personal details.
-TO_REDACT = {"prompt"}
+# Conversation instructions and what people said can hold personal details.
+TO_REDACT = {"prompt", "reason"}
 
 
 async def async_get_config_entry_diagnostics(hass: HomeAssistant, entry: GemmaConfigEntry) -> dict[str, Any]:
     engine = entry.runtime_data.engine
+    executor = entry.runtime_data.executor
     model = engine.model
+    recent = await executor.async_recent(20) if executor.error is None else []
     return {
         "entry": {"data": dict(entry.data), "options": dict(entry.options)},
         "subentries": [
@@ -30,5 +33,9 @@ async def async_get_config_entry_diagnostics(hass: HomeAssistant, entry: GemmaCo
             "threads": engine.settings.resolved_threads(),
             "context_size": engine.settings.n_ctx,
             "last_generation": engine.last_stats.as_dict() if engine.last_stats else None,
+        },
+        "actions": {
+            "ledger_error": executor.error,
+            "recent": [async_redact_data(event_data(outcome), TO_REDACT) for outcome in recent],
         },
     }

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 import logging
 import time
 from typing import Any, Protocol
@@ -81,21 +81,16 @@ class ActionOutcome:
     def for_model(self) -> dict[str, Any]:
         return {"entity_id": self.action.entity_id, "status": self.status.value, "message": self.message}
 
-
-def _record_outcome(record: LedgerRecord, request: ActionRequest, action: ServiceAction) -> ActionOutcome:
-    return ActionOutcome(
-        key=record.key,
-        action_id=record.action_id,
-        status=ActionStatus(record.status) if record.status != IN_PROGRESS else ActionStatus.INDETERMINATE,
-        message=str(record.outcome.get("message", "")),
-        action=action,
-        source=request.source,
-        kind=ActionKind(record.kind),
-        conversation_id=request.conversation_id,
-        tool=request.tool,
-        reason=request.reason,
-        created_at=record.created_at,
-    )
+    @classmethod
+    def from_record(cls, record: LedgerRecord) -> ActionOutcome:
+        """The outcome a ledger record holds (an unfinished one reads as indeterminate)."""
+        request = record.request
+        status = ActionStatus.INDETERMINATE if record.status == IN_PROGRESS else ActionStatus(record.status)
+        return cls(
+            record.key, record.action_id, status, str(record.outcome.get("message", "")),
+            ServiceAction(**request["action"]), request.get("source", ""), ActionKind(record.kind),
+            request.get("conversation_id"), request.get("tool", ""), request.get("reason", ""), record.created_at,
+        )  # fmt: skip
 
 
 class ActionExecutor:
@@ -149,8 +144,7 @@ class ActionExecutor:
             await asyncio.get_running_loop().run_in_executor(None, worker.stop)
 
     async def _recover(self, record: LedgerRecord) -> ActionOutcome:
-        request = record.request
-        action = ServiceAction(**request["action"])
+        action = ServiceAction(**record.request["action"])
         state = self.home.state(action.entity_id)
         if record.kind == ActionKind.ONE_SHOT:
             status, message = ActionStatus.INDETERMINATE, "interrupted by a restart; not repeated"
@@ -159,13 +153,13 @@ class ActionExecutor:
         else:
             status, message = ActionStatus.INDETERMINATE, "interrupted by a restart; the state does not show it"
         await self._db(self.ledger.finish, record.key, status.value, {"message": message}, self.clock())
-        outcome = ActionOutcome(
-            record.key, record.action_id, status, message, action, request.get("source", ""),
-            ActionKind(record.kind), request.get("conversation_id"), request.get("tool", ""),
-            request.get("reason", ""), record.created_at,
-        )  # fmt: skip
+        outcome = replace(ActionOutcome.from_record(record), status=status, message=message)
         self._emit(outcome)
         return outcome
+
+    async def async_recent(self, limit: int = 50, since: float | None = None) -> list[ActionOutcome]:
+        """Recorded outcomes, newest first (for dashboards and diagnostics)."""
+        return [ActionOutcome.from_record(r) for r in await self._db(self.ledger.recent, limit, since)]
 
     # --- execution --------------------------------------------------------------------------
 
@@ -236,7 +230,7 @@ class ActionExecutor:
     def _not_claimed(
         self, reason: str, record: LedgerRecord, request: ActionRequest, action: ServiceAction
     ) -> ActionOutcome:
-        recorded = _record_outcome(record, request, action)
+        recorded = ActionOutcome.from_record(record)
         if reason == "conflict":
             message = "this idempotency key was already used for a different request"
             status = ActionStatus.REJECTED

@@ -1,0 +1,38 @@
+"""Logbook entries for agent actions that read as sentences."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from homeassistant.components.logbook import LOGBOOK_ENTRY_ENTITY_ID, LOGBOOK_ENTRY_MESSAGE, LOGBOOK_ENTRY_NAME
+from homeassistant.core import Event, HomeAssistant, callback
+
+from .actions.describe import describe_action
+from .activity import EVENT_ACTION, friendly_name
+from .const import DOMAIN
+
+
+@callback
+def async_describe_events(
+    hass: HomeAssistant,
+    async_describe_event: Callable[[str, str, Callable[[Event], dict[str, Any]]], None],
+) -> None:
+    """"Gemma turned on Kitchen Light (asked in Assist)"."""
+
+    @callback
+    def describe(event: Event) -> dict[str, Any]:
+        data = event.data
+        entity_ids = data.get("entity_ids") or []
+        target = friendly_name(hass, entity_ids[0]) if entity_ids else ""
+        entry = {
+            LOGBOOK_ENTRY_NAME: "Gemma",
+            LOGBOOK_ENTRY_MESSAGE: describe_action(
+                data.get("service", ""), target, data.get("status", ""), data.get("message", ""), data.get("source", "")
+            ),
+        }
+        if entity_ids:
+            entry[LOGBOOK_ENTRY_ENTITY_ID] = entity_ids[0]
+        return entry
+
+    async_describe_event(DOMAIN, EVENT_ACTION, describe)
