@@ -102,3 +102,26 @@ async def test_diagnostics(hass: HomeAssistant, hass_client, smollm2_path: Path)
     assert diagnostics["subentries"][0]["data"]["prompt"] == "**REDACTED**"
     assert "1234" not in str(diagnostics)
     await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_corrupt_ledger_fails_closed_with_a_repair(hass: HomeAssistant, smollm2_path: Path) -> None:
+    """A damaged action ledger: the agent still loads, but refuses to act, and a Repairs issue says why."""
+    from custom_components.gemma_edge import ledger_path  # noqa: PLC0415
+    from custom_components.gemma_edge.actions.model import ServiceAction  # noqa: PLC0415
+    from custom_components.gemma_edge.actions.executor import ActionRequest  # noqa: PLC0415
+
+    entry = _entry(hass, smollm2_path)
+    path = ledger_path(hass, entry.entry_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"garbage, not SQLite" * 500)
+    await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    assert entry.state is ConfigEntryState.LOADED
+    issue = ir.async_get(hass).async_get_issue(DOMAIN, f"ledger_unavailable_{entry.entry_id}")
+    assert issue is not None and "cannot be used" in issue.translation_placeholders["error"]
+    hass.states.async_set("light.x", "off")
+    outcome = await entry.runtime_data.executor.execute(
+        ActionRequest(ServiceAction("light", "turn_on", "light.x"), "scope", "service")
+    )
+    assert outcome.status.value == "rejected" and "ledger is unavailable" in outcome.message
+    await hass.config_entries.async_unload(entry.entry_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from homeassistant.config_entries import ConfigEntry
@@ -10,6 +11,7 @@ from homeassistant.const import Platform
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import ConfigEntryError, ConfigEntryNotReady
 from homeassistant.helpers import config_validation as cv
+from homeassistant.helpers.event import async_track_time_interval
 from homeassistant.helpers.typing import ConfigType
 
 from .const import (
@@ -43,6 +45,7 @@ from .repairs import (
 PLATFORMS = (Platform.CALENDAR, Platform.CONVERSATION, Platform.SENSOR)
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
 _LLAMA_CPP_CHECKED = f"{DOMAIN}_llama_cpp_checked"
+PRUNE_INTERVAL = timedelta(hours=6)
 
 
 @dataclass
@@ -140,6 +143,10 @@ async def async_setup_entry(hass: HomeAssistant, entry: GemmaConfigEntry) -> boo
     clear_issues(hass, entry.entry_id)
     executor = await _async_start_executor(hass, entry)
     entry.runtime_data = GemmaRuntimeData(engine=engine, executor=executor)
+    if executor.error is None:
+        entry.async_on_unload(
+            async_track_time_interval(hass, lambda _now: hass.async_create_task(executor.async_prune()), PRUNE_INTERVAL)
+        )
     entry.async_on_unload(entry.add_update_listener(_async_reload_on_update))
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
     return True

@@ -157,6 +157,10 @@ class ActionExecutor:
         self._emit(outcome)
         return outcome
 
+    async def async_prune(self) -> int:
+        """Forget finished keys past the retention (72 h)."""
+        return int(await self._db(self.ledger.prune, self.clock()))
+
     async def async_recent(self, limit: int = 50, since: float | None = None) -> list[ActionOutcome]:
         """Recorded outcomes, newest first (for dashboards and diagnostics)."""
         return [ActionOutcome.from_record(r) for r in await self._db(self.ledger.recent, limit, since)]
