@@ -96,27 +96,26 @@ class GenerationRequest:
 
 
 def physical_cores() -> int:
-    """Physical CPU cores (hyper-threads do not speed up llama.cpp), at least 1."""
+    """Physical CPU cores (hyper-threads do not speed up llama.cpp), at least 1.
+
+    x86 lists "physical id"/"core id" per logical CPU; ARM boards (Raspberry Pi) have no SMT and
+    no such lines, so every CPU counts.
+    """
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
-            cores = {
-                line.split(":")[1].strip()
-                for line in handle
-                if line.startswith("core id")
-            }
-        if cores:
-            return max(1, len(cores) * max(1, _sockets()))
+            pairs = set()
+            physical = "0"
+            for line in handle:
+                key, _, value = line.partition(":")
+                if key.strip() == "physical id":
+                    physical = value.strip()
+                elif key.strip() == "core id":
+                    pairs.add((physical, value.strip()))
+        if pairs:
+            return len(pairs)
     except OSError:
         pass
-    return max(1, (os.cpu_count() or 2) // 2)
-
-
-def _sockets() -> int:
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
-            return len({line.split(":")[1].strip() for line in handle if line.startswith("physical id")}) or 1
-    except OSError:
-        return 1
+    return max(1, os.cpu_count() or 1)
 
 
 _log_callback: Any = None
