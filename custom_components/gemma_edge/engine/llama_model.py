@@ -200,6 +200,9 @@ class LlamaModel:
                 flash_attn=self.settings.flash_attn,
                 use_mmap=self.settings.use_mmap,
                 seed=self.settings.seed,
+                # Prefix reuse rolls the cache back to where prompts differ; with a sliding-window
+                # cache (Gemma) that is only correct when the window keeps every position.
+                swa_full=True,
                 logits_all=False,
                 verbose=False,
             )
