@@ -198,11 +198,25 @@ class LocalEngine:
         loop = asyncio.get_running_loop()
         pieces: asyncio.Queue[str | None] = asyncio.Queue()
         cancelled = threading.Event()
+        # Pieces wait in a buffer; the loop is woken once per batch, not once per token, so the
+        # event loop does not compete with llama.cpp's threads for every token.
+        buffer: list[str] = []
+        buffer_lock = threading.Lock()
+
+        def drain() -> None:
+            with buffer_lock:
+                text, buffer[:] = "".join(buffer), []
+            if text:
+                pieces.put_nowait(text)
 
         def on_text(piece: str) -> bool:
             if cancelled.is_set():
                 return False
-            loop.call_soon_threadsafe(pieces.put_nowait, piece)
+            with buffer_lock:
+                wake = not buffer
+                buffer.append(piece)
+            if wake:
+                loop.call_soon_threadsafe(drain)
             return True
 
         def run() -> GenerationStats:
@@ -224,6 +238,7 @@ class LocalEngine:
 
         def finished(_future: Any) -> None:
             try:
+                loop.call_soon_threadsafe(drain)
                 loop.call_soon_threadsafe(pieces.put_nowait, None)
             except RuntimeError:  # the loop is closed
                 pass

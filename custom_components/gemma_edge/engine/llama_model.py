@@ -288,6 +288,7 @@ class LlamaModel:
         if request.grammar:
             grammar = llama_cpp.LlamaGrammar.from_string(request.grammar, verbose=False)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        longest_stop = max((len(stop) for stop in request.stop), default=0)
         text = ""
         first_token_at = 0.0
         stats.stop_reason = "length"
@@ -307,8 +308,11 @@ class LlamaModel:
             stats.completion_tokens += 1
             piece = decoder.decode(self._piece(token))
             text += piece
-            stop_at = _find_stop(text, request.stop)
+            # a stop text can only end in the newest piece: search just the tail
+            tail_start = max(0, len(text) - len(piece) - longest_stop)
+            stop_at = _find_stop(text[tail_start:], request.stop)
             if stop_at is not None:
+                stop_at += tail_start
                 piece = piece[: max(0, len(piece) - (len(text) - stop_at))]
                 if piece:
                     on_text(piece)
