@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,8 @@ from homeassistant.config_entries import ConfigEntry
 from homeassistant.core import Context, Event, EventStateChangedData, HomeAssistant, callback
 from homeassistant.helpers import chat_session, entity_registry as er, intent, llm
 from homeassistant.helpers.event import async_track_state_change_event
+from homeassistant.util import dt as dt_util
+from pytest_homeassistant_custom_component.common import async_fire_time_changed
 
 from .conftest import SMALL_MODEL_AGENT, async_create_local_entry
 
@@ -164,3 +167,29 @@ async def test_retried_turn_acts_once(hass: HomeAssistant, smollm2_path: Path, l
     assert len(rings) == 1
     assert statuses == ["executed", "deduplicated", "needs_confirmation"]
     await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_agent_primes_its_prefix_and_new_conversations_share_it(
+    hass: HomeAssistant, smollm2_entry: ConfigEntry
+) -> None:
+    """After start (and after exposure changes) the agent's static prefix is evaluated in the
+    background; every new conversation then evaluates only its own turn."""
+    engine = smollm2_entry.runtime_data.engine
+    steps: list[Any] = []
+
+    @callback
+    def on_engine() -> None:
+        if engine.last_stats is not None and all(engine.last_stats is not seen for seen in steps):
+            steps.append(engine.last_stats)
+
+    engine.add_listener(on_engine)
+    async_fire_time_changed(hass, dt_util.utcnow() + timedelta(seconds=31))
+    await hass.async_block_till_done(wait_background_tasks=True)
+    first, _ = await converse_streaming(hass, smollm2_entry, "Turn on the kitchen light")
+    second, _ = await converse_streaming(hass, smollm2_entry, "Turn off the porch light")
+    assert second.conversation_id != first.conversation_id
+    # the first step of each new conversation: system prompt and tools came from the cache,
+    # only the user's turn was evaluated
+    assert len(steps) == 4, steps  # each turn: the forced tool step, then the answer step
+    for stats in (steps[0], steps[2]):
+        assert stats.reused_tokens > 1000 and stats.evaluated_tokens <= 16 + 64, stats

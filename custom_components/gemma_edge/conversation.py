@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from typing import Literal
+from typing import Any, Literal
 
 from homeassistant.components import conversation
 from homeassistant.config_entries import ConfigSubentry
 from homeassistant.const import CONF_LLM_HASS_API, MATCH_ALL
-from homeassistant.core import HomeAssistant
-from homeassistant.helpers import device_registry as dr, intent, llm
+from homeassistant.core import Context, HomeAssistant, callback
+from homeassistant.helpers import area_registry as ar, device_registry as dr, entity_registry as er, intent, llm
+from homeassistant.helpers.debounce import Debouncer
+from homeassistant.helpers.start import async_at_started
+from homeassistant.util.ulid import ulid_now
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from . import GemmaConfigEntry
@@ -30,6 +33,8 @@ from .const import (
     MAX_TOOL_ITERATIONS,
 )
 from .engine.chat_format import Message
+
+PRIME_COOLDOWN_S = 30.0
 from .engine.engine import EngineBusyError, StepFinished, StepOptions, TextDelta, ToolCallsReady
 from .engine.grammar import ToolSpec
 from .engine.llama_model import ContextOverflowError, EngineError
@@ -101,6 +106,34 @@ class GemmaConversationEntity(conversation.ConversationEntity, conversation.Abst
     async def async_added_to_hass(self) -> None:
         await super().async_added_to_hass()
         conversation.async_set_agent(self.hass, self.entry, self)
+        # Prime the cache with this agent's static prefix once Home Assistant runs, and again
+        # (debounced) when entities, areas or their exposure change.
+        self._primer = Debouncer(
+            self.hass, LOGGER, cooldown=PRIME_COOLDOWN_S, immediate=False,
+            function=self._async_prime, background=True,
+        )  # fmt: skip
+        self.async_on_remove(self._primer.async_shutdown)
+
+        @callback
+        def schedule_priming(_: Any) -> None:
+            self._primer.async_schedule_call()
+
+        self.async_on_remove(async_at_started(self.hass, schedule_priming))
+        for event_type in (er.EVENT_ENTITY_REGISTRY_UPDATED, ar.EVENT_AREA_REGISTRY_UPDATED):
+            self.async_on_remove(self.hass.bus.async_listen(event_type, schedule_priming))
+
+    async def _async_prime(self) -> None:
+        """Evaluate the prompt prefix a new conversation will start with, in the background."""
+        chat_log = conversation.ChatLog(self.hass, ulid_now())
+        user_input = conversation.ConversationInput(
+            text="", context=Context(), conversation_id=chat_log.conversation_id, device_id=None,
+            satellite_id=None, language=self.hass.config.language, agent_id=self.entity_id,
+        )  # fmt: skip
+        if await self._async_provide(user_input, chat_log) is not None:
+            return
+        tools = tool_specs(self.hass, chat_log.llm_api) if chat_log.llm_api else []
+        cached = await self.entry.runtime_data.engine.async_prime(chat_log_messages(chat_log, 0)[:1], tools)
+        LOGGER.debug("Primed %s: %d prompt tokens cached", self.entity_id, cached)
 
     async def async_will_remove_from_hass(self) -> None:
         conversation.async_unset_agent(self.hass, self.entry)
@@ -111,6 +144,18 @@ class GemmaConversationEntity(conversation.ConversationEntity, conversation.Abst
         user_input: conversation.ConversationInput,
         chat_log: conversation.ChatLog,
     ) -> conversation.ConversationResult:
+        if (error := await self._async_provide(user_input, chat_log)) is not None:
+            return error
+        try:
+            await self._async_run_turn(chat_log, user_input)
+        except (EngineError, ToolCallSyntaxError) as err:
+            return self._error_result(user_input, chat_log, err)
+        return conversation.async_get_result_from_chat_log(user_input, chat_log)
+
+    async def _async_provide(
+        self, user_input: conversation.ConversationInput, chat_log: conversation.ChatLog
+    ) -> conversation.ConversationResult | None:
+        """Instructions, API prompt and tools into the chat log (the same bytes for every turn)."""
         options = self.subentry.data
         instructions = options.get(CONF_PROMPT) or llm.DEFAULT_INSTRUCTIONS_PROMPT
         if user_input.language and user_input.language != MATCH_ALL:
@@ -124,11 +169,7 @@ class GemmaConversationEntity(conversation.ConversationEntity, conversation.Abst
             )
         except conversation.ConverseError as err:
             return err.as_conversation_result()
-        try:
-            await self._async_run_turn(chat_log, user_input)
-        except (EngineError, ToolCallSyntaxError) as err:
-            return self._error_result(user_input, chat_log, err)
-        return conversation.async_get_result_from_chat_log(user_input, chat_log)
+        return None
 
     async def _async_run_turn(self, chat_log: conversation.ChatLog, user_input: conversation.ConversationInput) -> None:
         """Generate, run tool calls, feed results back: at most MAX_TOOL_ITERATIONS steps."""

@@ -17,7 +17,7 @@ from .chat_format import Message
 from .grammar import ToolChoice, ToolSpec, build_output_grammar
 from .llama_model import EngineError, EngineSettings, GenerationRequest, GenerationStats, LlamaModel
 from .tool_calls import ToolCall, looks_like_call, parse_tool_calls
-from .worker import PRIORITY_USER, SerialWorker, WorkerBusyError, WorkerStoppedError
+from .worker import PRIORITY_BACKGROUND, PRIORITY_USER, SerialWorker, WorkerBusyError, WorkerStoppedError
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -271,6 +271,25 @@ class LocalEngine:
             self._active -= 1
             if self._active == 0 and self._model is not None:
                 self.status = EngineStatus.READY
+
+    async def async_prime(self, messages: Sequence[Message], tools: Sequence[ToolSpec]) -> int:
+        """Evaluate the static prompt prefix in the background so the next turn starts warm.
+
+        Runs at background priority and yields to any user request queued meanwhile (the rest is
+        evaluated by that request anyway). Returns how many tokens the cache holds afterwards.
+        """
+        worker, model = self._worker, self._model
+        if worker is None or model is None:
+            return 0
+
+        def run() -> int:
+            assert model.chat_format is not None
+            return model.prime(model.chat_format.render(messages, tools), worker.user_waiting)
+
+        try:
+            return await asyncio.wrap_future(worker.submit(run, priority=PRIORITY_BACKGROUND))
+        except (WorkerBusyError, WorkerStoppedError):
+            return 0
 
     async def async_complete(
         self, messages: Sequence[Message], tools: Sequence[ToolSpec] = (), options: StepOptions | None = None

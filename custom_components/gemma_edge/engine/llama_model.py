@@ -269,6 +269,22 @@ class LlamaModel:
             n += 1
         return n
 
+    def prime(self, prompt: str, should_stop: Callable[[], bool]) -> int:
+        """Evaluate a prompt into the KV cache (no generation), a batch at a time, stopping early
+        when should_stop() says a user request is waiting. Returns the tokens now cached."""
+        self._on_worker()
+        llm = self._require()
+        tokens = self.tokenize(prompt)[: self.settings.n_ctx - 1]
+        start = self.cached_prefix(tokens)
+        if start < llm.n_tokens:
+            llm._ctx.kv_cache_seq_rm(-1, start, -1)  # noqa: SLF001 - drop the diverging tail
+            llm.n_tokens = start
+        for offset in range(start, len(tokens), self.settings.n_batch):
+            if should_stop():
+                break
+            llm.eval(tokens[offset : offset + self.settings.n_batch])
+        return llm.n_tokens
+
     def generate(self, request: GenerationRequest, on_text: Callable[[str], bool]) -> GenerationStats:
         """Generate, calling on_text with each decoded piece; on_text returns False to stop early."""
         self._on_worker()

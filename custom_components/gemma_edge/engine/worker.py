@@ -41,6 +41,7 @@ class SerialWorker:
         self._lock = threading.Lock()
         self._counter = itertools.count()
         self._stopped = False
+        self._finished = True
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -52,6 +53,11 @@ class SerialWorker:
     def pending(self) -> int:
         """Jobs queued or running."""
         return self._pending
+
+    def user_waiting(self) -> bool:
+        """Whether a job more urgent than background work is queued (background jobs yield to it)."""
+        with self._queue.mutex:
+            return any(priority < PRIORITY_BACKGROUND for priority, _, _ in self._queue.queue)
 
     def in_worker(self) -> bool:
         return threading.current_thread() is self._thread
@@ -67,12 +73,20 @@ class SerialWorker:
             self._pending += 1
 
         def job() -> None:
-            if not future.set_running_or_notify_cancel():
-                return
             try:
-                future.set_result(func())
-            except BaseException as err:  # noqa: BLE001 - handed to the caller
-                future.set_exception(err)
+                if not future.set_running_or_notify_cancel():
+                    return
+                try:
+                    result = func()
+                except BaseException as err:  # noqa: BLE001 - handed to the caller
+                    self._done()
+                    future.set_exception(err)
+                    return
+                # free the slot before the caller hears back, so its next request is not "busy"
+                self._done()
+                future.set_result(result)
+            finally:
+                self._done()
 
         self._queue.put((priority, next(self._counter), job))
         return future
@@ -82,11 +96,15 @@ class SerialWorker:
             _, _, job = self._queue.get()
             if job is None:
                 return
-            try:
-                job()
-            finally:
-                with self._lock:
-                    self._pending -= 1
+            self._finished = False
+            job()
+
+    def _done(self) -> None:
+        """Release the job's queue slot (once per job)."""
+        with self._lock:
+            if not self._finished:
+                self._finished = True
+                self._pending -= 1
 
     def stop(self, timeout: float | None = 30) -> None:
         """Finish queued jobs, then end the thread and wait for it."""
