@@ -221,3 +221,22 @@ async def test_sensitive_lock_confirmation_round_trip(hass: HomeAssistant, home)
     done = await run(hass, entry, "yes", "HassTurnOn", {"name": "Front Door", "confirm": True})
     assert statuses(done) == ["executed"]
     assert hass.states.get("lock.front_door").state == "locked"
+
+
+async def test_tool_specs_declare_light_schemas_and_constrain_the_grammar(hass: HomeAssistant, home) -> None:  # noqa: ANN001
+    from custom_components.gemma_edge.tools import tool_specs  # noqa: PLC0415
+
+    llm_context = llm.LLMContext(platform="gemma_edge", context=Context(), language="en", assistant="conversation", device_id=None)
+    api = await llm.async_get_api(hass, llm.LLM_API_ASSIST, llm_context)
+    turn_on = next(spec for spec in tool_specs(hass, api) if spec.name == "HassTurnOn")
+    # the prompt declares plain strings (names are in Assist's overview once) ...
+    assert "enum" not in turn_on.parameters["properties"]["name"]
+    assert "area" in turn_on.parameters["properties"]
+    # ... the grammar only lets the model write exposed names, and needs a target
+    assert "Kitchen Light" in turn_on.constraints["properties"]["name"]["enum"]
+    assert "Doorbell" not in turn_on.constraints["properties"]["name"]["enum"]  # not exposed
+    assert "area" not in turn_on.constraints["properties"]  # this home has no areas
+    assert turn_on.constraints["anyOf"] == [{"required": ["name"]}]
+    assert turn_on.constraints["properties"]["confirm"]["type"] == "boolean"
+    live = next(spec for spec in tool_specs(hass, api) if spec.name == "GetLiveContext")
+    assert "confirm" not in live.parameters.get("properties", {})  # read-only tools need no confirmation

@@ -94,13 +94,21 @@ def _constrain(schema: dict[str, Any], names: dict[str, list[str]]) -> dict[str,
     return result
 
 
+def _with_confirm(schema: dict[str, Any]) -> dict[str, Any]:
+    return {**schema, "properties": {**schema.get("properties", {}), CONFIRM_ARGUMENT: CONFIRM_SCHEMA}}
+
+
 def tool_specs(hass: HomeAssistant, api: llm.APIInstance) -> list[ToolSpec]:
     """ToolSpecs for every tool of the API, sorted by name (a stable prompt prefix)."""
     names = exposed_names(hass)
     specs = []
     for tool in api.tools:
-        schema = _constrain(convert(tool.parameters, custom_serializer=api.custom_serializer), names)
+        declared = convert(tool.parameters, custom_serializer=api.custom_serializer)
+        constrained = _constrain(declared, names)
         if is_action_tool(tool.name):
-            schema = {**schema, "properties": {**schema.get("properties", {}), CONFIRM_ARGUMENT: CONFIRM_SCHEMA}}
-        specs.append(ToolSpec(tool.name, tool.description or "", schema))
+            declared = _with_confirm(declared)
+            constrained = _with_confirm(constrained)
+        # The prompt declares the plain schema (the names are in the prompt's overview already);
+        # the grammar enforces the constrained one.
+        specs.append(ToolSpec(tool.name, tool.description or "", declared, constrained))
     return sorted(specs, key=lambda spec: spec.name)

@@ -30,11 +30,21 @@ _JSON_CHAR = r'[^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})'
 
 @dataclass(frozen=True)
 class ToolSpec:
-    """A tool offered to the model: name, description, JSON schema of its arguments."""
+    """A tool offered to the model: name, description, JSON schema of its arguments.
+
+    ``constraints``, when given, is the stricter schema the grammar enforces (e.g. names as enums
+    of what is exposed) while the prompt declares the lighter ``parameters``: the names are already
+    in the prompt once, and repeating them in every declaration would cost prompt tokens.
+    """
 
     name: str
     description: str = ""
     parameters: dict[str, Any] = field(default_factory=dict)
+    constraints: dict[str, Any] | None = None
+
+    @property
+    def grammar_schema(self) -> dict[str, Any]:
+        return self.constraints if self.constraints is not None else self.parameters
 
 
 def gbnf_literal(text: str) -> str:
@@ -152,7 +162,7 @@ class _GrammarBuilder:
 
     def call_rule(self, tool: ToolSpec) -> str:
         hint = f"tool-{_rule_name(tool.name)}"
-        params = tool.parameters or {}
+        params = tool.grammar_schema or {}
         args = self.object_rule(params, hint) if params.get("properties") else self.add("empty-object", '"{" "}"')
         if self.syntax == "json":
             body = f'"{{\\"name\\": " {gbnf_literal(json.dumps(tool.name))} ", \\"arguments\\": " {args} "}}"'
