@@ -8,9 +8,10 @@ from typing import Any
 
 from custom_components.gemma_edge.const import CONF_MAX_TOKENS, CONF_TOOL_CHOICE, DOMAIN
 from homeassistant.components import conversation
+from homeassistant.components.homeassistant.exposed_entities import async_expose_entity
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.core import Context, Event, EventStateChangedData, HomeAssistant, callback
-from homeassistant.helpers import chat_session, entity_registry as er, intent, llm
+from homeassistant.helpers import chat_session, entity_registry as er, intent, issue_registry as ir, llm
 from homeassistant.helpers.event import async_track_state_change_event
 from homeassistant.util import dt as dt_util
 from pytest_homeassistant_custom_component.common import async_fire_time_changed
@@ -193,3 +194,45 @@ async def test_agent_primes_its_prefix_and_new_conversations_share_it(
     assert len(steps) == 4, steps  # each turn: the forced tool step, then the answer step
     for stats in (steps[0], steps[2]):
         assert stats.reused_tokens > 1000 and stats.evaluated_tokens <= 16 + 64, stats
+
+    # exposing another device changes the overview: the prefix is primed again in the background
+    async_expose_entity(hass, "conversation", "button.doorbell", True)
+    async_fire_time_changed(hass, dt_util.utcnow() + timedelta(seconds=62))
+    await hass.async_block_till_done(wait_background_tasks=True)
+    await converse_streaming(hass, smollm2_entry, "Turn on the bedroom lamp")
+    after = steps[4]
+    assert after.prompt_tokens > steps[2].prompt_tokens  # the doorbell joined the prompt
+    assert after.reused_tokens > 1000 and after.evaluated_tokens <= 16 + 64, after
+
+
+async def test_too_many_exposed_entities_degrade_visibly(hass: HomeAssistant, smollm2_path: Path, lights: list[str]) -> None:
+    """A home too large for the context: the overview is compacted, then left to GetLiveContext,
+    with a Repairs issue giving the numbers; the turn still works, nothing is cut off silently."""
+    entry = await async_create_local_entry(hass, smollm2_path, SMALL_MODEL_AGENT)
+    hass.config_entries.async_update_entry(entry, options={"context_size": 2048, "threads": 0, "flash_attention": True})
+    await hass.async_block_till_done()
+    issues = ir.async_get(hass)
+    subentry = next(iter(entry.subentries.values()))
+    issue_id = f"prompt_too_large_{entry.entry_id}_{subentry.subentry_id}"
+    engine = entry.runtime_data.engine
+    modes = {}
+    for count in (EXTRA_COMPACT, EXTRA_DROP):
+        for index in range(count):
+            hass.states.async_set(f"light.extra_{index}", "off", {"friendly_name": f"Extra Light {index}"})
+        result, _ = await converse_streaming(hass, entry, "Turn on the kitchen light")
+        assert result.response.response_type is not intent.IntentResponseType.ERROR, result.response.speech
+        issue = issues.async_get_issue(DOMAIN, issue_id)
+        assert issue is not None
+        modes[count] = issue.translation_placeholders["mode"]
+        assert int(issue.translation_placeholders["needed"]) > int(issue.translation_placeholders["budget"])
+        assert engine.last_stats.prompt_tokens + 48 <= 2048
+    assert modes == {EXTRA_COMPACT: "compact device list", EXTRA_DROP: "devices looked up with GetLiveContext"}
+    # back to a small home: the issue goes away
+    for index in range(EXTRA_DROP):
+        hass.states.async_remove(f"light.extra_{index}")
+    await converse_streaming(hass, entry, "Turn on the kitchen light")
+    assert issues.async_get_issue(DOMAIN, issue_id) is None
+    await hass.config_entries.async_unload(entry.entry_id)
+
+
+EXTRA_COMPACT, EXTRA_DROP = 30, 200

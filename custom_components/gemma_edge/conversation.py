@@ -9,7 +9,14 @@ from homeassistant.components import conversation
 from homeassistant.config_entries import ConfigSubentry
 from homeassistant.const import CONF_LLM_HASS_API, MATCH_ALL
 from homeassistant.core import Context, HomeAssistant, callback
-from homeassistant.helpers import area_registry as ar, device_registry as dr, entity_registry as er, intent, llm
+from homeassistant.helpers import (
+    area_registry as ar,
+    device_registry as dr,
+    entity_registry as er,
+    intent,
+    issue_registry as ir,
+    llm,
+)
 from homeassistant.helpers.debounce import Debouncer
 from homeassistant.helpers.start import async_at_started
 from homeassistant.util.ulid import ulid_now
@@ -35,12 +42,16 @@ from .const import (
 from .engine.chat_format import Message
 
 PRIME_COOLDOWN_S = 30.0
+# Context kept free for the conversation itself (history, the user's words, tool results).
+CONVERSATION_ROOM_TOKENS = 512
 from .engine.engine import EngineBusyError, StepFinished, StepOptions, TextDelta, ToolCallsReady
 from .engine.grammar import ToolSpec
 from .engine.llama_model import ContextOverflowError, EngineError
 from .engine.tool_calls import ToolCall, ToolCallSyntaxError
 from .actions.policy import SensitivePolicy
 from .tool_runner import ToolRunner
+from . import prompt_budget
+from .repairs import ISSUE_PROMPT_TOO_LARGE, raise_issue
 from .tools import tool_specs
 
 
@@ -97,6 +108,7 @@ class GemmaConversationEntity(conversation.ConversationEntity, conversation.Abst
         )
         if subentry.data.get(CONF_LLM_HASS_API):
             self._attr_supported_features = conversation.ConversationEntityFeature.CONTROL
+        self._fitted: dict[str, str] = {}
 
     @property
     def supported_languages(self) -> list[str] | Literal["*"]:
@@ -132,7 +144,8 @@ class GemmaConversationEntity(conversation.ConversationEntity, conversation.Abst
         if await self._async_provide(user_input, chat_log) is not None:
             return
         tools = tool_specs(self.hass, chat_log.llm_api) if chat_log.llm_api else []
-        cached = await self.entry.runtime_data.engine.async_prime(chat_log_messages(chat_log, 0)[:1], tools)
+        messages = await self._async_fit_prompt(chat_log_messages(chat_log, 0)[:1], tools)
+        cached = await self.entry.runtime_data.engine.async_prime(messages, tools)
         LOGGER.debug("Primed %s: %d prompt tokens cached", self.entity_id, cached)
 
     async def async_will_remove_from_hass(self) -> None:
@@ -151,6 +164,43 @@ class GemmaConversationEntity(conversation.ConversationEntity, conversation.Abst
         except (EngineError, ToolCallSyntaxError) as err:
             return self._error_result(user_input, chat_log, err)
         return conversation.async_get_result_from_chat_log(user_input, chat_log)
+
+    async def _async_fit_prompt(self, messages: list[Message], tools: list[ToolSpec]) -> list[Message]:
+        """Make the system prompt fit the context: Assist's device overview as is, compacted, or
+        replaced by "use GetLiveContext" (with a Repairs issue giving the numbers). Never silent
+        truncation; decided once per distinct system prompt."""
+        if not messages or messages[0]["role"] != "system":
+            return messages
+        text = str(messages[0]["content"])
+        if (fitted := self._fitted.get(text)) is None:
+            fitted = await self._async_fit_system(text, tools)
+            self._fitted = {text: fitted}  # only the current prompt is worth remembering
+        return [{**messages[0], "content": fitted}, *messages[1:]]
+
+    async def _async_fit_system(self, text: str, tools: list[ToolSpec]) -> str:
+        engine = self.entry.runtime_data.engine
+        max_tokens = int(self.subentry.data.get(CONF_MAX_TOKENS, DEFAULT_MAX_TOKENS))
+        budget = engine.settings.n_ctx - max_tokens - CONVERSATION_ROOM_TOKENS
+        full = await engine.async_count_tokens([{"role": "system", "content": text}], tools)
+        issue_key = f"{self.entry.entry_id}_{self.subentry.subentry_id}"
+        if full <= budget or not prompt_budget.overview_size(text):
+            ir.async_delete_issue(self.hass, DOMAIN, f"{ISSUE_PROMPT_TOO_LARGE}_{issue_key}")
+            return text
+        fitted, mode = prompt_budget.compact_overview(text), "compact device list"
+        compact = await engine.async_count_tokens([{"role": "system", "content": fitted}], tools)
+        if compact > budget:
+            fitted, mode = prompt_budget.drop_overview(text), "devices looked up with GetLiveContext"
+        LOGGER.warning(
+            "%s: the prompt needs %d tokens (%d with a compact device list), %d fit; using: %s",
+            self.entity_id, full, compact, budget, mode,
+        )  # fmt: skip
+        raise_issue(
+            self.hass, ISSUE_PROMPT_TOO_LARGE, issue_key, ir.IssueSeverity.WARNING,
+            agent=self.subentry.title, needed=str(full), compact=str(compact), budget=str(budget),
+            context=str(engine.settings.n_ctx),
+            entities=str(prompt_budget.overview_size(text)), mode=mode,
+        )  # fmt: skip
+        return fitted
 
     async def _async_provide(
         self, user_input: conversation.ConversationInput, chat_log: conversation.ChatLog
@@ -195,7 +245,7 @@ class GemmaConversationEntity(conversation.ConversationEntity, conversation.Abst
                 # "Always act first": the first step must call tools, the next one answers in words.
                 tool_choice=("required" if iteration == 0 else "none") if act_first else "auto",
             )
-            messages = chat_log_messages(chat_log, max_history)
+            messages = await self._async_fit_prompt(chat_log_messages(chat_log, max_history), tools)
             async for _content in chat_log.async_add_delta_content_stream(
                 self.entity_id, self._async_deltas(messages, tools, step, runner)
             ):

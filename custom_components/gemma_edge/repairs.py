@@ -11,20 +11,27 @@ ISSUE_LLAMA_CPP = "llama_cpp_unavailable"
 ISSUE_MODEL_INVALID = "model_invalid"
 ISSUE_NOT_ENOUGH_MEMORY = "not_enough_memory"
 ISSUE_LEDGER = "ledger_unavailable"
+ISSUE_PROMPT_TOO_LARGE = "prompt_too_large"
 
 
 def issue_id(kind: str, entry_id: str | None = None) -> str:
     return f"{kind}_{entry_id}" if entry_id else kind
 
 
-def raise_issue(hass: HomeAssistant, kind: str, entry_id: str | None, **placeholders: str) -> None:
+def raise_issue(
+    hass: HomeAssistant,
+    kind: str,
+    entry_id: str | None,
+    severity: ir.IssueSeverity = ir.IssueSeverity.ERROR,
+    **placeholders: str,
+) -> None:
     """Create (or refresh) a Repairs issue the user must act on."""
     ir.async_create_issue(
         hass,
         DOMAIN,
         issue_id(kind, entry_id),
         is_fixable=False,
-        severity=ir.IssueSeverity.ERROR,
+        severity=severity,
         translation_key=kind,
         translation_placeholders=placeholders,
     )

@@ -272,6 +272,21 @@ class LocalEngine:
             if self._active == 0 and self._model is not None:
                 self.status = EngineStatus.READY
 
+    async def async_count_tokens(self, messages: Sequence[Message], tools: Sequence[ToolSpec]) -> int:
+        """Prompt tokens of these messages and tools (rendered and tokenized on the worker)."""
+        worker, model = self._worker, self._model
+        if worker is None or model is None:
+            raise EngineError("the model is not loaded")
+
+        def run() -> int:
+            assert model.chat_format is not None
+            return len(model.tokenize(model.chat_format.render(messages, tools)))
+
+        try:
+            return await asyncio.wrap_future(worker.submit(run))
+        except WorkerBusyError as err:
+            raise EngineBusyError(str(err)) from err
+
     async def async_prime(self, messages: Sequence[Message], tools: Sequence[ToolSpec]) -> int:
         """Evaluate the static prompt prefix in the background so the next turn starts warm.
 

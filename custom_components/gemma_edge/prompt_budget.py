@@ -1,0 +1,72 @@
+"""Fit the prompt into the context: compact Assist's device overview, or leave it to a tool.
+
+Assist's API prompt ends with a YAML overview of every exposed entity. With hundreds of entities
+that overview alone can exceed a small context. Rather than truncating silently, the agent first
+writes it compactly (one short line per entity), then, if that is still too long, replaces it with
+an instruction to look devices up with GetLiveContext, and raises a Repairs issue with the numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+OVERVIEW_HEADER = "Static Context: An overview of the areas and the devices in this smart home:"
+FETCH_ON_DEMAND = (
+    "The list of devices is too long for this model's memory: call GetLiveContext to find devices "
+    "and their names before acting."
+)
+
+
+@dataclass(frozen=True)
+class Overview:
+    """Where Assist's device overview sits in a system prompt, and what it lists."""
+
+    start: int
+    end: int
+    entries: list[dict[str, str]]
+
+
+def find_overview(text: str) -> Overview | None:
+    start = text.find(OVERVIEW_HEADER)
+    if start < 0:
+        return None
+    lines = text[start:].split("\n")
+    entries: list[dict[str, str]] = []
+    consumed = len(lines[0]) + 1
+    for line in lines[1:]:
+        if line.startswith("- "):
+            entries.append({})
+        elif not line.startswith("  ") or not entries:
+            break
+        key, _, value = line[2:].strip().partition(":")
+        value = value.strip()
+        if key in ("names", "domain", "areas") and value:
+            entries[-1][key] = value
+        consumed += len(line) + 1
+    return Overview(start, min(len(text), start + consumed), entries)
+
+
+def compact_overview(text: str) -> str:
+    """The overview as one short line per entity: "Kitchen Light (light, Kitchen)"."""
+    overview = find_overview(text)
+    if overview is None:
+        return text
+    lines = []
+    for entry in overview.entries:
+        details = ", ".join(v for v in (entry.get("domain"), entry.get("areas")) if v)
+        lines.append(f"{entry.get('names', '?')} ({details})" if details else entry.get("names", "?"))
+    compact = "Devices (name (domain, area)): " + "; ".join(lines) + "\n"
+    return text[: overview.start] + compact + text[overview.end :]
+
+
+def drop_overview(text: str) -> str:
+    """No overview at all: the model looks devices up with GetLiveContext."""
+    overview = find_overview(text)
+    if overview is None:
+        return text
+    return text[: overview.start] + FETCH_ON_DEMAND + "\n" + text[overview.end :]
+
+
+def overview_size(text: str) -> int:
+    overview = find_overview(text)
+    return len(overview.entries) if overview else 0
