@@ -127,6 +127,7 @@ async def test_context_overflow_is_a_clear_answer(hass: HomeAssistant, smollm2_p
     assert result.response.response_type is intent.IntentResponseType.ERROR
     assert "too long" in result.response.speech["plain"]["speech"]
     assert hass.states.get("light.kitchen_light").state != "on"
+    assert not ir.async_get(hass).issues  # an oversized answer is not "too many devices"
     await hass.config_entries.async_unload(entry.entry_id)
 
 

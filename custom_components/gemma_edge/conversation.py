@@ -181,6 +181,8 @@ class GemmaConversationEntity(conversation.ConversationEntity, conversation.Abst
         engine = self.entry.runtime_data.engine
         max_tokens = int(self.subentry.data.get(CONF_MAX_TOKENS, DEFAULT_MAX_TOKENS))
         budget = engine.settings.n_ctx - max_tokens - CONVERSATION_ROOM_TOKENS
+        if budget <= 0:  # the answer alone does not fit: reported per turn as a context overflow
+            return text
         full = await engine.async_count_tokens([{"role": "system", "content": text}], tools)
         issue_key = f"{self.entry.entry_id}_{self.subentry.subentry_id}"
         if full <= budget or not prompt_budget.overview_size(text):
