@@ -42,7 +42,7 @@ from .repairs import (
     raise_issue,
 )
 
-PLATFORMS = (Platform.CALENDAR, Platform.CONVERSATION, Platform.SENSOR)
+PLATFORMS = (Platform.CALENDAR, Platform.CONVERSATION, Platform.SENSOR, Platform.STT)
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
 _LLAMA_CPP_CHECKED = f"{DOMAIN}_llama_cpp_checked"
 PRUNE_INTERVAL = timedelta(hours=6)

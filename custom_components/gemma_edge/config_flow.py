@@ -44,6 +44,10 @@ from .const import (
     CONF_N_CTX,
     CONF_PROMPT,
     CONF_SENSITIVE_ACTIONS,
+    CONF_STT_BEAM_SIZE,
+    CONF_STT_LANGUAGE,
+    CONF_STT_MODEL,
+    CONF_STT_VAD,
     CONF_TEMPERATURE,
     CONF_THREADS,
     CONF_TOOL_CHOICE,
@@ -53,6 +57,7 @@ from .const import (
     DEFAULT_MAX_TOKENS,
     DEFAULT_N_CTX,
     DEFAULT_SENSITIVE_ACTIONS,
+    DEFAULT_STT_NAME,
     DEFAULT_TEMPERATURE,
     DEFAULT_THREADS,
     DEFAULT_TOOL_CHOICE,
@@ -283,7 +288,7 @@ class GemmaEdgeConfigFlow(ConfigFlow, domain=DOMAIN):
     @callback
     def async_get_supported_subentry_types(cls, config_entry: ConfigEntry) -> dict[str, type[ConfigSubentryFlow]]:
         """Conversation agents run on the entry's model."""
-        return {"conversation": ConversationSubentryFlow}
+        return {"conversation": ConversationSubentryFlow, "stt": SpeechSubentryFlow}
 
 
 def _existing_bytes(path: Path, expected: int) -> int:
@@ -376,3 +381,43 @@ class ConversationSubentryFlow(ConfigSubentryFlow):
 
     async_step_user = async_step_set_options
     async_step_reconfigure = async_step_set_options
+
+
+STT_MODELS = ["tiny.en", "base.en", "small.en", "tiny", "base", "small"]
+
+
+class SpeechSubentryFlow(ConfigSubentryFlow):
+    """A faster-whisper speech-to-text entity: a model size (downloaded by faster-whisper from
+    Hugging Face) or a local CTranslate2 folder, language, beam size, voice activity filter."""
+
+    async def async_step_user(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            model = user_input[CONF_STT_MODEL].strip()
+            if model not in STT_MODELS and not await self.hass.async_add_executor_job(_is_whisper_folder, model):
+                errors[CONF_STT_MODEL] = "stt_model_not_found"
+            else:
+                data = {**user_input, CONF_STT_MODEL: model, CONF_STT_BEAM_SIZE: int(user_input[CONF_STT_BEAM_SIZE])}
+                return self.async_create_entry(title=data.pop(CONF_NAME), data=data)
+        schema = vol.Schema(
+            {
+                vol.Required(CONF_NAME, default=DEFAULT_STT_NAME): str,
+                vol.Required(CONF_STT_MODEL, default="base.en"): SelectSelector(
+                    SelectSelectorConfig(options=STT_MODELS, custom_value=True)
+                ),
+                vol.Optional(CONF_STT_LANGUAGE, default="en"): TextSelector(),
+                vol.Required(CONF_STT_BEAM_SIZE, default=1): NumberSelector(
+                    NumberSelectorConfig(min=1, max=5, step=1, mode=NumberSelectorMode.BOX)
+                ),
+                vol.Required(CONF_STT_VAD, default=True): BooleanSelector(),
+            }
+        )
+        return self.async_show_form(
+            step_id="user", data_schema=self.add_suggested_values_to_schema(schema, user_input or {}), errors=errors
+        )
+
+
+def _is_whisper_folder(path: str) -> bool:
+    """A local CTranslate2 faster-whisper model: model.bin, config.json and tokenizer.json."""
+    folder = Path(path)
+    return all((folder / name).is_file() for name in ("model.bin", "config.json", "tokenizer.json"))

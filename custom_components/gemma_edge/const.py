@@ -44,6 +44,13 @@ SENSITIVE_CHOICES: Final = ("allow", "confirm", "deny")
 
 MAX_TOOL_ITERATIONS: Final = 6
 
+# Speech-to-text subentry data
+CONF_STT_MODEL: Final = "model"
+CONF_STT_LANGUAGE: Final = "language"
+CONF_STT_BEAM_SIZE: Final = "beam_size"
+CONF_STT_VAD: Final = "vad_filter"
+DEFAULT_STT_NAME: Final = "Gemma speech-to-text"
+
 
 @dataclass(frozen=True)
 class ModelPreset:

@@ -1,0 +1,121 @@
+"""Speech to text with faster-whisper on its own worker thread (plain Python, no Home Assistant).
+
+Home Assistant hands STT 16 kHz 16-bit mono PCM; it is converted with numpy, never through a file
+(faster-whisper's own decoding breaks with PyAV 19). Transcription is bounded in duration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+import logging
+import time
+from typing import Any
+
+from .worker import SerialWorker
+
+_LOGGER = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16_000
+BYTES_PER_SECOND = SAMPLE_RATE * 2
+MAX_AUDIO_SECONDS = 30.0
+
+
+class SpeechError(Exception):
+    """Transcription failed; the message says why."""
+
+
+@dataclass(frozen=True)
+class SpeechSettings:
+    """A faster-whisper model (local CTranslate2 folder or a size name) and how to decode."""
+
+    model: str
+    language: str | None = "en"
+    beam_size: int = 1
+    vad_filter: bool = True
+    compute_type: str = "int8"
+    threads: int = 0
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str
+    audio_seconds: float
+    transcribe_seconds: float
+
+    @property
+    def real_time_factor(self) -> float:
+        return self.transcribe_seconds / self.audio_seconds if self.audio_seconds else 0.0
+
+
+def pcm16_to_float(pcm: bytes) -> Any:
+    """16-bit little-endian mono PCM -> float32 in [-1, 1] (an odd trailing byte is dropped)."""
+    import numpy as np  # noqa: PLC0415
+
+    usable = len(pcm) - len(pcm) % 2
+    return np.frombuffer(pcm[:usable], dtype="<i2").astype(np.float32) / 32768.0
+
+
+class WhisperTranscriber:
+    """Loads the model lazily (or ahead, when the first audio chunk arrives) and transcribes."""
+
+    def __init__(self, settings: SpeechSettings) -> None:
+        self.settings = settings
+        self._worker = SerialWorker(name="gemma_edge_whisper", max_pending=4)
+        self._model: Any = None
+        self._loading: asyncio.Future[None] | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def _load(self) -> None:
+        if self._model is not None:
+            return
+        from faster_whisper import WhisperModel  # noqa: PLC0415 - heavy import, worker thread only
+        import tqdm  # noqa: PLC0415
+
+        # faster-whisper's progress bars would start tqdm's monitor thread, which never ends
+        tqdm.tqdm.monitor_interval = 0
+
+        started = time.monotonic()
+        try:
+            self._model = WhisperModel(
+                self.settings.model, device="cpu", compute_type=self.settings.compute_type,
+                cpu_threads=self.settings.threads,
+            )  # fmt: skip
+        except (RuntimeError, ValueError, OSError) as err:
+            raise SpeechError(f"cannot load the speech model {self.settings.model}: {err}") from err
+        _LOGGER.info("Loaded speech model %s in %.1f s", self.settings.model, time.monotonic() - started)
+
+    async def async_load(self) -> None:
+        """Load (once); concurrent callers wait for the same load."""
+        if self._loading is None or (self._loading.done() and self._loading.exception()):
+            self._loading = asyncio.wrap_future(self._worker.submit(self._load))
+        await asyncio.shield(self._loading)
+
+    def _transcribe(self, pcm: bytes, hotwords: str | None) -> Transcript:
+        self._load()
+        audio = pcm16_to_float(pcm)
+        seconds = len(audio) / SAMPLE_RATE
+        if seconds < 0.1:
+            return Transcript("", seconds, 0.0)
+        started = time.monotonic()
+        segments, _info = self._model.transcribe(
+            audio,
+            language=self.settings.language,
+            beam_size=self.settings.beam_size,
+            vad_filter=self.settings.vad_filter,
+            without_timestamps=True,
+            condition_on_previous_text=False,
+            hotwords=hotwords or None,
+        )
+        text = "".join(segment.text for segment in segments).strip()  # the generator is lazy
+        return Transcript(text, seconds, time.monotonic() - started)
+
+    async def async_transcribe(self, pcm: bytes, hotwords: str | None = None) -> Transcript:
+        return await asyncio.wrap_future(self._worker.submit(lambda: self._transcribe(pcm, hotwords)))
+
+    async def async_close(self) -> None:
+        self._model = None
+        await asyncio.get_running_loop().run_in_executor(None, self._worker.stop)

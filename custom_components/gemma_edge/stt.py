@@ -1,0 +1,102 @@
+"""Speech-to-text entity (faster-whisper) for Assist pipelines, one per `stt` subentry."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable
+
+from homeassistant.components import stt
+from homeassistant.config_entries import ConfigSubentry
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
+
+from . import GemmaConfigEntry
+from .const import CONF_STT_BEAM_SIZE, CONF_STT_LANGUAGE, CONF_STT_MODEL, CONF_STT_VAD, DOMAIN, LOGGER
+from .engine.speech import BYTES_PER_SECOND, MAX_AUDIO_SECONDS, SpeechError, SpeechSettings, WhisperTranscriber
+from .tools import exposed_names
+
+
+async def async_setup_entry(
+    hass: HomeAssistant, entry: GemmaConfigEntry, async_add_entities: AddConfigEntryEntitiesCallback
+) -> None:
+    for subentry in entry.subentries.values():
+        if subentry.subentry_type == "stt":
+            async_add_entities([WhisperSTTEntity(subentry)], config_subentry_id=subentry.subentry_id)
+
+
+class WhisperSTTEntity(stt.SpeechToTextEntity):
+    """Transcribes Assist audio on the hub; exposed device and area names are hotwords."""
+
+    _attr_has_entity_name = True
+    _attr_name = None
+
+    def __init__(self, subentry: ConfigSubentry) -> None:
+        self._attr_unique_id = subentry.subentry_id
+        self._attr_device_info = dr.DeviceInfo(
+            identifiers={(DOMAIN, subentry.subentry_id)}, name=subentry.title, manufacturer="faster-whisper",
+            model=str(subentry.data[CONF_STT_MODEL]).rstrip("/").rsplit("/", 1)[-1],
+            entry_type=dr.DeviceEntryType.SERVICE,
+        )  # fmt: skip
+        language = subentry.data.get(CONF_STT_LANGUAGE) or None
+        self._language = language
+        self._transcriber = WhisperTranscriber(
+            SpeechSettings(
+                model=subentry.data[CONF_STT_MODEL],
+                language=language,
+                beam_size=int(subentry.data.get(CONF_STT_BEAM_SIZE, 1)),
+                vad_filter=bool(subentry.data.get(CONF_STT_VAD, True)),
+            )
+        )
+
+    async def async_will_remove_from_hass(self) -> None:
+        await self._transcriber.async_close()
+
+    @property
+    def supported_languages(self) -> list[str]:
+        return [self._language] if self._language else ["en", "de", "fr", "es", "it", "nl", "pt", "pl", "sv", "da"]
+
+    @property
+    def supported_formats(self) -> list[stt.AudioFormats]:
+        return [stt.AudioFormats.WAV]
+
+    @property
+    def supported_codecs(self) -> list[stt.AudioCodecs]:
+        return [stt.AudioCodecs.PCM]
+
+    @property
+    def supported_bit_rates(self) -> list[stt.AudioBitRates]:
+        return [stt.AudioBitRates.BITRATE_16]
+
+    @property
+    def supported_sample_rates(self) -> list[stt.AudioSampleRates]:
+        return [stt.AudioSampleRates.SAMPLERATE_16000]
+
+    @property
+    def supported_channels(self) -> list[stt.AudioChannels]:
+        return [stt.AudioChannels.CHANNEL_MONO]
+
+    async def async_process_audio_stream(
+        self, metadata: stt.SpeechMetadata, stream: AsyncIterable[bytes]
+    ) -> stt.SpeechResult:
+        """Collect at most MAX_AUDIO_SECONDS of audio (loading the model meanwhile), then transcribe."""
+        loading = self.hass.async_create_task(self._transcriber.async_load(), eager_start=True)
+        audio = bytearray()
+        limit = int(MAX_AUDIO_SECONDS * BYTES_PER_SECOND)
+        async for chunk in stream:
+            audio.extend(chunk[: limit - len(audio)])
+            if len(audio) >= limit:
+                LOGGER.warning("Speech longer than %.0f s: the rest is ignored", MAX_AUDIO_SECONDS)
+                break
+        try:
+            await loading
+            names = exposed_names(self.hass)
+            hotwords = ", ".join([*names["entities"], *names["areas"]])[:400] or None
+            transcript = await self._transcriber.async_transcribe(bytes(audio), hotwords)
+        except SpeechError as err:
+            LOGGER.error("Speech to text failed: %s", err)
+            return stt.SpeechResult(None, stt.SpeechResultState.ERROR)
+        if not transcript.text:
+            LOGGER.info("No speech recognised in %.1f s of audio", transcript.audio_seconds)
+            return stt.SpeechResult(None, stt.SpeechResultState.ERROR)
+        LOGGER.debug("Transcribed %.1f s of audio in %.2f s", transcript.audio_seconds, transcript.transcribe_seconds)
+        return stt.SpeechResult(transcript.text, stt.SpeechResultState.SUCCESS)

@@ -1,0 +1,86 @@
+"""The STT entity in a real Home Assistant, and a voice command through a real Assist pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from homeassistant.components import stt
+from homeassistant.components.assist_pipeline import PipelineEvent, PipelineEventType, PipelineStage
+from homeassistant.components.assist_pipeline import async_pipeline_from_audio_stream
+from homeassistant.components.assist_pipeline.pipeline import async_get_pipeline, async_update_pipeline
+from homeassistant.config_entries import ConfigEntry
+from homeassistant.core import Context, HomeAssistant
+from homeassistant.setup import async_setup_component
+
+from .conftest import SMALL_MODEL_AGENT, WHISPER_TINY_EN, async_create_local_entry
+from .test_speech import normal, speak
+
+METADATA = stt.SpeechMetadata(
+    language="en", format=stt.AudioFormats.WAV, codec=stt.AudioCodecs.PCM, bit_rate=stt.AudioBitRates.BITRATE_16,
+    sample_rate=stt.AudioSampleRates.SAMPLERATE_16000, channel=stt.AudioChannels.CHANNEL_MONO,
+)  # fmt: skip
+
+
+async def chunks(pcm: bytes, size: int = 3200) -> AsyncIterator[bytes]:
+    for start in range(0, len(pcm), size):
+        yield pcm[start : start + size]
+
+
+async def add_stt(hass: HomeAssistant, entry: ConfigEntry) -> str:
+    result = await hass.config_entries.subentries.async_init((entry.entry_id, "stt"), context={"source": "user"})
+    bad = await hass.config_entries.subentries.async_configure(
+        result["flow_id"], {"name": "Speech", "model": "/nowhere", "language": "en", "beam_size": 1, "vad_filter": True}
+    )
+    assert bad["errors"] == {"model": "stt_model_not_found"}
+    done = await hass.config_entries.subentries.async_configure(
+        result["flow_id"],
+        {"name": "Speech", "model": str(WHISPER_TINY_EN), "language": "en", "beam_size": 1, "vad_filter": True},
+    )
+    assert done["type"] == "create_entry"
+    await hass.async_block_till_done()
+    assert hass.states.get("stt.speech") is not None
+    return "stt.speech"
+
+
+async def test_stt_entity_transcribes_and_rejects_bad_audio(
+    hass: HomeAssistant, smollm2_path: Path, lights: list[str], tmp_path: Path
+) -> None:
+    assert await async_setup_component(hass, "stt", {})
+    entry = await async_create_local_entry(hass, smollm2_path)
+    entity = stt.async_get_speech_to_text_entity(hass, await add_stt(hass, entry))
+    assert entity is not None
+    result = await entity.async_process_audio_stream(METADATA, chunks(speak("Turn off the porch light", tmp_path)))
+    assert result.result is stt.SpeechResultState.SUCCESS
+    assert normal(result.text or "") == "turn off the porch light"
+    for bad in (b"", bytes(32000), b"\x01"):
+        empty = await entity.async_process_audio_stream(METADATA, chunks(bad))
+        assert empty.result is stt.SpeechResultState.ERROR and empty.text is None
+    await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_voice_command_through_an_assist_pipeline(
+    hass: HomeAssistant, gemma3_path: Path, lights: list[str], tmp_path: Path
+) -> None:
+    """Synthesised speech -> our STT -> our agent (Gemma 3 270M) -> the kitchen light turns on."""
+    assert await async_setup_component(hass, "assist_pipeline", {})
+    entry = await async_create_local_entry(hass, gemma3_path, SMALL_MODEL_AGENT)
+    stt_entity = await add_stt(hass, entry)
+    pipeline = async_get_pipeline(hass)
+    await async_update_pipeline(
+        hass, pipeline, conversation_engine="conversation.gemma_conversation", stt_engine=stt_entity,
+        stt_language="en", tts_engine=None, prefer_local_intents=False,
+    )  # fmt: skip
+    events: list[PipelineEvent] = []
+    await async_pipeline_from_audio_stream(
+        hass, context=Context(), event_callback=events.append, stt_metadata=METADATA,
+        stt_stream=chunks(speak("Turn on the kitchen light", tmp_path)), pipeline_id=pipeline.id,
+        start_stage=PipelineStage.STT, end_stage=PipelineStage.INTENT,
+    )  # fmt: skip
+    await hass.async_block_till_done()
+    by_type: dict[Any, Any] = {event.type: event.data for event in events}
+    assert PipelineEventType.ERROR not in by_type, by_type.get(PipelineEventType.ERROR)
+    assert normal(by_type[PipelineEventType.STT_END]["stt_output"]["text"]) == "turn on the kitchen light"
+    assert hass.states.get("light.kitchen_light").state == "on"
+    await hass.config_entries.async_unload(entry.entry_id)
