@@ -84,3 +84,33 @@ async def test_voice_command_through_an_assist_pipeline(
     assert normal(by_type[PipelineEventType.STT_END]["stt_output"]["text"]) == "turn on the kitchen light"
     assert hass.states.get("light.kitchen_light").state == "on"
     await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_endless_stream_is_bounded_and_idle_model_unloads(
+    hass: HomeAssistant, smollm2_path: Path, lights: list[str], tmp_path: Path
+) -> None:
+    """A stream that never ends is cut at 30 s of audio; the model is freed after 10 idle minutes."""
+    from datetime import timedelta  # noqa: PLC0415
+
+    from homeassistant.util import dt as dt_util  # noqa: PLC0415
+    from pytest_homeassistant_custom_component.common import async_fire_time_changed  # noqa: PLC0415
+
+    assert await async_setup_component(hass, "stt", {})
+    entry = await async_create_local_entry(hass, smollm2_path)
+    entity = stt.async_get_speech_to_text_entity(hass, await add_stt(hass, entry))
+    sent = 0
+
+    async def endless() -> AsyncIterator[bytes]:
+        nonlocal sent
+        while True:
+            sent += 3200
+            yield bytes(3200)
+
+    result = await entity.async_process_audio_stream(METADATA, endless())
+    assert result.result is stt.SpeechResultState.ERROR  # silence: nothing recognised
+    assert sent <= 30 * 32000 + 3200  # stopped reading at the bound
+    assert entity._transcriber.loaded  # noqa: SLF001 - kept warm for the next command
+    async_fire_time_changed(hass, dt_util.utcnow() + timedelta(seconds=601))
+    await hass.async_block_till_done(wait_background_tasks=True)
+    assert not entity._transcriber.loaded  # noqa: SLF001
+    await hass.config_entries.async_unload(entry.entry_id)

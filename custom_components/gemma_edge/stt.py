@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Callable
 
 from homeassistant.components import stt
 from homeassistant.config_entries import ConfigSubentry
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
+from homeassistant.helpers.event import async_call_later
 
 from . import GemmaConfigEntry
 from .const import CONF_STT_BEAM_SIZE, CONF_STT_LANGUAGE, CONF_STT_MODEL, CONF_STT_VAD, DOMAIN, LOGGER
 from .engine.speech import BYTES_PER_SECOND, MAX_AUDIO_SECONDS, SpeechError, SpeechSettings, WhisperTranscriber
 from .tools import exposed_names
+
+IDLE_UNLOAD_S = 600
 
 
 async def async_setup_entry(
@@ -39,6 +42,7 @@ class WhisperSTTEntity(stt.SpeechToTextEntity):
         )  # fmt: skip
         language = subentry.data.get(CONF_STT_LANGUAGE) or None
         self._language = language
+        self._unload_timer: Callable[[], None] | None = None
         self._transcriber = WhisperTranscriber(
             SpeechSettings(
                 model=subentry.data[CONF_STT_MODEL],
@@ -49,7 +53,24 @@ class WhisperSTTEntity(stt.SpeechToTextEntity):
         )
 
     async def async_will_remove_from_hass(self) -> None:
+        self._cancel_unload()
         await self._transcriber.async_close()
+
+    def _cancel_unload(self) -> None:
+        if self._unload_timer is not None:
+            self._unload_timer()
+            self._unload_timer = None
+
+    def _schedule_unload(self) -> None:
+        """Free the model after IDLE_UNLOAD_S without audio: the LLM shares the hub's memory."""
+        self._cancel_unload()
+
+        async def unload(_now: object) -> None:
+            self._unload_timer = None
+            await self._transcriber.async_unload()
+            LOGGER.debug("Speech model unloaded after %d s idle", IDLE_UNLOAD_S)
+
+        self._unload_timer = async_call_later(self.hass, IDLE_UNLOAD_S, unload)
 
     @property
     def supported_languages(self) -> list[str]:
@@ -79,6 +100,7 @@ class WhisperSTTEntity(stt.SpeechToTextEntity):
         self, metadata: stt.SpeechMetadata, stream: AsyncIterable[bytes]
     ) -> stt.SpeechResult:
         """Collect at most MAX_AUDIO_SECONDS of audio (loading the model meanwhile), then transcribe."""
+        self._cancel_unload()
         loading = self.hass.async_create_task(self._transcriber.async_load(), eager_start=True)
         audio = bytearray()
         limit = int(MAX_AUDIO_SECONDS * BYTES_PER_SECOND)
@@ -95,6 +117,8 @@ class WhisperSTTEntity(stt.SpeechToTextEntity):
         except SpeechError as err:
             LOGGER.error("Speech to text failed: %s", err)
             return stt.SpeechResult(None, stt.SpeechResultState.ERROR)
+        finally:
+            self._schedule_unload()
         if not transcript.text:
             LOGGER.info("No speech recognised in %.1f s of audio", transcript.audio_seconds)
             return stt.SpeechResult(None, stt.SpeechResultState.ERROR)

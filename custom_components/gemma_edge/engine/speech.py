@@ -116,6 +116,15 @@ class WhisperTranscriber:
     async def async_transcribe(self, pcm: bytes, hotwords: str | None = None) -> Transcript:
         return await asyncio.wrap_future(self._worker.submit(lambda: self._transcribe(pcm, hotwords)))
 
+    async def async_unload(self) -> None:
+        """Free the model's memory (it loads again with the next audio)."""
+
+        def unload() -> None:
+            self._model = None
+
+        await asyncio.wrap_future(self._worker.submit(unload))
+        self._loading = None
+
     async def async_close(self) -> None:
         self._model = None
         await asyncio.get_running_loop().run_in_executor(None, self._worker.stop)
