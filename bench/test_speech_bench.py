@@ -72,5 +72,6 @@ async def test_speech_benchmark(hass: HomeAssistant, gemma3_path: Path, lights: 
             f"voice command, {label}: STT {stt_s:.2f} s | LLM prefill {prefill:.2f} s | decode {decode:.2f} s | "
             f"action and the rest {max(0.0, intent_s - prefill - decode):.2f} s | total {stt_s + intent_s:.2f} s"
         )
-        hass.states.async_set("light.kitchen_light", "off")
+        light = hass.states.get("light.kitchen_light")
+        hass.states.async_set(light.entity_id, "off", light.attributes)
     await hass.config_entries.async_unload(entry.entry_id)
