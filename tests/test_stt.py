@@ -114,3 +114,47 @@ async def test_endless_stream_is_bounded_and_idle_model_unloads(
     await hass.async_block_till_done(wait_background_tasks=True)
     assert not entity._transcriber.loaded  # noqa: SLF001
     await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_whisper_size_downloads_with_progress(
+    hass: HomeAssistant, smollm2_path: Path, socket_enabled: None, monkeypatch: Any, tmp_path: Path
+) -> None:
+    """Choosing a size downloads its files through huggingface_hub's metadata, verified, with progress."""
+    from homeassistant.core import callback  # noqa: PLC0415
+    from homeassistant.data_entry_flow import EVENT_DATA_ENTRY_FLOW_PROGRESS_UPDATE  # noqa: PLC0415
+
+    from .fake_hub import FakeHub, HubFile, serve_fake_hub  # noqa: PLC0415
+
+    hub = FakeHub({f"Systran/faster-whisper-tiny.en/{name}": HubFile(WHISPER_TINY_EN / name)
+                   for name in ("model.bin", "config.json", "tokenizer.json", "vocabulary.txt")})  # fmt: skip
+    hass.config.media_dirs = {"local": str(tmp_path / "media")}
+    entry = await async_create_local_entry(hass, smollm2_path)
+    progress: list[float] = []
+    hass.bus.async_listen(EVENT_DATA_ENTRY_FLOW_PROGRESS_UPDATE, callback(lambda e: progress.append(e.data["progress"])))
+    with serve_fake_hub(hub):
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        result = await hass.config_entries.subentries.async_init((entry.entry_id, "stt"), context={"source": "user"})
+        result = await hass.config_entries.subentries.async_configure(
+            result["flow_id"], {"name": "Speech", "model": "tiny.en", "language": "en", "beam_size": 1, "vad_filter": True}
+        )
+        assert result["type"] == "progress"
+        await hass.async_block_till_done(wait_background_tasks=True)
+        result = await hass.config_entries.subentries.async_configure(result["flow_id"])
+    assert result["type"] == "create_entry", result
+    folder = tmp_path / "media" / "gemma_edge_models" / "faster-whisper-tiny.en"
+    assert (folder / "model.bin").read_bytes() == (WHISPER_TINY_EN / "model.bin").read_bytes()
+    assert progress and progress == sorted(progress) and progress[-1] == 1.0
+    subentry = next(s for s in entry.subentries.values() if s.subentry_type == "stt")
+    assert subentry.data["model"] == str(folder)
+    await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_hotwords_are_the_exposed_names(hass: HomeAssistant, lights: list[str]) -> None:
+    from custom_components.gemma_edge.stt import speech_hotwords  # noqa: PLC0415
+    from homeassistant.helpers import area_registry as ar  # noqa: PLC0415
+
+    ar.async_get(hass).async_create("Garden")
+    hotwords = speech_hotwords(hass)
+    assert hotwords is not None
+    assert {"Kitchen Light", "Bedroom Lamp", "Porch Light", "Garden"} <= set(hotwords.split(", "))
+    assert "Doorbell" not in hotwords  # buttons are not exposed by default

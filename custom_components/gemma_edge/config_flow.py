@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 import os
 from pathlib import Path
 from typing import Any
@@ -384,21 +384,41 @@ class ConversationSubentryFlow(ConfigSubentryFlow):
 
 
 STT_MODELS = ["tiny.en", "base.en", "small.en", "tiny", "base", "small"]
+WHISPER_REPO = "Systran/faster-whisper-{size}"
+WHISPER_FILES = ("model.bin", "config.json", "tokenizer.json", "vocabulary.txt")
+
+
+def download_whisper(size: str, folder: Path, progress: Callable[[float], None]) -> Path:
+    """Download a faster-whisper size from Hugging Face, each file resumed and sha256-verified."""
+    repo = WHISPER_REPO.format(size=size)
+    target = folder / f"faster-whisper-{size}"
+    remotes = [resolve_remote_file(repo, name) for name in WHISPER_FILES]
+    total = sum(remote.size for remote in remotes) or 1
+    done = 0
+    for remote in remotes:
+        download_file(remote, target, lambda fraction, base=done, size=remote.size: progress((base + fraction * size) / total))
+        done += remote.size
+    return target
 
 
 class SpeechSubentryFlow(ConfigSubentryFlow):
-    """A faster-whisper speech-to-text entity: a model size (downloaded by faster-whisper from
-    Hugging Face) or a local CTranslate2 folder, language, beam size, voice activity filter."""
+    """A faster-whisper speech-to-text entity: a model size (downloaded from Hugging Face with
+    progress, resume and verification) or a local CTranslate2 folder, language, beam size, VAD."""
+
+    def __init__(self) -> None:
+        self._data: dict[str, Any] = {}
+        self._task: asyncio.Task[Path] | None = None
 
     async def async_step_user(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
         errors: dict[str, str] = {}
         if user_input is not None:
             model = user_input[CONF_STT_MODEL].strip()
-            if model not in STT_MODELS and not await self.hass.async_add_executor_job(_is_whisper_folder, model):
-                errors[CONF_STT_MODEL] = "stt_model_not_found"
-            else:
-                data = {**user_input, CONF_STT_MODEL: model, CONF_STT_BEAM_SIZE: int(user_input[CONF_STT_BEAM_SIZE])}
-                return self.async_create_entry(title=data.pop(CONF_NAME), data=data)
+            self._data = {**user_input, CONF_STT_MODEL: model, CONF_STT_BEAM_SIZE: int(user_input[CONF_STT_BEAM_SIZE])}
+            if model in STT_MODELS:
+                return await self.async_step_download()
+            if await self.hass.async_add_executor_job(_is_whisper_folder, model):
+                return self._create()
+            errors[CONF_STT_MODEL] = "stt_model_not_found"
         schema = vol.Schema(
             {
                 vol.Required(CONF_NAME, default=DEFAULT_STT_NAME): str,
@@ -415,6 +435,42 @@ class SpeechSubentryFlow(ConfigSubentryFlow):
         return self.async_show_form(
             step_id="user", data_schema=self.add_suggested_values_to_schema(schema, user_input or {}), errors=errors
         )
+
+    def _create(self) -> SubentryFlowResult:
+        data = dict(self._data)
+        return self.async_create_entry(title=data.pop(CONF_NAME), data=data)
+
+    async def async_step_download(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
+        """Download the chosen size next to the LLM downloads, with a progress bar."""
+        if self._task is None:
+            size = self._data[CONF_STT_MODEL]
+            folder = Path(default_download_dir(self.hass))
+
+            def report(fraction: float) -> None:
+                self.hass.loop.call_soon_threadsafe(self.async_update_progress, fraction)
+
+            async def _download() -> Path:
+                return await self.hass.async_add_executor_job(download_whisper, size, folder, report)
+
+            self._task = self.hass.async_create_background_task(_download(), f"{DOMAIN} download whisper {size}")
+        if not self._task.done():
+            return self.async_show_progress(
+                step_id="download", progress_action="download",
+                description_placeholders={"model": f"faster-whisper {self._data[CONF_STT_MODEL]}"},
+                progress_task=self._task,
+            )  # fmt: skip
+        try:
+            self._data[CONF_STT_MODEL] = str(self._task.result())
+        except (DownloadError, OSError) as err:
+            LOGGER.error("Speech model download failed: %s", err)
+            return self.async_show_progress_done(next_step_id="download_failed")
+        return self.async_show_progress_done(next_step_id="download_done")
+
+    async def async_step_download_failed(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
+        return self.async_abort(reason="download_failed")
+
+    async def async_step_download_done(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
+        return self._create()
 
 
 def _is_whisper_folder(path: str) -> bool:

@@ -17,6 +17,13 @@ from .engine.speech import BYTES_PER_SECOND, MAX_AUDIO_SECONDS, SpeechError, Spe
 from .tools import exposed_names
 
 IDLE_UNLOAD_S = 600
+MAX_HOTWORD_CHARS = 400  # whisper's prompt window is short; names beyond this are left out
+
+
+def speech_hotwords(hass: HomeAssistant) -> str | None:
+    """Exposed entity and area names, so "Kitchen Light" is heard as a name."""
+    names = exposed_names(hass)
+    return ", ".join([*names["entities"], *names["areas"]])[:MAX_HOTWORD_CHARS] or None
 
 
 async def async_setup_entry(
@@ -111,9 +118,7 @@ class WhisperSTTEntity(stt.SpeechToTextEntity):
                 break
         try:
             await loading
-            names = exposed_names(self.hass)
-            hotwords = ", ".join([*names["entities"], *names["areas"]])[:400] or None
-            transcript = await self._transcriber.async_transcribe(bytes(audio), hotwords)
+            transcript = await self._transcriber.async_transcribe(bytes(audio), speech_hotwords(self.hass))
         except SpeechError as err:
             LOGGER.error("Speech to text failed: %s", err)
             return stt.SpeechResult(None, stt.SpeechResultState.ERROR)
