@@ -12,6 +12,7 @@ ISSUE_MODEL_INVALID = "model_invalid"
 ISSUE_NOT_ENOUGH_MEMORY = "not_enough_memory"
 ISSUE_LEDGER = "ledger_unavailable"
 ISSUE_PROMPT_TOO_LARGE = "prompt_too_large"
+ISSUE_SPEECH_UNAVAILABLE = "speech_unavailable"
 
 
 def issue_id(kind: str, entry_id: str | None = None) -> str:
