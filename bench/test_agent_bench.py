@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from homeassistant.core import HomeAssistant, callback
+from homeassistant.core import HomeAssistant
 
-from tests.conftest import async_create_local_entry
+from tests.conftest import async_create_local_entry, record_steps
 from tests.test_conversation import converse_streaming
 
 pytestmark = pytest.mark.skipif(os.environ.get("GEMMA_EDGE_BENCH") != "1", reason="benchmark: run bench/agent")
@@ -83,14 +83,7 @@ async def test_agent_benchmark(hass: HomeAssistant, gemma3_path: Path, lights: l
             )
             engine = entry.runtime_data.engine
             busy[:] = [engine]
-            steps: list[Any] = []
-
-            @callback
-            def on_engine(engine: Any = engine, steps: list[Any] = steps) -> None:
-                if engine.last_stats is not None and all(engine.last_stats is not s for s in steps):
-                    steps.append(engine.last_stats)
-
-            engine.add_listener(on_engine)
+            steps = record_steps(engine)
             results[layout] = await run_conversation(hass, entry, steps)
             await hass.config_entries.async_remove(entry.entry_id)
         naive = sum(s.evaluated_tokens for turn in results["naive"][1:] for s in turn) / 4

@@ -14,10 +14,10 @@ from custom_components.gemma_edge.engine.speech import SpeechSettings, WhisperTr
 from homeassistant.components.assist_pipeline import PipelineEvent, PipelineEventType, PipelineStage
 from homeassistant.components.assist_pipeline import async_pipeline_from_audio_stream
 from homeassistant.components.assist_pipeline.pipeline import async_get_pipeline, async_update_pipeline
-from homeassistant.core import Context, HomeAssistant, callback
+from homeassistant.core import Context, HomeAssistant
 from homeassistant.setup import async_setup_component
 
-from tests.conftest import SMALL_MODEL_AGENT, WHISPER_TINY_EN, async_create_local_entry
+from tests.conftest import SMALL_MODEL_AGENT, WHISPER_TINY_EN, async_create_local_entry, record_steps
 from tests.test_speech import COMMANDS, speak
 from tests.test_stt import METADATA, add_stt, chunks
 
@@ -36,14 +36,7 @@ async def test_speech_benchmark(hass: HomeAssistant, gemma3_path: Path, lights: 
     assert await async_setup_component(hass, "assist_pipeline", {})
     entry = await async_create_local_entry(hass, gemma3_path, SMALL_MODEL_AGENT)
     engine = entry.runtime_data.engine
-    steps: list[Any] = []
-
-    @callback
-    def on_engine() -> None:
-        if engine.last_stats is not None and all(engine.last_stats is not s for s in steps):
-            steps.append(engine.last_stats)
-
-    engine.add_listener(on_engine)
+    steps = record_steps(engine)
     pipeline = async_get_pipeline(hass)
     await async_update_pipeline(
         hass, pipeline, conversation_engine="conversation.gemma_conversation", stt_engine=await add_stt(hass, entry),

@@ -18,7 +18,7 @@ from custom_components.gemma_edge.const import (
     DOMAIN,
 )
 from homeassistant.config_entries import ConfigEntry, ConfigEntryState
-from homeassistant.core import HomeAssistant
+from homeassistant.core import HomeAssistant, callback
 from homeassistant.setup import async_setup_component
 
 MODELS = Path(os.environ.get("GEMMA_EDGE_TEST_MODELS", Path.home() / ".cache" / "gemma-edge" / "models"))
@@ -112,3 +112,16 @@ async def smollm2_entry(hass: HomeAssistant, smollm2_path: Path, lights: list[st
     await hass.config_entries.async_unload(entry.entry_id)
 
 
+
+
+def record_steps(engine: Any) -> list[Any]:
+    """A list that receives the GenerationStats of every step the engine finishes from now on."""
+    steps: list[Any] = []
+
+    @callback
+    def on_engine() -> None:
+        if engine.last_stats is not None and all(engine.last_stats is not seen for seen in steps):
+            steps.append(engine.last_stats)
+
+    engine.add_listener(on_engine)
+    return steps

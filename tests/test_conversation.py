@@ -16,7 +16,7 @@ from homeassistant.helpers.event import async_track_state_change_event
 from homeassistant.util import dt as dt_util
 from pytest_homeassistant_custom_component.common import async_fire_time_changed
 
-from .conftest import SMALL_MODEL_AGENT, async_create_local_entry
+from .conftest import SMALL_MODEL_AGENT, async_create_local_entry, record_steps
 
 
 def agent_id(hass: HomeAssistant, entry: ConfigEntry) -> str:
@@ -177,14 +177,7 @@ async def test_agent_primes_its_prefix_and_new_conversations_share_it(
     """After start (and after exposure changes) the agent's static prefix is evaluated in the
     background; every new conversation then evaluates only its own turn."""
     engine = smollm2_entry.runtime_data.engine
-    steps: list[Any] = []
-
-    @callback
-    def on_engine() -> None:
-        if engine.last_stats is not None and all(engine.last_stats is not seen for seen in steps):
-            steps.append(engine.last_stats)
-
-    engine.add_listener(on_engine)
+    steps = record_steps(engine)
     async_fire_time_changed(hass, dt_util.utcnow() + timedelta(seconds=31))
     await hass.async_block_till_done(wait_background_tasks=True)
     first, _ = await converse_streaming(hass, smollm2_entry, "Turn on the kitchen light")

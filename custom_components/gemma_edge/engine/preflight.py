@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
@@ -61,7 +60,3 @@ def check_memory_for(model_bytes: int, available: int | None = None) -> None:
         raise PreflightError(
             f"the model needs about {needed / 1e9:.1f} GB of memory, {available / 1e9:.1f} GB is available"
         )
-
-
-def model_file_bytes(path: str) -> int:
-    return os.path.getsize(path)
