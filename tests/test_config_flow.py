@@ -23,6 +23,7 @@ from homeassistant.core import HomeAssistant, callback
 from homeassistant.data_entry_flow import EVENT_DATA_ENTRY_FLOW_PROGRESS_UPDATE, FlowResultType
 
 from .conftest import async_create_local_entry
+from .mmproj_files import write_tiny_mmproj
 from .fake_hub import FakeHub, HubFile, serve_fake_hub
 from .gguf_files import write_gguf
 
@@ -40,10 +41,12 @@ async def test_local_model_creates_engine_and_agent(hass: HomeAssistant, smollm2
     assert entry.data[CONF_MODEL_PATH] == str(smollm2_path)
     assert entry.data[CONF_MODEL_SOURCE] == "local"
     assert entry.title == "Smollm2 135M 8k Lc100K Mix1 Ep2"
-    (subentry,) = entry.subentries.values()
+    subentry, ai_task = entry.subentries.values()
     assert subentry.subentry_type == "conversation"
     assert subentry.data[CONF_LLM_HASS_API] == ["assist"]
+    assert ai_task.subentry_type == "ai_task_data"
     assert hass.states.get("conversation.gemma_conversation") is not None
+    assert hass.states.get("ai_task.gemma_ai_task") is not None
     # the same file twice is refused
     result = await _local_step(hass, {CONF_MODEL_PATH: str(smollm2_path)})
     assert result["type"] is FlowResultType.ABORT and result["reason"] == "already_configured"
@@ -79,28 +82,35 @@ def _write(path: Path, data: bytes) -> Path:
     return path
 
 
-async def _start_preset(hass: HomeAssistant, hub: FakeHub, folder: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+async def _start_preset(
+    hass: HomeAssistant, hub: FakeHub, folder: Path, monkeypatch: pytest.MonkeyPatch, vision: bool = False
+) -> dict[str, Any]:
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
     result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": "user"})
     result = await hass.config_entries.flow.async_configure(result["flow_id"], {"next_step_id": "gemma4_e2b"})
     assert result["step_id"] == "gemma4_e2b"
-    return await hass.config_entries.flow.async_configure(result["flow_id"], {"download_dir": str(folder)})
+    return await hass.config_entries.flow.async_configure(result["flow_id"], {"download_dir": str(folder), "vision": vision})
 
 
-def _hub_key() -> str:
+def _hub_key(filename: str | None = None) -> str:
     preset = PRESETS["gemma4_e2b"]
-    return f"{preset.repo_id}/{preset.filename}"
+    return f"{preset.repo_id}/{filename or preset.filename}"
 
 
 async def test_preset_download_with_progress_and_resume(
     hass: HomeAssistant, socket_enabled: None, smollm2_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The preset downloads (a stand-in GGUF served as E2B), resumes a dropped transfer, loads."""
-    hub = FakeHub({_hub_key(): HubFile(smollm2_path, drop_after=20_000_000)})
+    """The preset downloads (a stand-in GGUF served as E2B, and a tiny vision projector as its
+    mmproj), resumes a dropped transfer, loads with vision."""
+    projector = write_tiny_mmproj(tmp_path / "served-mmproj.gguf", 576)
+    preset = PRESETS["gemma4_e2b"]
+    hub = FakeHub(
+        {_hub_key(): HubFile(smollm2_path, drop_after=20_000_000), _hub_key(preset.mmproj_filename): HubFile(projector)}
+    )
     progress: list[float] = []
     hass.bus.async_listen(EVENT_DATA_ENTRY_FLOW_PROGRESS_UPDATE, callback(lambda e: progress.append(e.data["progress"])))
     with serve_fake_hub(hub):
-        result = await _start_preset(hass, hub, tmp_path / "models", monkeypatch)
+        result = await _start_preset(hass, hub, tmp_path / "models", monkeypatch, vision=True)
         assert result["type"] is FlowResultType.SHOW_PROGRESS
         assert result["progress_action"] == "download"
         await hass.async_block_till_done(wait_background_tasks=True)
@@ -111,10 +121,12 @@ async def test_preset_download_with_progress_and_resume(
     assert entry.data[CONF_MODEL_PATH] == str(target)
     assert entry.data[CONF_MODEL_SOURCE] == "gemma4_e2b"
     assert target.read_bytes() == smollm2_path.read_bytes()
+    assert Path(entry.data["mmproj_path"]).read_bytes() == projector.read_bytes()
     assert any(r and r.startswith("bytes=") for m, _, r in hub.requests if m == "GET")
     assert len(progress) > 5 and progress == sorted(progress) and progress[-1] == 1.0
     await hass.async_block_till_done()
     assert entry.state is ConfigEntryState.LOADED
+    assert entry.runtime_data.engine.has_vision
     await hass.config_entries.async_unload(entry.entry_id)
 
 
@@ -150,6 +162,16 @@ async def test_preset_hub_unreachable(hass: HomeAssistant, socket_enabled: None,
     assert result["errors"] == {"base": "cannot_reach_hub"}
 
 
+async def test_preset_without_projector_on_hub(
+    hass: HomeAssistant, socket_enabled: None, smollm2_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Vision asked for but the hub lacks the projector: a form error before anything downloads."""
+    with serve_fake_hub(FakeHub({_hub_key(): HubFile(smollm2_path)})) as hub:
+        result = await _start_preset(hass, hub, tmp_path / "models", monkeypatch, vision=True)
+    assert result["errors"] == {"base": "cannot_reach_hub"}
+    assert [m for m, _, _ in hub.requests] == ["HEAD", "HEAD"]
+
+
 async def test_options_flow_reloads_engine(hass: HomeAssistant, smollm2_path: Path) -> None:
     entry = await async_create_local_entry(hass, smollm2_path)
     result = await hass.config_entries.options.async_init(entry.entry_id)
@@ -160,6 +182,7 @@ async def test_options_flow_reloads_engine(hass: HomeAssistant, smollm2_path: Pa
     await hass.async_block_till_done()
     settings = entry.runtime_data.engine.settings
     assert (settings.n_ctx, settings.n_threads, settings.flash_attn) == (2048, 1, False)
+    assert entry.options["image_max_side"] == 768 and entry.options["camera_min_interval"] == 10
     await hass.config_entries.async_unload(entry.entry_id)
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.const import Platform
@@ -16,6 +17,7 @@ from homeassistant.helpers.typing import ConfigType
 
 from .const import (
     CONF_FLASH_ATTN,
+    CONF_MMPROJ_PATH,
     CONF_MODEL_PATH,
     CONF_N_CTX,
     CONF_THREADS,
@@ -28,21 +30,24 @@ from .const import (
 from .actions.executor import ActionExecutor
 from .actions.ledger import ActionLedger, LedgerError
 from .activity import announce_outcome
+from .camera_vision import CameraVision
 from .engine.engine import LocalEngine
 from .home import HassHome
 from .engine.gguf_info import GGUFError, read_gguf_info
 from .engine.llama_model import EngineError, EngineSettings
 from .engine.preflight import PreflightError, check_llama_cpp_import, check_memory_for
+from .services import async_register_services
 from .repairs import (
     ISSUE_LEDGER,
     ISSUE_LLAMA_CPP,
     ISSUE_MODEL_INVALID,
     ISSUE_NOT_ENOUGH_MEMORY,
+    ISSUE_VISION_UNAVAILABLE,
     clear_issues,
     raise_issue,
 )
 
-PLATFORMS = (Platform.CALENDAR, Platform.CONVERSATION, Platform.SENSOR, Platform.STT)
+PLATFORMS = (Platform.AI_TASK, Platform.CALENDAR, Platform.CONVERSATION, Platform.SENSOR, Platform.STT)
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
 _LLAMA_CPP_CHECKED = f"{DOMAIN}_llama_cpp_checked"
 PRUNE_INTERVAL = timedelta(hours=6)
@@ -54,13 +59,17 @@ class GemmaRuntimeData:
 
     engine: LocalEngine
     executor: ActionExecutor
+    vision: CameraVision
+    # conversation entities by entity id (the ask service talks to them)
+    agents: dict[str, Any] = field(default_factory=dict)
 
 
 type GemmaConfigEntry = ConfigEntry[GemmaRuntimeData]
 
 
 async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
-    """Nothing to set up globally; entries are created in the UI."""
+    """Register the services; entries are created in the UI."""
+    async_register_services(hass)
     return True
 
 
@@ -99,7 +108,23 @@ def engine_settings(entry: ConfigEntry) -> EngineSettings:
         n_ctx=int(options.get(CONF_N_CTX, DEFAULT_N_CTX)),
         n_threads=int(options.get(CONF_THREADS, DEFAULT_THREADS)),
         flash_attn=bool(options.get(CONF_FLASH_ATTN, DEFAULT_FLASH_ATTN)),
+        mmproj_path=entry.data.get(CONF_MMPROJ_PATH) or None,
     )
+
+
+async def _async_check_projector(hass: HomeAssistant, entry: ConfigEntry, settings: EngineSettings) -> EngineSettings:
+    """A missing or unreadable vision projector costs vision only: Repairs issue, text keeps working."""
+    if settings.mmproj_path is None:
+        return settings
+    try:
+        info = await hass.async_add_executor_job(read_gguf_info, settings.mmproj_path)
+        if info.architecture != "clip":
+            raise GGUFError(f"architecture {info.architecture!r} is not a vision projector (clip)")
+    except GGUFError as err:
+        LOGGER.error("Vision is off: %s", err)
+        raise_issue(hass, ISSUE_VISION_UNAVAILABLE, entry.entry_id, path=settings.mmproj_path, error=str(err), title=entry.title)
+        return replace(settings, mmproj_path=None)
+    return settings
 
 
 async def _async_check_llama_cpp(hass: HomeAssistant) -> None:
@@ -130,7 +155,8 @@ async def async_setup_entry(hass: HomeAssistant, entry: GemmaConfigEntry) -> boo
         raise_issue(hass, ISSUE_NOT_ENOUGH_MEMORY, entry.entry_id, error=str(err), title=entry.title)
         raise ConfigEntryNotReady(str(err)) from err
 
-    engine = LocalEngine(settings)
+    clear_issues(hass, entry.entry_id)
+    engine = LocalEngine(await _async_check_projector(hass, entry, settings))
     try:
         await engine.async_load()
     except EngineError as err:
@@ -140,9 +166,8 @@ async def async_setup_entry(hass: HomeAssistant, entry: GemmaConfigEntry) -> boo
     except BaseException:
         await engine.async_unload()
         raise
-    clear_issues(hass, entry.entry_id)
     executor = await _async_start_executor(hass, entry)
-    entry.runtime_data = GemmaRuntimeData(engine=engine, executor=executor)
+    entry.runtime_data = GemmaRuntimeData(engine=engine, executor=executor, vision=CameraVision(hass, entry))
     if executor.error is None:
         entry.async_on_unload(
             async_track_time_interval(hass, lambda _now: hass.async_create_task(executor.async_prune()), PRUNE_INTERVAL)
@@ -154,7 +179,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: GemmaConfigEntry) -> boo
 
 async def _async_reload_on_update(hass: HomeAssistant, entry: GemmaConfigEntry) -> None:
     """Engine options changed: reload everything. Only agents changed: keep the loaded model."""
-    if engine_settings(entry) != entry.runtime_data.engine.settings:
+    if replace(engine_settings(entry), mmproj_path=None) != replace(entry.runtime_data.engine.settings, mmproj_path=None):
         await hass.config_entries.async_reload(entry.entry_id)
         return
     await hass.config_entries.async_unload_platforms(entry, PLATFORMS)

@@ -34,8 +34,10 @@ from homeassistant.helpers.selector import (
 )
 
 from .const import (
+    CONF_CAMERA_MIN_INTERVAL,
     CONF_DOWNLOAD_DIR,
     CONF_FLASH_ATTN,
+    CONF_IMAGE_MAX_SIDE,
     CONF_MAX_HISTORY,
     CONF_MAX_TOKENS,
     CONF_MMPROJ_PATH,
@@ -51,8 +53,13 @@ from .const import (
     CONF_TEMPERATURE,
     CONF_THREADS,
     CONF_TOOL_CHOICE,
+    CONF_VISION,
+    DEFAULT_AI_TASK_MAX_TOKENS,
+    DEFAULT_AI_TASK_NAME,
+    DEFAULT_CAMERA_MIN_INTERVAL,
     DEFAULT_CONVERSATION_NAME,
     DEFAULT_FLASH_ATTN,
+    DEFAULT_IMAGE_MAX_SIDE,
     DEFAULT_MAX_HISTORY,
     DEFAULT_MAX_TOKENS,
     DEFAULT_N_CTX,
@@ -75,16 +82,25 @@ from .engine.download import (
     NotEnoughDiskError,
     RemoteFile,
     check_free_disk,
-    download_file,
+    download_files,
     resolve_remote_file,
 )
 from .engine.gguf_info import GGUFError, GGUFInfo, read_gguf_info
+from .engine.images import MAX_SIDE, MIN_SIDE
 from .engine.preflight import PreflightError, check_memory_for
 
 ENGINE_DEFAULTS: dict[str, Any] = {
     CONF_N_CTX: DEFAULT_N_CTX,
     CONF_THREADS: DEFAULT_THREADS,
     CONF_FLASH_ATTN: DEFAULT_FLASH_ATTN,
+}
+VISION_DEFAULTS: dict[str, Any] = {
+    CONF_IMAGE_MAX_SIDE: DEFAULT_IMAGE_MAX_SIDE,
+    CONF_CAMERA_MIN_INTERVAL: DEFAULT_CAMERA_MIN_INTERVAL,
+}
+AI_TASK_DEFAULTS: dict[str, Any] = {
+    CONF_TEMPERATURE: DEFAULT_TEMPERATURE,
+    CONF_MAX_TOKENS: DEFAULT_AI_TASK_MAX_TOKENS,
 }
 CONVERSATION_DEFAULTS: dict[str, Any] = {
     CONF_PROMPT: llm.DEFAULT_INSTRUCTIONS_PROMPT,
@@ -127,10 +143,10 @@ class GemmaEdgeConfigFlow(ConfigFlow, domain=DOMAIN):
     def __init__(self) -> None:
         self._preset: ModelPreset | None = None
         self._download_dir = ""
-        self._remote: RemoteFile | None = None
-        self._download_task: asyncio.Task[Path] | None = None
+        self._remotes: list[RemoteFile] = []
+        self._download_task: asyncio.Task[list[Path]] | None = None
         self._download_error = "download_failed"
-        self._model_path = ""
+        self._paths: list[Path] = []
 
     async def async_step_user(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """Choose where the model comes from."""
@@ -184,12 +200,15 @@ class GemmaEdgeConfigFlow(ConfigFlow, domain=DOMAIN):
             self._download_dir = user_input[CONF_DOWNLOAD_DIR].strip()
             folder = Path(self._download_dir)
             try:
-                self._remote = await self.hass.async_add_executor_job(
-                    resolve_remote_file, preset.repo_id, preset.filename
-                )
-                already = folder / preset.filename
-                have = await self.hass.async_add_executor_job(_existing_bytes, already, self._remote.size)
-                await self.hass.async_add_executor_job(check_free_disk, folder, self._remote.size - have)
+                model = await self.hass.async_add_executor_job(resolve_remote_file, preset.repo_id, preset.filename)
+                self._remotes = [model]
+                if user_input.get(CONF_VISION, True):
+                    self._remotes.append(await self._async_resolve_projector(preset))
+                needed = 0
+                for remote in self._remotes:
+                    have = await self.hass.async_add_executor_job(_existing_bytes, folder / remote.filename, remote.size)
+                    needed += remote.size - have
+                await self.hass.async_add_executor_job(check_free_disk, folder, needed)
                 await self.hass.async_add_executor_job(check_memory_for, preset.ram_bytes)
             except NotEnoughDiskError as err:
                 errors["base"] = "not_enough_disk"
@@ -205,30 +224,37 @@ class GemmaEdgeConfigFlow(ConfigFlow, domain=DOMAIN):
                 errors[CONF_DOWNLOAD_DIR] = "folder_not_writable"
             if not errors:
                 return await self.async_step_download()
-        schema = vol.Schema({vol.Required(CONF_DOWNLOAD_DIR): TextSelector()})
+        schema = vol.Schema({vol.Required(CONF_DOWNLOAD_DIR): TextSelector(), vol.Required(CONF_VISION, default=True): BooleanSelector()})
         return self.async_show_form(
             step_id=preset.key,
             data_schema=self.add_suggested_values_to_schema(
-                schema, user_input or {CONF_DOWNLOAD_DIR: default_download_dir(self.hass)}
+                schema, user_input or {CONF_DOWNLOAD_DIR: default_download_dir(self.hass), CONF_VISION: True}
             ),
             errors=errors,
             description_placeholders=placeholders,
         )
 
+    async def _async_resolve_projector(self, preset: ModelPreset) -> RemoteFile:
+        try:
+            return await self.hass.async_add_executor_job(resolve_remote_file, preset.repo_id, preset.mmproj_filename)
+        except DownloadError as err:
+            LOGGER.warning("Vision projector %s unavailable: %s", preset.mmproj_filename, err)
+            raise
+
     async def async_step_download(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """Download with a progress bar; resumes a partial file left by an earlier attempt."""
-        assert self._preset is not None and self._remote is not None
+        assert self._preset is not None and self._remotes
         if self._download_task is None:
-            remote, folder = self._remote, Path(self._download_dir)
+            remotes, folder = self._remotes, Path(self._download_dir)
 
             def report(fraction: float) -> None:
                 self.hass.loop.call_soon_threadsafe(self.async_update_progress, fraction)
 
-            async def _download() -> Path:
-                return await self.hass.async_add_executor_job(download_file, remote, folder, report)
+            async def _download() -> list[Path]:
+                return await self.hass.async_add_executor_job(download_files, remotes, folder, report)
 
             self._download_task = self.hass.async_create_background_task(
-                _download(), f"{DOMAIN} download {remote.filename}"
+                _download(), f"{DOMAIN} download {remotes[0].filename}"
             )
         if not self._download_task.done():
             return self.async_show_progress(
@@ -238,7 +264,7 @@ class GemmaEdgeConfigFlow(ConfigFlow, domain=DOMAIN):
                 description_placeholders={"model": self._preset.title},
             )
         try:
-            self._model_path = str(self._download_task.result())
+            self._paths = self._download_task.result()
         except ChecksumMismatchError as err:
             LOGGER.error("Downloaded model rejected: %s", err)
             self._download_error = "checksum_mismatch"
@@ -260,8 +286,11 @@ class GemmaEdgeConfigFlow(ConfigFlow, domain=DOMAIN):
     async def async_step_download_done(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """Create the entry for the downloaded model."""
         assert self._preset is not None
-        self._async_abort_entries_match({CONF_MODEL_PATH: self._model_path})
-        data = {CONF_MODEL_SOURCE: self._preset.key, CONF_MODEL_PATH: self._model_path, **ENGINE_DEFAULTS}
+        model_path = str(self._paths[0])
+        self._async_abort_entries_match({CONF_MODEL_PATH: model_path})
+        data = {CONF_MODEL_SOURCE: self._preset.key, CONF_MODEL_PATH: model_path, **ENGINE_DEFAULTS}
+        if len(self._paths) > 1:
+            data[CONF_MMPROJ_PATH] = str(self._paths[1])
         return self._create_engine_entry(self._preset.title, data)
 
     def _create_engine_entry(self, title: str, data: dict[str, Any]) -> ConfigFlowResult:
@@ -274,7 +303,13 @@ class GemmaEdgeConfigFlow(ConfigFlow, domain=DOMAIN):
                     "data": dict(CONVERSATION_DEFAULTS),
                     "title": DEFAULT_CONVERSATION_NAME,
                     "unique_id": None,
-                }
+                },
+                {
+                    "subentry_type": "ai_task_data",
+                    "data": dict(AI_TASK_DEFAULTS),
+                    "title": DEFAULT_AI_TASK_NAME,
+                    "unique_id": None,
+                },
             ],
         )
 
@@ -288,7 +323,11 @@ class GemmaEdgeConfigFlow(ConfigFlow, domain=DOMAIN):
     @callback
     def async_get_supported_subentry_types(cls, config_entry: ConfigEntry) -> dict[str, type[ConfigSubentryFlow]]:
         """Conversation agents run on the entry's model."""
-        return {"conversation": ConversationSubentryFlow, "stt": SpeechSubentryFlow}
+        return {
+            "conversation": ConversationSubentryFlow,
+            "ai_task_data": AITaskSubentryFlow,
+            "stt": SpeechSubentryFlow,
+        }
 
 
 def _existing_bytes(path: Path, expected: int) -> int:
@@ -300,12 +339,12 @@ def _existing_bytes(path: Path, expected: int) -> int:
 
 
 class GemmaEdgeOptionsFlow(OptionsFlow):
-    """Engine options: context size, threads, flash attention."""
+    """Engine options (context size, threads, flash attention) and image options."""
 
     async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         if user_input is not None:
             return self.async_create_entry(data=user_input)
-        current = {**ENGINE_DEFAULTS, **self.config_entry.data, **self.config_entry.options}
+        current = {**ENGINE_DEFAULTS, **VISION_DEFAULTS, **self.config_entry.data, **self.config_entry.options}
         schema = vol.Schema(
             {
                 vol.Required(CONF_N_CTX): NumberSelector(
@@ -315,12 +354,18 @@ class GemmaEdgeOptionsFlow(OptionsFlow):
                     NumberSelectorConfig(min=0, max=64, step=1, mode=NumberSelectorMode.BOX)
                 ),
                 vol.Required(CONF_FLASH_ATTN): BooleanSelector(),
+                vol.Required(CONF_IMAGE_MAX_SIDE, default=DEFAULT_IMAGE_MAX_SIDE): NumberSelector(
+                    NumberSelectorConfig(min=MIN_SIDE, max=MAX_SIDE, step=16, mode=NumberSelectorMode.BOX, unit_of_measurement="px")
+                ),
+                vol.Required(CONF_CAMERA_MIN_INTERVAL, default=DEFAULT_CAMERA_MIN_INTERVAL): NumberSelector(
+                    NumberSelectorConfig(min=0, max=3600, step=1, mode=NumberSelectorMode.BOX, unit_of_measurement="s")
+                ),
             }
         )
         return self.async_show_form(
             step_id="init",
             data_schema=self.add_suggested_values_to_schema(
-                schema, {key: current[key] for key in ENGINE_DEFAULTS}
+                schema, {key: current[key] for key in (*ENGINE_DEFAULTS, *VISION_DEFAULTS)}
             ),
         )
 
@@ -383,6 +428,30 @@ class ConversationSubentryFlow(ConfigSubentryFlow):
     async_step_reconfigure = async_step_set_options
 
 
+class AITaskSubentryFlow(ConfigSubentryFlow):
+    """Create or reconfigure an AI Task entity (ai_task.generate_data, with images)."""
+
+    async def async_step_set_options(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
+        is_new = self.source == "user"
+        if user_input is not None:
+            data = {**user_input, CONF_MAX_TOKENS: int(user_input[CONF_MAX_TOKENS])}
+            if is_new:
+                return self.async_create_entry(title=data.pop(CONF_NAME), data=data)
+            return self.async_update_and_abort(self._get_entry(), self._get_reconfigure_subentry(), data=data)
+        options = AI_TASK_DEFAULTS if is_new else self._get_reconfigure_subentry().data
+        fields: dict[Any, Any] = {vol.Required(CONF_NAME, default=DEFAULT_AI_TASK_NAME): str} if is_new else {}
+        fields[vol.Required(CONF_TEMPERATURE, default=options.get(CONF_TEMPERATURE, DEFAULT_TEMPERATURE))] = NumberSelector(
+            NumberSelectorConfig(min=0, max=2, step=0.05)
+        )
+        fields[vol.Required(CONF_MAX_TOKENS, default=options.get(CONF_MAX_TOKENS, DEFAULT_AI_TASK_MAX_TOKENS))] = NumberSelector(
+            NumberSelectorConfig(min=16, max=4096, step=16, mode=NumberSelectorMode.BOX)
+        )
+        return self.async_show_form(step_id="set_options", data_schema=vol.Schema(fields))
+
+    async_step_user = async_step_set_options
+    async_step_reconfigure = async_step_set_options
+
+
 STT_MODELS = ["tiny.en", "base.en", "small.en", "tiny", "base", "small"]
 WHISPER_REPO = "Systran/faster-whisper-{size}"
 WHISPER_FILES = ("model.bin", "config.json", "tokenizer.json", "vocabulary.txt")
@@ -392,12 +461,7 @@ def download_whisper(size: str, folder: Path, progress: Callable[[float], None])
     """Download a faster-whisper size from Hugging Face, each file resumed and sha256-verified."""
     repo = WHISPER_REPO.format(size=size)
     target = folder / f"faster-whisper-{size}"
-    remotes = [resolve_remote_file(repo, name) for name in WHISPER_FILES]
-    total = sum(remote.size for remote in remotes) or 1
-    done = 0
-    for remote in remotes:
-        download_file(remote, target, lambda fraction, base=done, size=remote.size: progress((base + fraction * size) / total))
-        done += remote.size
+    download_files([resolve_remote_file(repo, name) for name in WHISPER_FILES], target, progress)
     return target
 
 

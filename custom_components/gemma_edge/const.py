@@ -16,11 +16,18 @@ CONF_MODEL_SOURCE: Final = "model_source"
 CONF_MODEL_PATH: Final = "model_path"
 CONF_MMPROJ_PATH: Final = "mmproj_path"
 CONF_DOWNLOAD_DIR: Final = "download_dir"
+CONF_VISION: Final = "vision"  # preset step: also download the vision projector
 CONF_N_CTX: Final = "context_size"
 CONF_THREADS: Final = "threads"
 CONF_FLASH_ATTN: Final = "flash_attention"
 
 SOURCE_LOCAL: Final = "local"
+
+# Vision (entry options; read live, no reload)
+CONF_IMAGE_MAX_SIDE: Final = "image_max_side"
+CONF_CAMERA_MIN_INTERVAL: Final = "camera_min_interval"
+DEFAULT_IMAGE_MAX_SIDE: Final = 768  # <= 256 image tokens per snapshot (see engine/images.py)
+DEFAULT_CAMERA_MIN_INTERVAL: Final = 10  # seconds between automation-driven analyses of a camera
 
 DEFAULT_N_CTX: Final = 8192
 DEFAULT_THREADS: Final = 0  # physical cores
@@ -51,6 +58,10 @@ CONF_STT_BEAM_SIZE: Final = "beam_size"
 CONF_STT_VAD: Final = "vad_filter"
 DEFAULT_STT_NAME: Final = "Gemma speech-to-text"
 
+# AI Task subentry data
+DEFAULT_AI_TASK_NAME: Final = "Gemma AI Task"
+DEFAULT_AI_TASK_MAX_TOKENS: Final = 512
+
 
 @dataclass(frozen=True)
 class ModelPreset:
@@ -61,6 +72,7 @@ class ModelPreset:
     repo_id: str
     filename: str
     ram_bytes: int  # resident memory while loaded (estimate)
+    mmproj_filename: str  # the vision projector (optional download)
 
 
 PRESETS: Final = {
@@ -70,6 +82,7 @@ PRESETS: Final = {
         repo_id="ggml-org/gemma-4-E4B-it-GGUF",
         filename="gemma-4-E4B-it-Q4_0.gguf",
         ram_bytes=5_000_000_000,
+        mmproj_filename="mmproj-gemma-4-E4B-it-Q8_0.gguf",
     ),
     "gemma4_e2b": ModelPreset(
         key="gemma4_e2b",
@@ -77,5 +90,6 @@ PRESETS: Final = {
         repo_id="ggml-org/gemma-4-E2B-it-GGUF",
         filename="gemma-4-E2B-it-Q4_0.gguf",
         ram_bytes=3_300_000_000,
+        mmproj_filename="mmproj-gemma-4-E2B-it-Q8_0.gguf",
     ),
 }

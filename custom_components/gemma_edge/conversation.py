@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any, Literal
 
 from homeassistant.components import conversation
 from homeassistant.config_entries import ConfigSubentry
 from homeassistant.const import CONF_LLM_HASS_API, MATCH_ALL
 from homeassistant.core import Context, HomeAssistant, callback
+from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import (
     area_registry as ar,
+    chat_session,
     device_registry as dr,
     entity_registry as er,
     intent,
@@ -40,6 +42,7 @@ from .const import (
     MAX_TOOL_ITERATIONS,
 )
 from .engine.chat_format import Message
+from .engine.images import PreparedImage
 
 PRIME_COOLDOWN_S = 30.0
 # Context kept free for the conversation itself (history, the user's words, tool results).
@@ -48,6 +51,7 @@ from .engine.engine import EngineBusyError, StepFinished, StepOptions, TextDelta
 from .engine.grammar import ToolSpec
 from .engine.llama_model import ContextOverflowError, EngineError
 from .engine.tool_calls import ToolCall, ToolCallSyntaxError
+from .actions.executor import ActionOutcome
 from .actions.policy import SensitivePolicy
 from .tool_runner import ToolRunner
 from . import prompt_budget
@@ -78,7 +82,9 @@ def chat_log_messages(chat_log: conversation.ChatLog, max_history: int) -> list[
             calls = [ToolCall(c.tool_name, dict(c.tool_args)) for c in content.tool_calls or ()]
             messages.append({"role": "assistant", "content": content.content or "", "tool_calls": calls})
         elif isinstance(content, conversation.ToolResultContent):
-            messages.append({"role": "tool", "tool_name": content.tool_name, "result": content.tool_result})
+            messages.append(
+                {"role": "tool", "tool_name": content.tool_name, "result": content.tool_result, "tool_call_id": content.tool_call_id}
+            )
     if max_history > 0:
         user_turns = [i for i, m in enumerate(messages) if m["role"] == "user"]
         if len(user_turns) > max_history + 1:
@@ -86,6 +92,24 @@ def chat_log_messages(chat_log: conversation.ChatLog, max_history: int) -> list[
             head = messages[:1] if messages and messages[0]["role"] == "system" else []
             messages = head + messages[cut:]
     return messages
+
+
+def with_images(
+    messages: list[Message], user_images: Sequence[PreparedImage], snapshots: dict[str, tuple[str, PreparedImage]]
+) -> list[Message]:
+    """Images of this turn into the messages: the user's on their last message, each camera
+    snapshot as a user message right after the tool result that took it. They are not kept in
+    the chat log, so later turns do not evaluate them again."""
+    out: list[Message] = []
+    last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=-1)
+    for index, message in enumerate(messages):
+        if index == last_user and user_images:
+            message = {**message, "images": [image.jpeg for image in user_images]}
+        out.append(message)
+        if message["role"] == "tool" and (shot := snapshots.get(message.get("tool_call_id", ""))):
+            name, image = shot
+            out.append({"role": "user", "content": f"(The current picture of {name}.)", "images": [image.jpeg]})
+    return out
 
 
 class GemmaConversationEntity(conversation.ConversationEntity, conversation.AbstractConversationAgent):
@@ -118,6 +142,7 @@ class GemmaConversationEntity(conversation.ConversationEntity, conversation.Abst
     async def async_added_to_hass(self) -> None:
         await super().async_added_to_hass()
         conversation.async_set_agent(self.hass, self.entry, self)
+        self.entry.runtime_data.agents[self.entity_id] = self
         # Prime the cache with this agent's static prefix once Home Assistant runs, and again
         # (debounced) when entities, areas or their exposure change.
         self._primer = Debouncer(
@@ -143,14 +168,42 @@ class GemmaConversationEntity(conversation.ConversationEntity, conversation.Abst
         )  # fmt: skip
         if await self._async_provide(user_input, chat_log) is not None:
             return
-        tools = tool_specs(self.hass, chat_log.llm_api) if chat_log.llm_api else []
+        tools = self._tool_specs(chat_log)
         messages = await self._async_fit_prompt(chat_log_messages(chat_log, 0)[:1], tools)
         cached = await self.entry.runtime_data.engine.async_prime(messages, tools)
         LOGGER.debug("Primed %s: %d prompt tokens cached", self.entity_id, cached)
 
+    def _tool_specs(self, chat_log: conversation.ChatLog) -> list[ToolSpec]:
+        if not chat_log.llm_api:
+            return []
+        return tool_specs(self.hass, chat_log.llm_api, vision=self.entry.runtime_data.engine.has_vision)
+
     async def async_will_remove_from_hass(self) -> None:
         conversation.async_unset_agent(self.hass, self.entry)
+        self.entry.runtime_data.agents.pop(self.entity_id, None)
         await super().async_will_remove_from_hass()
+
+    async def async_ask(
+        self, text: str, images: Sequence[PreparedImage], conversation_id: str | None, context: Context
+    ) -> tuple[conversation.ConversationResult, list[ActionOutcome]]:
+        """One turn for the ask service: the text with images; the result and the actions taken."""
+        user_input = conversation.ConversationInput(
+            text=text, context=context, conversation_id=conversation_id, device_id=None, satellite_id=None,
+            language=self.hass.config.language, agent_id=self.entity_id,
+        )  # fmt: skip
+        with (
+            chat_session.async_get_chat_session(self.hass, conversation_id) as session,
+            conversation.async_get_chat_log(self.hass, session, user_input) as chat_log,
+        ):
+            if (error := await self._async_provide(user_input, chat_log)) is not None:
+                return error, []
+            try:
+                outcomes = await self._async_run_turn(chat_log, user_input, images, source="service")
+            except (EngineError, ToolCallSyntaxError) as err:
+                raise HomeAssistantError(
+                    translation_domain=DOMAIN, translation_key="generation_failed", translation_placeholders={"error": str(err)}
+                ) from err
+            return conversation.async_get_result_from_chat_log(user_input, chat_log), outcomes
 
     async def _async_handle_message(
         self,
@@ -223,10 +276,17 @@ class GemmaConversationEntity(conversation.ConversationEntity, conversation.Abst
             return err.as_conversation_result()
         return None
 
-    async def _async_run_turn(self, chat_log: conversation.ChatLog, user_input: conversation.ConversationInput) -> None:
-        """Generate, run tool calls, feed results back: at most MAX_TOOL_ITERATIONS steps."""
+    async def _async_run_turn(
+        self,
+        chat_log: conversation.ChatLog,
+        user_input: conversation.ConversationInput,
+        images: Sequence[PreparedImage] = (),
+        source: str = "conversation",
+    ) -> list[ActionOutcome]:
+        """Generate, run tool calls, feed results back: at most MAX_TOOL_ITERATIONS steps.
+        Returns the outcomes of the actions taken."""
         options = self.subentry.data
-        tools = tool_specs(self.hass, chat_log.llm_api) if chat_log.llm_api else []
+        tools = self._tool_specs(chat_log)
         runner = None
         if chat_log.llm_api:
             runner = ToolRunner(
@@ -237,6 +297,8 @@ class GemmaConversationEntity(conversation.ConversationEntity, conversation.Abst
                 turn_text=user_input.text,
                 parent_context_id=user_input.context.id,
                 sensitive_policy=SensitivePolicy(options.get(CONF_SENSITIVE_ACTIONS, DEFAULT_SENSITIVE_ACTIONS)),
+                source=source,
+                vision=self.entry.runtime_data.vision if self.entry.runtime_data.engine.has_vision else None,
             )
         max_history = int(options.get(CONF_MAX_HISTORY, DEFAULT_MAX_HISTORY))
         act_first = options.get(CONF_TOOL_CHOICE, DEFAULT_TOOL_CHOICE) == "required"
@@ -248,13 +310,16 @@ class GemmaConversationEntity(conversation.ConversationEntity, conversation.Abst
                 tool_choice=("required" if iteration == 0 else "none") if act_first else "auto",
             )
             messages = await self._async_fit_prompt(chat_log_messages(chat_log, max_history), tools)
+            messages = with_images(messages, images, runner.snapshots if runner else {})
             async for _content in chat_log.async_add_delta_content_stream(
                 self.entity_id, self._async_deltas(messages, tools, step, runner)
             ):
                 pass
             if not chat_log.unresponded_tool_results:
-                return
-        LOGGER.warning("Stopped after %d tool steps without a final answer", MAX_TOOL_ITERATIONS)
+                break
+        else:
+            LOGGER.warning("Stopped after %d tool steps without a final answer", MAX_TOOL_ITERATIONS)
+        return runner.outcomes if runner else []
 
     async def _async_deltas(
         self, messages: list[Message], tools: list[ToolSpec], step: StepOptions, runner: ToolRunner | None

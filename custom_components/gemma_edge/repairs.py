@@ -13,6 +13,7 @@ ISSUE_NOT_ENOUGH_MEMORY = "not_enough_memory"
 ISSUE_LEDGER = "ledger_unavailable"
 ISSUE_PROMPT_TOO_LARGE = "prompt_too_large"
 ISSUE_SPEECH_UNAVAILABLE = "speech_unavailable"
+ISSUE_VISION_UNAVAILABLE = "vision_unavailable"
 
 
 def issue_id(kind: str, entry_id: str | None = None) -> str:
@@ -40,6 +41,6 @@ def raise_issue(
 
 def clear_issues(hass: HomeAssistant, entry_id: str) -> None:
     """Remove the issues of an entry that now loads fine."""
-    for kind in (ISSUE_MODEL_INVALID, ISSUE_NOT_ENOUGH_MEMORY, ISSUE_LEDGER):
+    for kind in (ISSUE_MODEL_INVALID, ISSUE_NOT_ENOUGH_MEMORY, ISSUE_LEDGER, ISSUE_VISION_UNAVAILABLE):
         ir.async_delete_issue(hass, DOMAIN, issue_id(kind, entry_id))
     ir.async_delete_issue(hass, DOMAIN, ISSUE_LLAMA_CPP)

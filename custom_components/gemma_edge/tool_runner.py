@@ -19,8 +19,12 @@ from homeassistant.helpers import intent, llm
 from .actions.executor import ActionExecutor, ActionOutcome, ActionRequest
 from .actions.model import ServiceAction
 from .actions.policy import SensitivePolicy
+from .camera_vision import CameraVision
+from .engine.images import PreparedImage
 
 CONFIRM_ARGUMENT = "confirm"
+# Our own read-only tool: a snapshot of an exposed camera, shown to the model in the next step.
+LOOK_TOOL = "LookAtCamera"
 READ_ONLY_TOOLS = frozenset(
     {
         "GetLiveContext", "GetDateTime", "HassGetState", "HassGetWeather", "HassClimateGetTemperature",
@@ -42,7 +46,7 @@ TARGET_INTENTS = frozenset(
 
 def is_action_tool(name: str) -> bool:
     """Tools that change something (they get the ``confirm`` argument)."""
-    return name not in READ_ONLY_TOOLS
+    return name not in READ_ONLY_TOOLS and name != LOOK_TOOL
 
 
 def _service_actions(tool: str, args: dict[str, Any], entity_id: str) -> list[ServiceAction]:
@@ -99,6 +103,7 @@ class ToolRunner:
         parent_context_id: str | None,
         sensitive_policy: SensitivePolicy,
         source: str = "conversation",
+        vision: CameraVision | None = None,
     ) -> None:
         self.hass = hass
         self.executor = executor
@@ -108,6 +113,10 @@ class ToolRunner:
         self.parent_context_id = parent_context_id
         self.sensitive_policy = sensitive_policy
         self.source = source
+        self.vision = vision
+        # What this turn did and saw: outcomes of actions, snapshots by the tool call that took them.
+        self.outcomes: list[ActionOutcome] = []
+        self.snapshots: dict[str, tuple[str, PreparedImage]] = {}
         # One turn is one scope: the same request repeated in it (by the model, or by a retried
         # turn with the same words) gets the same idempotency key.
         digest = hashlib.sha256(" ".join(turn_text.lower().split()).encode()).hexdigest()[:16]
@@ -119,17 +128,34 @@ class ToolRunner:
         confirmed = bool(args.pop(CONFIRM_ARGUMENT, False))
         name = tool_input.tool_name
         try:
+            if name == LOOK_TOOL:
+                return await self._look(tool_input.id, args)
             if name in READ_ONLY_TOOLS:
                 return await self.api.async_call_tool(llm.ToolInput(name, args, id=tool_input.id))
             if name in TARGET_INTENTS:
                 return await self._run_intent(name, args, confirmed)
-            outcome = await self.executor.execute(self._request(
+            outcome = await self._execute(self._request(
                 ServiceAction("tool", name, f"tool.{name.lower()}", args), name, confirmed,
                 effect=lambda: self.api.async_call_tool(llm.ToolInput(name, args, id=tool_input.id)),
             ))  # fmt: skip
             return {"results": [outcome.for_model()]}
         except (HomeAssistantError, ValueError, KeyError, TypeError) as err:
             return {"error": type(err).__name__, "error_text": str(err)}
+
+    async def _execute(self, request: ActionRequest) -> ActionOutcome:
+        outcome = await self.executor.execute(request)
+        self.outcomes.append(outcome)
+        return outcome
+
+    async def _look(self, call_id: str, args: dict[str, Any]) -> dict[str, Any]:
+        """Take the snapshot; the conversation shows it to the model right after this result."""
+        if self.vision is None:
+            return {"error": "this model cannot see images"}
+        entity_id, image = await self.vision.async_snapshot_exposed(str(args.get("camera", "")))
+        state = self.hass.states.get(entity_id)
+        name = state.name if state is not None else entity_id
+        self.snapshots[call_id] = (name, image)
+        return {"camera": name, "image": "the snapshot follows", "size": f"{image.width}x{image.height}"}
 
     def _request(self, action: ServiceAction, tool: str, confirmed: bool, **kwargs: Any) -> ActionRequest:
         return ActionRequest(
@@ -158,7 +184,7 @@ class ToolRunner:
             actions = _service_actions(tool, args, state.entity_id)
             if not actions:
                 continue
-            outcomes.append(await self.executor.execute(self._request(actions[0], tool, confirmed)))
+            outcomes.append(await self._execute(self._request(actions[0], tool, confirmed)))
         if not outcomes:
             return {"error": f"{tool} does not apply to the matched entities"}
         return {"results": [outcome.for_model() for outcome in outcomes]}

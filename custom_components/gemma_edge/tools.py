@@ -16,7 +16,8 @@ from homeassistant.core import HomeAssistant
 from homeassistant.helpers import area_registry as ar, entity_registry as er, floor_registry as fr, llm
 
 from .engine.grammar import ToolSpec
-from .tool_runner import CONFIRM_ARGUMENT, is_action_tool
+from .camera_vision import exposed_cameras
+from .tool_runner import CONFIRM_ARGUMENT, LOOK_TOOL, is_action_tool
 
 CONFIRM_SCHEMA = {
     "type": "boolean",
@@ -98,8 +99,25 @@ def _with_confirm(schema: dict[str, Any]) -> dict[str, Any]:
     return {**schema, "properties": {**schema.get("properties", {}), CONFIRM_ARGUMENT: CONFIRM_SCHEMA}}
 
 
-def tool_specs(hass: HomeAssistant, api: llm.APIInstance) -> list[ToolSpec]:
-    """ToolSpecs for every tool of the API, sorted by name (a stable prompt prefix)."""
+def look_tool_spec(camera_names: list[str]) -> ToolSpec:
+    """Our camera tool: the model names an exposed camera and sees its snapshot in the next step."""
+    declared = {
+        "type": "object",
+        "properties": {"camera": {"type": "string", "description": "name of the camera"}},
+        "required": ["camera"],
+    }
+    constrained = {**declared, "properties": {"camera": {"type": "string", "enum": sorted(camera_names)}}}
+    return ToolSpec(
+        LOOK_TOOL,
+        "Look at a camera's current picture to answer questions about what it shows.",
+        declared,
+        constrained,
+    )
+
+
+def tool_specs(hass: HomeAssistant, api: llm.APIInstance, *, vision: bool = False) -> list[ToolSpec]:
+    """ToolSpecs for every tool of the API (plus the camera tool when the model sees images and
+    cameras are exposed), sorted by name (a stable prompt prefix)."""
     names = exposed_names(hass)
     specs = []
     for tool in api.tools:
@@ -111,4 +129,6 @@ def tool_specs(hass: HomeAssistant, api: llm.APIInstance) -> list[ToolSpec]:
         # The prompt declares the plain schema (the names are in the prompt's overview already);
         # the grammar enforces the constrained one.
         specs.append(ToolSpec(tool.name, tool.description or "", declared, constrained))
+    if vision and (cameras := exposed_cameras(hass)):
+        specs.append(look_tool_spec(list(cameras)))
     return sorted(specs, key=lambda spec: spec.name)

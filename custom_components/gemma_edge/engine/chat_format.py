@@ -2,7 +2,9 @@
 
 Messages are plain dicts: ``{"role": "system"|"user"|"assistant"|"tool", "content": str}``;
 assistant messages may carry ``"tool_calls": [ToolCall, ...]``; tool messages carry
-``"tool_name"`` and a JSON-able ``"result"``.
+``"tool_name"`` and a JSON-able ``"result"``; user messages may carry ``"images"`` (JPEG bytes),
+rendered as media markers before the text (the engine hands the images to the vision projector
+in the same order).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .grammar import CallSyntax, ToolSpec
+from .vision import MEDIA_MARKER
 from .tool_calls import (
     CALL_START,
     RESPONSE_END,
@@ -61,6 +64,16 @@ def json_tool_instructions(tools: Sequence[ToolSpec]) -> str:
     for tool in sorted(tools, key=lambda t: t.name):
         lines.append(f"- {tool.name}: {tool.description} Arguments: {_json(tool.parameters or {})}")
     return "\n".join(lines)
+
+
+def message_text(message: Message) -> str:
+    """A message's text, with a media marker for each of its images in front."""
+    return MEDIA_MARKER * len(message.get("images") or ()) + str(message.get("content") or "").strip()
+
+
+def message_images(messages: Sequence[Message]) -> tuple[bytes, ...]:
+    """The images of all messages, in the order their markers are rendered."""
+    return tuple(image for message in messages for image in message.get("images") or ())
 
 
 def tool_result_text(message: Message) -> str:
@@ -151,7 +164,7 @@ class Gemma4Format:
             if in_model_turn:
                 out.append("<turn|>\n")
                 in_model_turn = False
-            out.append(f"<|turn>{role}\n{str(message.get('content') or '').strip()}<turn|>\n")
+            out.append(f"<|turn>{role}\n{message_text(message)}<turn|>\n")
         if not in_model_turn:
             out.append(GEMMA4_GENERATION_PROMPT)
         return "".join(out)
@@ -179,7 +192,7 @@ class GemmaTurnFormat:
             elif message.get("tool_calls"):
                 text = "\n".join(format_json_call(call) for call in message["tool_calls"])
             else:
-                text = str(message.get("content") or "").strip()
+                text = message_text(message)
             if turns and turns[-1][0] == role:
                 turns[-1] = (role, turns[-1][1] + "\n" + text)
             else:
@@ -251,7 +264,7 @@ class JinjaFormat:
                     continue
                 out.append({"role": "tool", "name": message.get("tool_name"), "content": _json(result)})
                 continue
-            converted: dict[str, Any] = {"role": message["role"], "content": str(message.get("content") or "")}
+            converted: dict[str, Any] = {"role": message["role"], "content": message_text(message)}
             if message.get("tool_calls"):
                 converted["tool_calls"] = [
                     {"type": "function", "function": {"name": c.name, "arguments": c.arguments}}
@@ -272,7 +285,7 @@ class JinjaFormat:
             elif message.get("tool_calls"):
                 role, text = "assistant", "\n".join(format_json_call(c) for c in message["tool_calls"])
             else:
-                role, text = message["role"], str(message.get("content") or "")
+                role, text = message["role"], message_text(message)
             if out and out[-1]["role"] == role and role != "system":
                 out[-1]["content"] += "\n" + text
             else:

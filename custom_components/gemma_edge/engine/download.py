@@ -160,3 +160,16 @@ def download_file(
     if progress:
         progress(1.0)
     return target
+
+
+def download_files(remotes: list[RemoteFile], folder: Path, progress: Callable[[float], None]) -> list[Path]:
+    """Download several files into one folder, reporting progress over their total size."""
+    total = sum(remote.size for remote in remotes) or 1
+    done = 0
+    paths = []
+    for remote in remotes:
+        paths.append(
+            download_file(remote, folder, lambda fraction, base=done, size=remote.size: progress((base + fraction * size) / total))
+        )
+        done += remote.size
+    return paths

@@ -13,8 +13,8 @@ import logging
 import threading
 from typing import Any
 
-from .chat_format import Message
-from .grammar import ToolChoice, ToolSpec, build_output_grammar
+from .chat_format import Message, message_images
+from .grammar import ToolChoice, ToolSpec, build_json_grammar, build_output_grammar
 from .llama_model import EngineError, EngineSettings, GenerationRequest, GenerationStats, LlamaModel
 from .tool_calls import ToolCall, looks_like_call, parse_tool_calls
 from .worker import PRIORITY_BACKGROUND, PRIORITY_USER, SerialWorker, WorkerBusyError, WorkerStoppedError
@@ -72,6 +72,8 @@ class StepOptions:
     top_p: float = 0.95
     top_k: int = 64
     tool_choice: ToolChoice = "auto"
+    # The answer must be one JSON value matching this schema (structured output; no tool calls).
+    json_schema: dict[str, Any] | None = None
 
 
 class OutputSplitter:
@@ -122,6 +124,8 @@ class LocalEngine:
         self.last_error: str | None = None
         self.last_stats: GenerationStats | None = None
         self._load_lock = asyncio.Lock()
+        # At most one step with images at a time: each holds its images and their image tokens.
+        self._vision_lock = asyncio.Lock()
         self._listeners: list[Callable[[], None]] = []
 
     @property
@@ -150,6 +154,11 @@ class LocalEngine:
     @property
     def worker(self) -> SerialWorker | None:
         return self._worker
+
+    @property
+    def has_vision(self) -> bool:
+        """A vision projector is configured: steps may carry images."""
+        return bool(self.settings.mmproj_path)
 
     async def async_load(self) -> None:
         """Load the model on the worker thread (idempotent)."""
@@ -192,9 +201,27 @@ class LocalEngine:
         options: StepOptions,
     ) -> AsyncIterator[StreamEvent]:
         """Run one generation step; yield text deltas, then tool calls (if any), then the stats."""
+        images = message_images(messages)
+        if not images:
+            async for event in self._stream_step(messages, tools, options, images):
+                yield event
+            return
+        async with self._vision_lock:
+            async for event in self._stream_step(messages, tools, options, images):
+                yield event
+
+    async def _stream_step(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[ToolSpec],
+        options: StepOptions,
+        images: tuple[bytes, ...],
+    ) -> AsyncIterator[StreamEvent]:
         worker, model = self._worker, self._model
         if worker is None or model is None:
             raise EngineError("the model is not loaded")
+        if options.json_schema is not None:
+            tools = ()
         loop = asyncio.get_running_loop()
         pieces: asyncio.Queue[str | None] = asyncio.Queue()
         cancelled = threading.Event()
@@ -222,11 +249,15 @@ class LocalEngine:
         def run() -> GenerationStats:
             chat_format = model.chat_format
             assert chat_format is not None
-            grammar = build_output_grammar(
-                list(tools), chat_format.syntax, options.tool_choice, markers_as_tokens=model.native_markers
-            )
+            if options.json_schema is not None:
+                grammar = build_json_grammar(options.json_schema)
+            else:
+                grammar = build_output_grammar(
+                    list(tools), chat_format.syntax, options.tool_choice, markers_as_tokens=model.native_markers
+                )
             request = GenerationRequest(
                 prompt=chat_format.render(messages, tools),
+                images=images,
                 grammar=grammar,
                 max_tokens=options.max_tokens,
                 temperature=options.temperature,

@@ -25,6 +25,9 @@ MAX_STRING_CHARS = 256
 MAX_ARRAY_ITEMS = 4
 # Optional arguments are written in a fixed order; the most telling ones first.
 PREFERRED_FIRST = ("name", "area", "floor", "domain")
+# JSON numbers: no leading zeros ("007" is not JSON), at most 16 digits each side.
+INTEGER_RULE = '"-"? ("0" | [1-9] [0-9]{0,15})'
+NUMBER_RULE = INTEGER_RULE + ' ("." [0-9]{1,16})?'
 _JSON_CHAR = r'[^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})'
 
 
@@ -54,9 +57,18 @@ def gbnf_literal(text: str) -> str:
 
 
 class _GrammarBuilder:
-    def __init__(self, syntax: CallSyntax, markers_as_tokens: bool) -> None:
+    def __init__(
+        self,
+        syntax: CallSyntax,
+        markers_as_tokens: bool,
+        *,
+        max_string_chars: int = MAX_STRING_CHARS,
+        max_array_items: int = MAX_ARRAY_ITEMS,
+    ) -> None:
         self.syntax = syntax
         self.markers_as_tokens = markers_as_tokens
+        self.max_string_chars = max_string_chars
+        self.max_array_items = max_array_items
         self.rules: dict[str, str] = {}
 
     def marker(self, text: str) -> str:
@@ -80,9 +92,9 @@ class _GrammarBuilder:
     def string_rule(self) -> str:
         if self.syntax == "json":
             self.add("json-char", _JSON_CHAR)
-            return self.add("string", f'"\\"" json-char{{0,{MAX_STRING_CHARS}}} "\\""')
+            return self.add("string", f'"\\"" json-char{{0,{self.max_string_chars}}} "\\""')
         quote = self.marker(STRING_QUOTE)
-        return self.add("string", f"{quote} [^<]{{0,{MAX_STRING_CHARS}}} {quote}")
+        return self.add("string", f"{quote} [^<]{{0,{self.max_string_chars}}} {quote}")
 
     def string_literal(self, value: str) -> str:
         if self.syntax == "json":
@@ -92,7 +104,7 @@ class _GrammarBuilder:
 
     def any_value(self) -> str:
         string = self.string_rule()
-        self.add("number", '"-"? [0-9]{1,16} ("." [0-9]{1,16})?')
+        self.add("number", NUMBER_RULE)
         self.add("ws", '" "?')
         if self.syntax == "json":
             self.add("any-object", '"{" ws (string ":" ws value ("," ws string ":" ws value)*)? "}"')
@@ -113,14 +125,15 @@ class _GrammarBuilder:
         if kind == "string":
             return self.string_rule()
         if kind == "integer":
-            return self.add("integer", '"-"? [0-9]{1,16}')
+            return self.add("integer", INTEGER_RULE)
         if kind == "number":
-            return self.add("number", '"-"? [0-9]{1,16} ("." [0-9]{1,16})?')
+            return self.add("number", NUMBER_RULE)
         if kind == "boolean":
             return self.add("boolean", '"true" | "false"')
         if kind == "array":
             item = self.value_rule(schema.get("items") or {}, f"{hint}-item")
-            return self.unique(f"{hint}-array", f'"[" ({item} ("," {item}){{0,{MAX_ARRAY_ITEMS - 1}}})? "]"')
+            sep = '"," " "?' if self.syntax == "json" else '","'
+            return self.unique(f"{hint}-array", f'"[" ({item} ({sep} {item}){{0,{self.max_array_items - 1}}})? "]"')
         if kind == "object" and schema.get("properties"):
             return self.object_rule(schema, hint)
         for union_key in ("anyOf", "oneOf"):
@@ -210,5 +223,21 @@ def build_output_grammar(
         first = "[^{<]" if syntax == "json" else "[^<]"
         builder.add("text", f"{first} .*")
         root = "calls | text"
+    lines = [f"root ::= {root}"] + [f"{name} ::= {body}" for name, body in builder.rules.items()]
+    return "\n".join(lines) + "\n"
+
+
+# Structured output (AI Task data): longer texts and lists than tool arguments.
+STRUCTURED_MAX_STRING_CHARS = 1024
+STRUCTURED_MAX_ARRAY_ITEMS = 32
+
+
+def build_json_grammar(schema: dict[str, Any]) -> str:
+    """Grammar for one JSON value matching ``schema`` (objects, arrays, enums, primitive types,
+    anyOf); the answer is that value and nothing else."""
+    builder = _GrammarBuilder(
+        "json", False, max_string_chars=STRUCTURED_MAX_STRING_CHARS, max_array_items=STRUCTURED_MAX_ARRAY_ITEMS
+    )
+    root = builder.value_rule(schema, "data")
     lines = [f"root ::= {root}"] + [f"{name} ::= {body}" for name, body in builder.rules.items()]
     return "\n".join(lines) + "\n"

@@ -18,6 +18,14 @@ from typing import Any
 
 from .chat_format import ChatFormat, select_chat_format
 from .gguf_info import read_gguf_info
+from .vision import (
+    IMAGE_POSITION,
+    PromptChunk,
+    TokenizedPrompt,
+    VisionError,
+    VisionProjector,
+    route_logs,
+)
 
 _LOGGER = logging.getLogger(__name__)
 _LLAMA_LOGGER = logging.getLogger(__name__.rsplit(".", 2)[0] + ".llama_cpp")
@@ -37,6 +45,14 @@ class ModelLoadError(EngineError):
     """The model file could not be loaded."""
 
 
+class VisionUnavailableError(EngineError):
+    """Images were given but the model has no usable vision projector."""
+
+
+class ImageInputError(EngineError):
+    """llama.cpp could not use an image."""
+
+
 class ContextOverflowError(EngineError):
     """The prompt does not fit in the context window."""
 
@@ -54,6 +70,7 @@ class EngineSettings:
     """How to load a model. Explicit values for everything llama-cpp-python defaults badly."""
 
     model_path: str
+    mmproj_path: str | None = None  # vision projector; images are refused without one
     n_ctx: int = 8192
     n_threads: int = 0  # 0: physical cores
     flash_attn: bool = True
@@ -70,6 +87,7 @@ class GenerationStats:
     """Token counts and timings of one generation step."""
 
     prompt_tokens: int = 0
+    image_tokens: int = 0
     reused_tokens: int = 0
     evaluated_tokens: int = 0
     completion_tokens: int = 0
@@ -93,6 +111,7 @@ class GenerationRequest:
     top_p: float = 0.95
     top_k: int = 64
     stop: tuple[str, ...] = field(default_factory=tuple)
+    images: tuple[bytes, ...] = ()  # JPEG bytes, one per media marker in the prompt, in order
 
 
 def physical_cores() -> int:
@@ -167,6 +186,7 @@ class LlamaModel:
         self.native_markers = False
         self.threads_used: set[str] = set()
         self._pieces: dict[int, bytes] = {}
+        self._projector: VisionProjector | None = None
 
     def _on_worker(self) -> None:
         self.threads_used.add(threading.current_thread().name)
@@ -221,8 +241,33 @@ class LlamaModel:
             time.monotonic() - started, self.settings.n_ctx, self.settings.resolved_threads(), self.settings.flash_attn,
         )  # fmt: skip
 
+    @property
+    def has_vision(self) -> bool:
+        """A vision projector is configured (it is loaded with the first image)."""
+        return bool(self.settings.mmproj_path)
+
+    def _vision(self) -> VisionProjector:
+        """The vision projector, loaded on first use (it costs memory only when images are used)."""
+        if self._projector is None:
+            if not self.settings.mmproj_path:
+                raise VisionUnavailableError("this model has no vision projector (mmproj) configured, so it cannot see images")
+            route_logs(_log_callback)
+            started = time.monotonic()
+            try:
+                self._projector = VisionProjector(
+                    self.settings.mmproj_path, self._require(),
+                    n_threads=self.settings.resolved_threads(), flash_attn=self.settings.flash_attn,
+                )  # fmt: skip
+            except VisionError as err:
+                raise VisionUnavailableError(str(err)) from err
+            _LOGGER.info("Loaded vision projector %s in %.1f s", os.path.basename(self.settings.mmproj_path), time.monotonic() - started)
+        return self._projector
+
     def close(self) -> None:
         self._on_worker()
+        if self._projector is not None:
+            self._projector.close()
+            self._projector = None
         if self._llm is not None:
             self._llm.close()
             self._llm = None
@@ -264,7 +309,7 @@ class LlamaModel:
         llm = self._require()
         n = 0
         for cached, token in zip(llm._input_ids[: llm.n_tokens], tokens):  # noqa: SLF001
-            if cached != token:
+            if cached != token or token == IMAGE_POSITION:  # an image's positions are never reused
                 break
             n += 1
         return n
@@ -292,13 +337,14 @@ class LlamaModel:
         import llama_cpp  # noqa: PLC0415
 
         started = time.monotonic()
-        tokens = self.tokenize(request.prompt)
-        if len(tokens) + request.max_tokens > self.settings.n_ctx:
-            raise ContextOverflowError(len(tokens), self.settings.n_ctx, request.max_tokens)
-        stats = GenerationStats(prompt_tokens=len(tokens))
-        reused = self.cached_prefix(tokens)
-        # llama-cpp-python re-evaluates the last prompt token when the whole prompt is cached
-        stats.reused_tokens = min(reused, len(tokens) - 1)
+        if request.images:
+            tokens, stats = self._evaluate_with_images(request)
+        else:
+            tokens = self.tokenize(request.prompt)
+            self._check_fits(len(tokens), request.max_tokens)
+            stats = GenerationStats(prompt_tokens=len(tokens))
+            # llama-cpp-python re-evaluates the last prompt token when the whole prompt is cached
+            stats.reused_tokens = min(self.cached_prefix(tokens), len(tokens) - 1)
         stats.evaluated_tokens = len(tokens) - stats.reused_tokens
         grammar = None
         if request.grammar:
@@ -350,6 +396,65 @@ class LlamaModel:
             if stats.completion_tokens > 1 and decode_time > 0:
                 stats.decode_tokens_per_s = (stats.completion_tokens - 1) / decode_time
         return stats
+
+
+    def _check_fits(self, prompt_tokens: int, max_tokens: int) -> None:
+        if prompt_tokens + max_tokens > self.settings.n_ctx:
+            raise ContextOverflowError(prompt_tokens, self.settings.n_ctx, max_tokens)
+
+    def _evaluate_with_images(self, request: GenerationRequest) -> tuple[list[int], GenerationStats]:
+        """Evaluate a prompt with images, all but its last token (generation evaluates that one).
+
+        The cached prefix is reused up to the first difference or the first image; text chunks go
+        through llama-cpp-python's eval, images through mtmd into the same sequence.
+        """
+        llm = self._require()
+        projector = self._vision()
+        try:
+            prompt = projector.tokenize(request.prompt, request.images)
+        except VisionError as err:
+            raise ImageInputError(str(err)) from err
+        try:
+            self._add_bos(prompt)
+            tokens = prompt.tokens
+            self._check_fits(len(tokens), request.max_tokens)
+            if not prompt.chunks or prompt.chunks[-1].image is not None:
+                raise ImageInputError("a prompt must end with text after its images")
+            stats = GenerationStats(prompt_tokens=len(tokens), image_tokens=prompt.image_tokens)
+            stats.reused_tokens = reused = min(self.cached_prefix(tokens), len(tokens) - 1)
+            if reused < llm.n_tokens:
+                llm._ctx.kv_cache_seq_rm(-1, reused, -1)  # noqa: SLF001 - drop the diverging tail
+                llm.n_tokens = reused
+            position = 0
+            for index, chunk in enumerate(prompt.chunks):
+                if chunk.image is not None:
+                    try:
+                        projector.evaluate_image(llm, chunk, self.settings.n_batch)
+                    except VisionError as err:
+                        raise ImageInputError(str(err)) from err
+                else:
+                    todo = chunk.tokens[max(0, llm.n_tokens - position) :]
+                    if index == len(prompt.chunks) - 1:
+                        todo = todo[:-1]
+                    if todo:
+                        llm.eval(todo)
+                position += chunk.n_pos
+            return tokens, stats
+        finally:
+            prompt.close()
+
+    def _add_bos(self, prompt: TokenizedPrompt) -> None:
+        """The BOS token first when the model wants one and the rendered prompt lacks it."""
+        llm = self._require()
+        bos = llm.token_bos()
+        first = prompt.chunks[0] if prompt.chunks else None
+        if not (llm._model.add_bos_token() and bos >= 0):  # noqa: SLF001
+            return
+        if first is None or first.image is not None:
+            prompt.chunks.insert(0, PromptChunk(tokens=[bos], n_pos=1))
+        elif not first.tokens or first.tokens[0] != bos:
+            first.tokens.insert(0, bos)
+            first.n_pos += 1
 
 
 def _find_stop(text: str, stops: tuple[str, ...]) -> int | None:

@@ -1,0 +1,107 @@
+"""Camera snapshots for the model: fetch, check, convert, downscale, and keep automations in check.
+
+The conversation tool, the AI Task entity and the ``gemma_edge.ask`` service all get images here.
+Automation-driven analysis (the service and AI Tasks) is limited to one snapshot per camera per
+configurable interval, so a motion automation firing every second cannot pin the CPU; a person
+asking in a conversation is not limited.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from homeassistant.components import camera
+from homeassistant.components.conversation import DOMAIN as CONVERSATION_DOMAIN
+from homeassistant.components.homeassistant import async_should_expose
+from homeassistant.config_entries import ConfigEntry
+from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
+
+from .const import (
+    CONF_CAMERA_MIN_INTERVAL,
+    CONF_IMAGE_MAX_SIDE,
+    DEFAULT_CAMERA_MIN_INTERVAL,
+    DEFAULT_IMAGE_MAX_SIDE,
+    DOMAIN,
+    LOGGER,
+)
+from .engine.images import ImageError, PreparedImage, prepare_image
+
+SNAPSHOT_TIMEOUT_S = 10
+
+
+class VisionInputError(HomeAssistantError):
+    """A camera or image could not be used (the message says which and why)."""
+
+
+class CameraRateLimitedError(ServiceValidationError):
+    """The camera was analysed too recently for automation-driven analysis."""
+
+
+def _error(cls: type[HomeAssistantError], key: str, **placeholders: Any) -> HomeAssistantError:
+    return cls(translation_domain=DOMAIN, translation_key=key, translation_placeholders=placeholders)
+
+
+def exposed_cameras(hass: HomeAssistant) -> dict[str, str]:
+    """Cameras exposed to Assist: friendly name -> entity id (aliases included)."""
+    return {
+        state.name: state.entity_id
+        for state in hass.states.async_all(camera.DOMAIN)
+        if async_should_expose(hass, CONVERSATION_DOMAIN, state.entity_id)
+    }
+
+
+class CameraVision:
+    """Snapshots and images for one entry, with its size limit and per-camera interval."""
+
+    def __init__(self, hass: HomeAssistant, entry: ConfigEntry) -> None:
+        self.hass = hass
+        self.entry = entry
+        self._last_analysed: dict[str, float] = {}
+
+    @property
+    def max_side(self) -> int:
+        return int(self.entry.options.get(CONF_IMAGE_MAX_SIDE, DEFAULT_IMAGE_MAX_SIDE))
+
+    @property
+    def min_interval(self) -> float:
+        return float(self.entry.options.get(CONF_CAMERA_MIN_INTERVAL, DEFAULT_CAMERA_MIN_INTERVAL))
+
+    def claim_camera(self, entity_id: str) -> None:
+        """Count an automation-driven analysis of this camera; refuse it within the interval."""
+        now = time.monotonic()
+        last = self._last_analysed.get(entity_id)
+        if last is not None and now - last < self.min_interval:
+            raise _error(
+                CameraRateLimitedError, "camera_rate_limited", entity_id=entity_id,
+                interval=f"{self.min_interval:g}", wait=f"{self.min_interval - (now - last):.0f}",
+            )  # fmt: skip
+        self._last_analysed[entity_id] = now
+
+    async def async_snapshot(self, entity_id: str, *, automation: bool) -> PreparedImage:
+        """A camera's current picture, ready for the model."""
+        if automation:
+            self.claim_camera(entity_id)
+        try:
+            image = await camera.async_get_image(self.hass, entity_id, timeout=SNAPSHOT_TIMEOUT_S)
+        except Exception as err:  # noqa: BLE001 - camera integrations raise anything
+            LOGGER.warning("No snapshot from %s: %s", entity_id, err)
+            raise _error(VisionInputError, "camera_unavailable", entity_id=entity_id, error=str(err) or type(err).__name__) from err
+        return await self.async_prepare(image.content, entity_id)
+
+    async def async_snapshot_exposed(self, name: str) -> tuple[str, PreparedImage]:
+        """A snapshot of a camera exposed to Assist, by its name (the conversation tool)."""
+        cameras = exposed_cameras(self.hass)
+        entity_id = cameras.get(name) or (name if name in cameras.values() else None)
+        if entity_id is None:
+            raise _error(VisionInputError, "camera_not_exposed", name=name)
+        return entity_id, await self.async_snapshot(entity_id, automation=False)
+
+    async def async_prepare(self, data: bytes, source: str) -> PreparedImage:
+        """Any image format -> JPEG within the size limit (in the executor: decoding blocks)."""
+        try:
+            return await self.hass.async_add_executor_job(prepare_image, data, self.max_side)
+        except ImageError as err:
+            LOGGER.warning("Unusable image from %s: %s", source, err)
+            raise _error(VisionInputError, "image_unreadable", source=source, error=str(err)) from err

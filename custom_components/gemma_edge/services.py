@@ -1,0 +1,78 @@
+"""The ``gemma_edge.ask`` action: ask an agent (optionally showing it camera snapshots) from an
+automation and get ``{text, actions, conversation_id}`` back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import voluptuous as vol
+
+from homeassistant.config_entries import ConfigEntryState
+from homeassistant.core import HomeAssistant, ServiceCall, ServiceResponse, SupportsResponse
+from homeassistant.exceptions import ServiceValidationError
+from homeassistant.helpers import config_validation as cv
+
+from .activity import event_data
+from .const import DOMAIN
+
+SERVICE_ASK = "ask"
+ATTR_AGENT_ID = "agent_id"
+ATTR_TEXT = "text"
+ATTR_CAMERAS = "camera_entity_id"
+ATTR_CONVERSATION_ID = "conversation_id"
+
+ASK_SCHEMA = vol.Schema(
+    {
+        vol.Required(ATTR_TEXT): cv.string,
+        vol.Optional(ATTR_CAMERAS, default=[]): cv.entity_ids,
+        vol.Optional(ATTR_AGENT_ID): cv.entity_id,
+        vol.Optional(ATTR_CONVERSATION_ID): cv.string,
+    }
+)
+
+
+def _find_agent(hass: HomeAssistant, agent_id: str | None) -> tuple[Any, Any]:
+    """(entry, conversation entity) for the agent id, or the first agent of a loaded entry."""
+    for entry in hass.config_entries.async_entries(DOMAIN):
+        if entry.state is not ConfigEntryState.LOADED:
+            continue
+        agents = entry.runtime_data.agents
+        if agent_id is None and agents:
+            return entry, next(iter(agents.values()))
+        if agent_id in agents:
+            return entry, agents[agent_id]
+    if agent_id is None:
+        raise ServiceValidationError(translation_domain=DOMAIN, translation_key="no_agent")
+    raise ServiceValidationError(
+        translation_domain=DOMAIN, translation_key="agent_not_found", translation_placeholders={"agent": agent_id}
+    )
+
+
+async def _async_ask(call: ServiceCall) -> ServiceResponse:
+    hass = call.hass
+    entry, agent = _find_agent(hass, call.data.get(ATTR_AGENT_ID))
+    runtime = entry.runtime_data
+    cameras: list[str] = call.data[ATTR_CAMERAS]
+    if cameras and not runtime.engine.has_vision:
+        raise ServiceValidationError(
+            translation_domain=DOMAIN, translation_key="vision_unavailable",
+            translation_placeholders={"error": "no vision projector (mmproj) is configured"},
+        )  # fmt: skip
+    images = [await runtime.vision.async_snapshot(entity_id, automation=True) for entity_id in cameras]
+    result, outcomes = await agent.async_ask(
+        call.data[ATTR_TEXT], images, call.data.get(ATTR_CONVERSATION_ID), call.context
+    )
+    speech = result.response.speech.get("plain", {}).get("speech", "")
+    return {
+        "text": speech,
+        "response_type": result.response.response_type.value,
+        "conversation_id": result.conversation_id,
+        "actions": [event_data(outcome) for outcome in outcomes],
+    }
+
+
+def async_register_services(hass: HomeAssistant) -> None:
+    """Register the integration's actions (once, at integration setup)."""
+    hass.services.async_register(
+        DOMAIN, SERVICE_ASK, _async_ask, schema=ASK_SCHEMA, supports_response=SupportsResponse.ONLY
+    )
