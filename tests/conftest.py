@@ -56,6 +56,18 @@ def gemma3_path() -> Path:
     return _require(GEMMA3)
 
 
+@pytest.fixture(scope="session")
+def projectors(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny random-weight gemma4v vision projectors matching SmolLM2 (576) and Gemma 3 270M (640)."""
+    from .mmproj_files import write_tiny_mmproj  # noqa: PLC0415
+
+    folder = tmp_path_factory.mktemp("mmproj")
+    return {
+        "smollm2": write_tiny_mmproj(folder / "mmproj-576.gguf", 576),
+        "gemma3": write_tiny_mmproj(folder / "mmproj-640.gguf", 640),
+    }
+
+
 LIGHTS = ("Kitchen Light", "Bedroom Lamp", "Porch Light")
 
 
@@ -84,12 +96,18 @@ async def lights(hass: HomeAssistant) -> list[str]:
 
 
 async def async_create_local_entry(
-    hass: HomeAssistant, model_path: Path, agent_options: dict[str, Any] | None = None
+    hass: HomeAssistant,
+    model_path: Path,
+    agent_options: dict[str, Any] | None = None,
+    mmproj_path: Path | None = None,
 ) -> ConfigEntry:
     """Create an entry through the real config flow with a local model path, then tune the agent."""
     result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": "user"})
     result = await hass.config_entries.flow.async_configure(result["flow_id"], {"next_step_id": "local"})
-    result = await hass.config_entries.flow.async_configure(result["flow_id"], {"model_path": str(model_path)})
+    data = {"model_path": str(model_path)}
+    if mmproj_path is not None:
+        data["mmproj_path"] = str(mmproj_path)
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], data)
     assert result["type"] == "create_entry", result
     entry = result["result"]
     await hass.async_block_till_done()
