@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Generator
+import re
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 import pytest
 
 from custom_components.gemma_edge.engine.chat_format import Message
-from custom_components.gemma_edge.engine.grammar import ToolSpec, build_output_grammar
+from custom_components.gemma_edge.engine.grammar import ToolSpec, bounded_number_rule, build_json_grammar, build_output_grammar
 from custom_components.gemma_edge.engine.llama_model import EngineSettings, GenerationRequest, LlamaModel
 from custom_components.gemma_edge.engine.tool_calls import ToolCall, ToolCallSyntaxError, parse_tool_calls
 from custom_components.gemma_edge.engine.worker import SerialWorker
@@ -140,3 +141,39 @@ def test_cut_off_calls_keep_the_complete_ones() -> None:
     assert parse_tool_calls(text, truncated=True) == [ToolCall("A", {"x": 1})]
     with pytest.raises(ToolCallSyntaxError, match="cut off inside a tool call"):
         parse_tool_calls('<|tool_call>call:B{y:<|"|>abc', truncated=True)
+
+
+def _as_regex(rule: str) -> re.Pattern[str]:
+    """The bounded-number rules use only literals, digit classes, groups, ? and {m,n}: as a regex."""
+    return re.compile("^(?:" + rule.replace(" ", "").replace('"', "").replace(".", r"\.") + ")$")
+
+
+@settings(max_examples=200, deadline=None)
+@given(low=st.integers(-10**6, 10**6), span=st.integers(0, 10**6), probes=st.lists(st.integers(-3 * 10**6, 3 * 10**6), max_size=40))
+def test_bounded_integers_match_exactly_the_range(low: int, span: int, probes: list[int]) -> None:
+    high = low + span
+    pattern = _as_regex(bounded_number_rule({"minimum": low, "maximum": high}, integer=True))
+    for value in [low - 1, low, low + 1, high - 1, high, high + 1, *probes]:
+        assert bool(pattern.match(str(value))) == (low <= value <= high), value
+    assert not pattern.match("00") and not pattern.match("-0") and not pattern.match("01")
+
+
+@settings(max_examples=100, deadline=None)
+@given(low=st.integers(-50, 50), span=st.integers(0, 200), text=st.from_regex(r"-?[0-9]{1,3}(\.[0-9]{1,4})?", fullmatch=True))
+def test_bounded_numbers_never_leave_the_range(low: int, span: int, text: str) -> None:
+    high = low + span
+    pattern = _as_regex(bounded_number_rule({"minimum": low, "maximum": high}, integer=False))
+    if pattern.match(text):
+        assert low <= float(text) <= high
+    assert pattern.match(str(low)) and pattern.match(str(high))
+
+
+def test_structured_output_grammar_covers_the_schema() -> None:
+    grammar = build_json_grammar(
+        {
+            "type": "object",
+            "properties": {"people": {"type": "number", "minimum": 0, "maximum": 20}, "ok": {"type": "boolean"}},
+            "required": ["people"],
+        }
+    )
+    assert grammar.startswith("root ::= data-object") and "data-people-range ::=" in grammar

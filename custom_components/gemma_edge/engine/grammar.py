@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 import json
+import math
 from typing import Any, Literal
 
 from .tool_calls import CALL_END, CALL_START, STRING_QUOTE
@@ -124,6 +125,8 @@ class _GrammarBuilder:
         kind = schema.get("type")
         if kind == "string":
             return self.string_rule()
+        if kind in ("integer", "number") and ("minimum" in schema or "maximum" in schema):
+            return self.unique(f"{hint}-range", bounded_number_rule(schema, integer=kind == "integer"))
         if kind == "integer":
             return self.add("integer", INTEGER_RULE)
         if kind == "number":
@@ -182,6 +185,63 @@ class _GrammarBuilder:
         else:
             body = f'{self.marker(CALL_START)} "call:" {gbnf_literal(tool.name)} {args} {self.marker(CALL_END)}'
         return self.unique(hint, body)
+
+
+# Bounds of numbers without a declared minimum or maximum (16 digits, as the unbounded rules).
+_LARGEST = 10**16 - 1
+_FRACTION = '"." [0-9]{1,4}'
+
+
+def _digit_patterns(low: int, high: int) -> list[str]:
+    """GBNF sequences matching exactly the integers low..high (0 <= low <= high), without leading
+    zeros: the range is split where digits roll over (199|200-299|300-349 ...), each piece a
+    sequence of fixed digits and digit classes."""
+    stops = {high}
+    nines = 1
+    while low <= (stop := int(str(low)[:-nines] + "9" * nines) if nines <= len(str(low)) else 10 ** nines - 1) < high:
+        stops.add(stop)
+        nines += 1
+    zeros = 1
+    while low < (stop := (high + 1) - (high + 1) % 10**zeros - 1) <= high:
+        stops.add(stop)
+        zeros += 1
+    patterns = []
+    start = low
+    for stop in sorted(stops):
+        first, last = str(start), str(stop)
+        if len(first) != len(last):  # only when start is 0..9 below a longer stop; split once more
+            patterns.extend(_digit_patterns(start, 10 ** len(first) - 1))
+            patterns.extend(_digit_patterns(10 ** len(first), stop))
+        else:
+            patterns.append(
+                " ".join(f'"{a}"' if a == b else f"[{a}-{b}]" for a, b in zip(first, last, strict=True))
+            )
+        start = stop + 1
+    return patterns
+
+
+def _int_range(low: int, high: int) -> list[str]:
+    """Alternatives for the integers low..high (either may be negative)."""
+    options = []
+    if low < 0:
+        negative = _digit_patterns(max(1, -high) if high < 0 else 1, -low)
+        options.append('"-" (' + " | ".join(f"({p})" for p in negative) + ")")
+    if high >= 0:
+        options.extend(f"({p})" for p in _digit_patterns(max(low, 0), high))
+    return options
+
+
+def bounded_number_rule(schema: dict[str, Any], *, integer: bool) -> str:
+    """A number within the schema's minimum/maximum. Integers always; a decimal fraction only on
+    non-negative integer parts below the maximum, so every value the rule allows is in range."""
+    low = math.ceil(float(schema.get("minimum", -_LARGEST)))
+    high = math.floor(float(schema.get("maximum", _LARGEST)))
+    if low > high:
+        raise ValueError(f"no number lies in [{schema.get('minimum')}, {schema.get('maximum')}]")
+    options = _int_range(low, high)
+    if not integer and max(low, 0) <= high - 1:
+        options.append("(" + " | ".join(_int_range(max(low, 0), high - 1)) + f") {_FRACTION}")
+    return " | ".join(options)
 
 
 def _at_least_one_of(schema: dict[str, Any]) -> set[str]:
