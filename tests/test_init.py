@@ -100,6 +100,7 @@ async def test_diagnostics(hass: HomeAssistant, hass_client, smollm2_path: Path)
     assert diagnostics["engine"]["status"] == "ready"
     assert diagnostics["engine"]["chat_format"] == "gguf-template"
     assert diagnostics["subentries"][0]["data"]["prompt"] == "**REDACTED**"
+    assert diagnostics["vision"] == {"projector": None, "available": False, "max_image_side": 768, "camera_min_interval_s": 10.0}
     assert "1234" not in str(diagnostics)
     await hass.config_entries.async_unload(entry.entry_id)
 

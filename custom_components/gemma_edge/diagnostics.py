@@ -34,6 +34,12 @@ async def async_get_config_entry_diagnostics(hass: HomeAssistant, entry: GemmaCo
             "context_size": engine.settings.n_ctx,
             "last_generation": engine.last_stats.as_dict() if engine.last_stats else None,
         },
+        "vision": {
+            "projector": engine.settings.mmproj_path,
+            "available": engine.has_vision,
+            "max_image_side": entry.runtime_data.vision.max_side,
+            "camera_min_interval_s": entry.runtime_data.vision.min_interval,
+        },
         "actions": {
             "ledger_error": executor.error,
             "recent": [async_redact_data(event_data(outcome), TO_REDACT) for outcome in recent],
