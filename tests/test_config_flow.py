@@ -215,3 +215,40 @@ async def test_conversation_subentry_create_and_reconfigure(hass: HomeAssistant,
     assert entry.subentries[subentry.subentry_id].data[CONF_PROMPT] == "Be very brief."
     assert CONF_LLM_HASS_API not in entry.subentries[subentry.subentry_id].data
     await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_ai_task_subentry_create_and_reconfigure(hass: HomeAssistant, smollm2_path: Path) -> None:
+    entry = await async_create_local_entry(hass, smollm2_path)
+    engine = entry.runtime_data.engine
+    result = await hass.config_entries.subentries.async_init((entry.entry_id, "ai_task_data"), context={"source": "user"})
+    assert result["type"] is FlowResultType.FORM
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"], {"name": "Camera analyst", "temperature": 0.0, CONF_MAX_TOKENS: 128}
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    await hass.async_block_till_done()
+    assert hass.states.get("ai_task.camera_analyst") is not None
+    subentry = next(s for s in entry.subentries.values() if s.title == "Camera analyst")
+    result = await hass.config_entries.subentries.async_init(
+        (entry.entry_id, "ai_task_data"), context={"source": "reconfigure", "subentry_id": subentry.subentry_id}
+    )
+    result = await hass.config_entries.subentries.async_configure(result["flow_id"], {"temperature": 0.5, CONF_MAX_TOKENS: 256})
+    assert result["type"] is FlowResultType.ABORT and result["reason"] == "reconfigure_successful"
+    await hass.async_block_till_done()
+    assert entry.runtime_data.engine is engine  # no model reload
+    assert entry.subentries[subentry.subentry_id].data == {"temperature": 0.5, CONF_MAX_TOKENS: 256}
+    await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_image_options_do_not_reload_the_model(hass: HomeAssistant, smollm2_path: Path) -> None:
+    entry = await async_create_local_entry(hass, smollm2_path)
+    engine = entry.runtime_data.engine
+    result = await hass.config_entries.options.async_init(entry.entry_id)
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"],
+        {CONF_N_CTX: 8192, "threads": 0, "flash_attention": True, "image_max_side": 512, "camera_min_interval": 30},
+    )
+    await hass.async_block_till_done()
+    assert entry.runtime_data.engine is engine
+    assert (entry.runtime_data.vision.max_side, entry.runtime_data.vision.min_interval) == (512, 30)
+    await hass.config_entries.async_unload(entry.entry_id)

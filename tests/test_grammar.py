@@ -10,7 +10,13 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 import pytest
 
 from custom_components.gemma_edge.engine.chat_format import Message
-from custom_components.gemma_edge.engine.grammar import ToolSpec, bounded_number_rule, build_json_grammar, build_output_grammar
+from custom_components.gemma_edge.engine.grammar import (
+    ToolSpec,
+    bounded_number_rule,
+    build_json_grammar,
+    build_output_grammar,
+    max_json_chars,
+)
 from custom_components.gemma_edge.engine.llama_model import EngineSettings, GenerationRequest, LlamaModel
 from custom_components.gemma_edge.engine.tool_calls import ToolCall, ToolCallSyntaxError, parse_tool_calls
 from custom_components.gemma_edge.engine.worker import SerialWorker
@@ -177,3 +183,13 @@ def test_structured_output_grammar_covers_the_schema() -> None:
         }
     )
     assert grammar.startswith("root ::= data-object") and "data-people-range ::=" in grammar
+
+
+def test_structured_strings_fit_the_token_budget() -> None:
+    """String lengths shrink so that the longest answer the grammar allows fits the answer's budget."""
+    schema = {"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "string"}, "ok": {"type": "boolean"}}}
+    roomy = build_json_grammar(schema)
+    tight = build_json_grammar(schema, max_chars=300)
+    assert "json-char{0,1024}" in roomy
+    cap = int(tight.split("json-char{0,")[1].split("}")[0])
+    assert 16 <= cap < 1024 and max_json_chars(schema, cap) <= 300 < max_json_chars(schema, cap + 1)

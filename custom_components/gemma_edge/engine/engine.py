@@ -250,7 +250,7 @@ class LocalEngine:
             chat_format = model.chat_format
             assert chat_format is not None
             if options.json_schema is not None:
-                grammar = build_json_grammar(options.json_schema)
+                grammar = build_json_grammar(options.json_schema, max_chars=options.max_tokens)
             else:
                 grammar = build_output_grammar(
                     list(tools), chat_format.syntax, options.tool_choice, markers_as_tokens=model.native_markers

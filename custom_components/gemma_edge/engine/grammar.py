@@ -289,15 +289,61 @@ def build_output_grammar(
 
 # Structured output (AI Task data): longer texts and lists than tool arguments.
 STRUCTURED_MAX_STRING_CHARS = 1024
+STRUCTURED_MIN_STRING_CHARS = 16
 STRUCTURED_MAX_ARRAY_ITEMS = 32
+# Structured texts: no \\u escapes (other characters are written as themselves), so each
+# character of the grammar's string is at most two characters of output.
+_STRUCTURED_JSON_CHAR = r'[^"\\\x7F\x00-\x1F] | "\\" ["\\/bfnrt]'
 
 
-def build_json_grammar(schema: dict[str, Any]) -> str:
-    """Grammar for one JSON value matching ``schema`` (objects, arrays, enums, primitive types,
-    anyOf); the answer is that value and nothing else."""
+def build_json_grammar(schema: dict[str, Any], max_chars: int | None = None) -> str:
+    """Grammar for one JSON value matching ``schema`` (objects, arrays, enums, bounded numbers,
+    anyOf); the answer is that value and nothing else.
+
+    With ``max_chars`` (the answer's token budget: every token writes at least one character of
+    ASCII text), string lengths are chosen so that the longest answer the grammar allows fits, so
+    an answer is not cut off before it is complete.
+    """
+    string_chars = STRUCTURED_MAX_STRING_CHARS
+    if max_chars is not None:
+        low, high = STRUCTURED_MIN_STRING_CHARS, STRUCTURED_MAX_STRING_CHARS
+        while low < high:
+            middle = (low + high + 1) // 2
+            low, high = (middle, high) if max_json_chars(schema, middle) <= max_chars else (low, middle - 1)
+        string_chars = low
     builder = _GrammarBuilder(
-        "json", False, max_string_chars=STRUCTURED_MAX_STRING_CHARS, max_array_items=STRUCTURED_MAX_ARRAY_ITEMS
+        "json", False, max_string_chars=string_chars, max_array_items=STRUCTURED_MAX_ARRAY_ITEMS
     )
+    builder.add("json-char", _STRUCTURED_JSON_CHAR)
     root = builder.value_rule(schema, "data")
     lines = [f"root ::= {root}"] + [f"{name} ::= {body}" for name, body in builder.rules.items()]
     return "\n".join(lines) + "\n"
+
+
+def max_json_chars(schema: dict[str, Any], string_chars: int) -> float:
+    """The longest JSON text the structured-output grammar allows for ``schema`` (inf if unbounded)."""
+    if schema.get("enum"):
+        return max(len(json.dumps(value, ensure_ascii=False)) for value in schema["enum"])
+    kind = schema.get("type")
+    if kind == "string":
+        return 2 * string_chars + 2
+    if kind in ("integer", "number"):
+        if "minimum" in schema or "maximum" in schema:
+            low = math.ceil(float(schema.get("minimum", -_LARGEST)))
+            high = math.floor(float(schema.get("maximum", _LARGEST)))
+            return max(len(str(low)), len(str(high))) + (0 if kind == "integer" else len(".0000"))
+        return 17 if kind == "integer" else 34
+    if kind == "boolean":
+        return 5
+    if kind == "array":
+        item = max_json_chars(schema.get("items") or {}, string_chars)
+        return 2 + STRUCTURED_MAX_ARRAY_ITEMS * (item + 2)
+    if kind == "object" and schema.get("properties"):
+        return 2 + sum(
+            len(json.dumps(key)) + 4 + max_json_chars(value, string_chars)
+            for key, value in schema["properties"].items()
+        )
+    for union_key in ("anyOf", "oneOf"):
+        if schema.get(union_key):
+            return max(max_json_chars(option, string_chars) for option in schema[union_key])
+    return math.inf
