@@ -17,7 +17,14 @@ from custom_components.gemma_edge.engine.engine import (
     TextDelta,
 )
 from custom_components.gemma_edge.engine.llama_model import ContextOverflowError, EngineError, EngineSettings
-from custom_components.gemma_edge.engine.worker import SerialWorker, WorkerBusyError, WorkerStoppedError
+from custom_components.gemma_edge.engine.worker import (
+    PRIORITY_AUTOMATION,
+    PRIORITY_BACKGROUND,
+    PRIORITY_USER,
+    SerialWorker,
+    WorkerBusyError,
+    WorkerStoppedError,
+)
 
 HELLO = [{"role": "user", "content": "Say hello to me in one short sentence."}]
 
@@ -117,12 +124,13 @@ def test_worker_runs_jobs_in_priority_order_and_stops() -> None:
     gate = threading.Event()
     order: list[str] = []
     blocker = worker.submit(gate.wait)
-    background = worker.submit(lambda: order.append("background"), priority=10)
-    user = worker.submit(lambda: order.append("user"), priority=0)
+    background = worker.submit(lambda: order.append("background"), priority=PRIORITY_BACKGROUND)
+    automation = worker.submit(lambda: order.append("automation"), priority=PRIORITY_AUTOMATION)
+    user = worker.submit(lambda: order.append("user"), priority=PRIORITY_USER)
     gate.set()
-    for future in (blocker, background, user):
+    for future in (blocker, background, automation, user):
         future.result(timeout=5)
-    assert order == ["user", "background"]
+    assert order == ["user", "automation", "background"]
     worker.stop()
     assert not worker.thread.is_alive()
     with pytest.raises(WorkerStoppedError):

@@ -20,7 +20,7 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from . import GemmaConfigEntry
 from .const import CONF_MAX_TOKENS, CONF_TEMPERATURE, DEFAULT_AI_TASK_MAX_TOKENS, DEFAULT_TEMPERATURE, DOMAIN, LOGGER
 from .conversation import chat_log_messages
-from .engine.engine import StepOptions
+from .engine.engine import PRIORITY_AUTOMATION, StepOptions
 from .engine.images import PreparedImage
 from .engine.llama_model import EngineError
 
@@ -85,6 +85,7 @@ class GemmaAITaskEntity(ai_task.AITaskEntity):
             max_tokens=int(self.subentry.data.get(CONF_MAX_TOKENS, DEFAULT_AI_TASK_MAX_TOKENS)),
             temperature=float(self.subentry.data.get(CONF_TEMPERATURE, DEFAULT_TEMPERATURE)),
             json_schema=schema,
+            priority=PRIORITY_AUTOMATION,
         )
         try:
             text, _calls, stats = await runtime.engine.async_complete(messages, (), options)

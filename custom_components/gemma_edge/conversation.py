@@ -47,7 +47,15 @@ from .engine.images import PreparedImage
 PRIME_COOLDOWN_S = 30.0
 # Context kept free for the conversation itself (history, the user's words, tool results).
 CONVERSATION_ROOM_TOKENS = 512
-from .engine.engine import EngineBusyError, StepFinished, StepOptions, TextDelta, ToolCallsReady
+from .engine.engine import (
+    PRIORITY_AUTOMATION,
+    EngineBusyError,
+    StepFinished,
+    StepOptions,
+    TextDelta,
+    ToolCallsReady,
+)
+from .engine.worker import PRIORITY_USER
 from .engine.grammar import ToolSpec
 from .engine.llama_model import ContextOverflowError, EngineError
 from .engine.tool_calls import ToolCall, ToolCallSyntaxError
@@ -308,6 +316,7 @@ class GemmaConversationEntity(conversation.ConversationEntity, conversation.Abst
                 temperature=float(options.get(CONF_TEMPERATURE, DEFAULT_TEMPERATURE)),
                 # "Always act first": the first step must call tools, the next one answers in words.
                 tool_choice=("required" if iteration == 0 else "none") if act_first else "auto",
+                priority=PRIORITY_USER if source == "conversation" else PRIORITY_AUTOMATION,
             )
             messages = await self._async_fit_prompt(chat_log_messages(chat_log, max_history), tools)
             messages = with_images(messages, images, runner.snapshots if runner else {})

@@ -17,7 +17,14 @@ from .chat_format import Message, message_images
 from .grammar import ToolChoice, ToolSpec, build_json_grammar, build_output_grammar
 from .llama_model import EngineError, EngineSettings, GenerationRequest, GenerationStats, LlamaModel
 from .tool_calls import ToolCall, looks_like_call, parse_tool_calls
-from .worker import PRIORITY_BACKGROUND, PRIORITY_USER, SerialWorker, WorkerBusyError, WorkerStoppedError
+from .worker import (
+    PRIORITY_AUTOMATION,
+    PRIORITY_BACKGROUND,
+    PRIORITY_USER,
+    SerialWorker,
+    WorkerBusyError,
+    WorkerStoppedError,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -74,6 +81,8 @@ class StepOptions:
     tool_choice: ToolChoice = "auto"
     # The answer must be one JSON value matching this schema (structured output; no tool calls).
     json_schema: dict[str, Any] | None = None
+    # PRIORITY_USER for a person waiting; PRIORITY_AUTOMATION for automations and AI Tasks.
+    priority: int = PRIORITY_USER
 
 
 class OutputSplitter:
@@ -275,7 +284,7 @@ class LocalEngine:
                 pass
 
         try:
-            future = worker.submit(run)
+            future = worker.submit(run, priority=options.priority)
         except WorkerBusyError as err:
             raise EngineBusyError(str(err)) from err
         except WorkerStoppedError as err:
@@ -355,6 +364,7 @@ class LocalEngine:
 
 
 __all__ = [
+    "PRIORITY_AUTOMATION",
     "EngineBusyError",
     "EngineError",
     "EngineSettings",

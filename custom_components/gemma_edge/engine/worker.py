@@ -20,6 +20,7 @@ _LOGGER = logging.getLogger(__name__)
 T = TypeVar("T")
 
 PRIORITY_USER = 0
+PRIORITY_AUTOMATION = 5  # automations and AI Tasks: after a person talking, before background work
 PRIORITY_BACKGROUND = 10
 
 
