@@ -249,3 +249,19 @@ async def test_missing_projector_costs_vision_only(
     response = await hass.services.async_call(DOMAIN, "ask", {"text": "Hi"}, blocking=True, return_response=True)
     assert isinstance(response["text"], str)
     await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_camera_tool_is_offered_with_vision_and_exposed_cameras(
+    hass: HomeAssistant, smollm2_path: Path, projectors: dict[str, Path], cameras: dict[str, StillCamera]
+) -> None:
+    from custom_components.gemma_edge.tools import tool_specs  # noqa: PLC0415
+
+    entry = await async_create_local_entry(hass, smollm2_path, mmproj_path=projectors["smollm2"])
+    api = await llm.async_get_api(hass, "assist", llm.LLMContext("test", Context(), None, None, None))
+    look = next(spec for spec in tool_specs(hass, api, vision=True) if spec.name == LOOK_TOOL)
+    assert look.grammar_schema["properties"]["camera"]["enum"] == ["Front Door"]
+    assert "enum" not in look.parameters["properties"]["camera"]  # names stay out of the prompt
+    assert LOOK_TOOL not in {spec.name for spec in tool_specs(hass, api, vision=False)}
+    async_expose_entity(hass, conversation.DOMAIN, "camera.front_door", False)
+    assert LOOK_TOOL not in {spec.name for spec in tool_specs(hass, api, vision=True)}
+    await hass.config_entries.async_unload(entry.entry_id)

@@ -167,3 +167,16 @@ async def test_prompt_text_never_reaches_info_logs(gemma3_vision: LocalEngine) -
         logger.setLevel(level)
     assert not [r for r in handler.records if r.levelno >= logging.INFO and secret in r.getMessage()]
     assert any(r.name.endswith("llama_cpp") for r in handler.records)  # llama.cpp's logs were routed here
+
+
+async def test_idle_projector_is_freed_and_comes_back(gemma3_vision: LocalEngine) -> None:
+    image = prepare_image(snapshot(320, 240)).jpeg
+    assert not await gemma3_vision.async_release_idle_vision(0)  # never loaded: nothing to free
+    await gemma3_vision.async_complete(ask(image), (), GREEDY)
+    assert gemma3_vision.model.vision_loaded
+    assert not await gemma3_vision.async_release_idle_vision(3600)  # used just now
+    assert await gemma3_vision.async_release_idle_vision(0)
+    assert not gemma3_vision.model.vision_loaded
+    _, _, stats = await gemma3_vision.async_complete(ask(image), (), GREEDY)  # loads again
+    assert stats.image_tokens >= 70
+    assert gemma3_vision.model.vision_loaded

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import enum
 import logging
 import threading
+import time
 from typing import Any
 
 from .chat_format import Message, message_images
@@ -135,6 +136,7 @@ class LocalEngine:
         self._load_lock = asyncio.Lock()
         # At most one step with images at a time: each holds its images and their image tokens.
         self._vision_lock = asyncio.Lock()
+        self._last_vision = 0.0  # monotonic time of the last step with images
         self._listeners: list[Callable[[], None]] = []
 
     @property
@@ -216,8 +218,23 @@ class LocalEngine:
                 yield event
             return
         async with self._vision_lock:
-            async for event in self._stream_step(messages, tools, options, images):
-                yield event
+            try:
+                async for event in self._stream_step(messages, tools, options, images):
+                    yield event
+            finally:
+                self._last_vision = time.monotonic()
+
+    async def async_release_idle_vision(self, idle_s: float) -> bool:
+        """Free the vision projector when no image was seen for idle_s seconds (background work)."""
+        worker, model = self._worker, self._model
+        if worker is None or model is None or not model.vision_loaded or self._vision_lock.locked():
+            return False
+        if time.monotonic() - self._last_vision < idle_s:
+            return False
+        try:
+            return await asyncio.wrap_future(worker.submit(model.release_vision, priority=PRIORITY_BACKGROUND))
+        except (WorkerBusyError, WorkerStoppedError):
+            return False
 
     async def _stream_step(
         self,

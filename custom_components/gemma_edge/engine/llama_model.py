@@ -263,11 +263,23 @@ class LlamaModel:
             _LOGGER.info("Loaded vision projector %s in %.1f s", os.path.basename(self.settings.mmproj_path), time.monotonic() - started)
         return self._projector
 
+    @property
+    def vision_loaded(self) -> bool:
+        return self._projector is not None
+
+    def release_vision(self) -> bool:
+        """Free the vision projector's memory (it loads again with the next image)."""
+        self._on_worker()
+        if self._projector is None:
+            return False
+        self._projector.close()
+        self._projector = None
+        _LOGGER.info("Freed the vision projector (no images for a while)")
+        return True
+
     def close(self) -> None:
         self._on_worker()
-        if self._projector is not None:
-            self._projector.close()
-            self._projector = None
+        self.release_vision()
         if self._llm is not None:
             self._llm.close()
             self._llm = None
