@@ -67,17 +67,22 @@ async def test_downscaling_bounds_image_tokens(gemma3_vision: LocalEngine) -> No
 
 
 async def test_cached_prefix_plus_image_equals_fresh_evaluation(gemma3_path: Path, gemma3_vision: LocalEngine, projectors: dict[str, Path]) -> None:
-    """The agent's cached prompt prefix is reused before an image, never across one, and the
-    answer is exactly what a fresh evaluation gives (greedy)."""
+    """The agent's cached prompt prefix is reused before an image, across it only for the same
+    picture, and the answer is exactly what a fresh evaluation gives (greedy)."""
     image = prepare_image(snapshot(640, 480)).jpeg
     cached = await gemma3_vision.async_prime([SYSTEM], ())
     warm_text, _, warm = await gemma3_vision.async_complete(ask(image), (), GREEDY)
     # everything but the generation prompt the primed prefix ended with
     assert warm.reused_tokens >= cached - 8 and warm.reused_tokens > 100
     assert warm.image_tokens == 130 and warm.evaluated_tokens == warm.prompt_tokens - warm.reused_tokens
-    # the same image again: the image is evaluated again (an image's positions are never reused)
-    _, _, again = await gemma3_vision.async_complete(ask(image), (), GREEDY)
-    assert warm.reused_tokens <= again.reused_tokens < again.prompt_tokens - 130 and again.evaluated_tokens > 130
+    # the same picture at the same place again (a later step of the same turn): taken from the cache
+    again_text, _, again = await gemma3_vision.async_complete(ask(image), (), GREEDY)
+    assert again.reused_tokens == again.prompt_tokens - 1 and again.evaluated_tokens == 1
+    assert again_text == warm_text
+    # another picture: reuse stops where the picture starts
+    other = prepare_image(snapshot(640, 480, (10, 200, 10))).jpeg
+    _, _, changed = await gemma3_vision.async_complete(ask(other), (), GREEDY)
+    assert changed.reused_tokens < changed.prompt_tokens - 130 and changed.evaluated_tokens > 130
     # a text turn afterwards reuses the prefix up to where the image was
     text_after, _, after = await gemma3_vision.async_complete(ask(None), (), GREEDY)
     assert after.reused_tokens >= cached - 8 and after.image_tokens == 0

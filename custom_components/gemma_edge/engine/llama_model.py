@@ -19,7 +19,6 @@ from typing import Any
 from .chat_format import ChatFormat, select_chat_format
 from .gguf_info import read_gguf_info
 from .vision import (
-    IMAGE_POSITION,
     PromptChunk,
     TokenizedPrompt,
     VisionError,
@@ -321,7 +320,7 @@ class LlamaModel:
         llm = self._require()
         n = 0
         for cached, token in zip(llm._input_ids[: llm.n_tokens], tokens):  # noqa: SLF001
-            if cached != token or token == IMAGE_POSITION:  # an image's positions are never reused
+            if cached != token:  # an image's positions match only the same image at the same place
                 break
             n += 1
         return n
@@ -417,8 +416,9 @@ class LlamaModel:
     def _evaluate_with_images(self, request: GenerationRequest) -> tuple[list[int], GenerationStats]:
         """Evaluate a prompt with images, all but its last token (generation evaluates that one).
 
-        The cached prefix is reused up to the first difference or the first image; text chunks go
-        through llama-cpp-python's eval, images through mtmd into the same sequence.
+        The cached prefix is reused up to the first difference (an image matches only the same
+        image at the same place); text chunks go through llama-cpp-python's eval, images through
+        mtmd into the same sequence.
         """
         llm = self._require()
         projector = self._vision()
@@ -433,13 +433,21 @@ class LlamaModel:
             if not prompt.chunks or prompt.chunks[-1].image is not None:
                 raise ImageInputError("a prompt must end with text after its images")
             stats = GenerationStats(prompt_tokens=len(tokens), image_tokens=prompt.image_tokens)
-            stats.reused_tokens = reused = min(self.cached_prefix(tokens), len(tokens) - 1)
+            reused = min(self.cached_prefix(tokens), len(tokens) - 1)
+            position = 0
+            for chunk in prompt.chunks:  # never start evaluating in the middle of an image
+                if chunk.image is not None and position < reused < position + chunk.n_pos:
+                    reused = position
+                position += chunk.n_pos
+            stats.reused_tokens = reused
             if reused < llm.n_tokens:
                 llm._ctx.kv_cache_seq_rm(-1, reused, -1)  # noqa: SLF001 - drop the diverging tail
                 llm.n_tokens = reused
             position = 0
             for index, chunk in enumerate(prompt.chunks):
-                if chunk.image is not None:
+                if position + chunk.n_pos <= llm.n_tokens:
+                    pass  # already in the cache
+                elif chunk.image is not None:
                     try:
                         projector.evaluate_image(llm, chunk, self.settings.n_batch)
                     except VisionError as err:

@@ -6,8 +6,9 @@ its own template handling, and silences C output by redirecting the process's fi
 Instead the prompt (rendered by our chat formats, with ``MEDIA_MARKER`` where an image goes) is
 split by mtmd into text and image chunks; text chunks are evaluated like any prompt text (the
 cached prefix is reused), image chunks by mtmd into the same context. Positions holding image
-embeddings are recorded as ``IMAGE_POSITION`` in the model's token history, which no text token
-equals, so prefix reuse always stops before an image.
+embeddings are recorded in the model's token history as a negative key derived from the image's
+bytes (``image_key``), which no text token equals: prefix reuse continues over the same picture at
+the same place (a second step of a turn that looked at a camera) and stops before any other.
 
 Every function here runs on the model's worker thread.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 import ctypes
 from dataclasses import dataclass, field
+import hashlib
 import logging
 import os
 from typing import Any
@@ -24,7 +26,11 @@ from typing import Any
 _LOGGER = logging.getLogger(__name__)
 
 MEDIA_MARKER = "<__media__>"  # mtmd's default marker; checked against the library when loading
-IMAGE_POSITION = -1
+
+
+def image_key(data: bytes) -> int:
+    """The token-history value of an image's positions: negative (no text token), from its bytes."""
+    return -2 - (int.from_bytes(hashlib.sha256(data).digest()[:4], "big") & 0x3FFFFFFF)
 
 
 class VisionError(Exception):
@@ -47,11 +53,12 @@ class PromptChunk:
     image: Any = None  # mtmd chunk pointer, valid until the TokenizedPrompt is closed
     n_pos: int = 0
     n_image_tokens: int = 0
+    key: int = 0  # image_key of the image
 
 
 @dataclass
 class TokenizedPrompt:
-    """A prompt split into chunks; ``tokens`` holds text tokens and IMAGE_POSITION per image position."""
+    """A prompt split into chunks; ``tokens`` holds text tokens and the image's key per image position."""
 
     chunks: list[PromptChunk]
     handle: Any
@@ -61,7 +68,7 @@ class TokenizedPrompt:
     def tokens(self) -> list[int]:
         out: list[int] = []
         for chunk in self.chunks:
-            out.extend(chunk.tokens if chunk.image is None else [IMAGE_POSITION] * chunk.n_pos)
+            out.extend(chunk.tokens if chunk.image is None else [chunk.key] * chunk.n_pos)
         return out
 
     @property
@@ -146,6 +153,7 @@ class VisionProjector:
             if result != 0:
                 prompt_chunks.close()
                 raise ImageDecodeError(f"llama.cpp could not prepare the images (mtmd_tokenize error {result})")
+            keys = iter([image_key(data) for data in images])
             for index in range(mtmd.mtmd_input_chunks_size(handle)):
                 chunk = mtmd.mtmd_input_chunks_get(handle, index)
                 if mtmd.mtmd_input_chunk_get_type(chunk) == mtmd.MTMD_INPUT_CHUNK_TYPE_TEXT:
@@ -159,6 +167,7 @@ class VisionProjector:
                             image=chunk,
                             n_pos=mtmd.mtmd_input_chunk_get_n_pos(chunk),
                             n_image_tokens=mtmd.mtmd_input_chunk_get_n_tokens(chunk),
+                            key=next(keys),
                         )
                     )
             return prompt_chunks
@@ -177,5 +186,5 @@ class VisionProjector:
         )
         if result != 0:
             raise ImageDecodeError(f"llama.cpp could not evaluate the image (error {result})")
-        llm.input_ids[start : new_n_past.value] = IMAGE_POSITION
+        llm.input_ids[start : new_n_past.value] = chunk.key
         llm.n_tokens = new_n_past.value
