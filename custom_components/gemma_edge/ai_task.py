@@ -14,12 +14,12 @@ from homeassistant.components import ai_task, conversation
 from homeassistant.config_entries import ConfigSubentry
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError
-from homeassistant.helpers import device_registry as dr, llm
+from homeassistant.helpers import llm
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from . import GemmaConfigEntry
 from .const import CONF_MAX_TOKENS, CONF_TEMPERATURE, DEFAULT_AI_TASK_MAX_TOKENS, DEFAULT_TEMPERATURE, DOMAIN, LOGGER
-from .conversation import chat_log_messages
+from .conversation import chat_log_messages, subentry_device
 from .engine.engine import PRIORITY_AUTOMATION, StepOptions
 from .engine.images import PreparedImage
 from .engine.llama_model import EngineError
@@ -66,10 +66,7 @@ class GemmaAITaskEntity(ai_task.AITaskEntity):
         self.entry = entry
         self.subentry = subentry
         self._attr_unique_id = subentry.subentry_id
-        self._attr_device_info = dr.DeviceInfo(
-            identifiers={(DOMAIN, subentry.subentry_id)}, name=subentry.title,
-            manufacturer="Google (run locally by llama.cpp)", model=entry.title, entry_type=dr.DeviceEntryType.SERVICE,
-        )  # fmt: skip
+        self._attr_device_info = subentry_device(entry, subentry)
 
     async def _async_generate_data(self, task: ai_task.GenDataTask, chat_log: conversation.ChatLog) -> ai_task.GenDataTaskResult:
         runtime = self.entry.runtime_data

@@ -102,6 +102,17 @@ def chat_log_messages(chat_log: conversation.ChatLog, max_history: int) -> list[
     return messages
 
 
+def subentry_device(entry: GemmaConfigEntry, subentry: ConfigSubentry) -> dr.DeviceInfo:
+    """The device of an agent or AI Task subentry: a service run by the entry's model."""
+    return dr.DeviceInfo(
+        identifiers={(DOMAIN, subentry.subentry_id)},
+        name=subentry.title,
+        manufacturer="Google (run locally by llama.cpp)",
+        model=entry.title,
+        entry_type=dr.DeviceEntryType.SERVICE,
+    )
+
+
 def with_images(
     messages: list[Message], user_images: Sequence[PreparedImage], snapshots: dict[str, tuple[str, PreparedImage]]
 ) -> list[Message]:
@@ -131,13 +142,7 @@ class GemmaConversationEntity(conversation.ConversationEntity, conversation.Abst
         self.entry = entry
         self.subentry = subentry
         self._attr_unique_id = subentry.subentry_id
-        self._attr_device_info = dr.DeviceInfo(
-            identifiers={(DOMAIN, subentry.subentry_id)},
-            name=subentry.title,
-            manufacturer="Google (run locally by llama.cpp)",
-            model=entry.title,
-            entry_type=dr.DeviceEntryType.SERVICE,
-        )
+        self._attr_device_info = subentry_device(entry, subentry)
         if subentry.data.get(CONF_LLM_HASS_API):
             self._attr_supported_features = conversation.ConversationEntityFeature.CONTROL
         self._fitted: dict[str, str] = {}
