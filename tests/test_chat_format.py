@@ -11,7 +11,9 @@ from custom_components.gemma_edge.engine.chat_format import (
     GemmaTurnFormat,
     JinjaFormat,
     Message,
+    message_images,
 )
+from custom_components.gemma_edge.engine.vision import MEDIA_MARKER
 from custom_components.gemma_edge.engine.grammar import ToolSpec
 from custom_components.gemma_edge.engine.tool_calls import ToolCall
 
@@ -60,6 +62,17 @@ CONVERSATIONS: dict[str, tuple[list[Message], list[ToolSpec]]] = {
         ],
         TOOLS,
     ),
+    "image": ([{"role": "system", "content": "Describe pictures."}, {"role": "user", "content": "Who is there?", "images": [b"jpeg"]}], []),
+    "camera look": (
+        [
+            {"role": "system", "content": "Control the home."},
+            {"role": "user", "content": "Is the garage door open?"},
+            {"role": "assistant", "content": "", "tool_calls": [ToolCall("LookAtCamera", {"camera": "Garage"})]},
+            {"role": "tool", "tool_name": "LookAtCamera", "result": {"camera": "Garage", "image": "the snapshot follows"}},
+            {"role": "user", "content": "(The current picture of Garage.)", "images": [b"jpeg"]},
+        ],
+        TOOLS,
+    ),
 }
 
 
@@ -95,3 +108,12 @@ def test_prompt_prefix_is_stable_across_turns() -> None:
         assert fmt.render(later, TOOLS).startswith(earlier.rsplit("<start_of_turn>model", 1)[0].rsplit("<|turn>model", 1)[0])
 
 
+
+
+@pytest.mark.parametrize("chat_format", [Gemma4Format(), GemmaTurnFormat()], ids=lambda f: f.name)
+def test_images_render_as_media_markers_in_order(chat_format: Any) -> None:
+    messages, tools = CONVERSATIONS["camera look"]
+    prompt = chat_format.render(messages, tools)
+    assert prompt.count(MEDIA_MARKER) == 1
+    assert prompt.index("LookAtCamera") < prompt.index(MEDIA_MARKER) < prompt.index("(The current picture of Garage.)")
+    assert message_images(messages) == (b"jpeg",)

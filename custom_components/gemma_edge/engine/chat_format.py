@@ -146,8 +146,10 @@ class Gemma4Format:
             out.extend(gemma4_declaration(tool) for tool in sorted(tools, key=lambda t: t.name))
             out.append("<turn|>\n")
         in_model_turn = False
+        previous_role = ""
         for message in rest:
-            role = message["role"]
+            role, after = message["role"], previous_role
+            previous_role = role
             if role == "tool":
                 out.append(gemma4_response(message))
                 continue
@@ -162,7 +164,9 @@ class Gemma4Format:
                     in_model_turn = False
                 continue
             if in_model_turn:
-                out.append("<turn|>\n")
+                # The official template leaves a model turn that ends in tool responses open.
+                if after != "tool":
+                    out.append("<turn|>\n")
                 in_model_turn = False
             out.append(f"<|turn>{role}\n{message_text(message)}<turn|>\n")
         if not in_model_turn:
