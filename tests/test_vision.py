@@ -266,3 +266,45 @@ async def test_camera_tool_is_offered_with_vision_and_exposed_cameras(
     async_expose_entity(hass, conversation.DOMAIN, "camera.front_door", False)
     assert LOOK_TOOL not in {spec.name for spec in tool_specs(hass, api, vision=True)}
     await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_ai_task_image_files_from_the_media_browser(
+    hass: HomeAssistant, smollm2_path: Path, projectors: dict[str, Path], tmp_path: Path
+) -> None:
+    """Attachments from local media: a WebP photo is converted and seen; a text file is refused."""
+    (tmp_path / "door.webp").write_bytes(picture(1600, 1200, "WEBP"))
+    (tmp_path / "notes.txt").write_text("not a picture")
+    hass.config.media_dirs = {"local": str(tmp_path)}
+    entry = await async_create_local_entry(hass, smollm2_path, mmproj_path=projectors["smollm2"])
+    steps = record_steps(entry.runtime_data.engine)
+
+    async def task(name: str, mime: str) -> dict[str, Any]:
+        return await hass.services.async_call(
+            "ai_task", "generate_data",
+            {"task_name": "file", "entity_id": "ai_task.gemma_ai_task", "instructions": "Describe it.",
+             "attachments": [{"media_content_id": f"media-source://media_source/local/{name}", "media_content_type": mime}]},
+            blocking=True, return_response=True,
+        )  # fmt: skip
+
+    response = await task("door.webp", "image/webp")
+    assert isinstance(response["data"], str)
+    assert steps[-1].image_tokens == 192  # 1600x1200 shrunk to 768x576: 16 x 12 blocks
+    with pytest.raises(HomeAssistantError, match="is not an image"):
+        await task("notes.txt", "text/plain")
+    await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_no_memory_for_the_projector_costs_vision_only(
+    hass: HomeAssistant, smollm2_path: Path, projectors: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Memory for the model but not for model + projector: the agent loads without vision, and
+    a Repairs issue says why."""
+    from custom_components.gemma_edge.engine import preflight  # noqa: PLC0415
+
+    model_needs = int(smollm2_path.stat().st_size * 1.1) + (300 << 20)
+    monkeypatch.setattr(preflight, "available_memory_bytes", lambda: model_needs + 100_000)
+    entry = await async_create_local_entry(hass, smollm2_path, mmproj_path=projectors["smollm2"])
+    assert not entry.runtime_data.engine.has_vision
+    issue = ir.async_get(hass).async_get_issue(DOMAIN, f"vision_unavailable_{entry.entry_id}")
+    assert issue is not None and "memory" in issue.translation_placeholders["error"]
+    await hass.config_entries.async_unload(entry.entry_id)

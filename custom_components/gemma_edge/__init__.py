@@ -114,15 +114,19 @@ def engine_settings(entry: ConfigEntry) -> EngineSettings:
     )
 
 
-async def _async_check_projector(hass: HomeAssistant, entry: ConfigEntry, settings: EngineSettings) -> EngineSettings:
-    """A missing or unreadable vision projector costs vision only: Repairs issue, text keeps working."""
+async def _async_check_projector(
+    hass: HomeAssistant, entry: ConfigEntry, settings: EngineSettings, model_bytes: int
+) -> EngineSettings:
+    """A missing or unreadable vision projector, or no memory left for it, costs vision only:
+    Repairs issue, text keeps working."""
     if settings.mmproj_path is None:
         return settings
     try:
         info = await hass.async_add_executor_job(read_gguf_info, settings.mmproj_path)
         if info.architecture != "clip":
             raise GGUFError(f"architecture {info.architecture!r} is not a vision projector (clip)")
-    except GGUFError as err:
+        await hass.async_add_executor_job(check_memory_for, model_bytes + info.size_bytes)
+    except (GGUFError, PreflightError) as err:
         LOGGER.error("Vision is off: %s", err)
         raise_issue(hass, ISSUE_VISION_UNAVAILABLE, entry.entry_id, path=settings.mmproj_path, error=str(err), title=entry.title)
         return replace(settings, mmproj_path=None)
@@ -158,7 +162,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: GemmaConfigEntry) -> boo
         raise ConfigEntryNotReady(str(err)) from err
 
     clear_issues(hass, entry.entry_id)
-    engine = LocalEngine(await _async_check_projector(hass, entry, settings))
+    engine = LocalEngine(await _async_check_projector(hass, entry, settings, info.size_bytes))
     try:
         await engine.async_load()
     except EngineError as err:
