@@ -44,7 +44,7 @@ def _error(cls: type[HomeAssistantError], key: str, **placeholders: Any) -> Home
 
 
 def exposed_cameras(hass: HomeAssistant) -> dict[str, str]:
-    """Cameras exposed to Assist: friendly name -> entity id (aliases included)."""
+    """Cameras exposed to Assist: friendly name -> entity id."""
     return {
         state.name: state.entity_id
         for state in hass.states.async_all(camera.DOMAIN)
