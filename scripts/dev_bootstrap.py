@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Prepare dev/config, start Home Assistant, configure Gemma Edge Agent through its real config flow.
 
-Run by scripts/develop. The first run creates the login (dev / dev) and an engine entry on the
-bundled small model (Gemma 3 270M from the test-model cache); later runs reuse both.
+Run by scripts/develop. The first run creates the login (dev / dev), an engine entry on the
+bundled small model (Gemma 3 270M from the test-model cache) with the tests' tiny random-weight
+vision projector (the image path runs for real; what the model says about a picture is noise), and
+a "Front Door" camera showing a still picture (local_file); later runs reuse them.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "dev" / "config"
 MODELS = Path(os.environ.get("GEMMA_EDGE_TEST_MODELS", Path.home() / ".cache" / "gemma-edge" / "models"))
 DEV_MODEL = Path(os.environ.get("GEMMA_EDGE_DEV_MODEL", MODELS / "gemma-3-270m-q4_k_m.gguf"))
+DEV_PROJECTOR = CONFIG / "models" / "mmproj-tiny-gemma4v.gguf"
+DEV_PICTURE = CONFIG / "www" / "front_door.jpg"
 
 
 def prepare_config() -> None:
@@ -43,6 +47,17 @@ def prepare_config() -> None:
              "--config", str(CONFIG), "add", USERNAME, PASSWORD],
             check=True,
         )  # fmt: skip
+    if not DEV_PROJECTOR.exists():
+        sys.path.insert(0, str(ROOT))
+        from tests.mmproj_files import text_embedding_of, write_tiny_mmproj  # noqa: PLC0415
+
+        DEV_PROJECTOR.parent.mkdir(parents=True, exist_ok=True)
+        write_tiny_mmproj(DEV_PROJECTOR, text_embedding_of(DEV_MODEL))
+    if not DEV_PICTURE.exists():
+        from PIL import Image  # noqa: PLC0415
+
+        DEV_PICTURE.parent.mkdir(parents=True, exist_ok=True)
+        Image.effect_mandelbrot((1280, 720), (-2.0, -1.2, 1.0, 1.2), 60).convert("RGB").save(DEV_PICTURE, "JPEG")
 
 
 def wait_until_up(process: subprocess.Popen[bytes], timeout: float = 300) -> None:
@@ -65,7 +80,10 @@ def configure_agent(token: str) -> None:
         return
     flow = request("POST", "/api/config/config_entries/flow", {"handler": "gemma_edge"}, token)
     flow = request("POST", f"/api/config/config_entries/flow/{flow['flow_id']}", {"next_step_id": "local"}, token)
-    result = request("POST", f"/api/config/config_entries/flow/{flow['flow_id']}", {"model_path": str(DEV_MODEL)}, token)
+    result = request(
+        "POST", f"/api/config/config_entries/flow/{flow['flow_id']}",
+        {"model_path": str(DEV_MODEL), "mmproj_path": str(DEV_PROJECTOR)}, token,
+    )  # fmt: skip
     if result.get("type") != "create_entry":
         raise SystemExit(f"config flow failed: {result}")
     entry_id = result["result"]["entry_id"]
@@ -80,7 +98,11 @@ def configure_agent(token: str) -> None:
         {"tool_choice": "required", "temperature": 0, "max_tokens": 64, "max_history": 4, "llm_hass_api": ["assist"]},
         token,
     )  # fmt: skip
-    print(f"configured Gemma Edge Agent on {DEV_MODEL.name}")
+    flow = request("POST", "/api/config/config_entries/flow", {"handler": "local_file"}, token)
+    request(
+        "POST", f"/api/config/config_entries/flow/{flow['flow_id']}", {"name": "Front Door", "file_path": str(DEV_PICTURE)}, token
+    )  # fmt: skip
+    print(f"configured Gemma Edge Agent on {DEV_MODEL.name} with a vision projector, and a Front Door camera")
 
 
 def _subentry(token: str, entry_id: str) -> str:
@@ -102,9 +124,14 @@ def main() -> None:
             answer = converse("Turn on the kitchen light", token)
             state = request("GET", "/api/states/light.kitchen_light", token=token)["state"]
             print(json.dumps(answer["response"]["speech"]), "kitchen light:", state)
+            asked = request(
+                "POST", "/api/services/gemma_edge/ask?return_response",
+                {"text": "Who is at the door?", "camera_entity_id": "camera.front_door"}, token,
+            )["service_response"]  # fmt: skip
+            print("gemma_edge.ask with the Front Door camera:", json.dumps(asked))
             process.terminate()
             process.wait(60)
-            raise SystemExit(0 if state == "on" else 1)
+            raise SystemExit(0 if state == "on" and isinstance(asked.get("text"), str) else 1)
         print(f"Home Assistant is running on {BASE} (login {USERNAME} / {PASSWORD}); Ctrl+C stops it.")
         process.wait()
     except KeyboardInterrupt:
