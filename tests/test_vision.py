@@ -9,6 +9,7 @@ structured results validate, the actions taken, and the errors.
 from __future__ import annotations
 
 import math
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,11 @@ import pytest
 from custom_components.gemma_edge import camera_vision
 from custom_components.gemma_edge.const import CONF_MAX_TOKENS, CONF_TEMPERATURE, DOMAIN
 from custom_components.gemma_edge.tool_runner import LOOK_TOOL, ToolRunner
+from custom_components.gemma_edge.tools import tool_specs
 from custom_components.gemma_edge.actions.policy import SensitivePolicy
 from homeassistant.components import conversation
 from homeassistant.components.homeassistant.exposed_entities import async_expose_entity
+from homeassistant.config_entries import ConfigEntry
 from homeassistant.const import CONF_LLM_HASS_API
 from homeassistant.core import Context, HomeAssistant
 from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
@@ -55,6 +58,18 @@ async def cameras(hass: HomeAssistant) -> dict[str, StillCamera]:
     return cams
 
 
+@pytest.fixture
+async def vision_entry(
+    hass: HomeAssistant, smollm2_path: Path, projectors: dict[str, Path], cameras: dict[str, StillCamera],
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncGenerator[ConfigEntry]:  # fmt: skip
+    """SmolLM2 with its tiny projector, the test cameras, and a short snapshot timeout."""
+    monkeypatch.setattr(camera_vision, "SNAPSHOT_TIMEOUT_S", 0.2)
+    entry = await async_create_local_entry(hass, smollm2_path, mmproj_path=projectors["smollm2"])
+    yield entry
+    await hass.config_entries.async_unload(entry.entry_id)
+
+
 async def test_conversation_looks_at_an_exposed_camera(
     hass: HomeAssistant, gemma3_path: Path, projectors: dict[str, Path], cameras: dict[str, StillCamera]
 ) -> None:
@@ -78,11 +93,9 @@ async def test_conversation_looks_at_an_exposed_camera(
 
 
 async def test_camera_tool_refuses_unexposed_and_broken_cameras(
-    hass: HomeAssistant, smollm2_path: Path, projectors: dict[str, Path], cameras: dict[str, StillCamera],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
-    monkeypatch.setattr(camera_vision, "SNAPSHOT_TIMEOUT_S", 0.2)
-    entry = await async_create_local_entry(hass, smollm2_path, mmproj_path=projectors["smollm2"])
+    hass: HomeAssistant, vision_entry: ConfigEntry, cameras: dict[str, StillCamera]
+) -> None:
+    entry = vision_entry
     api = await llm.async_get_api(hass, "assist", llm.LLMContext("test", Context(), None, None, None))
     runner = ToolRunner(
         hass, entry.runtime_data.executor, api, conversation_id="c1", turn_text="look", parent_context_id=None,
@@ -97,7 +110,6 @@ async def test_camera_tool_refuses_unexposed_and_broken_cameras(
         assert reason in result["error_text"], result
     result = await runner.async_run(llm.ToolInput(LOOK_TOOL, {"camera": "Front Door"}))
     assert result["camera"] == "Front Door" and result["size"] == "768x432"
-    await hass.config_entries.async_unload(entry.entry_id)
 
 
 STRUCTURE = {
@@ -118,11 +130,11 @@ def check_structured(data: Any) -> None:
 
 
 async def test_ai_task_structured_output_from_a_camera_always_validates(
-    hass: HomeAssistant, smollm2_path: Path, projectors: dict[str, Path], cameras: dict[str, StillCamera]
+    hass: HomeAssistant, vision_entry: ConfigEntry, cameras: dict[str, StillCamera]
 ) -> None:
     """ai_task.generate_data with a camera snapshot and a structure, sampled at temperature 1:
     the grammar built from the structure makes every result validate."""
-    entry = await async_create_local_entry(hass, smollm2_path, mmproj_path=projectors["smollm2"])
+    entry = vision_entry
     hass.config_entries.async_update_entry(entry, options={**entry.options, "camera_min_interval": 0})
     task = next(s for s in entry.subentries.values() if s.subentry_type == "ai_task_data")
     hass.config_entries.async_update_subentry(entry, task, data={CONF_TEMPERATURE: 1.0, CONF_MAX_TOKENS: 400})
@@ -151,13 +163,11 @@ async def test_ai_task_structured_output_from_a_camera_always_validates(
         blocking=True, return_response=True,
     )  # fmt: skip
     assert isinstance(response["data"], str) and steps[-1].image_tokens == 130
-    await hass.config_entries.async_unload(entry.entry_id)
 
 
 async def test_automation_analysis_is_rate_limited_per_camera(
-    hass: HomeAssistant, smollm2_path: Path, projectors: dict[str, Path], cameras: dict[str, StillCamera]
+    hass: HomeAssistant, vision_entry: ConfigEntry, cameras: dict[str, StillCamera]
 ) -> None:
-    entry = await async_create_local_entry(hass, smollm2_path, mmproj_path=projectors["smollm2"])
     call = {
         "task_name": "motion", "entity_id": "ai_task.gemma_ai_task", "instructions": "Anyone there?",
         "attachments": [{"media_content_id": "media-source://camera/camera.garage", "media_content_type": "image/png"}],
@@ -173,7 +183,6 @@ async def test_automation_analysis_is_rate_limited_per_camera(
     )
     assert isinstance(response["text"], str)
     assert cameras["garage"].snapshots == 2  # the refused AI Task's snapshot was taken by HA, not analysed
-    await hass.config_entries.async_unload(entry.entry_id)
 
 
 async def test_ask_with_a_camera_returns_text_and_actions(
@@ -207,12 +216,7 @@ async def test_ask_with_a_camera_returns_text_and_actions(
     await hass.config_entries.async_unload(entry.entry_id)
 
 
-async def test_ask_bad_cameras_are_clear_errors(
-    hass: HomeAssistant, smollm2_path: Path, projectors: dict[str, Path], cameras: dict[str, StillCamera],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
-    monkeypatch.setattr(camera_vision, "SNAPSHOT_TIMEOUT_S", 0.2)
-    entry = await async_create_local_entry(hass, smollm2_path, mmproj_path=projectors["smollm2"])
+async def test_ask_bad_cameras_are_clear_errors(hass: HomeAssistant, vision_entry: ConfigEntry) -> None:
     for entity_id, reason in (
         ("camera.broken", "No snapshot from camera.broken: connection refused"),
         ("camera.slow", "No snapshot from camera.slow"),
@@ -226,13 +230,12 @@ async def test_ask_bad_cameras_are_clear_errors(
     # the engine still answers afterwards
     response = await hass.services.async_call(DOMAIN, "ask", {"text": "Hi"}, blocking=True, return_response=True)
     assert isinstance(response["text"], str)
-    await hass.config_entries.async_unload(entry.entry_id)
 
 
 async def test_missing_projector_costs_vision_only(
     hass: HomeAssistant, smollm2_path: Path, tmp_path: Path, cameras: dict[str, StillCamera]
 ) -> None:
-    """A projector file that disappeared: a Repairs issue, the agent loads and talks, images are refused."""
+    """A projector file that is not a projector: a Repairs issue, the agent loads and talks, images are refused."""
     projector = tmp_path / "mmproj.gguf"
     projector.write_bytes(b"GGUF")  # a file at setup time, unreadable as a projector
     entry = await async_create_local_entry(hass, smollm2_path, mmproj_path=projector)
@@ -252,12 +255,7 @@ async def test_missing_projector_costs_vision_only(
     await hass.config_entries.async_unload(entry.entry_id)
 
 
-async def test_camera_tool_is_offered_with_vision_and_exposed_cameras(
-    hass: HomeAssistant, smollm2_path: Path, projectors: dict[str, Path], cameras: dict[str, StillCamera]
-) -> None:
-    from custom_components.gemma_edge.tools import tool_specs  # noqa: PLC0415
-
-    entry = await async_create_local_entry(hass, smollm2_path, mmproj_path=projectors["smollm2"])
+async def test_camera_tool_is_offered_with_vision_and_exposed_cameras(hass: HomeAssistant, vision_entry: ConfigEntry) -> None:
     api = await llm.async_get_api(hass, "assist", llm.LLMContext("test", Context(), None, None, None))
     look = next(spec for spec in tool_specs(hass, api, vision=True) if spec.name == LOOK_TOOL)
     assert look.grammar_schema["properties"]["camera"]["enum"] == ["Front Door"]
@@ -265,7 +263,6 @@ async def test_camera_tool_is_offered_with_vision_and_exposed_cameras(
     assert LOOK_TOOL not in {spec.name for spec in tool_specs(hass, api, vision=False)}
     async_expose_entity(hass, conversation.DOMAIN, "camera.front_door", False)
     assert LOOK_TOOL not in {spec.name for spec in tool_specs(hass, api, vision=True)}
-    await hass.config_entries.async_unload(entry.entry_id)
 
 
 async def test_ai_task_image_files_from_the_media_browser(
@@ -274,7 +271,7 @@ async def test_ai_task_image_files_from_the_media_browser(
     """Attachments from local media: a WebP photo is converted and seen; a text file is refused."""
     (tmp_path / "door.webp").write_bytes(picture(1600, 1200, "WEBP"))
     (tmp_path / "notes.txt").write_text("not a picture")
-    hass.config.media_dirs = {"local": str(tmp_path)}
+    hass.config.media_dirs = {"local": str(tmp_path)}  # before media_source is set up with the entry
     entry = await async_create_local_entry(hass, smollm2_path, mmproj_path=projectors["smollm2"])
     steps = record_steps(entry.runtime_data.engine)
 

@@ -7,6 +7,7 @@ counts, prefix reuse and greedy equality between cached and fresh evaluation are
 from __future__ import annotations
 
 import io
+import json
 import logging
 from pathlib import Path
 
@@ -107,8 +108,6 @@ async def test_structured_output_with_an_image_is_valid_json(gemma3_vision: Loca
     }
     image = prepare_image(snapshot(800, 600)).jpeg
     options = StepOptions(max_tokens=40, temperature=1.0, json_schema=schema)
-    import json  # noqa: PLC0415
-
     for _ in range(3):
         text, calls, stats = await gemma3_vision.async_complete(ask(image, "How many people?"), (), options)
         data = json.loads(text)

@@ -120,6 +120,5 @@ class GemmaAITaskEntity(ai_task.AITaskEntity):
                 raise _failed("attachment_unsupported", source=source, mime_type=attachment.mime_type or "unknown")
             if source.startswith(CAMERA_MEDIA_PREFIX):
                 runtime.vision.claim_camera(source.removeprefix(CAMERA_MEDIA_PREFIX))
-            data = await self.hass.async_add_executor_job(Path(attachment.path).read_bytes)
-            images.append(await runtime.vision.async_prepare(data, source))
+            images.append(await runtime.vision.async_prepare(Path(attachment.path), source))
         return images

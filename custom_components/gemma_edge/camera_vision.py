@@ -8,6 +8,7 @@ asking in a conversation is not limited.
 
 from __future__ import annotations
 
+from pathlib import Path
 import time
 from typing import Any
 
@@ -98,10 +99,21 @@ class CameraVision:
             raise _error(VisionInputError, "camera_not_exposed", name=name)
         return entity_id, await self.async_snapshot(entity_id, automation=False)
 
-    async def async_prepare(self, data: bytes, source: str) -> PreparedImage:
-        """Any image format -> JPEG within the size limit (in the executor: decoding blocks)."""
+    async def async_prepare(self, data: bytes | Path, source: str) -> PreparedImage:
+        """Any image (bytes, or a file read in the same executor job) -> JPEG within the size
+        limit; decoding blocks, so it runs in the executor."""
+        max_side = self.max_side
+
+        def prepare() -> PreparedImage:
+            return prepare_image(data.read_bytes() if isinstance(data, Path) else data, max_side)
+
         try:
-            return await self.hass.async_add_executor_job(prepare_image, data, self.max_side)
-        except ImageError as err:
+            image = await self.hass.async_add_executor_job(prepare)
+        except (ImageError, OSError) as err:
             LOGGER.warning("Unusable image from %s: %s", source, err)
             raise _error(VisionInputError, "image_unreadable", source=source, error=str(err)) from err
+        LOGGER.debug(
+            "%s: %s %dx%d -> JPEG %dx%d%s", source, image.source_format, image.source_width, image.source_height,
+            image.width, image.height, " (downscaled)" if image.downscaled else "",
+        )  # fmt: skip
+        return image

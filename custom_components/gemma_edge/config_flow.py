@@ -203,7 +203,9 @@ class GemmaEdgeConfigFlow(ConfigFlow, domain=DOMAIN):
                 model = await self.hass.async_add_executor_job(resolve_remote_file, preset.repo_id, preset.filename)
                 self._remotes = [model]
                 if user_input.get(CONF_VISION, True):
-                    self._remotes.append(await self._async_resolve_projector(preset))
+                    self._remotes.append(
+                        await self.hass.async_add_executor_job(resolve_remote_file, preset.repo_id, preset.mmproj_filename)
+                    )
                 needed = 0
                 for remote in self._remotes:
                     have = await self.hass.async_add_executor_job(_existing_bytes, folder / remote.filename, remote.size)
@@ -233,13 +235,6 @@ class GemmaEdgeConfigFlow(ConfigFlow, domain=DOMAIN):
             errors=errors,
             description_placeholders=placeholders,
         )
-
-    async def _async_resolve_projector(self, preset: ModelPreset) -> RemoteFile:
-        try:
-            return await self.hass.async_add_executor_job(resolve_remote_file, preset.repo_id, preset.mmproj_filename)
-        except DownloadError as err:
-            LOGGER.warning("Vision projector %s unavailable: %s", preset.mmproj_filename, err)
-            raise
 
     async def async_step_download(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """Download with a progress bar; resumes a partial file left by an earlier attempt."""

@@ -146,10 +146,8 @@ class Gemma4Format:
             out.extend(gemma4_declaration(tool) for tool in sorted(tools, key=lambda t: t.name))
             out.append("<turn|>\n")
         in_model_turn = False
-        previous_role = ""
         for message in rest:
-            role, after = message["role"], previous_role
-            previous_role = role
+            role = message["role"]
             if role == "tool":
                 out.append(gemma4_response(message))
                 continue
@@ -165,7 +163,7 @@ class Gemma4Format:
                 continue
             if in_model_turn:
                 # The official template leaves a model turn that ends in tool responses open.
-                if after != "tool":
+                if not out[-1].endswith(RESPONSE_END):
                     out.append("<turn|>\n")
                 in_model_turn = False
             out.append(f"<|turn>{role}\n{message_text(message)}<turn|>\n")

@@ -65,11 +65,13 @@ class _GrammarBuilder:
         *,
         max_string_chars: int = MAX_STRING_CHARS,
         max_array_items: int = MAX_ARRAY_ITEMS,
+        json_char: str = _JSON_CHAR,
     ) -> None:
         self.syntax = syntax
         self.markers_as_tokens = markers_as_tokens
         self.max_string_chars = max_string_chars
         self.max_array_items = max_array_items
+        self.json_char = json_char
         self.rules: dict[str, str] = {}
 
     def marker(self, text: str) -> str:
@@ -92,7 +94,7 @@ class _GrammarBuilder:
     # primitive values
     def string_rule(self) -> str:
         if self.syntax == "json":
-            self.add("json-char", _JSON_CHAR)
+            self.add("json-char", self.json_char)
             return self.add("string", f'"\\"" json-char{{0,{self.max_string_chars}}} "\\""')
         quote = self.marker(STRING_QUOTE)
         return self.add("string", f"{quote} [^<]{{0,{self.max_string_chars}}} {quote}")
@@ -312,9 +314,9 @@ def build_json_grammar(schema: dict[str, Any], max_chars: int | None = None) -> 
             low, high = (middle, high) if max_json_chars(schema, middle) <= max_chars else (low, middle - 1)
         string_chars = low
     builder = _GrammarBuilder(
-        "json", False, max_string_chars=string_chars, max_array_items=STRUCTURED_MAX_ARRAY_ITEMS
-    )
-    builder.add("json-char", _STRUCTURED_JSON_CHAR)
+        "json", False, max_string_chars=string_chars, max_array_items=STRUCTURED_MAX_ARRAY_ITEMS,
+        json_char=_STRUCTURED_JSON_CHAR,
+    )  # fmt: skip
     root = builder.value_rule(schema, "data")
     lines = [f"root ::= {root}"] + [f"{name} ::= {body}" for name, body in builder.rules.items()]
     return "\n".join(lines) + "\n"

@@ -240,11 +240,6 @@ class LlamaModel:
             time.monotonic() - started, self.settings.n_ctx, self.settings.resolved_threads(), self.settings.flash_attn,
         )  # fmt: skip
 
-    @property
-    def has_vision(self) -> bool:
-        """A vision projector is configured (it is loaded with the first image)."""
-        return bool(self.settings.mmproj_path)
-
     def _vision(self) -> VisionProjector:
         """The vision projector, loaded on first use (it costs memory only when images are used)."""
         if self._projector is None:
