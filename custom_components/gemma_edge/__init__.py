@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.const import Platform
-from homeassistant.core import HomeAssistant
+from homeassistant.core import HomeAssistant, callback
 from homeassistant.exceptions import ConfigEntryError, ConfigEntryNotReady
 from homeassistant.helpers import config_validation as cv
 from homeassistant.helpers.event import async_track_time_interval
@@ -53,6 +53,7 @@ _LLAMA_CPP_CHECKED = f"{DOMAIN}_llama_cpp_checked"
 PRUNE_INTERVAL = timedelta(hours=6)
 # The vision projector (~0.56 GB for E4B) is freed after this long without images.
 VISION_IDLE = timedelta(minutes=10)
+VISION_CHECK_INTERVAL = timedelta(minutes=1)
 
 
 @dataclass
@@ -174,21 +175,31 @@ async def async_setup_entry(hass: HomeAssistant, entry: GemmaConfigEntry) -> boo
         raise
     executor = await _async_start_executor(hass, entry)
     entry.runtime_data = GemmaRuntimeData(engine=engine, executor=executor, vision=CameraVision(hass, entry))
-    if executor.error is None:
-        entry.async_on_unload(
-            async_track_time_interval(hass, lambda _now: hass.async_create_task(executor.async_prune()), PRUNE_INTERVAL)
-        )
-    if engine.has_vision:
-        entry.async_on_unload(
-            async_track_time_interval(
-                hass,
-                lambda _now: hass.async_create_task(engine.async_release_idle_vision(VISION_IDLE.total_seconds())),
-                timedelta(minutes=1),
-            )
-        )
+    _schedule_housekeeping(hass, entry, engine, executor)
     entry.async_on_unload(entry.add_update_listener(_async_reload_on_update))
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
     return True
+
+
+def _schedule_housekeeping(
+    hass: HomeAssistant, entry: GemmaConfigEntry, engine: LocalEngine, executor: ActionExecutor
+) -> None:
+    """Prune the ledger every few hours and free an idle vision projector, on the event loop."""
+
+    @callback
+    def prune(_now: datetime) -> None:
+        entry.async_create_background_task(hass, executor.async_prune(), f"{DOMAIN} prune ledger")
+
+    @callback
+    def release_vision(_now: datetime) -> None:
+        entry.async_create_background_task(
+            hass, engine.async_release_idle_vision(VISION_IDLE.total_seconds()), f"{DOMAIN} release idle vision"
+        )
+
+    if executor.error is None:
+        entry.async_on_unload(async_track_time_interval(hass, prune, PRUNE_INTERVAL))
+    if engine.has_vision:
+        entry.async_on_unload(async_track_time_interval(hass, release_vision, VISION_CHECK_INTERVAL))
 
 
 async def _async_reload_on_update(hass: HomeAssistant, entry: GemmaConfigEntry) -> None:

@@ -158,8 +158,13 @@ class ActionExecutor:
         return outcome
 
     async def async_prune(self) -> int:
-        """Forget finished keys past the retention (72 h)."""
-        return int(await self._db(self.ledger.prune, self.clock()))
+        """Forget finished keys past the retention (72 h); a ledger error is logged, not raised
+        (this runs in the background)."""
+        try:
+            return int(await self._db(self.ledger.prune, self.clock()))
+        except LedgerError as err:
+            _LOGGER.warning("Could not prune the action ledger: %s", err)
+            return 0
 
     async def async_recent(self, limit: int = 50, since: float | None = None) -> list[ActionOutcome]:
         """Recorded outcomes, newest first (for dashboards and diagnostics)."""
