@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from custom_components.gemma_edge import camera_vision
-from custom_components.gemma_edge.const import CONF_MAX_TOKENS, CONF_TEMPERATURE, DOMAIN
+from custom_components.gemma_edge.const import CONF_CAMERA_MIN_INTERVAL, CONF_MAX_TOKENS, CONF_TEMPERATURE, DOMAIN
 from custom_components.gemma_edge.tool_runner import LOOK_TOOL, ToolRunner
 from custom_components.gemma_edge.tools import tool_specs
 from custom_components.gemma_edge.actions.policy import SensitivePolicy
@@ -172,10 +172,13 @@ async def test_automation_analysis_is_rate_limited_per_camera(
         "task_name": "motion", "entity_id": "ai_task.gemma_ai_task", "instructions": "Anyone there?",
         "attachments": [{"media_content_id": "media-source://camera/camera.garage", "media_content_type": "image/png"}],
     }  # fmt: skip
+    # an hour between analyses: a loaded CI machine cannot outlast the window between two calls
+    hass.config_entries.async_update_entry(vision_entry, options={**vision_entry.options, CONF_CAMERA_MIN_INTERVAL: 3600})
+    await hass.async_block_till_done()
     await hass.services.async_call("ai_task", "generate_data", call, blocking=True, return_response=True)
-    with pytest.raises(ServiceValidationError, match="analysed less than 10 s ago"):
+    with pytest.raises(ServiceValidationError, match="analysed less than 3600 s ago"):
         await hass.services.async_call("ai_task", "generate_data", call, blocking=True, return_response=True)
-    with pytest.raises(ServiceValidationError, match="analysed less than 10 s ago"):
+    with pytest.raises(ServiceValidationError, match="analysed less than 3600 s ago"):
         await hass.services.async_call(DOMAIN, "ask", {"text": "Anyone?", "camera_entity_id": "camera.garage"}, blocking=True, return_response=True)
     # another camera is not limited by the first
     response = await hass.services.async_call(
