@@ -143,3 +143,35 @@ def record_steps(engine: Any) -> list[Any]:
 
     engine.add_listener(on_engine)
     return steps
+
+
+# Home Assistant's demo home (about 90 entities) with areas, as a user's home looks (the demo's
+# media players, humidifiers, locks and valves have no unique id, so no area).
+DEMO_AREAS = {
+    "Kitchen": ("light.kitchen_lights", "cover.kitchen_window"),
+    "Living Room": (
+        "light.ceiling_lights", "light.living_room_rgbww_lights", "fan.living_room_fan", "fan.ceiling_fan",
+        "cover.living_room_window",
+    ),
+    "Bedroom": ("light.bed_light",),
+    "Garage": ("cover.garage_door",),
+}  # fmt: skip
+
+
+@pytest.fixture
+async def demo_home(hass: HomeAssistant) -> dict[str, str]:
+    """Home Assistant's own demo integration with its default exposure, and four areas.
+    Returns the area ids by name."""
+    from homeassistant.helpers import area_registry as ar, entity_registry as er  # noqa: PLC0415
+
+    assert await async_setup_component(hass, "demo", {})
+    await hass.async_block_till_done()
+    areas, entities = ar.async_get(hass), er.async_get(hass)
+    ids = {}
+    for name, entity_ids in DEMO_AREAS.items():
+        ids[name] = areas.async_create(name).id
+        for entity_id in entity_ids:
+            assert entities.async_get(entity_id) is not None, entity_id
+            entities.async_update_entity(entity_id, area_id=ids[name])
+    await hass.async_block_till_done()
+    return ids

@@ -137,7 +137,8 @@ async def test_one_shot_button_and_quick_repeat(hass: HomeAssistant, home) -> No
 async def test_bad_input(hass: HomeAssistant, home) -> None:  # noqa: ANN001
     entry, _ = home
     unknown = await run(hass, entry, "turn on the garden", "HassTurnOn", {"name": "Garden"})
-    assert unknown["error"] == "no matching exposed entity"
+    assert unknown["error"] == "no action taken" and unknown["reason"] == "name"
+    assert unknown["error_text"] == "no exposed device is called Garden"
     broken = await run(hass, entry, "broken on", "HassTurnOn", {"name": "Broken Light"})
     assert statuses(broken) == ["failed"] and "does_not_exist" in broken["results"][0]["message"]
     slow = await run(hass, entry, "slow on", "HassTurnOn", {"name": "Slow Light"})

@@ -52,9 +52,9 @@ async def _act_and_answer(hass: HomeAssistant, entry: ConfigEntry, text: str) ->
     assert [r["tool_name"] for r in results] == [calls[0].tool_name]
     declared = {tool.name for tool in chat_log_tools(hass, entry, result.conversation_id)}
     assert calls[0].tool_name in declared
-    text_deltas = [d["content"] for d in deltas if d.get("content") and d.get("role") is None]
-    assert len(text_deltas) >= 2, "the answer did not stream"
-    assert result.response.speech["plain"]["speech"].strip()
+    # the answer (the model's words after a read, the outcomes after an action) is a sentence
+    speech = result.response.speech["plain"]["speech"]
+    assert speech.strip() and not [bad for bad in ("{", "<|", '"name":') if bad in speech], speech
     return calls, deltas
 
 
@@ -180,22 +180,24 @@ async def test_agent_primes_its_prefix_and_new_conversations_share_it(
     steps = record_steps(engine)
     async_fire_time_changed(hass, dt_util.utcnow() + timedelta(seconds=31))
     await hass.async_block_till_done(wait_background_tasks=True)
+    first_steps = len(steps)
     first, _ = await converse_streaming(hass, smollm2_entry, "Turn on the kitchen light")
+    second_steps = len(steps)
     second, _ = await converse_streaming(hass, smollm2_entry, "Turn off the porch light")
     assert second.conversation_id != first.conversation_id
     # the first step of each new conversation: system prompt and tools came from the cache,
     # only the user's turn was evaluated
-    assert len(steps) == 4, steps  # each turn: the forced tool step, then the answer step
-    for stats in (steps[0], steps[2]):
+    for stats in (steps[first_steps], steps[second_steps]):
         assert stats.reused_tokens > 1000 and stats.evaluated_tokens <= 16 + 64, stats
 
     # exposing another device changes the overview: the prefix is primed again in the background
     async_expose_entity(hass, "conversation", "button.doorbell", True)
     async_fire_time_changed(hass, dt_util.utcnow() + timedelta(seconds=62))
     await hass.async_block_till_done(wait_background_tasks=True)
+    after_steps = len(steps)
     await converse_streaming(hass, smollm2_entry, "Turn on the bedroom lamp")
-    after = steps[4]
-    assert after.prompt_tokens > steps[2].prompt_tokens  # the doorbell joined the prompt
+    after = steps[after_steps]
+    assert after.prompt_tokens > steps[second_steps].prompt_tokens  # the doorbell joined the prompt
     assert after.reused_tokens > 1000 and after.evaluated_tokens <= 16 + 64, after
 
 

@@ -41,12 +41,9 @@ from .const import (
     LOGGER,
     MAX_TOOL_ITERATIONS,
 )
+from .engine.answer_guard import AnswerGuard
 from .engine.chat_format import Message
 from .engine.images import PreparedImage
-
-PRIME_COOLDOWN_S = 30.0
-# Context kept free for the conversation itself (history, the user's words, tool results).
-CONVERSATION_ROOM_TOKENS = 512
 from .engine.engine import (
     PRIORITY_AUTOMATION,
     EngineBusyError,
@@ -64,7 +61,17 @@ from .actions.policy import SensitivePolicy
 from .tool_runner import ToolRunner
 from . import prompt_budget
 from .repairs import ISSUE_PROMPT_TOO_LARGE, raise_issue
+from .intent_targets import says_all
 from .tools import tool_specs
+
+PRIME_COOLDOWN_S = 30.0
+# Context kept free for the conversation itself (history, the user's words, tool results).
+CONVERSATION_ROOM_TOKENS = 512
+# A step that must call tools gets at least this many tokens: the answer limit is for speech, and
+# a call cut off by it is lost.
+TOOL_STEP_MIN_TOKENS = 192
+# Said when the model's answer is unusable and no action explains the turn.
+UNUSABLE_ANSWER = "Sorry, I could not work out an answer to that. Could you say it differently?"
 
 
 async def async_setup_entry(
@@ -186,10 +193,10 @@ class GemmaConversationEntity(conversation.ConversationEntity, conversation.Abst
         cached = await self.entry.runtime_data.engine.async_prime(messages, tools)
         LOGGER.debug("Primed %s: %d prompt tokens cached", self.entity_id, cached)
 
-    def _tool_specs(self, chat_log: conversation.ChatLog) -> list[ToolSpec]:
+    def _tool_specs(self, chat_log: conversation.ChatLog, targeted: bool = True) -> list[ToolSpec]:
         if not chat_log.llm_api:
             return []
-        return tool_specs(self.hass, chat_log.llm_api, vision=self.entry.runtime_data.engine.has_vision)
+        return tool_specs(self.hass, chat_log.llm_api, vision=self.entry.runtime_data.engine.has_vision, targeted=targeted)
 
     async def async_will_remove_from_hass(self) -> None:
         conversation.async_unset_agent(self.hass, self.entry)
@@ -299,7 +306,6 @@ class GemmaConversationEntity(conversation.ConversationEntity, conversation.Abst
         """Generate, run tool calls, feed results back: at most MAX_TOOL_ITERATIONS steps.
         Returns the outcomes of the actions taken."""
         options = self.subentry.data
-        tools = self._tool_specs(chat_log)
         runner = None
         if chat_log.llm_api:
             runner = ToolRunner(
@@ -312,39 +318,72 @@ class GemmaConversationEntity(conversation.ConversationEntity, conversation.Abst
                 sensitive_policy=SensitivePolicy(options.get(CONF_SENSITIVE_ACTIONS, DEFAULT_SENSITIVE_ACTIONS)),
                 source=source,
                 vision=self.entry.runtime_data.vision if self.entry.runtime_data.engine.has_vision else None,
+                device_id=user_input.device_id,
             )
+        # Calls may name only a kind of device when the user said "all" or speaks in an area.
+        targeted = not (says_all(user_input.text) or (runner is not None and runner.targets.area_id))
+        tools = self._tool_specs(chat_log, targeted)
         max_history = int(options.get(CONF_MAX_HISTORY, DEFAULT_MAX_HISTORY))
+        max_tokens = int(options.get(CONF_MAX_TOKENS, DEFAULT_MAX_TOKENS))
         act_first = options.get(CONF_TOOL_CHOICE, DEFAULT_TOOL_CHOICE) == "required"
+        language = user_input.language or self.hass.config.language
         for iteration in range(MAX_TOOL_ITERATIONS):
+            if act_first and iteration > 0 and runner is not None and runner.answers_from_outcomes:
+                # "Always act first": the outcomes are the answer; no second generation.
+                await self._async_say(chat_log, runner.spoken(language))
+                break
+            # "Always act first": the first step must call tools, the next one answers in words.
+            tool_choice = ("required" if iteration == 0 else "none") if act_first else "auto"
             step = StepOptions(
-                max_tokens=int(options.get(CONF_MAX_TOKENS, DEFAULT_MAX_TOKENS)),
+                max_tokens=max(max_tokens, TOOL_STEP_MIN_TOKENS) if tool_choice == "required" else max_tokens,
                 temperature=float(options.get(CONF_TEMPERATURE, DEFAULT_TEMPERATURE)),
-                # "Always act first": the first step must call tools, the next one answers in words.
-                tool_choice=("required" if iteration == 0 else "none") if act_first else "auto",
+                tool_choice=tool_choice,
                 priority=PRIORITY_USER if source == "conversation" else PRIORITY_AUTOMATION,
             )
             messages = await self._async_fit_prompt(chat_log_messages(chat_log, max_history), tools)
             messages = with_images(messages, images, runner.snapshots if runner else {})
-            async for _content in chat_log.async_add_delta_content_stream(
-                self.entity_id, self._async_deltas(messages, tools, step, runner)
-            ):
-                pass
+            try:
+                async for _content in chat_log.async_add_delta_content_stream(
+                    self.entity_id, self._async_deltas(messages, tools, step, runner, language)
+                ):
+                    pass
+            except ToolCallSyntaxError as err:
+                if runner is None or not (runner.outcomes or runner.notes):
+                    raise
+                LOGGER.warning("Unreadable model output after acting (%s); answering from the outcomes", err)
+                await self._async_say(chat_log, runner.spoken(language))
+                break
             if not chat_log.unresponded_tool_results:
                 break
         else:
             LOGGER.warning("Stopped after %d tool steps without a final answer", MAX_TOOL_ITERATIONS)
         return runner.outcomes if runner else []
 
+    async def _async_say(self, chat_log: conversation.ChatLog, text: str) -> None:
+        """An answer of our own, streamed like the model's."""
+
+        async def deltas() -> AsyncGenerator[conversation.AssistantContentDeltaDict]:
+            yield {"role": "assistant"}
+            yield {"content": text}
+
+        async for _content in chat_log.async_add_delta_content_stream(self.entity_id, deltas()):
+            pass
+
     async def _async_deltas(
-        self, messages: list[Message], tools: list[ToolSpec], step: StepOptions, runner: ToolRunner | None
-    ) -> AsyncGenerator[conversation.AssistantContentDeltaDict | conversation.ToolResultContentDeltaDict]:
-        """Stream one step into the chat log; tool calls run through our idempotent executor."""
+        self, messages: list[Message], tools: list[ToolSpec], step: StepOptions, runner: ToolRunner | None,
+        language: str,
+    ) -> AsyncGenerator[conversation.AssistantContentDeltaDict | conversation.ToolResultContentDeltaDict]:  # fmt: skip
+        """Stream one step into the chat log; tool calls run through our idempotent executor. What
+        the model says passes the answer guard; an unusable answer is replaced by the outcomes."""
         engine = self.entry.runtime_data.engine
+        system = str(messages[0]["content"]) if messages and messages[0]["role"] == "system" else ""
+        guard = AnswerGuard(system)
         calls: list[llm.ToolInput] = []
         yield {"role": "assistant"}
         async for event in engine.async_stream_step(messages, tools, step):
             if isinstance(event, TextDelta):
-                yield {"content": event.text}
+                if text := guard.feed(event.text):
+                    yield {"content": text}
             elif isinstance(event, ToolCallsReady):
                 calls = [llm.ToolInput(tool_name=c.name, tool_args=c.arguments, external=True) for c in event.calls]
                 yield {"tool_calls": calls}
@@ -352,6 +391,11 @@ class GemmaConversationEntity(conversation.ConversationEntity, conversation.Abst
                 conversation.async_conversation_trace_append(
                     conversation.ConversationTraceEventType.AGENT_DETAIL, {"generation": event.stats.as_dict()}
                 )
+        if text := guard.finish():
+            yield {"content": text}
+        if not calls and guard.said_nothing:
+            LOGGER.debug("Unusable answer replaced (rejected: %s)", guard.rejected)
+            yield {"content": runner.spoken(language) if runner and (runner.outcomes or runner.notes) else UNUSABLE_ANSWER}
         for call in calls:
             result = await runner.async_run(call) if runner else {"error": "no tools are available"}
             yield {"role": "tool_result", "tool_call_id": call.id, "tool_name": call.tool_name, "tool_result": result}
@@ -365,7 +409,7 @@ class GemmaConversationEntity(conversation.ConversationEntity, conversation.Abst
         elif isinstance(err, EngineBusyError):
             message = "Sorry, I am busy with other requests. Please try again in a moment."
         elif isinstance(err, ToolCallSyntaxError):
-            message = f"Sorry, I could not understand my own answer ({err})."
+            message = UNUSABLE_ANSWER
         else:
             message = f"Sorry, the local model is not available: {err}"
         LOGGER.warning("Conversation turn failed: %s", err)

@@ -1,9 +1,9 @@
 """Run the model's tool calls: Assist intents become service actions through the idempotent executor.
 
-Home-control intents (HassTurnOn, HassLightSet, ...) are resolved to exposed entities with Home
-Assistant's own target matching and run as one ServiceAction per entity. Read-only tools go to
-Home Assistant's LLM API directly. Every other tool (scripts, broadcasts, timers) runs through
-the executor as a one-shot action: at most once per key.
+Every Assist intent that acts on entities (HassTurnOn, HassFanSetSpeed, HassSetVolumeRelative, ...)
+is resolved to exposed entities by ``intent_targets`` and runs as one ServiceAction per entity.
+Read-only tools go to Home Assistant's LLM API directly. Every other tool (scripts, broadcasts,
+timers, lists, media search) runs through the executor as a one-shot action: at most once per key.
 """
 
 from __future__ import annotations
@@ -11,16 +11,17 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from homeassistant.components.conversation import DOMAIN as CONVERSATION_DOMAIN
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError
-from homeassistant.helpers import intent, llm
+from homeassistant.helpers import llm
 
 from .actions.executor import ActionExecutor, ActionOutcome, ActionRequest
+from .actions.describe import spoken_outcome, spoken_summary
 from .actions.model import ServiceAction
 from .actions.policy import SensitivePolicy
 from .camera_vision import CameraVision
 from .engine.images import PreparedImage
+from .intent_targets import SEARCH_AND_PLAY, IntentTargets, TargetError, is_resolved_intent
 
 CONFIRM_ARGUMENT = "confirm"
 # Our own read-only tool: a snapshot of an exposed camera, shown to the model in the next step.
@@ -29,64 +30,14 @@ READ_ONLY_TOOLS = frozenset(
     {
         "GetLiveContext", "GetDateTime", "HassGetState", "HassGetWeather", "HassClimateGetTemperature",
         "HassGetCurrentDate", "HassGetCurrentTime", "HassTimerStatus", "HassNevermind", "HassRespond",
-        "todo_get_items", "calendar_get_events",
+        "todo_get_items", "calendar_get_events", "HassShoppingListLastItems",
     }
-)  # fmt: skip
-_ON = {"cover": "open_cover", "valve": "open_valve", "lock": "lock", "button": "press", "input_button": "press", "vacuum": "start"}
-_OFF = {"cover": "close_cover", "valve": "close_valve", "lock": "unlock", "vacuum": "return_to_base"}
-_MEDIA = {
-    "HassMediaPause": "media_pause", "HassMediaUnpause": "media_play", "HassMediaNext": "media_next_track",
-    "HassMediaPrevious": "media_previous_track",
-}  # fmt: skip
-TARGET_INTENTS = frozenset(
-    {"HassTurnOn", "HassTurnOff", "HassToggle", "HassLightSet", "HassSetPosition", "HassSetVolume",
-     "HassVacuumStart", "HassVacuumReturnToBase", "HassClimateSetTemperature", *_MEDIA}
 )  # fmt: skip
 
 
 def is_action_tool(name: str) -> bool:
     """Tools that change something (they get the ``confirm`` argument)."""
     return name not in READ_ONLY_TOOLS and name != LOOK_TOOL
-
-
-def _service_actions(tool: str, args: dict[str, Any], entity_id: str) -> list[ServiceAction]:
-    domain = entity_id.split(".", 1)[0]
-    if tool == "HassTurnOn":
-        return [ServiceAction(domain, _ON.get(domain, "turn_on"), entity_id)]
-    if tool == "HassTurnOff":
-        return [ServiceAction(domain, _OFF.get(domain, "turn_off"), entity_id)]
-    if tool == "HassToggle":
-        return [ServiceAction(domain, "toggle", entity_id)]
-    if tool == "HassLightSet":
-        data: dict[str, Any] = {}
-        if "brightness" in args:
-            data["brightness_pct"] = int(args["brightness"])
-        if "color" in args:
-            data["color_name"] = str(args["color"])
-        if "temperature" in args:
-            data["color_temp_kelvin"] = int(args["temperature"])
-        return [ServiceAction("light", "turn_on", entity_id, data)] if domain == "light" else []
-    if tool == "HassSetPosition":
-        service = "set_valve_position" if domain == "valve" else "set_cover_position"
-        return [ServiceAction(domain, service, entity_id, {"position": int(args.get("position", 0))})]
-    if tool == "HassSetVolume":
-        return [ServiceAction(domain, "volume_set", entity_id, {"volume_level": float(args.get("volume_level", 0)) / 100})]
-    if tool in _MEDIA:
-        return [ServiceAction(domain, _MEDIA[tool], entity_id)]
-    if tool == "HassVacuumStart":
-        return [ServiceAction(domain, "start", entity_id)]
-    if tool == "HassVacuumReturnToBase":
-        return [ServiceAction(domain, "return_to_base", entity_id)]
-    if tool == "HassClimateSetTemperature":
-        return [ServiceAction(domain, "set_temperature", entity_id, {"temperature": float(args["temperature"])})]
-    return []
-
-
-def _as_list(value: Any) -> list[str] | None:
-    """A list argument as distinct strings (models repeat items; HA would match duplicates)."""
-    if value is None:
-        return None
-    return sorted({str(v) for v in value}) if isinstance(value, list) else [str(value)]
 
 
 class ToolRunner:
@@ -104,6 +55,7 @@ class ToolRunner:
         sensitive_policy: SensitivePolicy,
         source: str = "conversation",
         vision: CameraVision | None = None,
+        device_id: str | None = None,
     ) -> None:
         self.hass = hass
         self.executor = executor
@@ -114,9 +66,13 @@ class ToolRunner:
         self.sensitive_policy = sensitive_policy
         self.source = source
         self.vision = vision
+        self.targets = IntentTargets(hass, turn_text=turn_text, device_id=device_id)
         # What this turn did and saw: outcomes of actions, snapshots by the tool call that took them.
         self.outcomes: list[ActionOutcome] = []
         self.snapshots: dict[str, tuple[str, PreparedImage]] = {}
+        # Why a call acted on nothing, said to the user when the model cannot say it.
+        self.notes: list[str] = []
+        self.read_calls = 0
         # One turn is one scope: the same request repeated in it (by the model, or by a retried
         # turn with the same words) gets the same idempotency key.
         digest = hashlib.sha256(" ".join(turn_text.lower().split()).encode()).hexdigest()[:16]
@@ -128,19 +84,50 @@ class ToolRunner:
         confirmed = bool(args.pop(CONFIRM_ARGUMENT, False))
         name = tool_input.tool_name
         try:
+            if name == LOOK_TOOL or name in READ_ONLY_TOOLS:
+                self.read_calls += 1
             if name == LOOK_TOOL:
                 return await self._look(tool_input.id, args)
             if name in READ_ONLY_TOOLS:
                 return await self.api.async_call_tool(llm.ToolInput(name, args, id=tool_input.id))
-            if name in TARGET_INTENTS:
+            if name == SEARCH_AND_PLAY:  # resolved to one exposed player, then played by HA's handler
+                self.targets.resolve(name, args)
+            elif is_resolved_intent(self.hass, name):
                 return await self._run_intent(name, args, confirmed)
             outcome = await self._execute(self._request(
                 ServiceAction("tool", name, f"tool.{name.lower()}", args), name, confirmed,
                 effect=lambda: self.api.async_call_tool(llm.ToolInput(name, args, id=tool_input.id)),
             ))  # fmt: skip
             return {"results": [outcome.for_model()]}
+        except TargetError as err:
+            said = f"{str(err)[:1].upper()}{str(err)[1:]}"
+            self.notes.append(said if said.endswith(("?", ".", "!")) else f"{said}.")
+            return {"error": "no action taken", "reason": err.reason, "error_text": str(err)}
         except (HomeAssistantError, ValueError, KeyError, TypeError) as err:
+            self.notes.append(f"I could not do that: {err}.")
             return {"error": type(err).__name__, "error_text": str(err)}
+
+    @property
+    def answers_from_outcomes(self) -> bool:
+        """The turn only acted (no reads): its outcomes say everything the user needs to hear."""
+        return bool(self.outcomes or self.notes) and not self.read_calls
+
+    def spoken(self, language: str) -> str:
+        """What this turn did, as sentences in the user's language."""
+        sentences = []
+        for outcome in self.outcomes:
+            action = outcome.action
+            if action.domain == "tool":  # Home Assistant's own answer for timers, lists, scripts
+                said = outcome.message.removeprefix("done: ").removeprefix("done") or "Done."
+                sentences.append(said if outcome.status.value == "executed" else
+                                 spoken_outcome(f"tool.{outcome.tool}", outcome.tool, outcome.status.value, outcome.message, language))  # fmt: skip
+                continue
+            state = self.hass.states.get(action.entity_id)
+            name = state.name if state is not None else action.entity_id
+            sentences.append(spoken_outcome(
+                f"{action.domain}.{action.service}", name, outcome.status.value, outcome.message, language, action.data
+            ))  # fmt: skip
+        return spoken_summary([*sentences, *self.notes], language)
 
     async def _execute(self, request: ActionRequest) -> ActionOutcome:
         outcome = await self.executor.execute(request)
@@ -165,26 +152,12 @@ class ToolRunner:
         )  # fmt: skip
 
     async def _run_intent(self, tool: str, args: dict[str, Any], confirmed: bool) -> dict[str, Any]:
-        match = intent.async_match_targets(
-            self.hass,
-            intent.MatchTargetsConstraints(
-                name=args.get("name"),
-                area_name=args.get("area"),
-                floor_name=args.get("floor"),
-                domains=_as_list(args.get("domain")),
-                device_classes=_as_list(args.get("device_class")),
-                assistant=CONVERSATION_DOMAIN,
-            ),
-        )
-        if not match.is_match:
-            reason = match.no_match_reason.value if match.no_match_reason else "no match"
-            return {"error": "no matching exposed entity", "reason": reason, "name": match.no_match_name}
+        """One entity at a time through the executor: exposure, policy and desired state per entity."""
         outcomes: list[ActionOutcome] = []
-        for state in match.states:
-            actions = _service_actions(tool, args, state.entity_id)
-            if not actions:
-                continue
-            outcomes.append(await self._execute(self._request(actions[0], tool, confirmed)))
-        if not outcomes:
-            return {"error": f"{tool} does not apply to the matched entities"}
+        for _state, actions in self.targets.resolve(tool, args):
+            for action in actions:
+                outcome = await self._execute(self._request(action, tool, confirmed))
+                outcomes.append(outcome)
+                if outcome.status.value in ("failed", "rejected", "needs_confirmation", "indeterminate"):
+                    break  # the next step for this entity (e.g. a mode after turning on) waits
         return {"results": [outcome.for_model() for outcome in outcomes]}

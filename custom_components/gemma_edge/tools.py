@@ -17,6 +17,7 @@ from homeassistant.helpers import area_registry as ar, entity_registry as er, fl
 
 from .engine.grammar import ToolSpec
 from .camera_vision import exposed_cameras
+from .intent_targets import FREE_NAME_INTENTS
 from .tool_runner import CONFIRM_ARGUMENT, LOOK_TOOL, is_action_tool
 
 CONFIRM_SCHEMA = {
@@ -62,8 +63,13 @@ def exposed_names(hass: HomeAssistant) -> dict[str, list[str]]:
     }
 
 
-def _constrain(schema: dict[str, Any], names: dict[str, list[str]]) -> dict[str, Any]:
-    """Give name-like parameters the enum of what exists; drop optional ones naming nothing that exists."""
+def _constrain(
+    schema: dict[str, Any], names: dict[str, list[str]], *, free_name: bool = False, targeted: bool = True
+) -> dict[str, Any]:
+    """Give name-like parameters the enum of what exists; drop optional ones naming nothing that exists.
+
+    ``free_name``: the tool's ``name`` is not a device's (a timer's). ``targeted``: a call that can
+    target by name, area or floor must name one of them."""
     properties = schema.get("properties")
     if not isinstance(properties, dict):
         return schema
@@ -71,7 +77,7 @@ def _constrain(schema: dict[str, Any], names: dict[str, list[str]]) -> dict[str,
     constrained = dict(properties)
     for key, kind in _NAMED_PARAMETERS.items():
         spec = properties.get(key)
-        if not isinstance(spec, dict):
+        if not isinstance(spec, dict) or (free_name and key == "name"):
             continue
         is_list = spec.get("type") == "array" and isinstance(spec.get("items"), dict)
         target = spec["items"] if is_list else spec
@@ -89,8 +95,10 @@ def _constrain(schema: dict[str, Any], names: dict[str, list[str]]) -> dict[str,
     # A call that can target by name, area or floor must name at least one of them: a bare domain
     # ("all lights") is what HA's own prompt tells models to ask about first, and a small model's
     # favourite way to act on everything at once.
+    # The runner enforces the same rule (intent_targets.py); the grammar keeps the model from
+    # wasting a step. Left out when the user said "all" or speaks through a satellite in an area.
     targets = [key for key in _TARGET_PARAMETERS if key in constrained]
-    if targets and not required:
+    if targets and targeted and not free_name and not required & set(targets):
         result["anyOf"] = [{"required": [key]} for key in targets]
     return result
 
@@ -115,14 +123,19 @@ def look_tool_spec(camera_names: list[str]) -> ToolSpec:
     )
 
 
-def tool_specs(hass: HomeAssistant, api: llm.APIInstance, *, vision: bool = False) -> list[ToolSpec]:
+def tool_specs(
+    hass: HomeAssistant, api: llm.APIInstance, *, vision: bool = False, targeted: bool = True
+) -> list[ToolSpec]:
     """ToolSpecs for every tool of the API (plus the camera tool when the model sees images and
-    cameras are exposed), sorted by name (a stable prompt prefix)."""
+    cameras are exposed), sorted by name (a stable prompt prefix). ``targeted=False`` lets calls
+    name only a kind of device (the grammar only; the prompt is the same)."""
     names = exposed_names(hass)
     specs = []
     for tool in api.tools:
         declared = convert(tool.parameters, custom_serializer=api.custom_serializer)
-        constrained = _constrain(declared, names)
+        constrained = _constrain(
+            declared, names, free_name=tool.name in FREE_NAME_INTENTS, targeted=targeted and is_action_tool(tool.name)
+        )
         if is_action_tool(tool.name):
             declared = _with_confirm(declared)
             constrained = _with_confirm(constrained)

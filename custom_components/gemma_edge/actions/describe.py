@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 # service -> (infinitive, past tense)
 _VERBS = {
     "turn_on": ("turn on", "turned on"), "turn_off": ("turn off", "turned off"),
@@ -40,3 +42,92 @@ def describe_action(service: str, target: str, status: str, message: str, source
         "indeterminate": f"may not have managed to {what} ({message})",
     }.get(status, f"{what}: {status}")
     return f"{sentence} ({_SOURCES.get(source, source)})" if source else sentence
+
+
+# --- what the agent says about its actions ------------------------------------------------------
+# service -> the state it leaves an entity in, for "X is already on"
+_RESULT_STATE = {
+    "turn_on": "on", "turn_off": "off", "open_cover": "open", "close_cover": "closed", "open_valve": "open",
+    "close_valve": "closed", "lock": "locked", "unlock": "unlocked", "media_pause": "paused", "media_play": "playing",
+    "start_mowing": "mowing", "dock": "docked",
+}  # fmt: skip
+_GERMAN_VERBS = {
+    "turn_on": ("einschalten", "eingeschaltet"), "turn_off": ("ausschalten", "ausgeschaltet"),
+    "open_cover": ("öffnen", "geöffnet"), "close_cover": ("schließen", "geschlossen"),
+    "open_valve": ("öffnen", "geöffnet"), "close_valve": ("schließen", "geschlossen"),
+    "lock": ("abschließen", "abgeschlossen"), "unlock": ("aufschließen", "aufgeschlossen"),
+    "press": ("drücken", "gedrückt"), "media_pause": ("pausieren", "pausiert"), "media_play": ("fortsetzen", "fortgesetzt"),
+    "start": ("starten", "gestartet"), "return_to_base": ("zurückschicken", "zurückgeschickt"),
+}  # fmt: skip
+_SPOKEN = {
+    "en": {
+        "executed": "{Past} {name}{to}.", "unconfirmed": "{Past} {name}{to}, but it has not confirmed the change yet.",
+        "no_op": "{Name} is already {state}.", "deduplicated": "I already did that: {name}.",
+        "needs_confirmation": "I need your confirmation to {verb} {name}. Should I go ahead?",
+        "rejected": "I did not {verb} {name}: {message}.", "failed": "I could not {verb} {name}: {message}.",
+        "indeterminate": "I tried to {verb} {name}, but I cannot tell whether it worked.",
+        "nothing": "I did not change anything.",
+    },
+    "de": {
+        "executed": "{Name} {past}.", "unconfirmed": "{Name} {past}, aber das Gerät hat es noch nicht bestätigt.",
+        "no_op": "{Name} ist schon {state}.", "deduplicated": "Das habe ich schon erledigt: {name}.",
+        "needs_confirmation": "Soll ich {name} wirklich {verb}? Bitte bestätige.",
+        "rejected": "Ich habe {name} nicht {past}: {message}.", "failed": "Ich konnte {name} nicht {verb}: {message}.",
+        "indeterminate": "Ich habe versucht, {name} zu {verb}, weiß aber nicht, ob es geklappt hat.",
+        "nothing": "Ich habe nichts geändert.",
+    },
+}  # fmt: skip
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+# service -> (data key, unit, scale) for "Set the speed of Ceiling Fan to 50%"
+_VALUES = {
+    "set_percentage": ("percentage", "%", 1), "volume_set": ("volume_level", "%", 100),
+    "set_cover_position": ("position", "%", 1), "set_valve_position": ("position", "%", 1),
+    "set_temperature": ("temperature", "°", 1), "set_humidity": ("humidity", "%", 1), "set_value": ("value", "", 1),
+    "select_option": ("option", "", 1), "set_mode": ("mode", "", 1),
+}  # fmt: skip
+
+
+def _value(action: str, data: dict[str, Any]) -> str:
+    if action == "turn_on":  # a fan's speed or a light's brightness set with turning it on
+        value = data.get("percentage", data.get("brightness_pct"))
+        return "" if value is None else f" at {round(float(value)):d}%"
+    key, unit, scale = _VALUES.get(action, ("", "", 1))
+    value = data.get(key)
+    if value is None:
+        return ""
+    if isinstance(value, (int, float)):
+        value = f"{round(float(value) * scale, 1):g}"
+    return f" to {value}{unit}"
+
+
+def spoken_outcome(
+    service: str, name: str, status: str, message: str, language: str = "en", data: dict[str, Any] | None = None
+) -> str:
+    """One sentence about one action's outcome, in the user's language (English when unknown)."""
+    lang = language.split("-")[0].lower()
+    templates = _SPOKEN.get(lang, _SPOKEN["en"])
+    action = service.partition(".")[2] or service
+    if lang == "de" and action in _GERMAN_VERBS:
+        verb, past = _GERMAN_VERBS[action]
+    else:
+        templates = _SPOKEN["en"] if lang == "de" else templates
+        verb, past = _VERBS.get(action, (f"run {action.replace('_', ' ')} on", f"ran {action.replace('_', ' ')} on"))
+    state = _RESULT_STATE.get(action) or message.removeprefix("already ") or "as asked"
+    message = message.removeprefix("failed: ").rstrip(".") or status
+    return templates.get(status, templates["failed"]).format(
+        Past=_capital(past), past=past, verb=verb, name=name, Name=_capital(name), state=state, message=message,
+        to=_value(action, data or {}),
+    )  # fmt: skip
+
+
+def spoken_summary(sentences: list[str], language: str = "en") -> str:
+    """The outcomes of a turn as one answer (each sentence once, in order)."""
+    unique = list(dict.fromkeys(s for s in sentences if s))
+    if not unique:
+        return _SPOKEN.get(language.split("-")[0].lower(), _SPOKEN["en"])["nothing"]
+    return " ".join(unique)

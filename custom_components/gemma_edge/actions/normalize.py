@@ -53,7 +53,8 @@ def normalize(action: ServiceAction, state: EntityState | None) -> ServiceAction
         return make("turn_on", {**data, "brightness": brightness})
     if domain == "media_player" and service in ("volume_up", "volume_down"):
         volume = float(need_state().attributes.get("volume_level") or 0)
-        step = 0.1 if service == "volume_up" else -0.1
+        step = float(data.get("volume_step", 0.1))
+        step = step if service == "volume_up" else -step
         return make("volume_set", {"volume_level": round(_clamp(volume + step, 0, 1), 2)})
     if domain in ("input_number", "number") and service in ("increment", "decrement"):
         current = need_state()

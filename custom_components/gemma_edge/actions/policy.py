@@ -54,7 +54,7 @@ _SIMPLE_TARGETS = {
     "turn_on": "on", "turn_off": "off", "open_cover": "open", "close_cover": "closed", "lock": "locked",
     "unlock": "unlocked", "open_valve": "open", "close_valve": "closed", "alarm_disarm": "disarmed",
     "alarm_arm_home": "armed_home", "alarm_arm_away": "armed_away", "alarm_arm_night": "armed_night",
-    "media_play": "playing", "media_pause": "paused", "media_stop": "idle",
+    "media_play": "playing", "media_pause": "paused", "media_stop": "idle", "start_mowing": "mowing", "dock": "docked",
 }  # fmt: skip
 
 
@@ -90,6 +90,10 @@ def expected_state_holds(action: ServiceAction, state: EntityState) -> bool | No
         return _close(state.state, data.get("value"), 1e-6)
     if service == "select_option":
         return state.state == data.get("option")
+    if service == "set_humidity":
+        return _close(attrs.get("humidity"), data.get("humidity"), 0.5)
+    if service == "set_mode":
+        return state.state != "off" and attrs.get("mode") == data.get("mode")
     if service == "set_percentage":
         return _close(attrs.get("percentage"), data.get("percentage"), 0.5)
     return None

@@ -163,19 +163,22 @@ class _GrammarBuilder:
         members = {key: self.member(key, properties[key], hint) for key in properties}
         sep = '"," " "?' if self.syntax == "json" else '","'
         body = " ".join(f"{sep} {members[key]}" if i else members[key] for i, key in enumerate(required))
-        if required:
+        # A schema whose anyOf lists single required keys ("at least one of") makes one of those
+        # the first optional member present.
+        leaders = _at_least_one_of(schema)
+        if required and not leaders:
             body += "".join(f" ({sep} {members[key]})?" for key in optional)
         elif optional:
-            # No required member: the first present member takes no separator. A schema whose
-            # anyOf lists single required keys ("at least one of") makes one of those come first.
-            leaders = _at_least_one_of(schema)
+            # Without a required member, the first present member takes no separator.
+            lead = f"{sep} " if required else ""
             alternatives = []
             for index, key in enumerate(optional):
                 if leaders and key not in leaders:
                     continue
                 rest = "".join(f" ({sep} {members[later]})?" for later in optional[index + 1 :])
-                alternatives.append(f"{members[key]}{rest}")
-            body = "(" + " | ".join(f"({alt})" for alt in alternatives) + (")" if leaders else ")?")
+                alternatives.append(f"{lead}{members[key]}{rest}")
+            body += (" " if required else "") + "(" + " | ".join(f"({alt})" for alt in alternatives)
+            body += ")" if leaders else ")?"
         return self.unique(f"{hint}-object", f'"{{" {body} "}}"')
 
     def call_rule(self, tool: ToolSpec) -> str:

@@ -1,0 +1,223 @@
+"""The agent in Home Assistant's demo home (about 60 entities, default exposure, four areas).
+
+The model's output is scripted where a tiny test model cannot make the call a real Gemma would;
+the agent, the engine's parser, the runner, the executor and Home Assistant are real. Each test
+counts the service calls Home Assistant actually received: no request may touch an entity it did
+not name, an area it did not name, or an unexposed one, and every answer must be a sentence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from custom_components.gemma_edge.const import CONF_TOOL_CHOICE
+from homeassistant.components import conversation
+from homeassistant.config_entries import ConfigEntry
+from homeassistant.const import EVENT_CALL_SERVICE
+from homeassistant.core import Context, Event, HomeAssistant, callback
+from homeassistant.helpers import device_registry as dr, intent
+
+from .conftest import SMALL_MODEL_AGENT, async_create_local_entry
+from .scripted_model import ScriptedModel, call
+
+AGENT = "conversation.gemma_conversation"
+FORBIDDEN_IN_SPEECH = ("{", "}", "<|", '"name":', "Hass")
+
+
+@pytest.fixture
+async def agent(
+    hass: HomeAssistant, smollm2_path: Path, demo_home: dict[str, str]
+) -> AsyncGenerator[tuple[ConfigEntry, ScriptedModel, list[dict[str, Any]]]]:
+    """SmolLM2 as "always act first" agent with scripted output; the service calls HA receives."""
+    entry = await async_create_local_entry(hass, smollm2_path, SMALL_MODEL_AGENT)
+    entry.runtime_data.executor.verify_timeout_s = 0.5
+    calls: list[dict[str, Any]] = []
+
+    @callback
+    def record(event: Event) -> None:
+        if event.data["domain"] not in ("logbook", "system_log"):
+            calls.append({"service": f"{event.data['domain']}.{event.data['service']}", **event.data["service_data"]})
+
+    hass.bus.async_listen(EVENT_CALL_SERVICE, record)
+    yield entry, ScriptedModel(entry.runtime_data.engine), calls
+    await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def ask(hass: HomeAssistant, text: str, device_id: str | None = None) -> str:
+    result = await conversation.async_converse(hass, text, None, Context(), language="en", agent_id=AGENT, device_id=device_id)
+    await hass.async_block_till_done()
+    speech = result.response.speech["plain"]["speech"].strip()
+    assert speech and not [bad for bad in FORBIDDEN_IN_SPEECH if bad in speech], speech
+    return speech
+
+
+def state(hass: HomeAssistant, entity_id: str, attribute: str | None = None) -> Any:
+    current = hass.states.get(entity_id)
+    assert current is not None
+    return current.attributes.get(attribute) if attribute else current.state
+
+
+async def test_demo_home_is_a_real_home(hass: HomeAssistant, demo_home: dict[str, str]) -> None:
+    """The fixture is the home the issue describes: dozens of entities, HA's default exposure."""
+    from homeassistant.components.homeassistant.exposed_entities import async_should_expose  # noqa: PLC0415
+
+    states = hass.states.async_all()
+    exposed = {s.entity_id for s in states if async_should_expose(hass, conversation.DOMAIN, s.entity_id)}
+    assert len(states) >= 60
+    assert {"fan.ceiling_fan", "cover.garage_door", "light.kitchen_lights", "media_player.living_room"} <= exposed
+    assert not {"lock.front_door", "alarm_control_panel.security"} & exposed  # not exposed by default
+
+
+async def test_ceiling_fan_call_without_a_target_acts_on_nothing(hass: HomeAssistant, agent: Any) -> None:
+    """The observed blast radius: HassFanSetSpeed with only a percentage changed every fan."""
+    _entry, model, calls = agent
+    fans = {s.entity_id: s.attributes.get("percentage") for s in hass.states.async_all("fan")}
+    model.script(call("HassFanSetSpeed", percentage=100))
+    speech = await ask(hass, "Turn on the ceiling fan")
+    assert calls == []
+    assert {s.entity_id: s.attributes.get("percentage") for s in hass.states.async_all("fan")} == fans
+    assert "which device" in speech.lower()
+
+
+async def test_ceiling_fan_by_name_changes_that_fan_only(hass: HomeAssistant, agent: Any) -> None:
+    _entry, model, calls = agent
+    model.script(call("HassFanSetSpeed", name="Ceiling Fan", percentage=100))
+    speech = await ask(hass, "Set the ceiling fan to full speed")
+    # Home Assistant's HassFanSetSpeed is fan.turn_on with a percentage
+    assert calls == [{"service": "fan.turn_on", "entity_id": "fan.ceiling_fan", "percentage": 100}]
+    assert state(hass, "fan.ceiling_fan", "percentage") == 100
+    assert speech == "Turned on Ceiling Fan at 100%."
+    assert len(model.requests) == 1  # "always act first": the outcome is the answer, no second generation
+
+
+@pytest.mark.parametrize(
+    ("text", "tool", "arguments", "expected"),
+    [
+        ("Turn off the kitchen lights", "HassTurnOff", {"name": "Kitchen Lights"},
+         [{"service": "light.turn_off", "entity_id": "light.kitchen_lights"}]),
+        ("Dim the bed light to 30%", "HassLightSet", {"name": "Bed Light", "brightness": 30},
+         [{"service": "light.turn_on", "entity_id": "light.bed_light", "brightness_pct": 30}]),
+        ("Toggle the decorative lights", "HassToggle", {"name": "Decorative Lights"},
+         [{"service": "switch.turn_off", "entity_id": "switch.decorative_lights"}]),
+        ("Close the hall window", "HassTurnOff", {"name": "Hall Window"},
+         [{"service": "cover.close_cover", "entity_id": "cover.hall_window"}]),
+        ("Set the living room window to 20%", "HassSetPosition", {"name": "Living Room Window", "position": 20},
+         [{"service": "cover.set_cover_position", "entity_id": "cover.living_room_window", "position": 20}]),
+        ("Stop the kitchen window", "HassStopMoving", {"name": "Kitchen Window"},
+         [{"service": "cover.stop_cover", "entity_id": "cover.kitchen_window"}]),
+        ("Turn the living room down", "HassSetVolumeRelative", {"name": "Living Room", "volume_step": "down"},
+         [{"service": "media_player.volume_set", "entity_id": "media_player.living_room", "volume_level": 0.9}]),
+        ("Walkman 25% louder", "HassSetVolumeRelative", {"name": "Walkman", "volume_step": 25},
+         []),  # already at 100%: a relative step becomes an absolute target that already holds
+        ("Set the kitchen speaker to 40%", "HassSetVolume", {"name": "Kitchen", "volume_level": 40},
+         [{"service": "media_player.volume_set", "entity_id": "media_player.kitchen", "volume_level": 0.4}]),
+        ("Mute the bedroom player", "HassMediaPlayerMute", {"name": "Bedroom"},
+         [{"service": "media_player.volume_mute", "entity_id": "media_player.bedroom", "is_volume_muted": True}]),
+        ("Pause the living room", "HassMediaPause", {"name": "Living Room"},
+         [{"service": "media_player.media_pause", "entity_id": "media_player.living_room"}]),
+        ("Set the humidifier to 60%", "HassHumidifierSetpoint", {"name": "Humidifier", "humidity": 60},
+         [{"service": "humidifier.set_humidity", "entity_id": "humidifier.humidifier", "humidity": 60}]),
+        ("Put the hygrostat in eco mode", "HassHumidifierMode", {"name": "Hygrostat", "mode": "eco"},
+         [{"service": "humidifier.set_mode", "entity_id": "humidifier.hygrostat", "mode": "eco"}]),
+        ("Set the heat pump to 21 degrees", "HassClimateSetTemperature", {"name": "HeatPump", "temperature": 21},
+         [{"service": "climate.set_temperature", "entity_id": "climate.heatpump", "temperature": 21.0}]),
+        ("Set the ecobee to 21 degrees", "HassClimateSetTemperature", {"name": "Ecobee", "temperature": 21},
+         []),  # in heat/cool mode it takes a range, not one temperature: refused, not sent
+    ],
+)  # fmt: skip
+async def test_every_intent_acts_on_the_named_entity_only(
+    hass: HomeAssistant, agent: Any, text: str, tool: str, arguments: dict[str, Any], expected: list[dict[str, Any]]
+) -> None:
+    """Each state-changing intent goes through the executor: exactly the service calls expected."""
+    _entry, model, calls = agent
+    model.script(call(tool, **arguments))
+    await ask(hass, text)
+    assert calls == expected
+
+
+async def test_area_acts_on_its_devices_and_a_bare_kind_only_when_all_was_said(hass: HomeAssistant, agent: Any) -> None:
+    _entry, model, calls = agent
+    model.script(call("HassTurnOff", area="Living Room", domain=["light"]))
+    await ask(hass, "Turn off the lights in the living room")
+    assert sorted(c["entity_id"] for c in calls) == ["light.ceiling_lights", "light.living_room_rgbww_lights"]
+    assert state(hass, "light.kitchen_lights") == "on"
+    calls.clear()
+    model.script(call("HassTurnOff", domain=["light"]))
+    speech = await ask(hass, "Turn off the lights")
+    assert calls == [] and "which device" in speech.lower()
+    model.script(call("HassTurnOff", domain=["light"]))
+    await ask(hass, "Turn off all the lights")
+    assert {c["entity_id"] for c in calls} == {"light.kitchen_lights", "light.office_rgbw_lights", "light.entrance_color_white_lights"}
+    assert {s.state for s in hass.states.async_all("light")} == {"off"}
+
+
+async def test_satellite_area_scopes_a_call_without_a_target(hass: HomeAssistant, agent: Any, demo_home: dict[str, str]) -> None:
+    entry, model, calls = agent
+    satellite = dr.async_get(hass).async_get_or_create(
+        config_entry_id=entry.entry_id, identifiers={("test", "kitchen-satellite")}, name="Kitchen satellite"
+    )
+    dr.async_get(hass).async_update_device(satellite.id, area_id=demo_home["Kitchen"])
+    model.script(call("HassTurnOff", domain=["light"]))
+    await ask(hass, "Turn off the lights", device_id=satellite.id)
+    assert calls == [{"service": "light.turn_off", "entity_id": "light.kitchen_lights"}]
+
+
+async def test_unexposed_and_sensitive_devices(hass: HomeAssistant, agent: Any) -> None:
+    """The front door lock is not exposed: nothing happens. The garage door is exposed but
+    sensitive: the answer asks for confirmation and nothing moves."""
+    _entry, model, calls = agent
+    model.script(call("HassTurnOff", name="Front Door"))
+    speech = await ask(hass, "Unlock the front door")
+    assert calls == [] and state(hass, "lock.front_door") == "locked"
+    assert "Front Door" in speech
+    model.script(call("HassTurnOn", name="Garage Door"))
+    speech = await ask(hass, "Open the garage door")
+    assert calls == [] and state(hass, "cover.garage_door") == "closed"
+    assert speech == "I need your confirmation to open Garage Door. Should I go ahead?"
+
+
+async def test_already_on_is_said_honestly(hass: HomeAssistant, agent: Any) -> None:
+    _entry, model, calls = agent
+    model.script(call("HassTurnOn", name="Kitchen Lights"))
+    assert await ask(hass, "Turn on the kitchen lights") == "Kitchen Lights is already on."
+    assert calls == []
+
+
+async def test_junk_answers_are_replaced_by_the_outcomes(hass: HomeAssistant, smollm2_path: Path, demo_home: Any) -> None:
+    """With tool use left to the model, an answer that is a call, JSON or the prompt is not spoken."""
+    entry = await async_create_local_entry(hass, smollm2_path, {**SMALL_MODEL_AGENT, CONF_TOOL_CHOICE: "auto"})
+    model = ScriptedModel(entry.runtime_data.engine)
+    for junk in (
+        '{"name": "HassTurnOn", "arguments": {"name": "HassTurnOn", "domain": ["hvac"',
+        "You are a voice assistant for Home Assistant.",
+        "",
+    ):
+        await hass.services.async_call("light", "turn_off", {"entity_id": "light.bed_light"}, blocking=True)
+        model.script(call("HassTurnOn", name="Bed Light"), junk)
+        assert await ask(hass, "Turn on the bed light") == "Turned on Bed Light."
+        assert state(hass, "light.bed_light") == "on"
+    model.script("Sure! {oops")
+    assert await ask(hass, "Hello") == "Sure!"
+    model.script("<|im_start|>assistant")
+    speech = await ask(hass, "Hello")
+    assert "could not work out" in speech
+    await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_cut_off_call_after_acting_answers_from_outcomes(hass: HomeAssistant, agent: Any) -> None:
+    entry, model, calls = agent
+    hass.config_entries.async_update_subentry(
+        entry, next(iter(entry.subentries.values())), data={**next(iter(entry.subentries.values())).data, CONF_TOOL_CHOICE: "auto"}
+    )
+    await hass.async_block_till_done()
+    model = ScriptedModel(entry.runtime_data.engine)
+    model.script(call("HassTurnOff", name="Kitchen Lights"), '{"name": "HassTurnOn", "arguments": {"na')
+    assert await ask(hass, "Turn off the kitchen lights") == "Turned off Kitchen Lights."
+    model.script('{"name": "HassTurnOn", "arguments": {"na')
+    result = await conversation.async_converse(hass, "Do the thing", None, Context(), language="en", agent_id=AGENT)
+    assert result.response.response_type is intent.IntentResponseType.ERROR
+    assert "could not work out" in result.response.speech["plain"]["speech"]
