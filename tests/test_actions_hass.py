@@ -241,3 +241,45 @@ async def test_tool_specs_declare_light_schemas_and_constrain_the_grammar(hass: 
     assert turn_on.constraints["properties"]["confirm"]["type"] == "boolean"
     live = next(spec for spec in tool_specs(hass, api) if spec.name == "GetLiveContext")
     assert "confirm" not in live.parameters.get("properties", {})  # read-only tools need no confirmation
+
+
+async def test_the_same_words_later_are_a_new_request(hass: HomeAssistant, home) -> None:  # noqa: ANN001
+    """A turn and its retries share keys; the same words after anything else, or after the retry
+    window, act again (desired state converges) and never replay an earlier turn's outcome."""
+    entry, _ = home
+    light = "light.kitchen_light"
+    off = await run(hass, entry, "turn off the kitchen light", "HassTurnOff", {"name": "Kitchen Light"})
+    assert statuses(off) == ["no_op"]
+    on = await run(hass, entry, "turn on the kitchen light", "HassTurnOn", {"name": "Kitchen Light"})
+    assert statuses(on) == ["executed"] and hass.states.get(light).state == "on"
+    off = await run(hass, entry, "turn off the kitchen light", "HassTurnOff", {"name": "Kitchen Light"})
+    assert statuses(off) == ["executed"] and hass.states.get(light).state == "off"
+    # someone switches it on by hand; the same words again, after the retry window, act again
+    turns = entry.runtime_data.executor.turns
+    await hass.services.async_call("light", "turn_on", {"entity_id": light}, blocking=True)
+    await hass.async_block_till_done()
+    assert hass.states.get(light).state == "on"
+    turns.clock = lambda: 1e9  # the retry window has passed
+    again = await run(hass, entry, "turn off the kitchen light", "HassTurnOff", {"name": "Kitchen Light"})
+    assert statuses(again) == ["executed"] and hass.states.get(light).state == "off"
+    # a failure is not replayed into a new turn: asking again tries again
+    first = await run(hass, entry, "broken on", "HassTurnOn", {"name": "Broken Light"})
+    assert statuses(first) == ["failed"]
+    retry = await run(hass, entry, "broken on", "HassTurnOn", {"name": "Broken Light"})
+    assert statuses(retry) == ["deduplicated"]  # a retry within seconds: the recorded outcome
+    turns.clock = lambda: 2e9
+    later = await run(hass, entry, "broken on", "HassTurnOn", {"name": "Broken Light"})
+    assert statuses(later) == ["failed"] and "already handled" not in later["results"][0]["message"]
+
+
+async def test_ask_from_an_automation_with_a_fixed_conversation_acts_each_run(hass: HomeAssistant, home) -> None:  # noqa: ANN001
+    """gemma_edge.ask with a fixed conversation_id: each run of the automation is a new request."""
+    entry, _ = home
+    turns = entry.runtime_data.executor.turns
+    for run_number in range(3):
+        turns.clock = lambda n=run_number: 1e9 + 60 * n  # one run a minute
+        await hass.services.async_call("light", "turn_off", {"entity_id": "light.kitchen_light"}, blocking=True)
+        await hass.async_block_till_done()
+        result = await run(hass, entry, "evening: kitchen light on", "HassTurnOn", {"name": "Kitchen Light"}, "automation-1")
+        assert statuses(result) == ["executed"], run_number
+        assert hass.states.get("light.kitchen_light").state == "on"

@@ -303,8 +303,7 @@ class GemmaConversationEntity(conversation.ConversationEntity, conversation.Abst
         images: Sequence[PreparedImage] = (),
         source: str = "conversation",
     ) -> list[ActionOutcome]:
-        """Generate, run tool calls, feed results back: at most MAX_TOOL_ITERATIONS steps.
-        Returns the outcomes of the actions taken."""
+        """One turn with this agent's tools; returns the outcomes of the actions taken."""
         options = self.subentry.data
         runner = None
         if chat_log.llm_api:
@@ -323,10 +322,23 @@ class GemmaConversationEntity(conversation.ConversationEntity, conversation.Abst
         # Calls may name only a kind of device when the user said "all" or speaks in an area.
         targeted = not (says_all(user_input.text) or (runner is not None and runner.targets.area_id))
         tools = self._tool_specs(chat_log, targeted)
+        language = user_input.language or self.hass.config.language
+        try:
+            await self._async_steps(chat_log, images, source, runner, tools, language)
+        finally:
+            if runner is not None:
+                runner.finish()
+        return runner.outcomes if runner else []
+
+    async def _async_steps(
+        self, chat_log: conversation.ChatLog, images: Sequence[PreparedImage], source: str,
+        runner: ToolRunner | None, tools: list[ToolSpec], language: str,
+    ) -> None:  # fmt: skip
+        """Generate, run tool calls, feed results back, answer: at most MAX_TOOL_ITERATIONS steps."""
+        options = self.subentry.data
         max_history = int(options.get(CONF_MAX_HISTORY, DEFAULT_MAX_HISTORY))
         max_tokens = int(options.get(CONF_MAX_TOKENS, DEFAULT_MAX_TOKENS))
         act_first = options.get(CONF_TOOL_CHOICE, DEFAULT_TOOL_CHOICE) == "required"
-        language = user_input.language or self.hass.config.language
         for iteration in range(MAX_TOOL_ITERATIONS):
             if act_first and iteration > 0 and runner is not None and runner.answers_from_outcomes:
                 # "Always act first": the outcomes are the answer; no second generation.
@@ -357,7 +369,6 @@ class GemmaConversationEntity(conversation.ConversationEntity, conversation.Abst
                 break
         else:
             LOGGER.warning("Stopped after %d tool steps without a final answer", MAX_TOOL_ITERATIONS)
-        return runner.outcomes if runner else []
 
     async def _async_say(self, chat_log: conversation.ChatLog, text: str) -> None:
         """An answer of our own, streamed like the model's."""

@@ -8,7 +8,6 @@ timers, lists, media search) runs through the executor as a one-shot action: at 
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from homeassistant.core import HomeAssistant
@@ -73,10 +72,9 @@ class ToolRunner:
         # Why a call acted on nothing, said to the user when the model cannot say it.
         self.notes: list[str] = []
         self.read_calls = 0
-        # One turn is one scope: the same request repeated in it (by the model, or by a retried
-        # turn with the same words) gets the same idempotency key.
-        digest = hashlib.sha256(" ".join(turn_text.lower().split()).encode()).hexdigest()[:16]
-        self.scope = f"{source}:{conversation_id}:{digest}"
+        # One turn is one scope: the same request repeated in it (by the model, or by a retry of
+        # the turn seconds later) gets the same idempotency key; a later turn gets new keys.
+        self.scope = executor.turns.scope(source, conversation_id, turn_text)
 
     async def async_run(self, tool_input: llm.ToolInput) -> dict[str, Any]:
         """Run a tool call; the result is what the model reads (never raises)."""
@@ -106,6 +104,10 @@ class ToolRunner:
         except (HomeAssistantError, ValueError, KeyError, TypeError) as err:
             self.notes.append(f"I could not do that: {err}.")
             return {"error": type(err).__name__, "error_text": str(err)}
+
+    def finish(self) -> None:
+        """The turn is over: a retry of it counts from now."""
+        self.executor.turns.finish(self.source, self.conversation_id)
 
     @property
     def answers_from_outcomes(self) -> bool:

@@ -18,6 +18,7 @@ from .ledger import IN_PROGRESS, ActionLedger, LedgerError, LedgerRecord
 from .model import ActionKind, ActionStatus, EntityState, ServiceAction, derive_key
 from .normalize import NormalizeError, normalize
 from .policy import SensitivePolicy, action_kind, expected_state_holds, is_sensitive
+from .turns import TurnScopes
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -118,6 +119,8 @@ class ActionExecutor:
         self.on_outcome = on_outcome
         self._worker: SerialWorker | None = None
         self.error: str | None = None
+        # Conversation turns: the scope of their requests' keys.
+        self.turns = TurnScopes()
 
     # --- lifecycle --------------------------------------------------------------------------
 
