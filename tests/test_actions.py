@@ -92,7 +92,9 @@ async def test_one_shot_runs_once_and_a_quick_repeat_needs_confirmation(rig) -> 
     assert again.status is ActionStatus.NEEDS_CONFIRMATION
     # the user confirms in the following turn
     clock.now += 5
-    confirmed = await executor.execute(request(press, scope="conversation:c1:turn3", confirmed=True))
+    confirmed = await executor.execute(
+        request(press, scope="conversation:c1:turn3", confirmed=True, confirms_scope="conversation:c1:turn2")
+    )
     assert confirmed.status is ActionStatus.EXECUTED
     assert home.calls[("button", "press", BUTTON)] == 2
     # well after the window, a new press just runs
@@ -110,7 +112,14 @@ async def test_sensitive_actions_follow_the_policy(rig) -> None:  # noqa: ANN001
     assert same_turn.status is ActionStatus.DEDUPLICATED and "needs_confirmation" in same_turn.message
     assert not home.calls
     clock.now += 10
-    done = await executor.execute(request(lock, scope="conversation:c1:turn2", confirmed=True))
+    # a confirmation in a later turn than the next one does not count either
+    later = await executor.execute(
+        request(lock, scope="conversation:c1:turn3", confirmed=True, confirms_scope="conversation:c1:turn2")
+    )
+    assert later.status is ActionStatus.NEEDS_CONFIRMATION and not home.calls
+    done = await executor.execute(
+        request(lock, scope="conversation:c1:turn4", confirmed=True, confirms_scope="conversation:c1:turn3")
+    )
     assert done.status in (ActionStatus.EXECUTED, ActionStatus.NO_OP)
     assert home.states[LOCK].state == "locked" and home.calls[("lock", "lock", LOCK)] == 1
     executor.sensitive_policy = SensitivePolicy.DENY

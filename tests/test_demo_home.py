@@ -221,3 +221,33 @@ async def test_cut_off_call_after_acting_answers_from_outcomes(hass: HomeAssista
     result = await conversation.async_converse(hass, "Do the thing", None, Context(), language="en", agent_id=AGENT)
     assert result.response.response_type is intent.IntentResponseType.ERROR
     assert "could not work out" in result.response.speech["plain"]["speech"]
+
+
+async def test_a_confirmation_is_the_next_turn_s_yes_and_used_once(hass: HomeAssistant, agent: Any) -> None:
+    """The garage door is sensitive: it opens only on the user's own "yes" right after the
+    question; the model's flag alone, a "no", a later turn or a second use do not open it."""
+    _entry, model, calls = agent
+
+    async def turn(words: str, **arguments: Any) -> str:
+        model.script(call("HassTurnOn", name="Garage Door", **arguments))
+        return await ask(hass, words)
+
+    conversation_id = "garage"
+
+    async def ask(hass: HomeAssistant, text: str) -> str:  # one conversation throughout
+        result = await conversation.async_converse(hass, text, conversation_id, Context(), language="en", agent_id=AGENT)
+        await hass.async_block_till_done()
+        return result.response.speech["plain"]["speech"]
+
+    assert "confirmation" in await turn("Open the garage door")
+    assert "confirmation" in await turn("no, leave it", confirm=True)  # the model's flag after a "no"
+    assert "confirmation" in await turn("please open the garage now", confirm=True)  # no question before
+    assert calls == []
+    assert "confirmation" in await turn("Open the garage door")
+    await turn("yes", confirm=True)
+    assert calls == [{"service": "cover.open_cover", "entity_id": "cover.garage_door"}]
+    # the same confirmation cannot be used again, nor can a later turn's flag open it again
+    await hass.services.async_call("cover", "close_cover", {"entity_id": "cover.garage_door"}, blocking=True)
+    calls.clear()
+    assert "confirmation" in await turn("yes, open it", confirm=True)
+    assert [c for c in calls if c["service"] == "cover.open_cover"] == []

@@ -18,6 +18,7 @@ from .actions.executor import ActionExecutor, ActionOutcome, ActionRequest
 from .actions.describe import spoken_outcome, spoken_summary
 from .actions.model import ServiceAction
 from .actions.policy import SensitivePolicy
+from .actions.turns import is_affirmation
 from .camera_vision import CameraVision
 from .engine.images import PreparedImage
 from .intent_targets import SEARCH_AND_PLAY, IntentTargets, TargetError, is_resolved_intent
@@ -75,6 +76,9 @@ class ToolRunner:
         # One turn is one scope: the same request repeated in it (by the model, or by a retry of
         # the turn seconds later) gets the same idempotency key; a later turn gets new keys.
         self.scope = executor.turns.scope(source, conversation_id, turn_text)
+        # A confirmation answers the question of the turn right before, with the user's own "yes".
+        self.confirms_scope = executor.turns.previous(source, conversation_id)
+        self.affirmed = is_affirmation(turn_text)
 
     async def async_run(self, tool_input: llm.ToolInput) -> dict[str, Any]:
         """Run a tool call; the result is what the model reads (never raises)."""
@@ -148,7 +152,8 @@ class ToolRunner:
 
     def _request(self, action: ServiceAction, tool: str, confirmed: bool, **kwargs: Any) -> ActionRequest:
         return ActionRequest(
-            action=action, scope=self.scope, source=self.source, confirmed=confirmed,
+            action=action, scope=self.scope, source=self.source, confirmed=confirmed and self.affirmed,
+            confirms_scope=self.confirms_scope,
             conversation_id=self.conversation_id, parent_context_id=self.parent_context_id, tool=tool,
             reason=self.turn_text, sensitive_policy=self.sensitive_policy, **kwargs,
         )  # fmt: skip

@@ -52,7 +52,10 @@ class ActionRequest:
     scope: str  # requests in one scope with the same action share a key
     source: str  # conversation, ai_task, service, cloud
     key: str | None = None  # a caller's own idempotency key (a cloud command's id)
+    # The user confirmed (the model's flag and the user's own "yes") an action asked about in the
+    # scope ``confirms_scope`` (the turn right before this one); nothing else can confirm.
     confirmed: bool = False
+    confirms_scope: str | None = None
     conversation_id: str | None = None
     parent_context_id: str | None = None
     tool: str = ""
@@ -258,16 +261,16 @@ class ActionExecutor:
         )  # fmt: skip
 
     async def _confirmation_pending(self, request: ActionRequest, action: ServiceAction) -> bool:
+        """A question about this very action was asked in the turn this request answers."""
+        if request.confirms_scope is None:
+            return False
         since = self.clock() - CONFIRMATION_WINDOW_S
-        for record in await self._db(self.ledger.recent, 200, since):
-            if (
-                record.status == ActionStatus.NEEDS_CONFIRMATION
-                and record.request_hash == request.action.signature
-                and record.request.get("conversation_id") == request.conversation_id
-                and record.request.get("scope") != request.scope  # confirmed in a later turn
-            ):
-                return True
-        return False
+        return any(
+            record.status == ActionStatus.NEEDS_CONFIRMATION
+            and record.request_hash == request.action.signature
+            and record.request.get("scope") == request.confirms_scope
+            for record in await self._db(self.ledger.recent, 200, since)
+        )
 
     async def _recently_executed(self, request: ActionRequest) -> bool:
         since = self.clock() - self.repeat_window_s

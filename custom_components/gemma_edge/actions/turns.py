@@ -1,4 +1,5 @@
-"""The idempotency scope of a conversation request: one turn and its retries.
+"""Conversation turns: the idempotency scope of a request (one turn and its retries), the turn a
+confirmation answers (the one right before), and whether the user's words are a "yes".
 
 A satellite or a client that did not get an answer sends the same words again within seconds;
 that retry belongs to the same turn, so its tool calls get the same keys and never act twice.
@@ -13,6 +14,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 import hashlib
+import re
 import time
 import uuid
 
@@ -33,7 +35,8 @@ class TurnScopes:
     def __init__(self, clock: Callable[[], float] = time.monotonic, retry_window_s: float = RETRY_WINDOW_S) -> None:
         self.clock = clock
         self.retry_window_s = retry_window_s
-        self._last: OrderedDict[str, tuple[str, float, str]] = OrderedDict()
+        # per conversation: (digest of the last turn's words, its time, its id, the turn before's id)
+        self._last: OrderedDict[str, tuple[str, float, str, str | None]] = OrderedDict()
 
     def scope(self, source: str, conversation_id: str, words: str) -> str:
         """The scope of a new turn with these words (the last turn's, if this is its retry)."""
@@ -41,10 +44,10 @@ class TurnScopes:
         digest, now = _digest(words), self.clock()
         last = self._last.pop(key, None)
         if last is not None and last[0] == digest and now - last[1] <= self.retry_window_s:
-            turn = last[2]
+            turn, previous = last[2], last[3]
         else:
-            turn = uuid.uuid4().hex[:16]
-        self._last[key] = (digest, now, turn)
+            turn, previous = uuid.uuid4().hex[:16], last[2] if last is not None else None
+        self._last[key] = (digest, now, turn, previous)
         while len(self._last) > MAX_CONVERSATIONS:
             self._last.popitem(last=False)
         return f"{key}:{turn}"
@@ -53,4 +56,31 @@ class TurnScopes:
         """The turn was answered: its retry window starts now (a slow turn is not retried early)."""
         key = f"{source}:{conversation_id}"
         if (last := self._last.get(key)) is not None:
-            self._last[key] = (last[0], self.clock(), last[2])
+            self._last[key] = (last[0], self.clock(), last[2], last[3])
+
+    def previous(self, source: str, conversation_id: str) -> str | None:
+        """The scope of the turn before the current one: the only turn whose question the
+        current turn can answer."""
+        key = f"{source}:{conversation_id}"
+        last = self._last.get(key)
+        return f"{key}:{last[3]}" if last is not None and last[3] is not None else None
+
+
+# A confirmation must be the user's own "yes", not only the model's flag. Words of assent in the
+# languages Assist users speak most; any word of refusal makes the answer a "no".
+_YES = re.compile(
+    r"\b(yes|yeah|yep|yup|sure|ok|okay|confirm|confirmed|go ahead|do it|please do|affirmative|correct|"
+    r"ja|jawohl|klar|bestätigt|mach das|oui|d'accord|vas-y|confirme|sí|si|claro|dale|vale|confirmo|"
+    r"certo|conferma|doe maar|zeker|tak)\b",
+    re.IGNORECASE,
+)
+_NO = re.compile(
+    r"\b(no|nope|not|don't|dont|do not|cancel|stop|never|wait|nein|nicht|abbrechen|non|pas|annule|"
+    r"nunca|cancela|annulla|nee|niet|nie)\b",
+    re.IGNORECASE,
+)
+
+
+def is_affirmation(words: str) -> bool:
+    """Whether the user's words say yes (and nothing that says no)."""
+    return bool(_YES.search(words)) and not _NO.search(words)
