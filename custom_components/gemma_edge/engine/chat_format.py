@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+import functools
 import json
+import re
 from typing import Any, Protocol
 
 import jinja2
@@ -20,6 +22,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from .grammar import CallSyntax, ToolSpec
 from .vision import MEDIA_MARKER
 from .tool_calls import (
+    CALL_END,
     CALL_START,
     RESPONSE_END,
     RESPONSE_START,
@@ -306,3 +309,58 @@ def select_chat_format(architecture: str, template: str | None, bos: str = "", e
     raise UnsupportedModelError(
         f"the model (architecture {architecture!r}) has no chat template and is not a Gemma model"
     )
+
+
+# Put inside a marker found in content, it keeps the text readable but no longer the marker.
+WORD_JOINER = "\u2060"
+# What our renderers write around content (the model's own special tokens are added at load).
+TEMPLATE_MARKERS = (
+    "<bos>", "<eos>", "<start_of_turn>", "<end_of_turn>", "<|turn>", "<turn|>", "<|channel>", "<channel|>",
+    "<|tool>", "<tool|>", CALL_START, CALL_END, RESPONSE_START, RESPONSE_END, STRING_QUOTE, MEDIA_MARKER,
+    "<|im_start|>", "<|im_end|>", "<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>", "<|end|>",
+)  # fmt: skip
+
+
+# Marker-shaped spans: <...> and [...] without spaces. Each is looked up in the marker set, so a
+# vocabulary with thousands of control tokens costs one scan per string.
+_MARKER_SHAPE = re.compile(r"<[^<>\s]{1,64}>|\[[^\[\]\s]{1,64}\]")
+
+
+@functools.lru_cache(maxsize=8)
+def _marker_sets(markers: tuple[str, ...]) -> tuple[frozenset[str], tuple[str, ...]]:
+    """Markers of the usual shape (looked up per span) and the odd ones (replaced literally)."""
+    shaped = frozenset(m for m in markers if _MARKER_SHAPE.fullmatch(m))
+    odd = tuple(sorted({m for m in markers if len(m) >= 2 and m not in shaped}, key=len, reverse=True))
+    return shaped, odd
+
+
+def _break(marker: str) -> str:
+    return marker[0] + WORD_JOINER + marker[1:]
+
+
+def neutralize_markers(messages: Sequence[Message], markers: Sequence[str]) -> list[Message]:
+    """The messages with every template marker or special token text inside their content (the
+    user's words, tool results, call arguments, entity names in the system prompt) broken by an
+    invisible character, so content can never become a turn boundary, a tool call or an image
+    position. Only what the renderer itself writes is a marker."""
+    shaped, odd = _marker_sets(tuple(markers))
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            value = _MARKER_SHAPE.sub(lambda m: _break(m[0]) if m[0] in shaped else m[0], value)
+            for marker in odd:
+                if marker in value:
+                    value = value.replace(marker, _break(marker))
+            return value
+        if isinstance(value, dict):
+            return {key: clean(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(item) for item in value]
+        if isinstance(value, ToolCall):
+            return ToolCall(value.name, clean(value.arguments))
+        return value
+
+    return [
+        {key: (value if key in ("role", "images", "tool_call_id") else clean(value)) for key, value in message.items()}
+        for message in messages
+    ]

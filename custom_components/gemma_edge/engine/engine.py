@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Any
 
-from .chat_format import Message, message_images
+from .chat_format import Message, message_images, neutralize_markers
 from .grammar import ToolChoice, ToolSpec, build_json_grammar, build_output_grammar
 from .llama_model import EngineError, EngineSettings, GenerationRequest, GenerationStats, LlamaModel
 from .tool_calls import ToolCall, looks_like_call, parse_tool_calls
@@ -282,7 +282,7 @@ class LocalEngine:
                     list(tools), chat_format.syntax, options.tool_choice, markers_as_tokens=model.native_markers
                 )
             request = GenerationRequest(
-                prompt=chat_format.render(messages, tools),
+                prompt=chat_format.render(neutralize_markers(messages, model.markers), tools),
                 images=images,
                 grammar=grammar,
                 max_tokens=options.max_tokens,
@@ -337,7 +337,7 @@ class LocalEngine:
 
         def run() -> int:
             assert model.chat_format is not None
-            return len(model.tokenize(model.chat_format.render(messages, tools)))
+            return len(model.tokenize(model.chat_format.render(neutralize_markers(messages, model.markers), tools)))
 
         try:
             return await asyncio.wrap_future(worker.submit(run))
@@ -356,7 +356,8 @@ class LocalEngine:
 
         def run() -> int:
             assert model.chat_format is not None
-            return model.prime(model.chat_format.render(messages, tools), worker.user_waiting)
+            prompt = model.chat_format.render(neutralize_markers(messages, model.markers), tools)
+            return model.prime(prompt, worker.user_waiting)
 
         try:
             return await asyncio.wrap_future(worker.submit(run, priority=PRIORITY_BACKGROUND))

@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any
 
-from .chat_format import ChatFormat, select_chat_format
+from .chat_format import TEMPLATE_MARKERS, ChatFormat, select_chat_format
 from .gguf_info import read_gguf_info
 from .vision import (
     PromptChunk,
@@ -173,6 +173,22 @@ def route_llama_logs() -> None:
     llama_cpp.llama_log_set(_callback, ctypes.c_void_p(0))
 
 
+def _control_token_texts(llm: Any) -> tuple[str, ...]:
+    """The texts of the vocabulary's control tokens that look like markers (``<|im_end|>``,
+    ``[INST]``): content containing them would otherwise tokenize into the real special token."""
+    import llama_cpp  # noqa: PLC0415
+
+    vocab = llm._model.vocab  # noqa: SLF001
+    special = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL
+    texts = set()
+    for token in range(llama_cpp.llama_vocab_n_tokens(vocab)):
+        if llama_cpp.llama_vocab_get_attr(vocab, token) & special:
+            text = (llama_cpp.llama_vocab_get_text(vocab, token) or b"").decode("utf-8", "replace")
+            if len(text) >= 3 and any(c in text for c in "<>[]|"):
+                texts.add(text)
+    return tuple(sorted(texts))
+
+
 class LlamaModel:
     """A loaded GGUF model. All methods must run on the owning worker thread."""
 
@@ -183,6 +199,9 @@ class LlamaModel:
         self.chat_format: ChatFormat | None = None
         self.architecture = ""
         self.native_markers = False
+        # Texts that must never come from content: the template's markers and the model's
+        # control tokens (see chat_format.neutralize_markers).
+        self.markers: tuple[str, ...] = TEMPLATE_MARKERS
         self.threads_used: set[str] = set()
         self._pieces: dict[int, bytes] = {}
         self._projector: VisionProjector | None = None
@@ -233,6 +252,7 @@ class LlamaModel:
         self.chat_format = select_chat_format(info.architecture, info.chat_template, bos=bos, eos=eos)
         self.architecture = info.architecture
         self.native_markers = info.architecture == "gemma4"
+        self.markers = TEMPLATE_MARKERS + _control_token_texts(llm)
         self._llm = llm
         _LOGGER.info(
             "Loaded %s (%s, format %s) in %.1f s: n_ctx=%d threads=%d flash_attn=%s",
