@@ -251,3 +251,47 @@ async def test_a_confirmation_is_the_next_turn_s_yes_and_used_once(hass: HomeAss
     calls.clear()
     assert "confirmation" in await turn("yes, open it", confirm=True)
     assert [c for c in calls if c["service"] == "cover.open_cover"] == []
+
+
+async def test_grammar_offers_each_intent_the_names_it_can_act_on(hass: HomeAssistant, agent: Any) -> None:
+    """HassMediaPause can only name media players, HassFanSetSpeed only fans; a target is
+    required even where the intent has other required arguments."""
+    from custom_components.gemma_edge.tools import tool_specs  # noqa: PLC0415
+    from homeassistant.helpers import llm  # noqa: PLC0415
+
+    llm_context = llm.LLMContext("gemma_edge", Context(), "en", conversation.DOMAIN, None)
+    specs = {s.name: s for s in tool_specs(hass, await llm.async_get_api(hass, llm.LLM_API_ASSIST, llm_context))}
+    pause = specs["HassMediaPause"].constraints["properties"]["name"]["enum"]
+    assert "Living Room" in pause and "Kitchen Lights" not in pause and "Ceiling Fan" not in pause
+    fan = specs["HassFanSetSpeed"].constraints
+    assert set(fan["properties"]["name"]["enum"]) == {s.name for s in hass.states.async_all("fan")}
+    assert fan["anyOf"] == [{"required": ["name"]}, {"required": ["area"]}]
+    assert "Kitchen Lights" in specs["HassTurnOn"].constraints["properties"]["name"]["enum"]
+
+
+@pytest.mark.parametrize("model_fixture", ["smollm2_path", "gemma3_path"])
+async def test_real_model_in_the_demo_home_acts_on_what_it_names(
+    hass: HomeAssistant, demo_home: dict[str, str], request: pytest.FixtureRequest, model_fixture: str
+) -> None:
+    """A real (tiny) model, unscripted, on the whole demo home: whatever it calls, under the
+    grammar every action call names a target, nothing it did not name changes, and the answer
+    is a sentence."""
+    entry = await async_create_local_entry(hass, request.getfixturevalue(model_fixture), SMALL_MODEL_AGENT)
+    events: list[Event] = []
+
+    @callback
+    def record(event: Event) -> None:
+        events.append(event)
+
+    hass.bus.async_listen("gemma_edge_action", record)
+    for words in ("Turn off the kitchen lights", "Set the ceiling fan to 50 percent", "Open the garage door"):
+        before = {s.entity_id: s.state for s in hass.states.async_all()}
+        events.clear()
+        await ask(hass, words)  # asserts the answer is a sentence
+        acted = {entity for event in events for entity in event.data["entity_ids"] if event.data["status"] == "executed"}
+        changed = {s.entity_id for s in hass.states.async_all() if before.get(s.entity_id) not in (None, s.state)}
+        changed = {e for e in changed if e.split(".")[0] in ("light", "fan", "cover", "switch", "media_player", "lock")}
+        assert changed <= acted, (words, changed, acted)  # nothing changed but what an action targeted
+        assert len(acted) <= 2, (words, acted)  # no blast radius from a tiny model's call
+        assert hass.states.get("cover.garage_door").state == "closed"  # sensitive: never without a yes
+    await hass.config_entries.async_unload(entry.entry_id)

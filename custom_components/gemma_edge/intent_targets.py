@@ -123,6 +123,16 @@ def is_resolved_intent(hass: HomeAssistant, tool: str) -> bool:
     return isinstance(handler, intent.DynamicServiceIntentHandler)
 
 
+def intent_domains(hass: HomeAssistant, tool: str) -> set[str] | None:
+    """The only domains an intent acts on (None: any)."""
+    if (special := _SPECIALS.get(tool)) is not None:
+        return set(special.domains)
+    handler = hass.data.get(intent.DATA_KEY, {}).get(tool)
+    if isinstance(handler, intent.DynamicServiceIntentHandler) and handler.required_domains:
+        return set(handler.required_domains)
+    return None
+
+
 def says_all(text: str) -> bool:
     """Whether the user's words ask for every matching device ("all the lights")."""
     return bool(_ALL_WORDS.search(text))

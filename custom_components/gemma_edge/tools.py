@@ -17,7 +17,7 @@ from homeassistant.helpers import area_registry as ar, entity_registry as er, fl
 
 from .engine.grammar import ToolSpec
 from .camera_vision import exposed_cameras
-from .intent_targets import FREE_NAME_INTENTS
+from .intent_targets import FREE_NAME_INTENTS, intent_domains
 from .tool_runner import CONFIRM_ARGUMENT, LOOK_TOOL, is_action_tool
 
 CONFIRM_SCHEMA = {
@@ -42,15 +42,18 @@ def exposed_names(hass: HomeAssistant) -> dict[str, list[str]]:
     entities: set[str] = set()
     domains: set[str] = set()
     device_classes: set[str] = set()
+    by_domain: dict[str, set[str]] = {}
     for state in hass.states.async_all():
         if not async_should_expose(hass, CONVERSATION_DOMAIN, state.entity_id):
             continue
-        entities.add(state.name)
+        names = {state.name}
         domains.add(state.domain)
         if isinstance(device_class := state.attributes.get("device_class"), str):
             device_classes.add(device_class)
         if (entry := entity_registry.async_get(state.entity_id)) is not None:
-            entities.update(alias for alias in entry.aliases if isinstance(alias, str))
+            names.update(alias for alias in entry.aliases if isinstance(alias, str))
+        entities.update(names)
+        by_domain.setdefault(state.domain, set()).update(names)
     areas = {a.name for a in ar.async_get(hass).async_list_areas()}
     areas.update(alias for a in ar.async_get(hass).async_list_areas() for alias in a.aliases)
     floors = {f.name for f in fr.async_get(hass).async_list_floors()}
@@ -60,16 +63,19 @@ def exposed_names(hass: HomeAssistant) -> dict[str, list[str]]:
         "floors": sorted(n for n in floors if n),
         "domains": sorted(domains),
         "device_classes": sorted(device_classes),
+        **{f"entities:{domain}": sorted(n for n in names if n) for domain, names in by_domain.items()},
     }
 
 
 def _constrain(
-    schema: dict[str, Any], names: dict[str, list[str]], *, free_name: bool = False, targeted: bool = True
+    schema: dict[str, Any], names: dict[str, list[str]], *, free_name: bool = False, targeted: bool = True,
+    domains: set[str] | None = None,
 ) -> dict[str, Any]:
     """Give name-like parameters the enum of what exists; drop optional ones naming nothing that exists.
 
     ``free_name``: the tool's ``name`` is not a device's (a timer's). ``targeted``: a call that can
-    target by name, area or floor must name one of them."""
+    target by name, area or floor must name one of them. ``domains``: the intent acts only on
+    these domains, so only their devices' names are offered."""
     properties = schema.get("properties")
     if not isinstance(properties, dict):
         return schema
@@ -84,6 +90,10 @@ def _constrain(
         if target.get("type") != "string":
             continue
         allowed = names[kind]
+        if kind == "entities" and domains:
+            allowed = sorted({n for domain in domains for n in names.get(f"entities:{domain}", [])})
+        elif kind == "domains" and domains:
+            allowed = [domain for domain in allowed if domain in domains]
         if "enum" in target:  # a fixed list (device classes): keep the values that exist here
             allowed = [value for value in target["enum"] if value in set(allowed)]
         if not allowed:
@@ -134,8 +144,9 @@ def tool_specs(
     for tool in api.tools:
         declared = convert(tool.parameters, custom_serializer=api.custom_serializer)
         constrained = _constrain(
-            declared, names, free_name=tool.name in FREE_NAME_INTENTS, targeted=targeted and is_action_tool(tool.name)
-        )
+            declared, names, free_name=tool.name in FREE_NAME_INTENTS, targeted=targeted and is_action_tool(tool.name),
+            domains=intent_domains(hass, tool.name),
+        )  # fmt: skip
         if is_action_tool(tool.name):
             declared = _with_confirm(declared)
             constrained = _with_confirm(constrained)
