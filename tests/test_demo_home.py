@@ -295,3 +295,28 @@ async def test_real_model_in_the_demo_home_acts_on_what_it_names(
         assert len(acted) <= 2, (words, acted)  # no blast radius from a tiny model's call
         assert hass.states.get("cover.garage_door").state == "closed"  # sensitive: never without a yes
     await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_what_cannot_be_verified_is_not_waited_for(hass: HomeAssistant, agent: Any) -> None:
+    """A colour is not reported back as sent, a thermostat's "on" is a mode: the action is
+    executed at once (the colour said to be unchecked), not 'unconfirmed' after the wait."""
+    entry, model, calls = agent
+    entry.runtime_data.executor.verify_timeout_s = 30.0  # a wait would time the test out
+    statuses: list[tuple[str, str]] = []
+
+    @callback
+    def record(event: Event) -> None:
+        statuses.append((event.data["status"], event.data["message"]))
+
+    hass.bus.async_listen("gemma_edge_action", record)
+    model.script(call("HassLightSet", name="Bed Light", color="red"))
+    assert await ask(hass, "Make the bed light red") == "Turned on Bed Light."
+    assert statuses[-1] == ("executed", "done (rgb_color not checkable)")
+    assert state(hass, "light.bed_light") == "on"
+    await hass.services.async_call("climate", "turn_off", {"entity_id": "climate.heatpump"}, blocking=True)
+    model.script(call("HassTurnOn", name="HeatPump"))
+    await ask(hass, "Turn on the heat pump")
+    assert statuses[-1] == ("executed", "done") and state(hass, "climate.heatpump") == "heat"
+    model.script(call("HassLightSet", name="Bed Light", brightness=0))
+    await ask(hass, "Bed light to zero")
+    assert statuses[-1][0] == "executed" and state(hass, "light.bed_light") == "off"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 import enum
 from typing import Any
 
@@ -58,12 +59,35 @@ _SIMPLE_TARGETS = {
 }  # fmt: skip
 
 
+# Data a device does not report back as sent (colours, effects, transitions): acted on, not verified.
+UNVERIFIED_KEYS = frozenset(
+    {"rgb_color", "rgbw_color", "rgbww_color", "hs_color", "xy_color", "color_name", "color_temp_kelvin",
+     "color_temp", "kelvin", "effect", "transition", "flash", "white", "profile"}
+)  # fmt: skip
+# Devices whose "on" is a mode or an activity (heat, cool, playing, idle), not the state "on".
+_ON_IS_ANY_STATE = frozenset({"climate", "media_player", "water_heater", "remote"})
+_NOT_ON = frozenset({"off", "standby", "unavailable", "unknown"})
+
+
+def verifiable_part(action: ServiceAction) -> tuple[ServiceAction, list[str]]:
+    """What the device's state can confirm of the action, and the data keys it cannot."""
+    skipped = sorted(key for key in action.data if key in UNVERIFIED_KEYS)
+    target = replace(action, data={k: v for k, v in action.data.items() if k not in UNVERIFIED_KEYS})
+    if action.service == "turn_on" and (target.data.get("brightness_pct") == 0 or target.data.get("brightness") == 0):
+        target = replace(target, service="turn_off", data={})  # brightness 0 turns a light off
+    return target, skipped
+
+
 def expected_state_holds(action: ServiceAction, state: EntityState) -> bool | None:
     """Whether the entity is already where the action would take it; None: no checkable target."""
     data, attrs = action.data, state.attributes
     service = action.service
     if action.domain in ("scene", "script") or (action.domain, service) in ONE_SHOT_SERVICES:
         return None
+    if action.domain in _ON_IS_ANY_STATE and service in ("turn_on", "turn_off") and not data:
+        return state.state not in _NOT_ON if service == "turn_on" else state.state in ("off", "standby")
+    if action.domain == "media_player" and service == "media_stop":
+        return state.state in ("idle", "off", "on", "standby")
     if service in ("turn_on", "turn_off") or service in _SIMPLE_TARGETS:
         if state.state != _SIMPLE_TARGETS[service]:
             return False
