@@ -363,15 +363,7 @@ class LlamaModel:
         import llama_cpp  # noqa: PLC0415
 
         started = time.monotonic()
-        if request.images:
-            tokens, stats = self._evaluate_with_images(request)
-        else:
-            tokens = self.tokenize(request.prompt)
-            self._check_fits(len(tokens), request.max_tokens)
-            stats = GenerationStats(prompt_tokens=len(tokens))
-            # llama-cpp-python re-evaluates the last prompt token when the whole prompt is cached
-            stats.reused_tokens = min(self.cached_prefix(tokens), len(tokens) - 1)
-        stats.evaluated_tokens = len(tokens) - stats.reused_tokens
+        tokens, stats = self._prepare_prompt(request)
         grammar = None
         if request.grammar:
             grammar = llama_cpp.LlamaGrammar.from_string(request.grammar, verbose=False)
@@ -423,6 +415,41 @@ class LlamaModel:
                 stats.decode_tokens_per_s = (stats.completion_tokens - 1) / decode_time
         return stats
 
+    def first_token_logits(self, request: GenerationRequest) -> tuple[Any, GenerationStats]:
+        """The logits the first answer token is sampled from, and the prompt's token counts.
+
+        The prompt goes the way ``generate`` sends it (cached prefix reused, images through mtmd,
+        the rest through llama-cpp-python's ``generate``), which stops at its first sampled token
+        before evaluating it, so llama.cpp's last output row is the last prompt position's. Returns
+        a float32 numpy copy (one value per vocabulary entry). Sampling options and grammar are
+        ignored; nothing is generated. For comparing cached and fresh evaluation by numbers: greedy
+        text is not comparable across CPUs whose SIMD kernels round differently.
+        """
+        self._on_worker()
+        llm = self._require()
+        import numpy as np  # noqa: PLC0415 - a llama-cpp-python dependency
+
+        tokens, stats = self._prepare_prompt(request)
+        steps = llm.generate(tokens, top_k=1, temp=0.0, repeat_penalty=1.0)
+        try:
+            next(steps)
+            logits = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(llm.n_vocab(),)).copy()  # noqa: SLF001
+        finally:
+            steps.close()
+        return logits, stats
+
+    def _prepare_prompt(self, request: GenerationRequest) -> tuple[list[int], GenerationStats]:
+        """The prompt's tokens, its images already evaluated; counts of reused and evaluated tokens."""
+        if request.images:
+            tokens, stats = self._evaluate_with_images(request)
+        else:
+            tokens = self.tokenize(request.prompt)
+            self._check_fits(len(tokens), request.max_tokens)
+            stats = GenerationStats(prompt_tokens=len(tokens))
+            # llama-cpp-python re-evaluates the last prompt token when the whole prompt is cached
+            stats.reused_tokens = min(self.cached_prefix(tokens), len(tokens) - 1)
+        stats.evaluated_tokens = len(tokens) - stats.reused_tokens
+        return tokens, stats
 
     def _check_fits(self, prompt_tokens: int, max_tokens: int) -> None:
         if prompt_tokens + max_tokens > self.settings.n_ctx:
