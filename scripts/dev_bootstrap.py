@@ -1,21 +1,34 @@
 #!/usr/bin/env python3
 """Prepare dev/config, start Home Assistant, configure Gemma Edge Agent through its real config flow.
 
-Run by scripts/develop. The first run creates the login (dev / dev), an engine entry on the
-bundled small model (Gemma 3 270M from the test-model cache) with the tests' tiny random-weight
-vision projector (the image path runs for real; what the model says about a picture is noise), and
-a "Front Door" camera showing a still picture (local_file); later runs reuse them.
+Run by scripts/develop. The home is Home Assistant's own `demo` integration (about 60 entities)
+with Home Assistant's default exposure to Assist. On top of it this script makes sure of, every run:
+
+- the login (dev / dev) and a finished onboarding, so the UI opens straight to the home;
+- an engine entry on the bundled small model (Gemma 3 270M from the test-model cache) with the
+  tests' tiny random-weight vision projector (the image path runs for real; what the model says
+  about a picture is noise);
+- the conversation agent's options a 270M model needs (AGENT_OPTIONS);
+- a "Front Door" camera showing a still picture (local_file).
+
+Every step looks at the actual state (files, config entries, the agent's current options through
+its reconfigure flow) and does only what is missing, so the script can be interrupted anywhere
+(Ctrl+C, kill, kill -9: Home Assistant is stopped with it) and run again, and it ends configured.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
 from pathlib import Path
 import signal
+import socket
 import subprocess
 import sys
 import time
+from typing import Any
 import urllib.error
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -27,37 +40,114 @@ MODELS = Path(os.environ.get("GEMMA_EDGE_TEST_MODELS", Path.home() / ".cache" / 
 DEV_MODEL = Path(os.environ.get("GEMMA_EDGE_DEV_MODEL", MODELS / "gemma-3-270m-q4_k_m.gguf"))
 DEV_PROJECTOR = CONFIG / "models" / "mmproj-tiny-gemma4v.gguf"
 DEV_PICTURE = CONFIG / "www" / "front_door.jpg"
+CAMERA_NAME = "Front Door"
+CAMERA_ENTITY = "camera.front_door"
+
+# A 270M model needs "always act first" to control the home; a real Gemma 4 does not.
+AGENT_OPTIONS: dict[str, Any] = {
+    "tool_choice": "required",
+    "temperature": 0,
+    "max_tokens": 64,
+    "max_history": 4,
+    "llm_hass_api": ["assist"],
+}
+
+# --check: the demo's "Bed Light" (light.bed_light) starts off on every start of the demo.
+CHECK_COMMAND = "Turn on the bed light"
+CHECK_ENTITY = "light.bed_light"
+CHECK_STATE = "on"
+
+
+def step(message: str) -> None:
+    print(f"develop: {message}", flush=True)
+
+
+def _write_atomically(target: Path, write: Any) -> None:
+    """write(path) into a temporary file next to target, then rename: an interrupted run leaves no half file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".partial-{target.name}")
+    partial.unlink(missing_ok=True)
+    write(partial)
+    partial.replace(target)
+
+
+def _login_exists() -> bool:
+    try:
+        users = json.loads((CONFIG / ".storage" / "auth_provider.homeassistant").read_text())["data"]["users"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return any(user.get("username") == USERNAME for user in users)
 
 
 def prepare_config() -> None:
-    """Onboarding done and a login, so the UI opens straight to the home."""
+    """Files Home Assistant reads at start: login, onboarding, our integration, projector, picture."""
     storage = CONFIG / ".storage"
     storage.mkdir(parents=True, exist_ok=True)
     link = CONFIG / "custom_components"
-    if not link.exists():
+    if link.is_symlink() and link.resolve() != ROOT / "custom_components":
+        link.unlink()
+    if not link.is_symlink() and not link.exists():
         link.symlink_to(ROOT / "custom_components")
-    onboarding = storage / "onboarding"
-    if not onboarding.exists():
-        onboarding.write_text(json.dumps({
-            "version": 4, "minor_version": 1, "key": "onboarding",
-            "data": {"done": ["user", "core_config", "analytics", "integration"]},
-        }))  # fmt: skip
+    if not _login_exists():
         subprocess.run(
             [sys.executable, "-c", "import sys; from homeassistant.scripts import auth; auth.run(sys.argv[1:])",
              "--config", str(CONFIG), "add", USERNAME, PASSWORD],
             check=True,
         )  # fmt: skip
+        if not _login_exists():
+            raise SystemExit(f"could not create the login {USERNAME} in {storage}")
+        step(f"created the login {USERNAME} / {PASSWORD}")
+    onboarding = storage / "onboarding"
+    done = ["user", "core_config", "analytics", "integration"]
+    try:
+        onboarded = set(done) <= set(json.loads(onboarding.read_text())["data"]["done"])
+    except (OSError, ValueError, KeyError, TypeError):
+        onboarded = False
+    if not onboarded:
+        text = json.dumps({"version": 4, "minor_version": 1, "key": "onboarding", "data": {"done": done}})
+        _write_atomically(onboarding, lambda path: path.write_text(text))
     if not DEV_PROJECTOR.exists():
         sys.path.insert(0, str(ROOT))
         from tests.mmproj_files import text_embedding_of, write_tiny_mmproj  # noqa: PLC0415
 
-        DEV_PROJECTOR.parent.mkdir(parents=True, exist_ok=True)
-        write_tiny_mmproj(DEV_PROJECTOR, text_embedding_of(DEV_MODEL))
+        _write_atomically(DEV_PROJECTOR, lambda path: write_tiny_mmproj(path, text_embedding_of(DEV_MODEL)))
+        step(f"wrote the tiny vision projector {DEV_PROJECTOR.relative_to(ROOT)}")
     if not DEV_PICTURE.exists():
         from PIL import Image  # noqa: PLC0415
 
-        DEV_PICTURE.parent.mkdir(parents=True, exist_ok=True)
-        Image.effect_mandelbrot((1280, 720), (-2.0, -1.2, 1.0, 1.2), 60).convert("RGB").save(DEV_PICTURE, "JPEG")
+        picture = Image.effect_mandelbrot((1280, 720), (-2.0, -1.2, 1.0, 1.2), 60).convert("RGB")
+        _write_atomically(DEV_PICTURE, lambda path: picture.save(path, "JPEG"))
+
+
+def port_in_use() -> bool:
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        return sock.connect_ex(("127.0.0.1", 8123)) == 0
+
+
+def _stop_with_parent() -> None:
+    """Runs in the child before exec: Linux sends it SIGTERM when this script dies, even by kill -9."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def start_home_assistant() -> subprocess.Popen[bytes]:
+    if port_in_use():
+        raise SystemExit(
+            f"something already listens on {BASE} (an earlier Home Assistant still running?): stop it first,"
+            " e.g. find it with `ss -ltnp 'sport = :8123'`"
+        )
+    preexec = _stop_with_parent if sys.platform.startswith("linux") else None
+    return subprocess.Popen([sys.executable, str(ROOT / "scripts" / "run_hass.py"), "-c", str(CONFIG)], preexec_fn=preexec)  # noqa: PLW1509
+
+
+def stop_home_assistant(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(90)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def wait_until_up(process: subprocess.Popen[bytes], timeout: float = 300) -> None:
@@ -73,70 +163,195 @@ def wait_until_up(process: subprocess.Popen[bytes], timeout: float = 300) -> Non
     raise SystemExit("Home Assistant did not come up in time")
 
 
-def configure_agent(token: str) -> None:
-    """Create the engine entry through the config flow unless it exists."""
-    entries = request("GET", "/api/config/config_entries/entry?domain=gemma_edge", token=token)
-    if entries:
-        return
-    flow = request("POST", "/api/config/config_entries/flow", {"handler": "gemma_edge"}, token)
-    flow = request("POST", f"/api/config/config_entries/flow/{flow['flow_id']}", {"next_step_id": "local"}, token)
-    result = request(
-        "POST", f"/api/config/config_entries/flow/{flow['flow_id']}",
-        {"model_path": str(DEV_MODEL), "mmproj_path": str(DEV_PROJECTOR)}, token,
-    )  # fmt: skip
-    if result.get("type") != "create_entry":
-        raise SystemExit(f"config flow failed: {result}")
-    entry_id = result["result"]["entry_id"]
-    # A 270M model needs "always act first" to control the home; a real Gemma 4 does not.
-    flow = request(
-        "POST", "/api/config/config_entries/subentries/flow",
-        {"handler": [entry_id, "conversation"], "source": "reconfigure", "subentry_id": _subentry(token, entry_id)},
-        token,
-    )  # fmt: skip
-    request(
-        "POST", f"/api/config/config_entries/subentries/flow/{flow['flow_id']}",
-        {"tool_choice": "required", "temperature": 0, "max_tokens": 64, "max_history": 4, "llm_hass_api": ["assist"]},
-        token,
-    )  # fmt: skip
-    flow = request("POST", "/api/config/config_entries/flow", {"handler": "local_file"}, token)
-    request(
-        "POST", f"/api/config/config_entries/flow/{flow['flow_id']}", {"name": "Front Door", "file_path": str(DEV_PICTURE)}, token
-    )  # fmt: skip
-    print(f"configured Gemma Edge Agent on {DEV_MODEL.name} with a vision projector, and a Front Door camera")
+def wait_until_running(process: subprocess.Popen[bytes], token: str, timeout: float = 600) -> None:
+    """The HTTP server answers as soon as the frontend is up; integrations set up until the state is RUNNING."""
+    deadline = time.monotonic() + timeout
+    while (state := request("GET", "/api/config", token=token).get("state")) != "RUNNING":
+        if process.poll() is not None:
+            raise SystemExit(f"Home Assistant exited with {process.returncode}")
+        if time.monotonic() > deadline:
+            raise SystemExit(f"Home Assistant is still {state} after {timeout:.0f} s")
+        time.sleep(1)
 
 
-def _subentry(token: str, entry_id: str) -> str:
+def _entries(token: str, domain: str) -> list[dict[str, Any]]:
+    return request("GET", f"/api/config/config_entries/entry?domain={domain}", token=token) or []
+
+
+def _wait_for_entry_setup(token: str, domain: str, timeout: float = 120) -> list[dict[str, Any]]:
+    """Entries of the domain once none is still setting up (a reload after reconfiguring takes a moment)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        entries = _entries(token, domain)
+        if time.monotonic() > deadline or not any(entry["state"] in ("setup_in_progress", "unload_in_progress") for entry in entries):
+            return entries
+        time.sleep(1)
+
+
+def ensure_engine_entry(token: str) -> str:
+    """The engine entry: created through the config flow when there is none; reported when it did not load."""
+    entries = _wait_for_entry_setup(token, "gemma_edge")
+    if not entries:
+        flow = request("POST", "/api/config/config_entries/flow", {"handler": "gemma_edge"}, token)
+        flow = request("POST", f"/api/config/config_entries/flow/{flow['flow_id']}", {"next_step_id": "local"}, token)
+        result = request(
+            "POST", f"/api/config/config_entries/flow/{flow['flow_id']}",
+            {"model_path": str(DEV_MODEL), "mmproj_path": str(DEV_PROJECTOR)}, token,
+        )  # fmt: skip
+        if result.get("type") != "create_entry":
+            raise SystemExit(f"config flow failed: {result}")
+        step(f"created the engine entry on {DEV_MODEL.name} with a vision projector")
+        entries = _wait_for_entry_setup(token, "gemma_edge")
+    if len(entries) > 1:
+        step(f"{len(entries)} Gemma Edge entries; configuring the first one ({entries[0]['title']})")
+    entry = entries[0]
+    if entry["state"] != "loaded":
+        reason = f": {entry['reason']}" if entry.get("reason") else ""
+        step(f"WARNING: the engine entry '{entry['title']}' is {entry['state']}{reason} (see dev/config/home-assistant.log)")
+    return entry["entry_id"]
+
+
+def _conversation_subentry(token: str, entry_id: str) -> str:
     subentries = websocket(token, {"type": "config_entries/subentries/list", "entry_id": entry_id})
-    return subentries[0]["subentry_id"]
+    for subentry in subentries:
+        if subentry["subentry_type"] == "conversation":
+            return subentry["subentry_id"]
+    raise SystemExit(f"the engine entry {entry_id} has no conversation agent (subentry); add one in the UI or delete the entry")
+
+
+def _current_values(form: dict[str, Any]) -> dict[str, Any]:
+    """What the reconfigure form shows: the subentry's current data (defaults and suggested values)."""
+    values = {}
+    for field in form.get("data_schema", []):
+        suggested = (field.get("description") or {}).get("suggested_value")
+        if suggested is not None:
+            values[field["name"]] = suggested
+        elif "default" in field:
+            values[field["name"]] = field["default"]
+    return values
+
+
+def _reconfigure_form(token: str, entry_id: str, subentry_id: str) -> dict[str, Any]:
+    form = request(
+        "POST", "/api/config/config_entries/subentries/flow",
+        {"handler": [entry_id, "conversation"], "source": "reconfigure", "subentry_id": subentry_id}, token,
+    )  # fmt: skip
+    if form.get("type") != "form":
+        raise SystemExit(f"could not open the agent's reconfigure flow: {form}")
+    return form
+
+
+def _differences(current: dict[str, Any]) -> dict[str, Any]:
+    return {key: current.get(key) for key, value in AGENT_OPTIONS.items() if current.get(key) != value}
+
+
+def ensure_agent_options(token: str, entry_id: str) -> None:
+    """Reconfigure the conversation agent when its current options differ from AGENT_OPTIONS."""
+    subentry_id = _conversation_subentry(token, entry_id)
+    form = _reconfigure_form(token, entry_id, subentry_id)
+    current = _current_values(form)
+    differences = _differences(current)
+    if not differences:
+        request("DELETE", f"/api/config/config_entries/subentries/flow/{form['flow_id']}", token=token)
+        step(f"agent options already set: {json.dumps(AGENT_OPTIONS)}")
+        return
+    # Everything the form has keeps its current value (the prompt, sensitive actions...); ours on top.
+    names = {field["name"] for field in form["data_schema"]}
+    answer = {**{key: value for key, value in current.items() if key in names}, **AGENT_OPTIONS}
+    result = request("POST", f"/api/config/config_entries/subentries/flow/{form['flow_id']}", answer, token)
+    if result.get("type") != "abort" or result.get("reason") != "reconfigure_successful":
+        raise SystemExit(f"reconfiguring the agent failed: {result}")
+    # Read them back the same way: the check is the actual state, not what we sent.
+    form = _reconfigure_form(token, entry_id, subentry_id)
+    request("DELETE", f"/api/config/config_entries/subentries/flow/{form['flow_id']}", token=token)
+    if still := _differences(_current_values(form)):
+        raise SystemExit(f"the agent's options did not take: {still}")
+    step(f"agent options set (were {json.dumps(differences)}): {json.dumps(AGENT_OPTIONS)}")
+
+
+def ensure_camera(token: str) -> None:
+    """The Front Door camera: a local_file entry of that name, created when there is none."""
+    if any(entry["title"] == CAMERA_NAME for entry in _entries(token, "local_file")):
+        step(f"camera '{CAMERA_NAME}' already configured")
+        return
+    flow = request("POST", "/api/config/config_entries/flow", {"handler": "local_file"}, token)
+    result = request("POST", f"/api/config/config_entries/flow/{flow['flow_id']}", {"name": CAMERA_NAME, "file_path": str(DEV_PICTURE)}, token)
+    if result.get("type") != "create_entry":
+        raise SystemExit(f"could not add the {CAMERA_NAME} camera (local_file): {result}")
+    step(f"created the camera '{CAMERA_NAME}' ({DEV_PICTURE.relative_to(ROOT)})")
+
+
+def _log_problems() -> list[str]:
+    """First lines of the ERROR and WARNING records of this run's home-assistant.log."""
+    try:
+        lines = (CONFIG / "home-assistant.log").read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    return [line for line in lines if " ERROR " in line[:40] or " WARNING " in line[:40]]
+
+
+def check(token: str) -> bool:
+    """Ask the agent to act on the demo home, call gemma_edge.ask with the camera, report."""
+    time.sleep(2)  # a reconfigured agent reloads its entry: let that start, then wait for it
+    _wait_for_entry_setup(token, "gemma_edge")
+    states = request("GET", "/api/states", token=token)
+    before = next((s["state"] for s in states if s["entity_id"] == CHECK_ENTITY), None)
+    started = time.monotonic()
+    answer = converse(CHECK_COMMAND, token)
+    took = time.monotonic() - started
+    speech = answer["response"].get("speech", {}).get("plain", {}).get("speech")
+    state = request("GET", f"/api/states/{CHECK_ENTITY}", token=token)["state"]
+    # Exposure is settled per entity the first time someone asks (the agent just did): list it now.
+    exposed = websocket(token, {"type": "homeassistant/expose_entity/list"})["exposed_entities"]
+    to_assist = sorted(entity for entity, assistants in exposed.items() if assistants.get("conversation"))
+    domains: dict[str, int] = {}
+    for entity in to_assist:
+        domains[entity.split(".")[0]] = domains.get(entity.split(".")[0], 0) + 1
+    print(f"home: {len(states)} entities, {len(to_assist)} exposed to Assist ({', '.join(f'{d} {n}' for d, n in sorted(domains.items()))})")
+    print(f"asked {CHECK_COMMAND!r} ({took:.1f} s): speech {json.dumps(speech)}; response type {answer['response'].get('response_type')}")
+    print(f"{CHECK_ENTITY}: {before} -> {state} (wanted {CHECK_STATE})")
+    started = time.monotonic()
+    asked = request(
+        "POST", "/api/services/gemma_edge/ask?return_response",
+        {"text": "Who is at the door?", "camera_entity_id": CAMERA_ENTITY}, token,
+    )["service_response"]  # fmt: skip
+    print(f"gemma_edge.ask with the Front Door camera ({time.monotonic() - started:.1f} s):", json.dumps(asked))
+    problems = _log_problems()
+    print(f"home-assistant.log: {len(problems)} error/warning records")
+    for line in problems:
+        print("  " + line[:300])
+    return state == CHECK_STATE and isinstance(asked.get("text"), str)
 
 
 def main() -> None:
     if not DEV_MODEL.exists():
         raise SystemExit(f"{DEV_MODEL} is missing: run scripts/setup")
     prepare_config()
-    process = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "run_hass.py"), "-c", str(CONFIG)])
-    signal.signal(signal.SIGTERM, lambda *_: process.terminate())
+    process = start_home_assistant()
+
+    def on_sigterm(*_: object) -> None:
+        raise SystemExit(128 + signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    ok = serving = False
     try:
         wait_until_up(process)
         token = login()
-        configure_agent(token)
+        wait_until_running(process, token)
+        entry_id = ensure_engine_entry(token)
+        ensure_agent_options(token, entry_id)
+        ensure_camera(token)
         if "--check" in sys.argv:
-            answer = converse("Turn on the kitchen light", token)
-            state = request("GET", "/api/states/light.kitchen_light", token=token)["state"]
-            print(json.dumps(answer["response"]["speech"]), "kitchen light:", state)
-            asked = request(
-                "POST", "/api/services/gemma_edge/ask?return_response",
-                {"text": "Who is at the door?", "camera_entity_id": "camera.front_door"}, token,
-            )["service_response"]  # fmt: skip
-            print("gemma_edge.ask with the Front Door camera:", json.dumps(asked))
-            process.terminate()
-            process.wait(60)
-            raise SystemExit(0 if state == "on" and isinstance(asked.get("text"), str) else 1)
-        print(f"Home Assistant is running on {BASE} (login {USERNAME} / {PASSWORD}); Ctrl+C stops it.")
-        process.wait()
+            ok = check(token)
+        else:
+            print(f"Home Assistant is running on {BASE} (login {USERNAME} / {PASSWORD}); Ctrl+C stops it.", flush=True)
+            ok = serving = True
+            process.wait()
     except KeyboardInterrupt:
-        process.terminate()
-        process.wait(60)
+        ok = serving
+    finally:
+        stop_home_assistant(process)
+    raise SystemExit(0 if ok else 1)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Talk to the development Home Assistant over its REST API (stdlib only).
 
-    scripts/dev_client.py converse "Turn on the kitchen light"
+    scripts/dev_client.py converse "Turn on the bed light"
     scripts/dev_client.py token
 """
 
