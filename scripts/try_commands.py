@@ -31,7 +31,7 @@ COMMANDS: list[tuple[str, dict[str, tuple[str, Any]]]] = [
     ("Turn off the decorative lights", {"switch.decorative_lights": ("state", "off")}),
     ("Pause the music in the living room", {"media_player.living_room": ("state", "paused")}),
     ("Set the humidifier to 55 percent", {"humidifier.humidifier": ("humidity", 55)}),
-    ("Set the ecobee thermostat to 21 degrees", {"climate.ecobee": ("temperature", 21)}),
+    ("Set the heat pump to 21 degrees", {"climate.heatpump": ("temperature", 21)}),
     ("Mute the bedroom speaker", {"media_player.bedroom": ("is_volume_muted", True)}),
     ("Open the garage door", {}),  # sensitive: asks for confirmation first
     ("Unlock the front door", {}),  # not exposed to Assist

@@ -320,3 +320,12 @@ async def test_what_cannot_be_verified_is_not_waited_for(hass: HomeAssistant, ag
     model.script(call("HassLightSet", name="Bed Light", brightness=0))
     await ask(hass, "Bed light to zero")
     assert statuses[-1][0] == "executed" and state(hass, "light.bed_light") == "off"
+
+
+async def test_an_intent_acts_only_on_its_own_kind_of_device(hass: HomeAssistant, agent: Any) -> None:
+    """HassLightSet declares only the light platform; Home Assistant would send light.turn_on to a
+    cover named in it. Here nothing is called and the answer says the device cannot do that."""
+    _entry, model, calls = agent
+    model.script(call("HassLightSet", name="Hall Window", color="red"))
+    assert await ask(hass, "Make the hall window red") == "Hall Window cannot do that."
+    assert calls == []

@@ -69,3 +69,13 @@ def test_german_and_unknown_languages() -> None:
     assert spoken_outcome("light.turn_off", "Lamp", "executed", "done", "xx") == "Turned off Lamp."
     assert spoken_summary([], "de") == "Ich habe nichts geändert."
     assert spoken_summary(["A.", "A.", "B."]) == "A. B."
+
+
+def test_more_services_read_as_sentences() -> None:
+    assert spoken_outcome("humidifier.set_humidity", "Humidifier", "executed", "done", "en", {"humidity": 55}) == (
+        "Set the humidity of Humidifier to 55%."
+    )
+    assert spoken_outcome("media_player.volume_mute", "Bedroom", "executed", "done", "en", {"is_volume_muted": False}) == (
+        "Unmuted Bedroom."
+    )
+    assert spoken_outcome("cover.stop_cover", "Hall Window", "executed", "done") == "Stopped Hall Window."

@@ -128,9 +128,14 @@ def intent_domains(hass: HomeAssistant, tool: str) -> set[str] | None:
     if (special := _SPECIALS.get(tool)) is not None:
         return set(special.domains)
     handler = hass.data.get(intent.DATA_KEY, {}).get(tool)
-    if isinstance(handler, intent.DynamicServiceIntentHandler) and handler.required_domains:
-        return set(handler.required_domains)
-    return None
+    return _handler_domains(handler) if isinstance(handler, intent.DynamicServiceIntentHandler) else None
+
+
+def _handler_domains(handler: intent.DynamicServiceIntentHandler) -> set[str] | None:
+    """The domains an intent acts on: its required domains, else the platforms it is for
+    (HassLightSet declares only ``platforms={"light"}``; HA would send light.turn_on to a cover)."""
+    domains = handler.required_domains or handler.platforms
+    return set(domains) if domains else None
 
 
 def says_all(text: str) -> bool:
@@ -166,7 +171,7 @@ class IntentTargets:
         slots = {key: value["value"] for key, value in validated.items() if isinstance(value, dict)}
         if tool in ("HassMediaPlayerMute", "HassMediaPlayerUnmute"):
             slots["is_volume_muted"] = tool == "HassMediaPlayerMute"
-        domains = set(slots["domain"]) if slots.get("domain") else handler.required_domains
+        domains = set(slots["domain"]) if slots.get("domain") else _handler_domains(handler)
         states = self._match(tool, args, domains, handler.required_features, handler.required_states)
         data = {
             info.service_data_name or key: slots[key]
@@ -204,7 +209,11 @@ class IntentTargets:
         preferences = intent.MatchTargetsPreferences(area_id=self.area_id, floor_id=self.floor_id)
         match = intent.async_match_targets(self.hass, constraints, preferences)
         if not match.is_match:
-            raise TargetError(_no_match_message(match, args), match.no_match_reason.name.lower() if match.no_match_reason else "")
+            named_elsewhere = bool(args.get("name")) and intent.async_match_targets(
+                self.hass, intent.MatchTargetsConstraints(name=args.get("name"), assistant=CONVERSATION_DOMAIN)
+            ).is_match
+            reason = match.no_match_reason.name.lower() if match.no_match_reason else ""
+            raise TargetError(_no_match_message(match, args, named_elsewhere), reason)
         return list(match.states)
 
     def area_id_name(self) -> str | None:
@@ -238,7 +247,7 @@ _REASONS = {
     "FLOOR": "no matching device on floor {floor}",
     "DOMAIN": "no exposed device of that kind ({domain})",
     "DEVICE_CLASS": "no exposed device of that class",
-    "FEATURE": "the matching device cannot do that",
+    "FEATURE": "{name} cannot do that",
     "STATE": "the matching device is not in a state where that applies (e.g. not playing)",
     "ASSISTANT": "{name} is not exposed to the assistant",
     "INVALID_AREA": "there is no area {area}",
@@ -248,8 +257,10 @@ _REASONS = {
 }
 
 
-def _no_match_message(match: intent.MatchTargetsResult, args: dict[str, Any]) -> str:
+def _no_match_message(match: intent.MatchTargetsResult, args: dict[str, Any], named_elsewhere: bool) -> str:
     reason = match.no_match_reason.name if match.no_match_reason else "NAME"
+    if reason == "NAME" and named_elsewhere:
+        reason = "FEATURE"  # the device exists, but is not one this request can act on
     values = {key: args.get(key) or match.no_match_name or "" for key in ("name", "area", "floor")}
     values["name"] = values["name"] or "that device"
     values["domain"] = ", ".join(_list(args.get("domain")))

@@ -16,6 +16,9 @@ _VERBS = {
     "media_previous_track": ("go back a track on", "went back a track on"), "start": ("start", "started"),
     "return_to_base": ("send home", "sent home"), "set_temperature": ("set the temperature of", "set the temperature of"),
     "select_option": ("change", "changed"), "set_value": ("set", "set"), "set_percentage": ("set the speed of", "set the speed of"),
+    "set_humidity": ("set the humidity of", "set the humidity of"), "set_mode": ("set the mode of", "set the mode of"),
+    "stop_cover": ("stop", "stopped"), "stop_valve": ("stop", "stopped"), "start_mowing": ("start", "started"),
+    "dock": ("dock", "docked"), "volume_mute": ("mute", "muted"), "set_hvac_mode": ("switch", "switched"),
 }  # fmt: skip
 _SOURCES = {
     "conversation": "asked in Assist", "ai_task": "for an AI task", "service": "asked by an automation",
@@ -117,6 +120,8 @@ def spoken_outcome(
     else:
         templates = _SPOKEN["en"] if lang == "de" else templates
         verb, past = _VERBS.get(action, (f"run {action.replace('_', ' ')} on", f"ran {action.replace('_', ' ')} on"))
+        if action == "volume_mute" and (data or {}).get("is_volume_muted") is False:
+            verb, past = "unmute", "unmuted"
     state = _RESULT_STATE.get(action) or message.removeprefix("already ") or "as asked"
     message = message.removeprefix("failed: ").rstrip(".") or status
     return templates.get(status, templates["failed"]).format(
