@@ -47,8 +47,10 @@ async def agent(
     await hass.config_entries.async_unload(entry.entry_id)
 
 
-async def ask(hass: HomeAssistant, text: str, device_id: str | None = None) -> str:
-    result = await conversation.async_converse(hass, text, None, Context(), language="en", agent_id=AGENT, device_id=device_id)
+async def ask(hass: HomeAssistant, text: str, device_id: str | None = None, conversation_id: str | None = None) -> str:
+    result = await conversation.async_converse(
+        hass, text, conversation_id, Context(), language="en", agent_id=AGENT, device_id=device_id
+    )
     await hass.async_block_till_done()
     speech = result.response.speech["plain"]["speech"].strip()
     assert speech and not [bad for bad in FORBIDDEN_IN_SPEECH if bad in speech], speech
@@ -329,3 +331,25 @@ async def test_an_intent_acts_only_on_its_own_kind_of_device(hass: HomeAssistant
     model.script(call("HassLightSet", name="Hall Window", color="red"))
     assert await ask(hass, "Make the hall window red") == "Hall Window cannot do that."
     assert calls == []
+
+
+async def test_act_first_acts_only_on_what_the_user_named(hass: HomeAssistant, agent: Any) -> None:
+    """A tiny model picks any name the grammar allows ("turn off the living room fan" became the
+    Percentage Limited Fan): in "always act first" mode a call acts only on a device whose name
+    or area the user said; a generic word like "lights" is not enough."""
+    _entry, model, calls = agent
+    model.script(call("HassTurnOn", name="Percentage Limited Fan"))
+    assert "which device" in (await ask(hass, "Turn on the living room fan")).lower()
+    model.script(call("HassTurnOff", name="Living Room RGBWW Lights"))
+    assert "which device" in (await ask(hass, "Turn off the decorative lights")).lower()
+    assert calls == []
+    model.script(call("HassTurnOn", name="Living Room Fan"))
+    assert await ask(hass, "Turn on the living room fan", conversation_id="fan") == "Turned on Living Room Fan."
+    assert [c["entity_id"] for c in calls] == ["fan.living_room_fan"]
+    # "it" is what the user named in the last turns of this conversation
+    calls.clear()
+    model.script(call("HassTurnOff", name="Living Room Fan"))
+    assert await ask(hass, "Turn it off again", conversation_id="fan") == "Turned off Living Room Fan."
+    model.script(call("HassTurnOn", name="Living Room Fan"))
+    assert "which device" in (await ask(hass, "Turn it on again")).lower()  # another conversation
+    assert [c["entity_id"] for c in calls] == ["fan.living_room_fan"]

@@ -318,6 +318,8 @@ class GemmaConversationEntity(conversation.ConversationEntity, conversation.Abst
                 source=source,
                 vision=self.entry.runtime_data.vision if self.entry.runtime_data.engine.has_vision else None,
                 device_id=user_input.device_id,
+                # a very small model dedicated to home control names devices only the user named
+                strict_names=options.get(CONF_TOOL_CHOICE, DEFAULT_TOOL_CHOICE) == "required",
             )
         # Calls may name only a kind of device when the user said "all" or speaks in an area.
         targeted = not (says_all(user_input.text) or (runner is not None and runner.targets.area_id))

@@ -22,7 +22,7 @@ import voluptuous as vol
 from homeassistant.components.conversation import DOMAIN as CONVERSATION_DOMAIN
 from homeassistant.core import Context, HomeAssistant, State
 from homeassistant.exceptions import HomeAssistantError
-from homeassistant.helpers import area_registry as ar, device_registry as dr, intent
+from homeassistant.helpers import area_registry as ar, device_registry as dr, entity_registry as er, intent
 
 from .actions.model import ServiceAction
 
@@ -75,8 +75,12 @@ class _Special:
 def _humidifier_mode(state: State, slots: dict[str, Any]) -> list[ServiceAction]:
     mode = slots["mode"]
     modes = state.attributes.get("available_modes") or []
-    if mode not in modes:
-        raise TargetError(f"{state.name} has no mode {mode!r}; its modes: {', '.join(map(str, modes))}", "mode")
+    if mode not in modes:  # the model's word is not repeated: it may be anything
+        raise TargetError(
+            f"{state.name} has no such mode; its modes are {', '.join(map(str, modes))}" if modes
+            else f"{state.name} has no modes",
+            "mode",
+        )
     actions = [ServiceAction("humidifier", "turn_on", state.entity_id)] if state.state == "off" else []
     return [*actions, ServiceAction("humidifier", "set_mode", state.entity_id, {"mode": mode})]
 
@@ -143,13 +147,35 @@ def says_all(text: str) -> bool:
     return bool(_ALL_WORDS.search(text))
 
 
-class IntentTargets:
-    """Resolves one turn's intent calls to per-entity service actions."""
+# Words that name a kind of device, not a device: they do not show which device the user meant.
+_GENERIC_WORDS = frozenset(
+    "the and all light lights lamp lamps fan fans window windows door doors switch switches speaker speakers "
+    "player players cover covers blind blinds shade shades tv room please turn set open close".split()
+)
 
-    def __init__(self, hass: HomeAssistant, *, turn_text: str, device_id: str | None) -> None:
+
+def _words(text: str) -> set[str]:
+    return {w for w in re.findall(r"\w+", text.lower()) if len(w) >= 3 and w not in _GENERIC_WORDS}
+
+
+class IntentTargets:
+    """Resolves one turn's intent calls to per-entity service actions.
+
+    ``strict_names`` (the "always act first" mode for very small models): a call naming a device
+    or an area acts only if a distinctive word of that device's name, alias or area is in the
+    user's words; a tiny model otherwise picks any name the grammar allows."""
+
+    def __init__(
+        self, hass: HomeAssistant, *, turn_text: str, device_id: str | None, strict_names: bool = False,
+        said: str | None = None,
+    ) -> None:  # fmt: skip
         self.hass = hass
         self.turn_text = turn_text
         self.area_id, self.floor_id = self._device_area(device_id)
+        self.strict_names = strict_names
+        said = turn_text if said is None else said
+        self._said = _words(said)
+        self._said_joined = re.sub(r"\W+", "", said.lower())
 
     def _device_area(self, device_id: str | None) -> tuple[str | None, str | None]:
         if not device_id or (device := dr.async_get(self.hass).async_get(device_id)) is None or not device.area_id:
@@ -214,7 +240,26 @@ class IntentTargets:
             ).is_match
             reason = match.no_match_reason.name.lower() if match.no_match_reason else ""
             raise TargetError(_no_match_message(match, args, named_elsewhere), reason)
-        return list(match.states)
+        states = list(match.states)
+        if self.strict_names and (args.get("name") or args.get("area")):
+            states = [state for state in states if self._mentioned(state, args)]
+            if not states:
+                raise TargetError("which device do you mean? Say its name or its area", "not_mentioned")
+        return states
+
+    def _mentioned(self, state: State, args: dict[str, Any]) -> bool:
+        """A distinctive word of what the call named (the device's names, or the area) was said."""
+        said = self._said
+        if args.get("area") and not args.get("name"):
+            return bool(_words(str(args["area"])) & said) or re.sub(r"\W+", "", str(args["area"]).lower()) in self._said_joined
+        names = [state.name]
+        if (entry := er.async_get(self.hass).async_get(state.entity_id)) is not None:
+            names.extend(alias for alias in entry.aliases if isinstance(alias, str))
+        # a distinctive word, or the whole name said as one word or apart ("heat pump" = HeatPump)
+        return any(
+            _words(name) & said or (len(joined := re.sub(r"\W+", "", name.lower())) >= 4 and joined in self._said_joined)
+            for name in names
+        )
 
     def area_id_name(self) -> str | None:
         area = ar.async_get(self.hass).async_get_area(self.area_id) if self.area_id else None

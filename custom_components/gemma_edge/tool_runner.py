@@ -56,6 +56,7 @@ class ToolRunner:
         source: str = "conversation",
         vision: CameraVision | None = None,
         device_id: str | None = None,
+        strict_names: bool = False,
     ) -> None:
         self.hass = hass
         self.executor = executor
@@ -66,7 +67,6 @@ class ToolRunner:
         self.sensitive_policy = sensitive_policy
         self.source = source
         self.vision = vision
-        self.targets = IntentTargets(hass, turn_text=turn_text, device_id=device_id)
         # What this turn did and saw: outcomes of actions, snapshots by the tool call that took them.
         self.outcomes: list[ActionOutcome] = []
         self.snapshots: dict[str, tuple[str, PreparedImage]] = {}
@@ -79,6 +79,9 @@ class ToolRunner:
         # A confirmation answers the question of the turn right before, with the user's own "yes".
         self.confirms_scope = executor.turns.previous(source, conversation_id)
         self.affirmed = is_affirmation(turn_text)
+        # names the user may mean: this turn's words and the last turns' ("yes", "turn it off")
+        said = f"{turn_text}\n{executor.turns.earlier_words(source, conversation_id)}"
+        self.targets = IntentTargets(hass, turn_text=turn_text, device_id=device_id, strict_names=strict_names, said=said)
 
     async def async_run(self, tool_input: llm.ToolInput) -> dict[str, Any]:
         """Run a tool call; the result is what the model reads (never raises)."""
@@ -103,6 +106,8 @@ class ToolRunner:
             return {"results": [outcome.for_model()]}
         except TargetError as err:
             said = f"{str(err)[:1].upper()}{str(err)[1:]}"
+            if err.reason == "invalid_arguments":  # the model's own words: not for the user
+                said = "Sorry, I could not work out how to do that"
             self.notes.append(said if said.endswith(("?", ".", "!")) else f"{said}.")
             return {"error": "no action taken", "reason": err.reason, "error_text": str(err)}
         except (HomeAssistantError, ValueError, KeyError, TypeError) as err:

@@ -21,6 +21,8 @@ import uuid
 # Same words in the same conversation within this many seconds of the turn's end (or while it
 # runs), nothing in between: a retry.
 RETRY_WINDOW_S = 10.0
+# Turns whose words are remembered per conversation (the current one included): what "it" may mean.
+WORDS_REMEMBERED = 3
 # Conversations remembered (the oldest is forgotten first).
 MAX_CONVERSATIONS = 512
 
@@ -37,6 +39,9 @@ class TurnScopes:
         self.retry_window_s = retry_window_s
         # per conversation: (digest of the last turn's words, its time, its id, the turn before's id)
         self._last: OrderedDict[str, tuple[str, float, str, str | None]] = OrderedDict()
+        # per conversation: the words of its last few turns, the current one last ("open the
+        # garage door", "yes", "yes, open it")
+        self._words: dict[str, tuple[str, ...]] = {}
 
     def scope(self, source: str, conversation_id: str, words: str) -> str:
         """The scope of a new turn with these words (the last turn's, if this is its retry)."""
@@ -47,9 +52,11 @@ class TurnScopes:
             turn, previous = last[2], last[3]
         else:
             turn, previous = uuid.uuid4().hex[:16], last[2] if last is not None else None
+            self._words[key] = (*self._words.get(key, ())[-WORDS_REMEMBERED + 1 :], words)
         self._last[key] = (digest, now, turn, previous)
         while len(self._last) > MAX_CONVERSATIONS:
-            self._last.popitem(last=False)
+            forgotten, _ = self._last.popitem(last=False)
+            self._words.pop(forgotten, None)
         return f"{key}:{turn}"
 
     def finish(self, source: str, conversation_id: str) -> None:
@@ -57,6 +64,10 @@ class TurnScopes:
         key = f"{source}:{conversation_id}"
         if (last := self._last.get(key)) is not None:
             self._last[key] = (last[0], self.clock(), last[2], last[3])
+
+    def earlier_words(self, source: str, conversation_id: str) -> str:
+        """What the user said in the last turns before the current one ("" if nothing)."""
+        return "\n".join(self._words.get(f"{source}:{conversation_id}", ())[:-1])
 
     def previous(self, source: str, conversation_id: str) -> str | None:
         """The scope of the turn before the current one: the only turn whose question the
