@@ -1,7 +1,9 @@
 """Stateful Hypothesis test of executor + ledger: repeats, key reuse, concurrency, crashes, clock.
 
 Invariants: no action id is ever called twice (one-shot actions at most once per key, nothing
-retried automatically); desired-state outcomes leave the entity in the requested state; every
+retried automatically); desired-state outcomes leave the entity in the requested state; asking
+again in a new turn after someone else changed the device reaches the asked state; a sensitive
+action runs only in the turn right after its question, each question used at most once; every
 claimed key survives restarts until its retention ends. GEMMA_EDGE_STATEFUL_EXAMPLES sets the
 number of generated schedules (CI default 60; the benchmark runs 10,000).
 """
@@ -69,6 +71,10 @@ class ExecutorMachine(RuleBasedStateMachine):
 
         self.home.call = counting_call  # type: ignore[method-assign]
         self.claimed: dict[str, float] = {}  # key -> created_at
+        self.turn_count = 0
+        # the lock conversation: its last turn's scope, and the question that turn asked
+        self.lock_turn: str | None = None
+        self.lock_question: tuple[str, str] | None = None
         self.executor = self._start()
 
     def _start(self) -> ActionExecutor:
@@ -117,13 +123,46 @@ class ExecutorMachine(RuleBasedStateMachine):
         self.loop.run_until_complete(asyncio.sleep(0.01))
         task.cancel()
 
-        async def settle() -> None:
-            await asyncio.gather(task, return_exceptions=True)
+        async def die() -> None:  # everything the process was running ends with it
+            others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for other in others:
+                other.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
 
-        self.loop.run_until_complete(settle())
+        self.loop.run_until_complete(die())
         self.loop.run_until_complete(self.executor.async_stop())
         self.home.hang.clear()
         self.restart()
+
+    @rule(service=st.sampled_from(["turn_on", "turn_off"]))
+    def ask_again_after_an_outside_change(self, service: str) -> None:
+        """Asked, changed back by someone else, asked again in a new turn: the asked state."""
+        action = ServiceAction("light", service, "light.a")
+        self._record(self.loop.run_until_complete(self.executor.execute(ActionRequest(action, self._new_turn("c3"), "conversation"))))
+        self.home.states["light.a"] = EntityState("off" if service == "turn_on" else "on")
+        again = self.loop.run_until_complete(self.executor.execute(ActionRequest(action, self._new_turn("c3"), "conversation")))
+        self._record(again)
+        assert again.status is ActionStatus.EXECUTED and expected_state_holds(action, self.home.states["light.a"]), again
+
+    @rule(service=st.sampled_from(["lock", "unlock"]), confirmed=st.booleans(), outside_change=st.booleans())
+    def lock_conversation_turn(self, service: str, confirmed: bool, outside_change: bool) -> None:
+        """One turn of a conversation about the (sensitive) lock: it acts only when the turn right
+        before asked about this very action, and each question is used at most once."""
+        if outside_change:
+            self.home.states["lock.door"] = EntityState("unlocked" if self.home.states["lock.door"].state == "locked" else "locked")
+        action, previous, scope = ServiceAction("lock", service, "lock.door"), self.lock_turn, self._new_turn("lockconv")
+        outcome = self.loop.run_until_complete(self.executor.execute(ActionRequest(
+            action, scope, "conversation", confirmed=confirmed, confirms_scope=previous, conversation_id="lockconv"
+        )))  # fmt: skip
+        self._record(outcome)
+        if outcome.status in (ActionStatus.EXECUTED, ActionStatus.UNCONFIRMED):
+            assert confirmed and self.lock_question == (previous, service), (outcome, self.lock_question)
+        self.lock_turn = scope
+        self.lock_question = (scope, service) if outcome.status is ActionStatus.NEEDS_CONFIRMATION else None
+
+    def _new_turn(self, conversation: str) -> str:
+        self.turn_count += 1
+        return f"conversation:{conversation}:turn{self.turn_count}"
 
     @rule()
     def restart(self) -> None:
