@@ -175,3 +175,28 @@ async def demo_home(hass: HomeAssistant) -> dict[str, str]:
             entities.async_update_entity(entity_id, area_id=ids[name])
     await hass.async_block_till_done()
     return ids
+
+
+@pytest.fixture
+async def agent(
+    hass: HomeAssistant, smollm2_path: Path, demo_home: dict[str, str]
+) -> AsyncGenerator[tuple[ConfigEntry, Any, list[dict[str, Any]]]]:
+    """SmolLM2 as "always act first" agent in the demo home with scripted output
+    (tests/scripted_model.py); also every service call Home Assistant receives."""
+    from homeassistant.const import EVENT_CALL_SERVICE  # noqa: PLC0415
+    from homeassistant.core import Event  # noqa: PLC0415
+
+    from .scripted_model import ScriptedModel  # noqa: PLC0415
+
+    entry = await async_create_local_entry(hass, smollm2_path, SMALL_MODEL_AGENT)
+    entry.runtime_data.executor.verify_timeout_s = 0.5
+    calls: list[dict[str, Any]] = []
+
+    @callback
+    def record(event: Event) -> None:
+        if event.data["domain"] not in ("logbook", "system_log"):
+            calls.append({"service": f"{event.data['domain']}.{event.data['service']}", **event.data["service_data"]})
+
+    hass.bus.async_listen(EVENT_CALL_SERVICE, record)
+    yield entry, ScriptedModel(entry.runtime_data.engine), calls
+    await hass.config_entries.async_unload(entry.entry_id)

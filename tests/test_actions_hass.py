@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from custom_components.gemma_edge.actions.executor import ActionRequest
+from custom_components.gemma_edge.actions.model import ServiceAction
 from custom_components.gemma_edge.activity import EVENT_ACTION
 from custom_components.gemma_edge.tool_runner import ToolRunner
 from homeassistant.components.homeassistant.exposed_entities import async_expose_entity
@@ -111,8 +113,13 @@ async def test_turn_on_once_then_deduplicated_then_no_op(hass: HomeAssistant, ho
 async def test_toggle_and_brightness_become_absolute(hass: HomeAssistant, home) -> None:  # noqa: ANN001
     entry, events = home
     await run(hass, entry, "kitchen on", "HassTurnOn", {"name": "Kitchen Light"})
-    toggled = await run(hass, entry, "toggle the kitchen light", "HassToggle", {"name": "Kitchen Light"})
-    assert statuses(toggled) == ["executed"]
+    # HassToggle is not among Assist's LLM tools: a model cannot call it
+    assert (await run(hass, entry, "toggle the kitchen light", "HassToggle", {"name": "Kitchen Light"}))["error"] == "no such tool"
+    # a toggle from elsewhere (a cloud command) becomes the absolute opposite of the current state
+    toggled = await entry.runtime_data.executor.execute(
+        ActionRequest(ServiceAction("light", "toggle", "light.kitchen_light"), scope="cloud-1", source="cloud")
+    )
+    assert toggled.status.value == "executed"
     assert events[-1].data["service"] == "light.turn_off"
     assert hass.states.get("light.kitchen_light").state == "off"
     dimmed = await run(hass, entry, "kitchen at 40 percent", "HassLightSet", {"name": "Kitchen Light", "brightness": 40})

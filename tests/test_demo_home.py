@@ -8,7 +8,6 @@ not name, an area it did not name, or an unexposed one, and every answer must be
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
@@ -16,52 +15,12 @@ import pytest
 
 from custom_components.gemma_edge.const import CONF_TOOL_CHOICE
 from homeassistant.components import conversation
-from homeassistant.config_entries import ConfigEntry
-from homeassistant.const import EVENT_CALL_SERVICE
 from homeassistant.core import Context, Event, HomeAssistant, callback
 from homeassistant.helpers import device_registry as dr, intent
 
 from .conftest import SMALL_MODEL_AGENT, async_create_local_entry
+from .demo_agent import AGENT, ask, state
 from .scripted_model import ScriptedModel, call
-
-AGENT = "conversation.gemma_conversation"
-FORBIDDEN_IN_SPEECH = ("{", "}", "<|", '"name":', "Hass")
-
-
-@pytest.fixture
-async def agent(
-    hass: HomeAssistant, smollm2_path: Path, demo_home: dict[str, str]
-) -> AsyncGenerator[tuple[ConfigEntry, ScriptedModel, list[dict[str, Any]]]]:
-    """SmolLM2 as "always act first" agent with scripted output; the service calls HA receives."""
-    entry = await async_create_local_entry(hass, smollm2_path, SMALL_MODEL_AGENT)
-    entry.runtime_data.executor.verify_timeout_s = 0.5
-    calls: list[dict[str, Any]] = []
-
-    @callback
-    def record(event: Event) -> None:
-        if event.data["domain"] not in ("logbook", "system_log"):
-            calls.append({"service": f"{event.data['domain']}.{event.data['service']}", **event.data["service_data"]})
-
-    hass.bus.async_listen(EVENT_CALL_SERVICE, record)
-    yield entry, ScriptedModel(entry.runtime_data.engine), calls
-    await hass.config_entries.async_unload(entry.entry_id)
-
-
-async def ask(hass: HomeAssistant, text: str, device_id: str | None = None, conversation_id: str | None = None) -> str:
-    result = await conversation.async_converse(
-        hass, text, conversation_id, Context(), language="en", agent_id=AGENT, device_id=device_id
-    )
-    await hass.async_block_till_done()
-    speech = result.response.speech["plain"]["speech"].strip()
-    assert speech and not [bad for bad in FORBIDDEN_IN_SPEECH if bad in speech], speech
-    return speech
-
-
-def state(hass: HomeAssistant, entity_id: str, attribute: str | None = None) -> Any:
-    current = hass.states.get(entity_id)
-    assert current is not None
-    return current.attributes.get(attribute) if attribute else current.state
-
 
 async def test_demo_home_is_a_real_home(hass: HomeAssistant, demo_home: dict[str, str]) -> None:
     """The fixture is the home the issue describes: dozens of entities, HA's default exposure."""
@@ -103,8 +62,6 @@ async def test_ceiling_fan_by_name_changes_that_fan_only(hass: HomeAssistant, ag
          [{"service": "light.turn_off", "entity_id": "light.kitchen_lights"}]),
         ("Dim the bed light to 30%", "HassLightSet", {"name": "Bed Light", "brightness": 30},
          [{"service": "light.turn_on", "entity_id": "light.bed_light", "brightness_pct": 30}]),
-        ("Toggle the decorative lights", "HassToggle", {"name": "Decorative Lights"},
-         [{"service": "switch.turn_off", "entity_id": "switch.decorative_lights"}]),
         ("Close the hall window", "HassTurnOff", {"name": "Hall Window"},
          [{"service": "cover.close_cover", "entity_id": "cover.hall_window"}]),
         ("Set the living room window to 20%", "HassSetPosition", {"name": "Living Room Window", "position": 20},
@@ -342,7 +299,14 @@ async def test_act_first_acts_only_on_what_the_user_named(hass: HomeAssistant, a
     assert "which device" in (await ask(hass, "Turn on the living room fan")).lower()
     model.script(call("HassTurnOff", name="Living Room RGBWW Lights"))
     assert "which device" in (await ask(hass, "Turn off the decorative lights")).lower()
+    # a name the user did not say is not blamed on the device ("Hall Window cannot do that")
+    model.script(call("HassTurnOff", name="Hall Window", domain=["humidifier"]))
+    assert "which device" in (await ask(hass, "Turn off the kitchen lights")).lower()
     assert calls == []
+    # with a name the user said, kinds the model added do not hide the device
+    model.script(call("HassTurnOff", name="Kitchen Lights", domain=["humidifier", "humidifier"], device_class=["tv"]))
+    assert await ask(hass, "Turn off the kitchen lights") == "Turned off Kitchen Lights."
+    calls.clear()
     model.script(call("HassTurnOn", name="Living Room Fan"))
     assert await ask(hass, "Turn on the living room fan", conversation_id="fan") == "Turned on Living Room Fan."
     assert [c["entity_id"] for c in calls] == ["fan.living_room_fan"]
@@ -353,3 +317,13 @@ async def test_act_first_acts_only_on_what_the_user_named(hass: HomeAssistant, a
     model.script(call("HassTurnOn", name="Living Room Fan"))
     assert "which device" in (await ask(hass, "Turn it on again")).lower()  # another conversation
     assert [c["entity_id"] for c in calls] == ["fan.living_room_fan"]
+
+
+async def test_act_first_may_act_after_looking_something_up(hass: HomeAssistant, agent: Any) -> None:
+    """A model that first reads the live context has not acted yet: its next step may still call
+    a tool (it was limited to words, and "open the garage door" ended as tool syntax in text)."""
+    _entry, model, calls = agent
+    model.script(call("GetLiveContext"), call("HassTurnOn", name="Garage Door"))
+    assert "confirmation" in await ask(hass, "Open the garage door")
+    assert model.requests[1].grammar is not None  # the second step could call a tool
+    assert calls == []

@@ -87,6 +87,8 @@ async def _async_start_executor(hass: HomeAssistant, entry: ConfigEntry) -> Acti
         ActionLedger(ledger_path(hass, entry.entry_id)),
         HassHome(hass),
         on_outcome=lambda outcome: announce_outcome(hass, entry.entry_id, outcome),
+        # not the entry's tasks: unloading the entry must not cancel a script halfway
+        spawn=lambda coro, name: hass.async_create_background_task(coro, name),
     )
     try:
         recovered = await executor.async_start()

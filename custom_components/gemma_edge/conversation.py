@@ -346,8 +346,11 @@ class GemmaConversationEntity(conversation.ConversationEntity, conversation.Abst
                 # "Always act first": the outcomes are the answer; no second generation.
                 await self._async_say(chat_log, runner.spoken(language))
                 break
-            # "Always act first": the first step must call tools, the next one answers in words.
-            tool_choice = ("required" if iteration == 0 else "none") if act_first else "auto"
+            # "Always act first": the first step must call tools; after acting, the answer is in
+            # words; after only looking something up, the model may act or answer.
+            tool_choice = "auto"
+            if act_first:
+                tool_choice = "required" if iteration == 0 else "none" if runner is None or runner.outcomes or runner.notes else "auto"
             step = StepOptions(
                 max_tokens=max(max_tokens, TOOL_STEP_MIN_TOKENS) if tool_choice == "required" else max_tokens,
                 temperature=float(options.get(CONF_TEMPERATURE, DEFAULT_TEMPERATURE)),
@@ -407,10 +410,11 @@ class GemmaConversationEntity(conversation.ConversationEntity, conversation.Abst
         if text := guard.finish():
             yield {"content": text}
         if not calls and guard.said_nothing:
-            LOGGER.debug("Unusable answer replaced (rejected: %s)", guard.rejected)
+            LOGGER.debug("Unusable answer replaced (kept back: %r)", guard.rejected_text[:200])
             yield {"content": runner.spoken(language) if runner and (runner.outcomes or runner.notes) else UNUSABLE_ANSWER}
         for call in calls:
             result = await runner.async_run(call) if runner else {"error": "no tools are available"}
+            LOGGER.debug("%s: tool call %s %s -> %s", self.entity_id, call.tool_name, call.tool_args, str(result)[:300])
             yield {"role": "tool_result", "tool_call_id": call.id, "tool_name": call.tool_name, "tool_result": result}
 
     def _error_result(

@@ -22,7 +22,7 @@ import voluptuous as vol
 from homeassistant.components.conversation import DOMAIN as CONVERSATION_DOMAIN
 from homeassistant.core import Context, HomeAssistant, State
 from homeassistant.exceptions import HomeAssistantError
-from homeassistant.helpers import area_registry as ar, device_registry as dr, entity_registry as er, intent
+from homeassistant.helpers import area_registry as ar, device_registry as dr, intent
 
 from .actions.model import ServiceAction
 
@@ -185,6 +185,10 @@ class IntentTargets:
 
     def resolve(self, tool: str, args: dict[str, Any]) -> list[tuple[State, list[ServiceAction]]]:
         """The matched entities and, for each, the service actions to run (raises TargetError)."""
+        if self.strict_names:
+            self._check_named(args)
+            if args.get("name"):  # the name says which device; a tiny model's added kinds are noise
+                args = {key: value for key, value in args.items() if key not in ("domain", "device_class")}
         if (special := _SPECIALS.get(tool)) is not None:
             slots = self._validate(vol.Schema(special.schema, extra=vol.ALLOW_EXTRA), args)
             states = self._match(tool, args, set(special.domains), special.features or None, None)
@@ -240,26 +244,19 @@ class IntentTargets:
             ).is_match
             reason = match.no_match_reason.name.lower() if match.no_match_reason else ""
             raise TargetError(_no_match_message(match, args, named_elsewhere), reason)
-        states = list(match.states)
-        if self.strict_names and (args.get("name") or args.get("area")):
-            states = [state for state in states if self._mentioned(state, args)]
-            if not states:
-                raise TargetError("which device do you mean? Say its name or its area", "not_mentioned")
-        return states
+        return list(match.states)
 
-    def _mentioned(self, state: State, args: dict[str, Any]) -> bool:
-        """A distinctive word of what the call named (the device's names, or the area) was said."""
-        said = self._said
-        if args.get("area") and not args.get("name"):
-            return bool(_words(str(args["area"])) & said) or re.sub(r"\W+", "", str(args["area"]).lower()) in self._said_joined
-        names = [state.name]
-        if (entry := er.async_get(self.hass).async_get(state.entity_id)) is not None:
-            names.extend(alias for alias in entry.aliases if isinstance(alias, str))
-        # a distinctive word, or the whole name said as one word or apart ("heat pump" = HeatPump)
-        return any(
-            _words(name) & said or (len(joined := re.sub(r"\W+", "", name.lower())) >= 4 and joined in self._said_joined)
-            for name in names
-        )
+    def _check_named(self, args: dict[str, Any]) -> None:
+        """Strict names: each name, area or floor in the call was said by the user."""
+        for key in TARGET_ARGUMENTS:
+            if (value := args.get(key)) and not self._said_name(str(value)):
+                raise TargetError("which device do you mean? Say its name or its area", "not_mentioned")
+
+    def _said_name(self, name: str) -> bool:
+        """A distinctive word of the name, or the whole name said as one word or apart ("heat
+        pump" = HeatPump), is in the user's words."""
+        joined = re.sub(r"\W+", "", name.lower())
+        return bool(_words(name) & self._said) or (len(joined) >= 4 and joined in self._said_joined)
 
     def area_id_name(self) -> str | None:
         area = ar.async_get(self.hass).async_get_area(self.area_id) if self.area_id else None

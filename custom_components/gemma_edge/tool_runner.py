@@ -2,8 +2,10 @@
 
 Every Assist intent that acts on entities (HassTurnOn, HassFanSetSpeed, HassSetVolumeRelative, ...)
 is resolved to exposed entities by ``intent_targets`` and runs as one ServiceAction per entity.
-Read-only tools go to Home Assistant's LLM API directly. Every other tool (scripts, broadcasts,
-timers, lists, media search) runs through the executor as a one-shot action: at most once per key.
+Other tools that change something (scripts, broadcasts, timers, lists, media search) run through
+the executor as one-shot actions: at most once per key. Tools that only read go to Home
+Assistant's LLM API directly. Other APIs' tools, which may do either, run once per turn (a retry
+never runs them twice) and again, without a question, when asked again.
 """
 
 from __future__ import annotations
@@ -12,20 +14,23 @@ from typing import Any
 
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError
-from homeassistant.helpers import llm
+from homeassistant.helpers import intent, llm
 
-from .actions.executor import ActionExecutor, ActionOutcome, ActionRequest
+from .actions.executor import RESULT_PREFIX, ActionExecutor, ActionOutcome, ActionRequest
 from .actions.describe import spoken_outcome, spoken_summary
 from .actions.model import ServiceAction
 from .actions.policy import SensitivePolicy
 from .actions.turns import is_affirmation
 from .camera_vision import CameraVision
 from .engine.images import PreparedImage
-from .intent_targets import SEARCH_AND_PLAY, IntentTargets, TargetError, is_resolved_intent
+from .prompt_budget import compact_live_context
+from .intent_targets import ONE_SHOT_INTENTS, SEARCH_AND_PLAY, IntentTargets, TargetError, is_resolved_intent
 
 CONFIRM_ARGUMENT = "confirm"
+LIVE_CONTEXT_TOOL = "GetLiveContext"
 # Our own read-only tool: a snapshot of an exposed camera, shown to the model in the next step.
 LOOK_TOOL = "LookAtCamera"
+# Home Assistant's tools that only read (the rest of its intents and every script change something).
 READ_ONLY_TOOLS = frozenset(
     {
         "GetLiveContext", "GetDateTime", "HassGetState", "HassGetWeather", "HassClimateGetTemperature",
@@ -35,9 +40,41 @@ READ_ONLY_TOOLS = frozenset(
 )  # fmt: skip
 
 
-def is_action_tool(name: str) -> bool:
-    """Tools that change something (they get the ``confirm`` argument)."""
-    return name not in READ_ONLY_TOOLS and name != LOOK_TOOL
+def is_action_tool(hass: HomeAssistant, tool: llm.Tool) -> bool:
+    """Tools known to change something: they run through the executor as one-shot actions (at
+    most once per key, a quick repeat and sensitive ones confirmed) and get the ``confirm``
+    argument: scripts, Assist's acting intents, timers, lists, broadcasts, intent scripts."""
+    tool = _unwrapped(tool)
+    name = tool.name
+    if name in READ_ONLY_TOOLS or name == LOOK_TOOL:
+        return False
+    if isinstance(tool, llm.ActionTool):
+        return True
+    if not isinstance(tool, llm.IntentTool):
+        return False
+    handler = hass.data.get(intent.DATA_KEY, {}).get(name)
+    return (
+        name in ONE_SHOT_INTENTS
+        or is_resolved_intent(hass, name)
+        or isinstance(handler, intent.ServiceIntentHandler)
+        or type(handler).__name__ == "ScriptIntentHandler"  # intent_script: runs the user's actions
+    )
+
+
+def is_read_tool(hass: HomeAssistant, tool: llm.Tool) -> bool:
+    """Tools known only to read (Home Assistant's context, calendar, to-do and question intents):
+    they pass straight through, as often as asked."""
+    tool = _unwrapped(tool)
+    if tool.name in READ_ONLY_TOOLS or isinstance(tool, _READ_TOOL_CLASSES):
+        return True
+    return isinstance(tool, llm.IntentTool) and not is_action_tool(hass, tool)
+
+
+_READ_TOOL_CLASSES = (llm.GetLiveContextTool, llm.GetDateTimeTool, llm.CalendarGetEventsTool, llm.TodoGetItemsTool)
+
+
+def _unwrapped(tool: llm.Tool) -> llm.Tool:
+    return tool.tool if isinstance(tool, llm.NamespacedTool) else tool
 
 
 class ToolRunner:
@@ -67,6 +104,7 @@ class ToolRunner:
         self.sensitive_policy = sensitive_policy
         self.source = source
         self.vision = vision
+        self._tools = {tool.name: tool for tool in api.tools}
         # What this turn did and saw: outcomes of actions, snapshots by the tool call that took them.
         self.outcomes: list[ActionOutcome] = []
         self.snapshots: dict[str, tuple[str, PreparedImage]] = {}
@@ -89,19 +127,27 @@ class ToolRunner:
         confirmed = bool(args.pop(CONFIRM_ARGUMENT, False))
         name = tool_input.tool_name
         try:
-            if name == LOOK_TOOL or name in READ_ONLY_TOOLS:
-                self.read_calls += 1
             if name == LOOK_TOOL:
+                self.read_calls += 1
                 return await self._look(tool_input.id, args)
-            if name in READ_ONLY_TOOLS:
-                return await self.api.async_call_tool(llm.ToolInput(name, args, id=tool_input.id))
+            if (tool := self._tools.get(name)) is None:
+                return {"error": "no such tool", "error_text": f"there is no tool called {name}"}
+            if is_read_tool(self.hass, tool):
+                self.read_calls += 1
+                result = await self.api.async_call_tool(llm.ToolInput(name, args, id=tool_input.id))
+                if name == LIVE_CONTEXT_TOOL and isinstance(result.get("result"), str):
+                    result = {**result, "result": compact_live_context(result["result"])}
+                return result
             if name == SEARCH_AND_PLAY:  # resolved to one exposed player, then played by HA's handler
                 self.targets.resolve(name, args)
             elif is_resolved_intent(self.hass, name):
                 return await self._run_intent(name, args, confirmed)
+            # A tool of another API may act or only read: a retry of the turn never runs it twice,
+            # a new request runs it again without a question.
             outcome = await self._execute(self._request(
                 ServiceAction("tool", name, f"tool.{name.lower()}", args), name, confirmed,
                 effect=lambda: self.api.async_call_tool(llm.ToolInput(name, args, id=tool_input.id)),
+                repeatable=not is_action_tool(self.hass, tool),
             ))  # fmt: skip
             return {"results": [outcome.for_model()]}
         except TargetError as err:
@@ -129,9 +175,11 @@ class ToolRunner:
         for outcome in self.outcomes:
             action = outcome.action
             if action.domain == "tool":  # Home Assistant's own answer for timers, lists, scripts
-                said = outcome.message.removeprefix("done: ").removeprefix("done") or "Done."
-                sentences.append(said if outcome.status.value == "executed" else
-                                 spoken_outcome(f"tool.{outcome.tool}", outcome.tool, outcome.status.value, outcome.message, language))  # fmt: skip
+                executed = outcome.status.value == "executed"
+                said = outcome.message.removeprefix("done: ") if outcome.message.startswith("done: ") else "Done."
+                sentences.append(said if executed else spoken_outcome(
+                    f"tool.{outcome.tool}", self._tool_name(outcome.tool), outcome.status.value, outcome.message, language
+                ))  # fmt: skip
                 continue
             state = self.hass.states.get(action.entity_id)
             name = state.name if state is not None else action.entity_id
@@ -140,9 +188,16 @@ class ToolRunner:
             ))  # fmt: skip
         return spoken_summary([*sentences, *self.notes], language)
 
+    def _tool_name(self, tool: str) -> str:
+        """A tool's name for people: a script's friendly name ("Morning Routine")."""
+        state = self.hass.states.get(f"script.{tool}")
+        return state.name if state is not None else tool.replace("_", " ")
+
     async def _execute(self, request: ActionRequest) -> ActionOutcome:
         outcome = await self.executor.execute(request)
         self.outcomes.append(outcome)
+        if outcome.message.startswith(RESULT_PREFIX):  # a script answered with data: the model says it
+            self.read_calls += 1
         return outcome
 
     async def _look(self, call_id: str, args: dict[str, Any]) -> dict[str, Any]:

@@ -142,12 +142,13 @@ def tool_specs(
     names = exposed_names(hass)
     specs = []
     for tool in api.tools:
+        acts = is_action_tool(hass, tool)
         declared = convert(tool.parameters, custom_serializer=api.custom_serializer)
         constrained = _constrain(
-            declared, names, free_name=tool.name in FREE_NAME_INTENTS, targeted=targeted and is_action_tool(tool.name),
+            declared, names, free_name=tool.name in FREE_NAME_INTENTS, targeted=targeted and acts,
             domains=intent_domains(hass, tool.name),
         )  # fmt: skip
-        if is_action_tool(tool.name):
+        if acts:
             declared = _with_confirm(declared)
             constrained = _with_confirm(constrained)
         # The prompt declares the plain schema (the names are in the prompt's overview already);

@@ -43,6 +43,7 @@ def describe_action(service: str, target: str, status: str, message: str, source
         "rejected": f"refused to {what}: {message}",
         "failed": f"could not {what}: {message}",
         "indeterminate": f"may not have managed to {what} ({message})",
+        "running": f"started to {what}; still running",
     }.get(status, f"{what}: {status}")
     return f"{sentence} ({_SOURCES.get(source, source)})" if source else sentence
 
@@ -69,6 +70,7 @@ _SPOKEN = {
         "needs_confirmation": "I need your confirmation to {verb} {name}. Should I go ahead?",
         "rejected": "I did not {verb} {name}: {message}.", "failed": "I could not {verb} {name}: {message}.",
         "indeterminate": "I tried to {verb} {name}, but I cannot tell whether it worked.",
+        "running": "I started to {verb} {name}; it is still running.",
         "nothing": "I did not change anything.",
     },
     "de": {
@@ -77,6 +79,7 @@ _SPOKEN = {
         "needs_confirmation": "Soll ich {name} wirklich {verb}? Bitte bestätige.",
         "rejected": "Ich habe {name} nicht {past}: {message}.", "failed": "Ich konnte {name} nicht {verb}: {message}.",
         "indeterminate": "Ich habe versucht, {name} zu {verb}, weiß aber nicht, ob es geklappt hat.",
+        "running": "Ich habe begonnen, {name} zu {verb}; das läuft noch.",
         "nothing": "Ich habe nichts geändert.",
     },
 }  # fmt: skip
@@ -115,7 +118,9 @@ def spoken_outcome(
     lang = language.split("-")[0].lower()
     templates = _SPOKEN.get(lang, _SPOKEN["en"])
     action = service.partition(".")[2] or service
-    if lang == "de" and action in _GERMAN_VERBS:
+    if service.startswith("tool."):  # a script, a timer, a list: "run Morning Routine"
+        verb, past = ("ausführen", "ausgeführt") if lang == "de" else ("run", "ran")
+    elif lang == "de" and action in _GERMAN_VERBS:
         verb, past = _GERMAN_VERBS[action]
     else:
         templates = _SPOKEN["en"] if lang == "de" else templates

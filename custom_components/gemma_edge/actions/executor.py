@@ -7,8 +7,9 @@ serial worker thread, so the event loop never blocks on SQLite.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field, replace
+import json
 import logging
 import time
 from typing import Any, Protocol
@@ -64,6 +65,9 @@ class ActionRequest:
     # An effect that is not a service call on one entity (a script tool, a broadcast): it runs as a
     # one-shot action through the same ledger, in place of ``HomePort.call``.
     effect: Callable[[], Awaitable[Any]] | None = field(default=None, compare=False)
+    # A one-shot effect that may run again in a new turn without confirmation (a tool not known
+    # to act); within its scope it still runs at most once.
+    repeatable: bool = False
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,7 @@ class ActionExecutor:
         repeat_window_s: float = 60.0,
         clock: Callable[[], float] = time.time,
         on_outcome: Callable[[ActionOutcome], None] | None = None,
+        spawn: Callable[[Coroutine[Any, Any, Any], str], asyncio.Future[Any]] | None = None,
     ) -> None:
         self.ledger = ledger
         self.home = home
@@ -120,10 +125,17 @@ class ActionExecutor:
         self.repeat_window_s = repeat_window_s
         self.clock = clock
         self.on_outcome = on_outcome
+        # Starts the tasks of one-shot calls and of recording their late outcomes (Home
+        # Assistant's background tasks in production, so that it knows about them).
+        self.spawn = spawn or (lambda coro, name: asyncio.get_running_loop().create_task(coro, name=name))
         self._worker: SerialWorker | None = None
         self.error: str | None = None
         # Conversation turns: the scope of their requests' keys.
         self.turns = TurnScopes()
+        # One-shot calls still running after call_timeout_s (by action id), and the tasks that
+        # record their outcomes when they end.
+        self._still_running: dict[str, asyncio.Future[Any]] = {}
+        self._settling: set[asyncio.Future[Any]] = set()
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -144,6 +156,10 @@ class ActionExecutor:
         return [await self._recover(record) for record in await self._db(self.ledger.unfinished)]
 
     async def async_stop(self) -> None:
+        # Calls still running are not cancelled; their keys stay in progress and are settled
+        # (not repeated) at the next start.
+        for task in list(self._settling):
+            task.cancel()
         worker, self._worker = self._worker, None
         if worker is not None:
             worker.submit(self.ledger.close)
@@ -232,15 +248,19 @@ class ActionExecutor:
         if not claim.claimed:
             return self._not_claimed(claim.reason, claim.record, request, action)
         status, message = await self._run(request, action, kind, state, claim.record.action_id)
+        outcome = ActionOutcome(
+            key, claim.record.action_id, status, message, action, request.source, kind,
+            request.conversation_id, request.tool, request.reason, now,
+        )  # fmt: skip
+        if status is ActionStatus.RUNNING:  # the key stays claimed until the call ends
+            self._settle_later(key, outcome)
+            return outcome
         try:
             await self._db(self.ledger.finish, key, status.value, {"message": message}, self.clock())
         except LedgerError as err:
             self.error = str(err)
             _LOGGER.error("Action %s done but its outcome could not be recorded: %s", key, err)
-        return ActionOutcome(
-            key, claim.record.action_id, status, message, action, request.source, kind,
-            request.conversation_id, request.tool, request.reason, now,
-        )  # fmt: skip
+        return outcome
 
     def _not_claimed(
         self, reason: str, record: LedgerRecord, request: ActionRequest, action: ServiceAction
@@ -273,9 +293,10 @@ class ActionExecutor:
         )
 
     async def _recently_executed(self, request: ActionRequest) -> bool:
+        """The same one-shot action ran (or still runs) in another scope within the repeat window."""
         since = self.clock() - self.repeat_window_s
         return any(
-            record.status == ActionStatus.EXECUTED and record.request_hash == request.action.signature
+            record.status in (ActionStatus.EXECUTED, IN_PROGRESS) and record.request_hash == request.action.signature
             for record in await self._db(self.ledger.recent, 200, since)
             if record.request.get("scope") != request.scope
         )
@@ -292,24 +313,19 @@ class ActionExecutor:
                 return ActionStatus.NEEDS_CONFIRMATION, "needs your confirmation: ask the user, then call again with confirm"
         if kind is ActionKind.DESIRED_STATE and expected_state_holds(action, state):
             return ActionStatus.NO_OP, f"already {state.state}"
-        if kind is ActionKind.ONE_SHOT and not confirmed and await self._recently_executed(request):
-            return ActionStatus.NEEDS_CONFIRMATION, "this was just done; needs your confirmation to do it again"
+        if kind is ActionKind.ONE_SHOT and not (confirmed or request.repeatable) and await self._recently_executed(request):
+            return ActionStatus.NEEDS_CONFIRMATION, "this was just done (or still runs); needs your confirmation to do it again"
+        if kind is ActionKind.ONE_SHOT:
+            return await self._run_one_shot(request, action, action_id)
         try:
             async with asyncio.timeout(self.call_timeout_s):
-                if request.effect is not None:
-                    result = await request.effect()
-                    return ActionStatus.EXECUTED, _effect_message(result)
                 await self.home.call(action, action_id, request.parent_context_id)
         except TimeoutError:
-            if kind is ActionKind.ONE_SHOT:
-                return ActionStatus.INDETERMINATE, "the service did not answer in time; not repeated"
             if await self.home.wait_for_state(verifiable_part(action)[0], 0):
                 return ActionStatus.EXECUTED, "done (the service answered late)"
             return ActionStatus.INDETERMINATE, "the service did not answer in time"
         except Exception as err:  # noqa: BLE001 - any service error is an outcome for the model
             return ActionStatus.FAILED, f"failed: {err}"
-        if kind is ActionKind.ONE_SHOT:
-            return ActionStatus.EXECUTED, "done"
         target, skipped = verifiable_part(action)
         unchecked = f" ({', '.join(skipped)} not checkable)" if skipped else ""
         if expected_state_holds(target, EntityState("unknown")) is None:
@@ -321,10 +337,64 @@ class ActionExecutor:
 
 
 
+    async def _run_one_shot(
+        self, request: ActionRequest, action: ServiceAction, action_id: str
+    ) -> tuple[ActionStatus, str]:
+        """Start the call and wait a while; a long one (a script with a delay) is never cancelled:
+        it is reported running, its key stays claimed, and its outcome is recorded when it ends."""
+        call = self.spawn(
+            request.effect() if request.effect is not None else self.home.call(action, action_id, request.parent_context_id),
+            f"gemma_edge action {action_id}",
+        )
+        done, _ = await asyncio.wait({call}, timeout=self.call_timeout_s)
+        if not done:
+            self._still_running[action_id] = call
+            return ActionStatus.RUNNING, "started and still running; it will not be started again"
+        return _one_shot_result(call)
+
+    def _settle_later(self, key: str, outcome: ActionOutcome) -> None:
+        """Record and announce the outcome of a one-shot call that is still running when it ends."""
+        call = self._still_running.pop(outcome.action_id)
+
+        async def settle() -> None:
+            await asyncio.wait({call})  # never cancels the call itself
+            status, message = _one_shot_result(call)
+            try:
+                await self._db(self.ledger.finish, key, status.value, {"message": message}, self.clock())
+            except LedgerError as err:
+                _LOGGER.error("Action %s ended (%s) but its outcome could not be recorded: %s", key, status, err)
+                return
+            self._emit(replace(outcome, status=status, message=message))
+
+        task = self.spawn(settle(), f"gemma_edge settle {key}")
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+
+def _one_shot_result(call: asyncio.Future[Any]) -> tuple[ActionStatus, str]:
+    if call.cancelled():
+        return ActionStatus.INDETERMINATE, "the call was cancelled"
+    if (err := call.exception()) is not None:
+        return ActionStatus.FAILED, f"failed: {err}"
+    return ActionStatus.EXECUTED, _effect_message(call.result())
+
+
+# A tool's result data (a script's response) follows this in an outcome's message.
+RESULT_PREFIX = "done; result: "
+MAX_RESULT_CHARS = 600
+
+
 def _effect_message(result: Any) -> str:
-    """A tool's own result, compacted for the ledger and the model."""
-    if isinstance(result, dict) and isinstance(result.get("speech"), dict):
-        speech = result["speech"].get("plain", {}).get("speech")
-        if speech:
-            return f"done: {speech}"
+    """A tool's own result, compacted for the ledger and the model: Home Assistant's sentence
+    for an intent, the response data (compact JSON, cut at MAX_RESULT_CHARS) for a script."""
+    if not isinstance(result, dict):
+        return "done"
+    if isinstance(result.get("speech"), dict) and (speech := result["speech"].get("plain", {}).get("speech")):
+        return f"done: {speech}"
+    if "response_type" in result:  # an intent's response without a sentence
+        return "done"
+    data = result.get("result") if "result" in result else {k: v for k, v in result.items() if k != "success"}
+    if data not in (None, {}, [], ""):
+        text = json.dumps(data, ensure_ascii=False, default=str, separators=(",", ":"))
+        return RESULT_PREFIX + (text if len(text) <= MAX_RESULT_CHARS else f"{text[:MAX_RESULT_CHARS]}...")
     return "done"

@@ -20,6 +20,7 @@ class ActionStatus(enum.StrEnum):
     REJECTED = "rejected"
     FAILED = "failed"
     INDETERMINATE = "indeterminate"
+    RUNNING = "running"  # a one-shot call (a long script) started and still running; never repeated
 
 
 class ActionKind(enum.StrEnum):

@@ -28,6 +28,7 @@ class AnswerGuard:
         self._pending = ""
         self.released = ""
         self.rejected = False
+        self.rejected_text = ""  # the first sentence that was kept back (for the debug log)
 
     def _acceptable(self, sentence: str) -> bool:
         if _SYNTAX.search(sentence):
@@ -39,7 +40,7 @@ class AnswerGuard:
         if self.rejected or not text:
             return ""
         if not self._acceptable(text):
-            self.rejected = True
+            self.rejected, self.rejected_text = True, text
             return ""
         self.released += text
         return text
