@@ -55,6 +55,16 @@ def snapshot(token: str) -> dict[str, dict[str, Any]]:
     }
 
 
+def settled(token: str) -> dict[str, dict[str, Any]]:
+    """The home once nothing moves any more (the demo's covers take seconds to open)."""
+    for _ in range(30):
+        current = snapshot(token)
+        if not any(s["state"] in ("opening", "closing") for s in current.values()):
+            return current
+        time.sleep(1)
+    return current
+
+
 def changes(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Entities whose state or control attributes changed (media positions and the like ignored)."""
     keys = ("state", "percentage", "brightness", "current_position", "humidity", "temperature", "is_volume_muted", "volume_level", "mode")
@@ -85,8 +95,7 @@ def main() -> None:
         for service, data in prepare:
             domain, name = service.split(".")
             request("POST", f"/api/services/{domain}/{name}", data, token=token)
-        time.sleep(1)  # the demo's covers move for a moment
-        before = snapshot(token)
+        before = settled(token)
         answer = converse(words, token)
         speech = answer["response"]["speech"].get("plain", {}).get("speech", "")
         after = snapshot(token)

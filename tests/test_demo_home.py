@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from custom_components.gemma_edge.const import CONF_TOOL_CHOICE
+from custom_components.gemma_edge.conversation import UNUSABLE_ANSWER
 from homeassistant.components import conversation
 from homeassistant.core import Context, Event, HomeAssistant, callback
 from homeassistant.helpers import device_registry as dr, intent
@@ -21,6 +22,7 @@ from homeassistant.helpers import device_registry as dr, intent
 from .conftest import SMALL_MODEL_AGENT, async_create_local_entry
 from .demo_agent import AGENT, ask, state
 from .scripted_model import ScriptedModel, call
+
 
 async def test_demo_home_is_a_real_home(hass: HomeAssistant, demo_home: dict[str, str]) -> None:
     """The fixture is the home the issue describes: dozens of entities, HA's default exposure."""
@@ -327,3 +329,13 @@ async def test_act_first_may_act_after_looking_something_up(hass: HomeAssistant,
     assert "confirmation" in await ask(hass, "Open the garage door")
     assert model.requests[1].grammar is not None  # the second step could call a tool
     assert calls == []
+
+
+async def test_a_model_going_round_in_circles_still_answers(hass: HomeAssistant, agent: Any) -> None:
+    """A tiny model looked up the live context six times in a row and the turn ended with no
+    answer at all (Home Assistant said "Unable to get response"): a repeated call ends the turn
+    with an answer."""
+    _entry, model, calls = agent
+    model.script(*[call("GetLiveContext")] * 6)
+    assert await ask(hass, "Open the garage door") == UNUSABLE_ANSWER
+    assert len(model.requests) == 2 and calls == []

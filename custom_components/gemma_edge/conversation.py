@@ -372,8 +372,18 @@ class GemmaConversationEntity(conversation.ConversationEntity, conversation.Abst
                 break
             if not chat_log.unresponded_tool_results:
                 break
+            if runner is not None and runner.repeated_call:  # going round in circles: stop here
+                LOGGER.debug("%s: the model repeated a tool call; answering from the outcomes", self.entity_id)
+                await self._async_say(chat_log, self._final_words(runner, language))
+                break
         else:
             LOGGER.warning("Stopped after %d tool steps without a final answer", MAX_TOOL_ITERATIONS)
+            await self._async_say(chat_log, self._final_words(runner, language))
+
+    @staticmethod
+    def _final_words(runner: ToolRunner | None, language: str) -> str:
+        """The answer when the model gave none: what the turn did, or that it found no answer."""
+        return runner.spoken(language) if runner is not None and (runner.outcomes or runner.notes) else UNUSABLE_ANSWER
 
     async def _async_say(self, chat_log: conversation.ChatLog, text: str) -> None:
         """An answer of our own, streamed like the model's."""
@@ -411,7 +421,7 @@ class GemmaConversationEntity(conversation.ConversationEntity, conversation.Abst
             yield {"content": text}
         if not calls and guard.said_nothing:
             LOGGER.debug("Unusable answer replaced (kept back: %r)", guard.rejected_text[:200])
-            yield {"content": runner.spoken(language) if runner and (runner.outcomes or runner.notes) else UNUSABLE_ANSWER}
+            yield {"content": self._final_words(runner, language)}
         for call in calls:
             result = await runner.async_run(call) if runner else {"error": "no tools are available"}
             LOGGER.debug("%s: tool call %s %s -> %s", self.entity_id, call.tool_name, call.tool_args, str(result)[:300])

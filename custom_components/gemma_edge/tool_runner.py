@@ -10,6 +10,7 @@ never runs them twice) and again, without a question, when asked again.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from homeassistant.core import HomeAssistant
@@ -111,6 +112,9 @@ class ToolRunner:
         # Why a call acted on nothing, said to the user when the model cannot say it.
         self.notes: list[str] = []
         self.read_calls = 0
+        # Calls made this turn; a model repeating one is going round in circles.
+        self._made: set[str] = set()
+        self.repeated_call = False
         # One turn is one scope: the same request repeated in it (by the model, or by a retry of
         # the turn seconds later) gets the same idempotency key; a later turn gets new keys.
         self.scope = executor.turns.scope(source, conversation_id, turn_text)
@@ -126,6 +130,11 @@ class ToolRunner:
         args = dict(tool_input.tool_args)
         confirmed = bool(args.pop(CONFIRM_ARGUMENT, False))
         name = tool_input.tool_name
+        signature = json.dumps([name, args, confirmed], sort_keys=True, default=str)
+        if signature in self._made:
+            self.repeated_call = True
+            return {"error": "repeated call", "error_text": "this call was already made in this turn; answer with its result"}
+        self._made.add(signature)
         try:
             if name == LOOK_TOOL:
                 self.read_calls += 1
