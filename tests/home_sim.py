@@ -32,7 +32,7 @@ class SimHome:
     def new_action_id(self) -> str:
         return f"01SIM{next(_ids):021d}"
 
-    async def call(self, action: ServiceAction, action_id: str, parent_context_id: str | None) -> None:
+    async def call(self, action: ServiceAction, action_id: str, parent_context_id: str | None, user_id: str | None) -> None:
         self.calls[(action.domain, action.service, action.entity_id)] += 1
         if action.entity_id in self.hang:
             await asyncio.sleep(3600)

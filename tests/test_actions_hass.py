@@ -11,6 +11,7 @@ import pytest
 from custom_components.gemma_edge.actions.executor import ActionRequest
 from custom_components.gemma_edge.actions.model import ServiceAction
 from custom_components.gemma_edge.activity import EVENT_ACTION
+from custom_components.gemma_edge.const import CONF_KEEP_WORDS
 from custom_components.gemma_edge.tool_runner import ToolRunner
 from homeassistant.components.homeassistant.exposed_entities import async_expose_entity
 from homeassistant.config_entries import ConfigEntry
@@ -207,6 +208,16 @@ async def test_activity_surfaces(hass: HomeAssistant, home, hass_client) -> None
     recent = diagnostics["actions"]["recent"]
     assert [a["status"] for a in recent] == ["no_op", "executed"]
     assert recent[0]["reason"] == "**REDACTED**"
+
+    # what was said is nowhere that is recorded or readable by every user, unless the user chose so
+    assert {e.data["reason"] for e in events} == {None}
+    assert last.attributes["reason"] is None
+    assert [event.get("description") for event in response[calendar]["events"]] == [None, None]
+    hass.config_entries.async_update_entry(entry, options={**entry.options, CONF_KEEP_WORDS: True})
+    await hass.async_block_till_done()
+    await run(hass, entry, "Kitchen light off please", "HassTurnOff", {"name": "Kitchen Light"})
+    assert events[-1].data["reason"] == "Kitchen light off please"
+    assert hass.states.get(entity("sensor", "last_action")).attributes["reason"] == "Kitchen light off please"
 
 
 async def test_sensitive_lock_confirmation_round_trip(hass: HomeAssistant, home) -> None:  # noqa: ANN001

@@ -65,9 +65,9 @@ class ExecutorMachine(RuleBasedStateMachine):
         self.called_ids: Counter[str] = Counter()
         original_call = self.home.call
 
-        async def counting_call(action: ServiceAction, action_id: str, parent: str | None) -> None:
+        async def counting_call(action: ServiceAction, action_id: str, parent: str | None, user_id: str | None) -> None:
             self.called_ids[action_id] += 1
-            await original_call(action, action_id, parent)
+            await original_call(action, action_id, parent, user_id)
 
         self.home.call = counting_call  # type: ignore[method-assign]
         self.claimed: dict[str, float] = {}  # key -> created_at

@@ -339,3 +339,24 @@ async def test_a_model_going_round_in_circles_still_answers(hass: HomeAssistant,
     model.script(*[call("GetLiveContext")] * 6)
     assert await ask(hass, "Open the garage door") == UNUSABLE_ANSWER
     assert len(model.requests) == 2 and calls == []
+
+
+async def test_actions_run_as_the_user_who_asked(
+    hass: HomeAssistant, agent: Any, hass_admin_user: Any, hass_read_only_user: Any
+) -> None:
+    """The service call carries the asking user: Home Assistant refuses a user who may not
+    control the device, and the logbook can name who asked."""
+    _entry, model, _calls = agent
+
+    async def ask_as(user: Any) -> str:
+        model.script(call("HassTurnOn", name="Bed Light"))
+        result = await conversation.async_converse(
+            hass, "Turn on the bed light", None, Context(user_id=user.id), language="en", agent_id=AGENT
+        )
+        await hass.async_block_till_done()
+        return result.response.speech["plain"]["speech"]
+
+    answer = await ask_as(hass_read_only_user)
+    assert answer.startswith("I could not turn on Bed Light") and state(hass, "light.bed_light") == "off", answer
+    assert await ask_as(hass_admin_user) == "Turned on Bed Light."
+    assert hass.states.get("light.bed_light").context.user_id == hass_admin_user.id

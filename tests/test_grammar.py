@@ -12,6 +12,7 @@ import pytest
 from custom_components.gemma_edge.engine.chat_format import Message
 from custom_components.gemma_edge.engine.grammar import (
     ToolSpec,
+    GrammarError,
     bounded_number_rule,
     build_json_grammar,
     build_output_grammar,
@@ -172,6 +173,18 @@ def test_bounded_numbers_never_leave_the_range(low: int, span: int, text: str) -
     if pattern.match(text):
         assert low <= float(text) <= high
     assert pattern.match(str(low)) and pattern.match(str(high))
+
+
+def test_fractional_bounds_and_empty_ranges() -> None:
+    """0.1 to 0.9 has no whole number in it: "0." and a fraction (the structure's own validation
+    refuses the few values just outside); an empty range is a clear GrammarError, not a raw
+    ValueError escaping into the AI Task."""
+    pattern = _as_regex(bounded_number_rule({"minimum": 0.1, "maximum": 0.9}, integer=False))
+    assert pattern.match("0.5") and pattern.match("0.25") and not pattern.match("1") and not pattern.match("1.5")
+    with pytest.raises(GrammarError, match="no whole number lies in"):
+        bounded_number_rule({"minimum": 0.1, "maximum": 0.9}, integer=True)
+    with pytest.raises(GrammarError, match="no number lies in"):
+        bounded_number_rule({"minimum": 5, "maximum": 1}, integer=False)
 
 
 def test_structured_output_grammar_covers_the_schema() -> None:

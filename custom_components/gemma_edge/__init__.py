@@ -86,7 +86,7 @@ async def _async_start_executor(hass: HomeAssistant, entry: ConfigEntry) -> Acti
     executor = ActionExecutor(
         ActionLedger(ledger_path(hass, entry.entry_id)),
         HassHome(hass),
-        on_outcome=lambda outcome: announce_outcome(hass, entry.entry_id, outcome),
+        on_outcome=lambda outcome: announce_outcome(hass, entry, outcome),
         # not the entry's tasks: unloading the entry must not cancel a script halfway
         spawn=lambda coro, name: hass.async_create_background_task(coro, name),
     )

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from homeassistant.config_entries import ConfigEntry
 from homeassistant.core import Context, HomeAssistant, callback
 from homeassistant.helpers.dispatcher import async_dispatcher_send
 
 from .actions.describe import describe_action
 from .actions.executor import ActionOutcome
-from .const import DOMAIN
+from .const import CONF_KEEP_WORDS, DEFAULT_KEEP_WORDS, DOMAIN
 
 EVENT_ACTION = f"{DOMAIN}_action"
 
@@ -19,8 +20,14 @@ def signal_action(entry_id: str) -> str:
     return f"{DOMAIN}_{entry_id}_action"
 
 
-def event_data(outcome: ActionOutcome) -> dict[str, Any]:
-    """The documented fields of a gemma_edge_action event."""
+def keeps_words(entry: ConfigEntry) -> bool:
+    """Whether the user chose to keep their words with the actions (recorded for everyone)."""
+    return bool(entry.options.get(CONF_KEEP_WORDS, DEFAULT_KEEP_WORDS))
+
+
+def event_data(outcome: ActionOutcome, *, with_words: bool = True) -> dict[str, Any]:
+    """The documented fields of a gemma_edge_action event; ``reason`` (the user's words) is None
+    unless ``with_words``."""
     action = outcome.action
     return {
         "key": outcome.key,
@@ -34,16 +41,16 @@ def event_data(outcome: ActionOutcome) -> dict[str, Any]:
         "kind": outcome.kind.value,
         "conversation_id": outcome.conversation_id,
         "source": outcome.source,
-        "reason": outcome.reason,
+        "reason": outcome.reason if with_words else None,
     }
 
 
 @callback
-def announce_outcome(hass: HomeAssistant, entry_id: str, outcome: ActionOutcome) -> None:
+def announce_outcome(hass: HomeAssistant, entry: ConfigEntry, outcome: ActionOutcome) -> None:
     """Fire the event (in the action's own context, so logbook and traces link up) and tell the entities."""
     context = Context(id=outcome.action_id) if outcome.action_id else None
-    hass.bus.async_fire(EVENT_ACTION, event_data(outcome), context=context)
-    async_dispatcher_send(hass, signal_action(entry_id), outcome)
+    hass.bus.async_fire(EVENT_ACTION, event_data(outcome, with_words=keeps_words(entry)), context=context)
+    async_dispatcher_send(hass, signal_action(entry.entry_id), outcome)
 
 
 def friendly_name(hass: HomeAssistant, entity_id: str) -> str:

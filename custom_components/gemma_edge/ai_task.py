@@ -102,7 +102,8 @@ class GemmaAITaskEntity(ai_task.AITaskEntity):
         try:
             data = task.structure(json.loads(text))
         except (ValueError, vol.Invalid) as err:  # the grammar makes this unreachable unless cut off
-            LOGGER.error("Structured answer does not validate: %s: %s", err, text)
+            # the caller gets the error; the answer itself may be private: debug log only
+            LOGGER.debug("Structured answer does not validate: %s: %s", err, text)
             raise _failed("generation_failed", error=f"the answer does not match the structure ({err})") from err
         return ai_task.GenDataTaskResult(conversation_id=chat_log.conversation_id, data=data)
 

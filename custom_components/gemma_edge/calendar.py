@@ -15,7 +15,7 @@ from homeassistant.util import dt as dt_util
 
 from . import GemmaConfigEntry
 from .actions.executor import ActionOutcome
-from .activity import outcome_sentence, signal_action
+from .activity import keeps_words, outcome_sentence, signal_action
 from .sensor import engine_device
 
 EVENT_LENGTH = timedelta(minutes=1)
@@ -60,7 +60,7 @@ class AgentActivityCalendar(CalendarEntity):
             start=start,
             end=start + EVENT_LENGTH,
             summary=outcome_sentence(self.hass, outcome),
-            description=f"Asked: {outcome.reason}" if outcome.reason else None,
+            description=f"Asked: {outcome.reason}" if outcome.reason and keeps_words(self._entry) else None,
             uid=outcome.key,
         )
 

@@ -35,6 +35,7 @@ from homeassistant.helpers.selector import (
 
 from .const import (
     CONF_CAMERA_MIN_INTERVAL,
+    CONF_KEEP_WORDS,
     CONF_DOWNLOAD_DIR,
     CONF_FLASH_ATTN,
     CONF_IMAGE_MAX_SIDE,
@@ -57,6 +58,7 @@ from .const import (
     DEFAULT_AI_TASK_MAX_TOKENS,
     DEFAULT_AI_TASK_NAME,
     DEFAULT_CAMERA_MIN_INTERVAL,
+    DEFAULT_KEEP_WORDS,
     DEFAULT_CONVERSATION_NAME,
     DEFAULT_FLASH_ATTN,
     DEFAULT_IMAGE_MAX_SIDE,
@@ -98,6 +100,7 @@ VISION_DEFAULTS: dict[str, Any] = {
     CONF_IMAGE_MAX_SIDE: DEFAULT_IMAGE_MAX_SIDE,
     CONF_CAMERA_MIN_INTERVAL: DEFAULT_CAMERA_MIN_INTERVAL,
 }
+ACTIVITY_DEFAULTS: dict[str, Any] = {CONF_KEEP_WORDS: DEFAULT_KEEP_WORDS}
 AI_TASK_DEFAULTS: dict[str, Any] = {
     CONF_TEMPERATURE: DEFAULT_TEMPERATURE,
     CONF_MAX_TOKENS: DEFAULT_AI_TASK_MAX_TOKENS,
@@ -339,7 +342,9 @@ class GemmaEdgeOptionsFlow(OptionsFlow):
     async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         if user_input is not None:
             return self.async_create_entry(data=user_input)
-        current = {**ENGINE_DEFAULTS, **VISION_DEFAULTS, **self.config_entry.data, **self.config_entry.options}
+        current = {
+            **ENGINE_DEFAULTS, **VISION_DEFAULTS, **ACTIVITY_DEFAULTS, **self.config_entry.data, **self.config_entry.options
+        }  # fmt: skip
         schema = vol.Schema(
             {
                 vol.Required(CONF_N_CTX): NumberSelector(
@@ -355,12 +360,13 @@ class GemmaEdgeOptionsFlow(OptionsFlow):
                 vol.Required(CONF_CAMERA_MIN_INTERVAL, default=DEFAULT_CAMERA_MIN_INTERVAL): NumberSelector(
                     NumberSelectorConfig(min=0, max=3600, step=1, mode=NumberSelectorMode.BOX, unit_of_measurement="s")
                 ),
+                vol.Required(CONF_KEEP_WORDS, default=DEFAULT_KEEP_WORDS): BooleanSelector(),
             }
         )
         return self.async_show_form(
             step_id="init",
             data_schema=self.add_suggested_values_to_schema(
-                schema, {key: current[key] for key in (*ENGINE_DEFAULTS, *VISION_DEFAULTS)}
+                schema, {key: current[key] for key in (*ENGINE_DEFAULTS, *VISION_DEFAULTS, *ACTIVITY_DEFAULTS)}
             ),
         )
 

@@ -26,6 +26,10 @@ SOURCE_LOCAL: Final = "local"
 # Vision (entry options; read live, no reload)
 CONF_IMAGE_MAX_SIDE: Final = "image_max_side"
 CONF_CAMERA_MIN_INTERVAL: Final = "camera_min_interval"
+# Keep the user's words with the agent's actions in events, the Last action sensor and the
+# activity calendar (all recorded, readable by every user): off by default.
+CONF_KEEP_WORDS: Final = "keep_words"
+DEFAULT_KEEP_WORDS: Final = False
 DEFAULT_IMAGE_MAX_SIDE: Final = 768  # <= 256 image tokens per snapshot (see engine/images.py)
 DEFAULT_CAMERA_MIN_INTERVAL: Final = 10  # seconds between automation-driven analyses of a camera
 

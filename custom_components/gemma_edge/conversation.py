@@ -314,6 +314,7 @@ class GemmaConversationEntity(conversation.ConversationEntity, conversation.Abst
                 conversation_id=chat_log.conversation_id,
                 turn_text=user_input.text,
                 parent_context_id=user_input.context.id,
+                user_id=user_input.context.user_id,
                 sensitive_policy=SensitivePolicy(options.get(CONF_SENSITIVE_ACTIONS, DEFAULT_SENSITIVE_ACTIONS)),
                 source=source,
                 vision=self.entry.runtime_data.vision if self.entry.runtime_data.engine.has_vision else None,

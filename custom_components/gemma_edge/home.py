@@ -31,14 +31,16 @@ class HassHome:
     def new_action_id(self) -> str:
         return ulid_now()
 
-    async def call(self, action: ServiceAction, action_id: str, parent_context_id: str | None) -> None:
-        """Call the service; the action's ULID is the context id (the recorder keeps ULIDs only)."""
+    async def call(self, action: ServiceAction, action_id: str, parent_context_id: str | None, user_id: str | None) -> None:
+        """Call the service; the action's ULID is the context id (the recorder keeps ULIDs only),
+        the requesting user its user: the logbook names them, and Home Assistant refuses an
+        entity that user may not control."""
         await self.hass.services.async_call(
             action.domain,
             action.service,
             {ATTR_ENTITY_ID: action.entity_id, **action.data},
             blocking=True,
-            context=Context(id=action_id, parent_id=parent_context_id),
+            context=Context(id=action_id, parent_id=parent_context_id, user_id=user_id),
         )
 
     async def wait_for_state(self, action: ServiceAction, timeout: float) -> bool:

@@ -15,7 +15,7 @@ from homeassistant.util import dt as dt_util
 
 from . import GemmaConfigEntry
 from .actions.executor import ActionOutcome
-from .activity import event_data, outcome_sentence, signal_action
+from .activity import event_data, keeps_words, outcome_sentence, signal_action
 from .const import DOMAIN
 from .engine.engine import EngineStatus
 
@@ -153,4 +153,4 @@ class LastActionSensor(_ActionSensor):
     def extra_state_attributes(self) -> dict[str, Any]:
         if self._last is None:
             return {}
-        return {**event_data(self._last), "time": dt_util.utc_from_timestamp(self._last.created_at).isoformat()}
+        return {**event_data(self._last, with_words=keeps_words(self._entry)), "time": dt_util.utc_from_timestamp(self._last.created_at).isoformat()}

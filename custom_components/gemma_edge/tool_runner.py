@@ -90,6 +90,7 @@ class ToolRunner:
         conversation_id: str,
         turn_text: str,
         parent_context_id: str | None,
+        user_id: str | None = None,
         sensitive_policy: SensitivePolicy,
         source: str = "conversation",
         vision: CameraVision | None = None,
@@ -102,6 +103,7 @@ class ToolRunner:
         self.conversation_id = conversation_id
         self.turn_text = turn_text
         self.parent_context_id = parent_context_id
+        self.user_id = user_id
         self.sensitive_policy = sensitive_policy
         self.source = source
         self.vision = vision
@@ -223,7 +225,7 @@ class ToolRunner:
         return ActionRequest(
             action=action, scope=self.scope, source=self.source, confirmed=confirmed and self.affirmed,
             confirms_scope=self.confirms_scope,
-            conversation_id=self.conversation_id, parent_context_id=self.parent_context_id, tool=tool,
+            conversation_id=self.conversation_id, parent_context_id=self.parent_context_id, user_id=self.user_id, tool=tool,
             reason=self.turn_text, sensitive_policy=self.sensitive_policy, **kwargs,
         )  # fmt: skip
 

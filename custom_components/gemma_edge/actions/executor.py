@@ -38,8 +38,9 @@ class HomePort(Protocol):
     def new_action_id(self) -> str:
         """A fresh ULID (used as the service call's context id)."""
 
-    async def call(self, action: ServiceAction, action_id: str, parent_context_id: str | None) -> None:
-        """Call the service and wait for it (raises on failure)."""
+    async def call(self, action: ServiceAction, action_id: str, parent_context_id: str | None, user_id: str | None) -> None:
+        """Call the service as the requesting user and wait for it (raises on failure, also when
+        that user may not control the entity)."""
 
     async def wait_for_state(self, action: ServiceAction, timeout: float) -> bool:
         """Wait until the entity reaches the action's target state; False on timeout."""
@@ -59,6 +60,7 @@ class ActionRequest:
     confirms_scope: str | None = None
     conversation_id: str | None = None
     parent_context_id: str | None = None
+    user_id: str | None = None  # the Home Assistant user who asked (permissions, logbook)
     tool: str = ""
     reason: str = ""
     sensitive_policy: SensitivePolicy | None = None  # the asking agent's; default: the executor's
@@ -319,7 +321,7 @@ class ActionExecutor:
             return await self._run_one_shot(request, action, action_id)
         try:
             async with asyncio.timeout(self.call_timeout_s):
-                await self.home.call(action, action_id, request.parent_context_id)
+                await self.home.call(action, action_id, request.parent_context_id, request.user_id)
         except TimeoutError:
             if await self.home.wait_for_state(verifiable_part(action)[0], 0):
                 return ActionStatus.EXECUTED, "done (the service answered late)"
@@ -343,7 +345,8 @@ class ActionExecutor:
         """Start the call and wait a while; a long one (a script with a delay) is never cancelled:
         it is reported running, its key stays claimed, and its outcome is recorded when it ends."""
         call = self.spawn(
-            request.effect() if request.effect is not None else self.home.call(action, action_id, request.parent_context_id),
+            request.effect() if request.effect is not None
+            else self.home.call(action, action_id, request.parent_context_id, request.user_id),
             f"gemma_edge action {action_id}",
         )
         done, _ = await asyncio.wait({call}, timeout=self.call_timeout_s)

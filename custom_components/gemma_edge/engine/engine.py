@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from .chat_format import Message, message_images, neutralize_markers
-from .grammar import ToolChoice, ToolSpec, build_json_grammar, build_output_grammar
+from .grammar import GrammarError, ToolChoice, ToolSpec, build_json_grammar, build_output_grammar
 from .llama_model import EngineError, EngineSettings, GenerationRequest, GenerationStats, LlamaModel
 from .tool_calls import ToolCall, looks_like_call, parse_tool_calls
 from .worker import (
@@ -276,7 +276,10 @@ class LocalEngine:
             chat_format = model.chat_format
             assert chat_format is not None
             if options.json_schema is not None:
-                grammar = build_json_grammar(options.json_schema, max_chars=options.max_tokens)
+                try:
+                    grammar = build_json_grammar(options.json_schema, max_chars=options.max_tokens)
+                except GrammarError as err:
+                    raise EngineError(f"the answer's structure cannot be used: {err}") from err
             else:
                 grammar = build_output_grammar(
                     list(tools), chat_format.syntax, options.tool_choice, markers_as_tokens=model.native_markers

@@ -236,16 +236,27 @@ def _int_range(low: int, high: int) -> list[str]:
     return options
 
 
+class GrammarError(ValueError):
+    """A schema the grammar cannot express (no value lies within its bounds)."""
+
+
 def bounded_number_rule(schema: dict[str, Any], *, integer: bool) -> str:
     """A number within the schema's minimum/maximum. Integers always; a decimal fraction only on
-    non-negative integer parts below the maximum, so every value the rule allows is in range."""
-    low = math.ceil(float(schema.get("minimum", -_LARGEST)))
-    high = math.floor(float(schema.get("maximum", _LARGEST)))
-    if low > high:
-        raise ValueError(f"no number lies in [{schema.get('minimum')}, {schema.get('maximum')}]")
-    options = _int_range(low, high)
+    non-negative integer parts below the maximum, so every value the rule allows is in range.
+    Bounds with no whole number between them (0.1 to 0.9) allow that integer part with any
+    fraction: the few values just outside (0.05) are then refused by the structure's validation."""
+    minimum, maximum = float(schema.get("minimum", -_LARGEST)), float(schema.get("maximum", _LARGEST))
+    low, high = math.ceil(minimum), math.floor(maximum)
+    bounds = f"[{schema.get('minimum')}, {schema.get('maximum')}]"
+    if minimum > maximum or (integer and low > high):
+        raise GrammarError(f"no {'whole ' if integer else ''}number lies in {bounds}")
+    options = _int_range(low, high) if low <= high else []
     if not integer and max(low, 0) <= high - 1:
         options.append("(" + " | ".join(_int_range(max(low, 0), high - 1)) + f") {_FRACTION}")
+    elif not integer and low > high:
+        if minimum < 0:
+            raise GrammarError(f"negative fractions such as {bounds} are not supported")
+        options.append(f'"{high}" {_FRACTION}')
     return " | ".join(options)
 
 
