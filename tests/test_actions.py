@@ -220,3 +220,22 @@ def test_ledger_is_wal_with_full_sync(tmp_path: Path) -> None:
     db = sqlite3.connect(tmp_path / "l.db")
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     ledger.close()
+
+
+async def test_a_ledger_failing_mid_turn_leaves_nothing_claimed(rig) -> None:  # noqa: ANN001
+    """The ledger holds a damaged record (written by hand into the real SQLite file), read while a
+    turn checks an earlier confirmation: the action is refused with a clear outcome and no key is
+    left in progress. It used to be claimed first, then a raw JSON error escaped the executor and
+    the key stayed in progress until a restart settled it as indeterminate."""
+    executor, home, clock, _ = rig
+    connection = executor.ledger._conn  # noqa: SLF001
+    await executor._db(lambda: connection().execute(  # noqa: SLF001
+        "INSERT INTO actions (key, action_id, request_hash, request, kind, status, created_at, updated_at)"
+        " VALUES ('damaged', 'x', 'x', 'not json', 'one_shot', 'executed', ?, ?)", (clock.now, clock.now),
+    ))  # fmt: skip
+    outcome = await executor.execute(request(ServiceAction("button", "press", BUTTON), confirmed=True, confirms_scope="earlier"))
+    assert outcome.status is ActionStatus.REJECTED and "ledger is unavailable" in outcome.message
+    assert await executor.async_recent() == []  # dashboards show nothing rather than fail
+    await executor._db(lambda: connection().execute("DELETE FROM actions WHERE key = 'damaged'"))  # noqa: SLF001
+    assert await executor._db(executor.ledger.unfinished) == []  # noqa: SLF001
+    assert home.calls[("button", "press", BUTTON)] == 0

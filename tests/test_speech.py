@@ -10,7 +10,7 @@ import wave
 
 import pytest
 
-from custom_components.gemma_edge.engine.speech import SpeechSettings, WhisperTranscriber, pcm16_to_float
+from custom_components.gemma_edge.engine.speech import SpeechError, SpeechSettings, WhisperTranscriber, pcm16_to_float
 
 from .conftest import WHISPER_TINY_EN
 
@@ -58,3 +58,11 @@ async def test_bad_audio_gives_empty_text(transcriber: WhisperTranscriber) -> No
 def test_pcm_conversion() -> None:
     audio = pcm16_to_float(b"\x00\x80\xff\x7f\x00")
     assert audio.tolist() == [-1.0, 32767 / 32768]
+
+
+async def test_audio_after_the_speech_thread_stopped_is_a_speech_error(tmp_path: Path) -> None:
+    """It used to escape as a raw WorkerStoppedError (the STT entity only catches SpeechError)."""
+    speech = WhisperTranscriber(SpeechSettings(str(WHISPER_TINY_EN)))
+    await speech.async_close()
+    with pytest.raises(SpeechError, match="not available"):
+        await speech.async_transcribe(speak("Turn on the light", tmp_path))

@@ -143,3 +143,27 @@ async def test_the_live_context_reaches_the_model_compactly(hass: HomeAssistant,
     ]
     print(f"live context: {full_tokens} tokens as YAML, {compact_tokens} compact")
     assert compact_tokens < 0.7 * full_tokens
+
+
+class _BrokenTool(llm.Tool):
+    name = "broken_tool"
+    description = "Another API's tool with a bug"
+
+    async def async_call(self, hass: HomeAssistant, tool_input: llm.ToolInput, llm_context: llm.LLMContext) -> Any:
+        raise RuntimeError("boom")
+
+
+class _BrokenAPI(llm.API):
+    async def async_get_api_instance(self, llm_context: llm.LLMContext) -> llm.APIInstance:
+        return llm.APIInstance(self, "", llm_context, [_BrokenTool()])
+
+
+async def test_a_tool_s_own_bug_is_an_answer(hass: HomeAssistant, agent: Any) -> None:
+    """A RuntimeError from another API's tool is an outcome the user hears, not a failed turn."""
+    entry, model, _calls = agent
+    llm.async_register_api(hass, _BrokenAPI(hass=hass, id="broken_test", name="Broken"))
+    subentry = next(iter(s for s in entry.subentries.values() if s.subentry_type == "conversation"))
+    hass.config_entries.async_update_subentry(entry, subentry, data={**subentry.data, "llm_hass_api": ["broken_test"]})
+    await hass.async_block_till_done()
+    model.script(call("broken_tool"))
+    assert await ask(hass, "Do the broken thing") == "I could not run broken tool: boom."

@@ -24,6 +24,7 @@ from .actions.policy import SensitivePolicy
 from .actions.turns import is_affirmation
 from .camera_vision import CameraVision
 from .engine.images import PreparedImage
+from .const import LOGGER
 from .prompt_budget import compact_live_context
 from .intent_targets import ONE_SHOT_INTENTS, SEARCH_AND_PLAY, IntentTargets, TargetError, is_resolved_intent
 
@@ -169,6 +170,10 @@ class ToolRunner:
             return {"error": "no action taken", "reason": err.reason, "error_text": str(err)}
         except (HomeAssistantError, ValueError, KeyError, TypeError) as err:
             self.notes.append(f"I could not do that: {err}.")
+            return {"error": type(err).__name__, "error_text": str(err)}
+        except Exception as err:  # any other tool's bug is an answer, never a failed turn
+            LOGGER.exception("Tool %s failed", name)
+            self.notes.append("Sorry, that did not work.")
             return {"error": type(err).__name__, "error_text": str(err)}
 
     def finish(self) -> None:

@@ -191,8 +191,13 @@ class ActionExecutor:
             return 0
 
     async def async_recent(self, limit: int = 50, since: float | None = None) -> list[ActionOutcome]:
-        """Recorded outcomes, newest first (for dashboards and diagnostics)."""
-        return [ActionOutcome.from_record(r) for r in await self._db(self.ledger.recent, limit, since)]
+        """Recorded outcomes, newest first (for dashboards and diagnostics); none, with a warning,
+        when the ledger cannot be read (acting is refused separately, by the claim)."""
+        try:
+            return [ActionOutcome.from_record(r) for r in await self._db(self.ledger.recent, limit, since)]
+        except LedgerError as err:
+            _LOGGER.warning("Could not read the agent's recent actions: %s", err)
+            return []
 
     # --- execution --------------------------------------------------------------------------
 
@@ -240,6 +245,12 @@ class ActionExecutor:
         }  # fmt: skip
         now = self.clock()
         try:
+            # What the ledger says about earlier turns is read before the key is claimed: a ledger
+            # failing here leaves nothing claimed.
+            confirmed = request.confirmed and await self._confirmation_pending(request, action)
+            repeated = (
+                kind is ActionKind.ONE_SHOT and not (confirmed or request.repeatable) and await self._recently_executed(request)
+            )
             claim = await self._db(
                 self.ledger.claim, key, self.home.new_action_id(), original.signature, record, kind.value, now
             )
@@ -249,7 +260,11 @@ class ActionExecutor:
             return self._unrecorded(request, ActionStatus.REJECTED, "the action ledger is unavailable; not acting")
         if not claim.claimed:
             return self._not_claimed(claim.reason, claim.record, request, action)
-        status, message = await self._run(request, action, kind, state, claim.record.action_id)
+        try:
+            status, message = await self._run(request, action, kind, state, claim.record.action_id, confirmed, repeated)
+        except Exception as err:  # a bug must not leave the key in progress until a restart
+            _LOGGER.exception("Action %s failed unexpectedly", key)
+            status, message = ActionStatus.INDETERMINATE, f"interrupted by an internal error: {err}"
         outcome = ActionOutcome(
             key, claim.record.action_id, status, message, action, request.source, kind,
             request.conversation_id, request.tool, request.reason, now,
@@ -304,9 +319,9 @@ class ActionExecutor:
         )
 
     async def _run(
-        self, request: ActionRequest, action: ServiceAction, kind: ActionKind, state: EntityState, action_id: str
-    ) -> tuple[ActionStatus, str]:
-        confirmed = request.confirmed and await self._confirmation_pending(request, action)
+        self, request: ActionRequest, action: ServiceAction, kind: ActionKind, state: EntityState, action_id: str,
+        confirmed: bool, repeated: bool,
+    ) -> tuple[ActionStatus, str]:  # fmt: skip
         policy = request.sensitive_policy or self.sensitive_policy
         if is_sensitive(action, state):
             if policy is SensitivePolicy.DENY:
@@ -315,7 +330,7 @@ class ActionExecutor:
                 return ActionStatus.NEEDS_CONFIRMATION, "needs your confirmation: ask the user, then call again with confirm"
         if kind is ActionKind.DESIRED_STATE and expected_state_holds(action, state):
             return ActionStatus.NO_OP, f"already {state.state}"
-        if kind is ActionKind.ONE_SHOT and not (confirmed or request.repeatable) and await self._recently_executed(request):
+        if repeated:
             return ActionStatus.NEEDS_CONFIRMATION, "this was just done (or still runs); needs your confirmation to do it again"
         if kind is ActionKind.ONE_SHOT:
             return await self._run_one_shot(request, action, action_id)

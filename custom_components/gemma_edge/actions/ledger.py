@@ -65,7 +65,10 @@ _COLUMNS = "key, action_id, request_hash, request, kind, status, outcome, create
 
 
 def _record(row: tuple[Any, ...]) -> LedgerRecord:
-    return LedgerRecord(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5], json.loads(row[6]), row[7], row[8])
+    try:
+        return LedgerRecord(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5], json.loads(row[6]), row[7], row[8])
+    except (TypeError, ValueError) as err:  # a damaged row: the ledger cannot be trusted
+        raise LedgerError(f"the action ledger holds a damaged record ({row[0]!r}): {err}") from err
 
 
 class ActionLedger:
@@ -107,12 +110,15 @@ class ActionLedger:
         except sqlite3.DatabaseError as err:  # disk full, I/O error, corruption: fail closed
             raise LedgerError(f"writing the action ledger failed: {err}") from err
 
-    def get(self, key: str) -> LedgerRecord | None:
+    def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         try:
-            row = self._conn().execute(f"SELECT {_COLUMNS} FROM actions WHERE key = ?", (key,)).fetchone()
+            return self._conn().execute(sql, args).fetchall()
         except sqlite3.DatabaseError as err:
             raise LedgerError(f"reading the action ledger failed: {err}") from err
-        return _record(row) if row else None
+
+    def get(self, key: str) -> LedgerRecord | None:
+        rows = self._read(f"SELECT {_COLUMNS} FROM actions WHERE key = ?", (key,))
+        return _record(rows[0]) if rows else None
 
     def claim(
         self, key: str, action_id: str, request_hash: str, request: dict[str, Any], kind: str, now: float
@@ -150,15 +156,14 @@ class ActionLedger:
 
     def unfinished(self) -> list[LedgerRecord]:
         """Records a crash left in progress."""
-        rows = self._conn().execute(f"SELECT {_COLUMNS} FROM actions WHERE status = ?", (IN_PROGRESS,)).fetchall()
-        return [_record(row) for row in rows]
+        return [_record(row) for row in self._read(f"SELECT {_COLUMNS} FROM actions WHERE status = ?", (IN_PROGRESS,))]
 
     def recent(self, limit: int = 50, since: float | None = None) -> list[LedgerRecord]:
         """Newest first."""
-        rows = self._conn().execute(
+        rows = self._read(
             f"SELECT {_COLUMNS} FROM actions WHERE created_at >= ? ORDER BY created_at DESC, key LIMIT ?",
             (since or 0.0, limit),
-        ).fetchall()
+        )
         return [_record(row) for row in rows]
 
     def prune(self, now: float, retention_s: float = RETENTION_S) -> int:
@@ -168,4 +173,4 @@ class ActionLedger:
         )
 
     def count(self) -> int:
-        return int(self._conn().execute("SELECT COUNT(*) FROM actions").fetchone()[0])
+        return int(self._read("SELECT COUNT(*) FROM actions")[0][0])

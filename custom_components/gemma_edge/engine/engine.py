@@ -346,6 +346,8 @@ class LocalEngine:
             return await asyncio.wrap_future(worker.submit(run))
         except WorkerBusyError as err:
             raise EngineBusyError(str(err)) from err
+        except WorkerStoppedError as err:
+            raise EngineError("the model was unloaded") from err
 
     async def async_prime(self, messages: Sequence[Message], tools: Sequence[ToolSpec]) -> int:
         """Evaluate the static prompt prefix in the background so the next turn starts warm.

@@ -7,12 +7,14 @@ Home Assistant hands STT 16 kHz 16-bit mono PCM; it is converted with numpy, nev
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 import logging
 import time
 from typing import Any
 
-from .worker import SerialWorker
+from .worker import SerialWorker, WorkerBusyError, WorkerStoppedError
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -91,8 +93,15 @@ class WhisperTranscriber:
     async def async_load(self) -> None:
         """Load (once); concurrent callers wait for the same load."""
         if self._loading is None or (self._loading.done() and self._loading.exception()):
-            self._loading = asyncio.wrap_future(self._worker.submit(self._load))
+            self._loading = asyncio.wrap_future(self._submit(self._load))
         await asyncio.shield(self._loading)
+
+    def _submit(self, job: Callable[[], Any]) -> Future[Any]:
+        """A job for the speech thread; a full or stopped thread is a SpeechError."""
+        try:
+            return self._worker.submit(job)
+        except (WorkerBusyError, WorkerStoppedError) as err:
+            raise SpeechError(f"speech recognition is not available right now: {err}") from err
 
     def _transcribe(self, pcm: bytes, hotwords: str | None) -> Transcript:
         self._load()
@@ -101,20 +110,23 @@ class WhisperTranscriber:
         if seconds < 0.1:
             return Transcript("", seconds, 0.0)
         started = time.monotonic()
-        segments, _info = self._model.transcribe(
-            audio,
-            language=self.settings.language,
-            beam_size=self.settings.beam_size,
-            vad_filter=self.settings.vad_filter,
-            without_timestamps=True,
-            condition_on_previous_text=False,
-            hotwords=hotwords or None,
-        )
-        text = "".join(segment.text for segment in segments).strip()  # the generator is lazy
+        try:
+            segments, _info = self._model.transcribe(
+                audio,
+                language=self.settings.language,
+                beam_size=self.settings.beam_size,
+                vad_filter=self.settings.vad_filter,
+                without_timestamps=True,
+                condition_on_previous_text=False,
+                hotwords=hotwords or None,
+            )
+            text = "".join(segment.text for segment in segments).strip()  # the generator is lazy
+        except (RuntimeError, ValueError) as err:  # e.g. a language code Whisper does not know
+            raise SpeechError(f"transcription failed: {err}") from err
         return Transcript(text, seconds, time.monotonic() - started)
 
     async def async_transcribe(self, pcm: bytes, hotwords: str | None = None) -> Transcript:
-        return await asyncio.wrap_future(self._worker.submit(lambda: self._transcribe(pcm, hotwords)))
+        return await asyncio.wrap_future(self._submit(lambda: self._transcribe(pcm, hotwords)))
 
     async def async_unload(self) -> None:
         """Free the model's memory (it loads again with the next audio)."""
