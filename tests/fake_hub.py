@@ -9,6 +9,7 @@ import hashlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 import threading
+import time
 
 
 @dataclass
@@ -17,6 +18,7 @@ class HubFile:
     advertised_sha256: str | None = None  # default: the real sha256
     advertised_size: int | None = None  # default: the real size
     drop_after: int | None = None  # close the first GET after this many bytes
+    seconds_per_mb: float = 0.0  # serve slowly (a download still running when its flow closes)
     sha256: str = ""
 
     def __post_init__(self) -> None:
@@ -87,7 +89,15 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                 self.wfile.flush()
                 self.connection.shutdown(2)
                 return
-            self.wfile.write(body)
+            if not file.seconds_per_mb:
+                self.wfile.write(body)
+                return
+            for start in range(0, len(body), 1 << 16):
+                try:
+                    self.wfile.write(body[start : start + (1 << 16)])
+                except OSError:  # the client went away
+                    return
+                time.sleep(file.seconds_per_mb / 16)
 
     return Handler
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -116,36 +117,87 @@ async def test_endless_stream_is_bounded_and_idle_model_unloads(
     await hass.config_entries.async_unload(entry.entry_id)
 
 
+WHISPER_FILES = ("model.bin", "config.json", "tokenizer.json", "vocabulary.txt")
+
+
+async def _entry_in(hass: HomeAssistant, smollm2_path: Path, folder: Path) -> Any:
+    """An engine entry whose model lies in ``folder`` (a link to the test model)."""
+    folder.mkdir(parents=True)
+    (folder / smollm2_path.name).symlink_to(smollm2_path)
+    return await async_create_local_entry(hass, folder / smollm2_path.name)
+
+
+async def _start_download(hass: HomeAssistant, entry: Any) -> Any:
+    result = await hass.config_entries.subentries.async_init((entry.entry_id, "stt"), context={"source": "user"})
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"], {"name": "Speech", "model": "tiny.en", "language": "en", "beam_size": 1, "vad_filter": True}
+    )
+    assert result["type"] == "progress"
+    return result
+
+
 async def test_whisper_size_downloads_with_progress(
     hass: HomeAssistant, smollm2_path: Path, socket_enabled: None, monkeypatch: Any, tmp_path: Path
 ) -> None:
-    """Choosing a size downloads its files through huggingface_hub's metadata, verified, with progress."""
+    """Choosing a size downloads its files through huggingface_hub's metadata, verified, with
+    progress, into the folder the LLM lies in (not the media folder)."""
     from homeassistant.core import callback  # noqa: PLC0415
     from homeassistant.data_entry_flow import EVENT_DATA_ENTRY_FLOW_PROGRESS_UPDATE  # noqa: PLC0415
 
     from .fake_hub import FakeHub, HubFile, serve_fake_hub  # noqa: PLC0415
 
-    hub = FakeHub({f"Systran/faster-whisper-tiny.en/{name}": HubFile(WHISPER_TINY_EN / name)
-                   for name in ("model.bin", "config.json", "tokenizer.json", "vocabulary.txt")})  # fmt: skip
+    hub = FakeHub({f"Systran/faster-whisper-tiny.en/{name}": HubFile(WHISPER_TINY_EN / name) for name in WHISPER_FILES})
     hass.config.media_dirs = {"local": str(tmp_path / "media")}
-    entry = await async_create_local_entry(hass, smollm2_path)
+    entry = await _entry_in(hass, smollm2_path, tmp_path / "models")
     progress: list[float] = []
     hass.bus.async_listen(EVENT_DATA_ENTRY_FLOW_PROGRESS_UPDATE, callback(lambda e: progress.append(e.data["progress"])))
     with serve_fake_hub(hub):
         monkeypatch.setenv("HF_ENDPOINT", hub.url)
-        result = await hass.config_entries.subentries.async_init((entry.entry_id, "stt"), context={"source": "user"})
-        result = await hass.config_entries.subentries.async_configure(
-            result["flow_id"], {"name": "Speech", "model": "tiny.en", "language": "en", "beam_size": 1, "vad_filter": True}
-        )
-        assert result["type"] == "progress"
+        result = await _start_download(hass, entry)
         await hass.async_block_till_done(wait_background_tasks=True)
         result = await hass.config_entries.subentries.async_configure(result["flow_id"])
     assert result["type"] == "create_entry", result
-    folder = tmp_path / "media" / "gemma_edge_models" / "faster-whisper-tiny.en"
+    folder = tmp_path / "models" / "faster-whisper-tiny.en"
     assert (folder / "model.bin").read_bytes() == (WHISPER_TINY_EN / "model.bin").read_bytes()
+    assert not (tmp_path / "media").exists()
     assert progress and progress == sorted(progress) and progress[-1] == 1.0
     subentry = next(s for s in entry.subentries.values() if s.subentry_type == "stt")
     assert subentry.data["model"] == str(folder)
+    await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_closing_the_download_flow_stops_its_download(
+    hass: HomeAssistant, smollm2_path: Path, socket_enabled: None, monkeypatch: Any, tmp_path: Path
+) -> None:
+    """A closed flow's thread used to keep downloading, and a new flow then wrote the same part
+    file from a second thread. Closing it stops the transfer; the next flow resumes the part."""
+    from .fake_hub import FakeHub, HubFile, serve_fake_hub  # noqa: PLC0415
+
+    hub = FakeHub({f"Systran/faster-whisper-tiny.en/{name}": HubFile(WHISPER_TINY_EN / name) for name in WHISPER_FILES})
+    hub.files["Systran/faster-whisper-tiny.en/model.bin"].seconds_per_mb = 5.0  # about 3 minutes for tiny.en
+    entry = await _entry_in(hass, smollm2_path, tmp_path / "models")
+    part = tmp_path / "models" / "faster-whisper-tiny.en" / "model.bin.part"
+    with serve_fake_hub(hub):
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        result = await _start_download(hass, entry)
+        for _ in range(100):  # until the transfer has begun
+            await asyncio.sleep(0.05)
+            if part.exists() and part.stat().st_size:
+                break
+        hass.config_entries.subentries.async_abort(result["flow_id"])
+        async with asyncio.timeout(30):  # far less than the whole transfer
+            await hass.async_block_till_done(wait_background_tasks=True)
+        stopped_at = part.stat().st_size
+        assert 0 < stopped_at < (WHISPER_TINY_EN / "model.bin").stat().st_size
+        hub.files["Systran/faster-whisper-tiny.en/model.bin"].seconds_per_mb = 0.0
+        result = await _start_download(hass, entry)
+        await hass.async_block_till_done(wait_background_tasks=True)
+        result = await hass.config_entries.subentries.async_configure(result["flow_id"])
+    assert result["type"] == "create_entry", result
+    model = tmp_path / "models" / "faster-whisper-tiny.en" / "model.bin"
+    assert model.read_bytes() == (WHISPER_TINY_EN / "model.bin").read_bytes()
+    ranges = [r for method, path, r in hub.requests if method == "GET" and path.endswith("model.bin")]
+    assert ranges[-1] == f"bytes={stopped_at}-"  # resumed where the closed flow stopped
     await hass.config_entries.async_unload(entry.entry_id)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +151,12 @@ class GemmaEdgeConfigFlow(ConfigFlow, domain=DOMAIN):
         self._download_task: asyncio.Task[list[Path]] | None = None
         self._download_error = "download_failed"
         self._paths: list[Path] = []
+        self._cancel_download = threading.Event()
+
+    @callback
+    def async_remove(self) -> None:
+        """The flow was closed: its download thread stops at the next block (the part file stays)."""
+        self._cancel_download.set()
 
     async def async_step_user(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """Choose where the model comes from."""
@@ -249,7 +256,7 @@ class GemmaEdgeConfigFlow(ConfigFlow, domain=DOMAIN):
                 self.hass.loop.call_soon_threadsafe(self.async_update_progress, fraction)
 
             async def _download() -> list[Path]:
-                return await self.hass.async_add_executor_job(download_files, remotes, folder, report)
+                return await self.hass.async_add_executor_job(download_files, remotes, folder, report, self._cancel_download)
 
             self._download_task = self.hass.async_create_background_task(
                 _download(), f"{DOMAIN} download {remotes[0].filename}"
@@ -458,11 +465,18 @@ WHISPER_REPO = "Systran/faster-whisper-{size}"
 WHISPER_FILES = ("model.bin", "config.json", "tokenizer.json", "vocabulary.txt")
 
 
-def download_whisper(size: str, folder: Path, progress: Callable[[float], None]) -> Path:
+def speech_download_dir(hass: HomeAssistant, entry: ConfigEntry) -> Path:
+    """Next to the LLM: the folder its file was downloaded to (or lies in), when writable; else
+    the default download folder (blocking: checks the disk)."""
+    folder = Path(entry.data[CONF_MODEL_PATH]).parent
+    return folder if os.access(folder, os.W_OK) else Path(default_download_dir(hass))
+
+
+def download_whisper(size: str, folder: Path, progress: Callable[[float], None], cancelled: threading.Event) -> Path:
     """Download a faster-whisper size from Hugging Face, each file resumed and sha256-verified."""
     repo = WHISPER_REPO.format(size=size)
     target = folder / f"faster-whisper-{size}"
-    download_files([resolve_remote_file(repo, name) for name in WHISPER_FILES], target, progress)
+    download_files([resolve_remote_file(repo, name) for name in WHISPER_FILES], target, progress, cancelled)
     return target
 
 
@@ -473,6 +487,12 @@ class SpeechSubentryFlow(ConfigSubentryFlow):
     def __init__(self) -> None:
         self._data: dict[str, Any] = {}
         self._task: asyncio.Task[Path] | None = None
+        self._cancel_download = threading.Event()
+
+    @callback
+    def async_remove(self) -> None:
+        """The flow was closed: its download thread stops at the next block (the part file stays)."""
+        self._cancel_download.set()
 
     async def async_step_user(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
         errors: dict[str, str] = {}
@@ -509,13 +529,14 @@ class SpeechSubentryFlow(ConfigSubentryFlow):
         """Download the chosen size next to the LLM downloads, with a progress bar."""
         if self._task is None:
             size = self._data[CONF_STT_MODEL]
-            folder = Path(default_download_dir(self.hass))
+            folder = await self.hass.async_add_executor_job(speech_download_dir, self.hass, self._get_entry())
+            cancelled = self._cancel_download
 
             def report(fraction: float) -> None:
                 self.hass.loop.call_soon_threadsafe(self.async_update_progress, fraction)
 
             async def _download() -> Path:
-                return await self.hass.async_add_executor_job(download_whisper, size, folder, report)
+                return await self.hass.async_add_executor_job(download_whisper, size, folder, report, cancelled)
 
             self._task = self.hass.async_create_background_task(_download(), f"{DOMAIN} download whisper {size}")
         if not self._task.done():

@@ -15,6 +15,7 @@ import logging
 import os
 from pathlib import Path
 import shutil
+import threading
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -25,6 +26,19 @@ MAX_ATTEMPTS = 5
 
 class DownloadError(Exception):
     """The download failed; the message says why."""
+
+
+class DownloadCancelledError(DownloadError):
+    """The download was stopped (its config flow was closed)."""
+
+
+_PART_LOCKS_GUARD = threading.Lock()
+_PART_LOCKS: dict[Path, threading.Lock] = {}
+
+
+def _part_lock(partial: Path) -> threading.Lock:
+    with _PART_LOCKS_GUARD:
+        return _PART_LOCKS.setdefault(partial.absolute(), threading.Lock())
 
 
 class ChecksumMismatchError(DownloadError):
@@ -94,16 +108,31 @@ def download_file(
     remote: RemoteFile,
     folder: Path,
     progress: Callable[[float], None] | None = None,
+    cancelled: threading.Event | None = None,
 ) -> Path:
     """Download (or resume) ``remote`` into ``folder``; return the verified file's path.
 
-    Blocking: run it in an executor or worker thread. ``progress`` receives 0.0-1.0.
+    Blocking: run it in an executor or worker thread. ``progress`` receives 0.0-1.0. Setting
+    ``cancelled`` stops it at the next block (DownloadCancelledError; the part file stays for a
+    later resume). Only one download writes a given part file at a time: a second one waits for
+    the first, then finds the file done or continues it.
     """
+    partial = folder / f"{remote.filename}.part"
+    with _part_lock(partial):
+        return _download_file(remote, folder, partial, progress, cancelled)
+
+
+def _download_file(
+    remote: RemoteFile,
+    folder: Path,
+    partial: Path,
+    progress: Callable[[float], None] | None,
+    cancelled: threading.Event | None,
+) -> Path:
     from huggingface_hub.utils import get_session  # noqa: PLC0415
     import httpx  # noqa: PLC0415
 
     target = folder / remote.filename
-    partial = folder / f"{remote.filename}.part"
     if target.exists() and target.stat().st_size == remote.size:
         if remote.sha256 is None or _sha256_file(target) == remote.sha256:
             if progress:
@@ -129,6 +158,8 @@ def download_file(
                 with partial.open("r+b" if have else "wb") as handle:
                     handle.seek(have)
                     for block in response.iter_bytes(CHUNK_BYTES):
+                        if cancelled is not None and cancelled.is_set():
+                            raise DownloadCancelledError(f"the download of {remote.filename} was cancelled")
                         handle.write(block)
                         have += len(block)
                         if progress:
@@ -162,14 +193,18 @@ def download_file(
     return target
 
 
-def download_files(remotes: list[RemoteFile], folder: Path, progress: Callable[[float], None]) -> list[Path]:
+def download_files(
+    remotes: list[RemoteFile], folder: Path, progress: Callable[[float], None], cancelled: threading.Event | None = None
+) -> list[Path]:
     """Download several files into one folder, reporting progress over their total size."""
     total = sum(remote.size for remote in remotes) or 1
     done = 0
     paths = []
     for remote in remotes:
         paths.append(
-            download_file(remote, folder, lambda fraction, base=done, size=remote.size: progress((base + fraction * size) / total))
+            download_file(
+                remote, folder, lambda fraction, base=done, size=remote.size: progress((base + fraction * size) / total), cancelled
+            )
         )
         done += remote.size
     return paths
