@@ -11,7 +11,7 @@ from homeassistant.components import conversation
 from homeassistant.components.homeassistant.exposed_entities import async_expose_entity
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.core import Context, Event, EventStateChangedData, HomeAssistant, callback
-from homeassistant.helpers import chat_session, entity_registry as er, intent, issue_registry as ir, llm
+from homeassistant.helpers import chat_session, device_registry as dr, entity_registry as er, intent, issue_registry as ir, llm
 from homeassistant.helpers.event import async_track_state_change_event
 from homeassistant.util import dt as dt_util
 from pytest_homeassistant_custom_component.common import async_fire_time_changed
@@ -25,7 +25,7 @@ def agent_id(hass: HomeAssistant, entry: ConfigEntry) -> str:
 
 
 async def converse_streaming(
-    hass: HomeAssistant, entry: ConfigEntry, text: str, conversation_id: str | None = None
+    hass: HomeAssistant, entry: ConfigEntry, text: str, conversation_id: str | None = None, device_id: str | None = None
 ) -> tuple[conversation.ConversationResult, list[dict[str, Any]]]:
     """Converse the way the Assist pipeline does, recording the streamed deltas."""
     deltas: list[dict[str, Any]] = []
@@ -36,7 +36,8 @@ async def converse_streaming(
         ),
     ):
         result = await conversation.async_converse(
-            hass, text, session.conversation_id, Context(), language="en", agent_id=agent_id(hass, entry)
+            hass, text, session.conversation_id, Context(), language="en", agent_id=agent_id(hass, entry),
+            device_id=device_id,
         )
     return result, deltas
 
@@ -200,6 +201,31 @@ async def test_agent_primes_its_prefix_and_new_conversations_share_it(
     after = steps[after_steps]
     assert after.prompt_tokens > steps[second_steps].prompt_tokens  # the doorbell joined the prompt
     assert after.reused_tokens > 1000 and after.evaluated_tokens <= 16 + 64, after
+
+
+async def test_a_satellite_in_an_area_starts_from_the_primed_prefix(hass: HomeAssistant, smollm2_entry: ConfigEntry) -> None:
+    """Assist's prompt names the satellite's area near its top ("You are in area Kitchen ..."),
+    so a satellite shared no cached prefix with the primed prompt and its first turn evaluated
+    the whole prompt again. The area line now travels with the user's words."""
+    from homeassistant.helpers import area_registry as ar  # noqa: PLC0415
+
+    kitchen = ar.async_get(hass).async_create("Kitchen")
+    satellite = dr.async_get(hass).async_get_or_create(
+        config_entry_id=smollm2_entry.entry_id, identifiers={("test", "kitchen_satellite")}, name="Kitchen satellite"
+    )
+    dr.async_get(hass).async_update_device(satellite.id, area_id=kitchen.id)
+    engine = smollm2_entry.runtime_data.engine
+    steps = record_steps(engine)
+    async_fire_time_changed(hass, dt_util.utcnow() + timedelta(seconds=31))
+    await hass.async_block_till_done(wait_background_tasks=True)
+    primed = len(steps)
+    prompts: list[str] = []
+    render = engine.model.chat_format.render
+    engine.model.chat_format.render = lambda messages, tools: prompts.append(text := render(messages, tools)) or text
+    await converse_streaming(hass, smollm2_entry, "Turn on the lights", device_id=satellite.id)
+    first = steps[primed]
+    assert first.reused_tokens > 1000 and first.evaluated_tokens <= 16 + 64, first
+    assert "(You are in area Kitchen and all generic commands" in prompts[-1]
 
 
 async def test_too_many_exposed_entities_degrade_visibly(hass: HomeAssistant, smollm2_path: Path, lights: list[str]) -> None:

@@ -241,14 +241,19 @@ class GemmaConversationEntity(conversation.ConversationEntity, conversation.Abst
     async def _async_fit_prompt(self, messages: list[Message], tools: list[ToolSpec]) -> list[Message]:
         """Make the system prompt fit the context: Assist's device overview as is, compacted, or
         replaced by "use GetLiveContext" (with a Repairs issue giving the numbers). Never silent
-        truncation; decided once per distinct system prompt."""
+        truncation; decided once per distinct system prompt. The lines that depend on the asking
+        device leave the system prompt (the same cached prefix for every satellite); the area
+        line goes in front of the user's latest words."""
         if not messages or messages[0]["role"] != "system":
             return messages
-        text = str(messages[0]["content"])
+        text, area_line = prompt_budget.without_device_lines(str(messages[0]["content"]))
         if (fitted := self._fitted.get(text)) is None:
             fitted = await self._async_fit_system(text, tools)
             self._fitted = {text: fitted}  # only the current prompt is worth remembering
-        return [{**messages[0], "content": fitted}, *messages[1:]]
+        out = [{**messages[0], "content": fitted}, *messages[1:]]
+        if area_line and (last_user := max((i for i, m in enumerate(out) if m["role"] == "user"), default=0)):
+            out[last_user] = {**out[last_user], "content": f"({area_line})\n{out[last_user]['content']}"}
+        return out
 
     async def _async_fit_system(self, text: str, tools: list[ToolSpec]) -> str:
         engine = self.entry.runtime_data.engine

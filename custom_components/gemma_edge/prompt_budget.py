@@ -97,3 +97,25 @@ def compact_live_context(text: str) -> str:
         details += [f"{key} {value}" for key, value in attributes.items() if value not in (None, "", [], {})]
         lines.append(f"{entry.get('names', '?')} ({kind}): {', '.join(details)}")
     return "Live states (name (kind, area): state, attributes): " + "; ".join(lines)
+
+
+# Lines of Assist's prompt that depend on the requesting device. They sit near the top, so a
+# satellite in an area would share no cached prefix with a primed prompt; they are taken out of
+# the system prompt, and the area line goes in front of the user's words instead.
+_AREA_LINE = "You are in area "
+_DEVICE_LINES = (
+    "When a user asks to turn on all devices of a specific type, ask user to specify an area, "
+    "unless there is only one device of that type.",  # no area: the agent asks "which device" itself
+    "This device is not able to start timers.",  # the timer tools are simply not offered
+)
+
+
+def without_device_lines(text: str) -> tuple[str, str]:
+    """The system prompt without its device-dependent lines, and the area line (or "")."""
+    kept, area = [], ""
+    for line in text.split("\n"):
+        if line.startswith(_AREA_LINE):
+            area = line
+        elif line not in _DEVICE_LINES:
+            kept.append(line)
+    return "\n".join(kept), area

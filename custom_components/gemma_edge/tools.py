@@ -133,6 +133,12 @@ def look_tool_spec(camera_names: list[str]) -> ToolSpec:
     )
 
 
+DEVICE_TOOLS = frozenset(
+    {"HassStartTimer", "HassCancelTimer", "HassCancelAllTimers", "HassIncreaseTimer", "HassDecreaseTimer",
+     "HassPauseTimer", "HassUnpauseTimer", "HassTimerStatus"}
+)  # fmt: skip
+
+
 def tool_specs(
     hass: HomeAssistant, api: llm.APIInstance, *, vision: bool = False, targeted: bool = True
 ) -> list[ToolSpec]:
@@ -156,4 +162,6 @@ def tool_specs(
         specs.append(ToolSpec(tool.name, tool.description or "", declared, constrained))
     if vision and (cameras := exposed_cameras(hass)):
         specs.append(look_tool_spec(list(cameras)))
-    return sorted(specs, key=lambda spec: spec.name)
+    # Timer tools are offered only to satellites that can ring: they go last, after what every
+    # device shares, so that a satellite's prompt shares the primed prefix up to them.
+    return sorted(specs, key=lambda spec: (spec.name in DEVICE_TOOLS, spec.name))
