@@ -205,7 +205,9 @@ async def test_ask_with_a_camera_returns_text_and_actions(
         response = await hass.services.async_call(DOMAIN, "ask", data, blocking=True, return_response=True)
         await hass.async_block_till_done()
         assert isinstance(response["text"], str) and response["conversation_id"]
-        assert response["actions"] == events
+        # the caller gets its own words back; the recorded event does not keep them (privacy option off)
+        assert [{**a, "reason": None} for a in response["actions"]] == events
+        assert all(a["reason"] == data["text"] for a in response["actions"])
         return response
 
     response = await ask({"text": "Turn on the kitchen light"})
