@@ -35,6 +35,11 @@ async def add_stt(hass: HomeAssistant, entry: ConfigEntry) -> str:
         result["flow_id"], {"name": "Speech", "model": "/nowhere", "language": "en", "beam_size": 1, "vad_filter": True}
     )
     assert bad["errors"] == {"model": "stt_model_not_found"}
+    # a language code Whisper does not know is refused here, not at the first transcription
+    bad = await hass.config_entries.subentries.async_configure(
+        result["flow_id"], {"name": "Speech", "model": str(WHISPER_TINY_EN), "language": "xx", "beam_size": 1, "vad_filter": True}
+    )
+    assert bad["errors"] == {"language": "unknown_language"}
     done = await hass.config_entries.subentries.async_configure(
         result["flow_id"],
         {"name": "Speech", "model": str(WHISPER_TINY_EN), "language": "en", "beam_size": 1, "vad_filter": True},

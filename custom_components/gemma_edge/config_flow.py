@@ -465,6 +465,16 @@ WHISPER_REPO = "Systran/faster-whisper-{size}"
 WHISPER_FILES = ("model.bin", "config.json", "tokenizer.json", "vocabulary.txt")
 
 
+def whisper_knows_language(code: str) -> bool:
+    """Whether Whisper has this language code ("en", "de", ...); True when faster-whisper is not
+    installed yet to say (blocking: the import is heavy)."""
+    try:
+        from faster_whisper.tokenizer import _LANGUAGE_CODES  # noqa: PLC0415
+    except ImportError:
+        return True
+    return code in _LANGUAGE_CODES
+
+
 def speech_download_dir(hass: HomeAssistant, entry: ConfigEntry) -> Path:
     """Next to the LLM: the folder its file was downloaded to (or lies in), when writable; else
     the default download folder (blocking: checks the disk)."""
@@ -499,11 +509,15 @@ class SpeechSubentryFlow(ConfigSubentryFlow):
         if user_input is not None:
             model = user_input[CONF_STT_MODEL].strip()
             self._data = {**user_input, CONF_STT_MODEL: model, CONF_STT_BEAM_SIZE: int(user_input[CONF_STT_BEAM_SIZE])}
-            if model in STT_MODELS:
+            language = (user_input.get(CONF_STT_LANGUAGE) or "").strip()
+            if language and not await self.hass.async_add_executor_job(whisper_knows_language, language):
+                errors[CONF_STT_LANGUAGE] = "unknown_language"
+            elif model in STT_MODELS:
                 return await self.async_step_download()
-            if await self.hass.async_add_executor_job(_is_whisper_folder, model):
+            elif await self.hass.async_add_executor_job(_is_whisper_folder, model):
                 return self._create()
-            errors[CONF_STT_MODEL] = "stt_model_not_found"
+            else:
+                errors[CONF_STT_MODEL] = "stt_model_not_found"
         schema = vol.Schema(
             {
                 vol.Required(CONF_NAME, default=DEFAULT_STT_NAME): str,
