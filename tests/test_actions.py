@@ -239,3 +239,24 @@ async def test_a_ledger_failing_mid_turn_leaves_nothing_claimed(rig) -> None:  #
     await executor._db(lambda: connection().execute("DELETE FROM actions WHERE key = 'damaged'"))  # noqa: SLF001
     assert await executor._db(executor.ledger.unfinished) == []  # noqa: SLF001
     assert home.calls[("button", "press", BUTTON)] == 0
+
+
+async def test_a_cancelled_turn_leaves_no_key_in_progress(rig) -> None:  # noqa: ANN001
+    """A turn cancelled while its call hangs (the user left, the pipeline timed out): the key is
+    settled at once, or, for a one-shot call that goes on, when that call ends."""
+    import asyncio  # noqa: PLC0415
+
+    executor, home, _, events = rig
+    executor.call_timeout_s = 3600
+    home.hang.update({LIGHT, BUTTON})
+    tasks = [
+        asyncio.ensure_future(executor.execute(request(ServiceAction("light", "turn_on", LIGHT)))),
+        asyncio.ensure_future(executor.execute(request(ServiceAction("button", "press", BUTTON)))),
+    ]
+    await asyncio.sleep(0.1)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    unfinished = await executor._db(executor.ledger.unfinished)  # noqa: SLF001
+    assert [r.request["action"]["entity_id"] for r in unfinished] == [BUTTON]  # its press is still running
+    assert executor._still_running == {} and len(executor._settling) == 1  # noqa: SLF001 - recorded when it ends

@@ -289,6 +289,14 @@ async def test_an_intent_acts_only_on_its_own_kind_of_device(hass: HomeAssistant
     _entry, model, calls = agent
     model.script(call("HassLightSet", name="Hall Window", color="red"))
     assert await ask(hass, "Make the hall window red") == "Hall Window cannot do that."
+    # the model's own domain narrows the intent's, never widens it (outside act-first mode, where
+    # a name's model-added kinds are dropped anyway)
+    from custom_components.gemma_edge.intent_targets import IntentTargets, TargetError  # noqa: PLC0415
+
+    with pytest.raises(TargetError, match="cannot be done with cover devices"):
+        IntentTargets(hass, turn_text="Make the hall window red", device_id=None).resolve(
+            "HassLightSet", {"name": "Hall Window", "domain": ["cover"], "color": "red"}
+        )
     assert calls == []
 
 
@@ -301,6 +309,12 @@ async def test_act_first_acts_only_on_what_the_user_named(hass: HomeAssistant, a
     assert "which device" in (await ask(hass, "Turn on the living room fan")).lower()
     model.script(call("HassTurnOff", name="Living Room RGBWW Lights"))
     assert "which device" in (await ask(hass, "Turn off the decorative lights")).lower()
+    # one shared word is not enough ("living" of Living Room RGBWW Lights), nor is another kind
+    # of device in the same room (Kitchen Window for "the kitchen lights")
+    model.script(call("HassTurnOn", name="Living Room RGBWW Lights"))
+    assert "which device" in (await ask(hass, "Close the living room window")).lower()
+    model.script(call("HassTurnOff", name="Kitchen Window"))
+    assert "which device" in (await ask(hass, "Turn off the kitchen lights")).lower()
     # a name the user did not say is not blamed on the device ("Hall Window cannot do that")
     model.script(call("HassTurnOff", name="Hall Window", domain=["humidifier"]))
     assert "which device" in (await ask(hass, "Turn off the kitchen lights")).lower()

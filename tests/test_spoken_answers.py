@@ -49,10 +49,16 @@ def test_guard_streams_sentence_by_sentence() -> None:
         ("fan.set_percentage", "executed", "done", {"percentage": 100}, "Set the speed of Ceiling Fan to 100%."),
         ("fan.turn_on", "unconfirmed", "called", {}, "Turned on Ceiling Fan, but it has not confirmed the change yet."),
         ("fan.turn_on", "no_op", "already on", {}, "Ceiling Fan is already on."),
-        ("fan.turn_on", "deduplicated", "already handled", {}, "I already did that: Ceiling Fan."),
+        ("fan.turn_on", "deduplicated", "already handled: executed (done)", {}, "I already did that: Ceiling Fan."),
+        # a retry of a turn that asked or failed says so again, not "I already did that"
+        ("fan.turn_on", "deduplicated", "already handled: needs_confirmation (needs your confirmation)", {},
+         "I need your confirmation to turn on Ceiling Fan. Should I go ahead?"),
+        ("fan.turn_on", "deduplicated", "already handled: failed (failed: boom)", {}, "I could not turn on Ceiling Fan: boom."),
         ("fan.turn_on", "needs_confirmation", "x", {}, "I need your confirmation to turn on Ceiling Fan. Should I go ahead?"),
         ("fan.turn_on", "rejected", "not allowed", {}, "I did not turn on Ceiling Fan: not allowed."),
         ("fan.turn_on", "failed", "failed: boom", {}, "I could not turn on Ceiling Fan: boom."),
+        ("fan.turn_on", "failed", "failed: two or more values in the same group of exclusion 'Color descriptors' @ data[<Color descriptors>]",
+         {}, "I could not turn on Ceiling Fan: it did not accept those settings."),  # HA's schema text is not spoken
         ("fan.turn_on", "indeterminate", "timeout", {}, "I tried to turn on Ceiling Fan, but I cannot tell whether it worked."),
         ("media_player.volume_set", "executed", "done", {"volume_level": 0.35}, "Set the volume of Ceiling Fan to 35%."),
     ],

@@ -251,8 +251,8 @@ class GemmaConversationEntity(conversation.ConversationEntity, conversation.Abst
             fitted = await self._async_fit_system(text, tools)
             self._fitted = {text: fitted}  # only the current prompt is worth remembering
         out = [{**messages[0], "content": fitted}, *messages[1:]]
-        if area_line and (last_user := max((i for i, m in enumerate(out) if m["role"] == "user"), default=0)):
-            out[last_user] = {**out[last_user], "content": f"({area_line})\n{out[last_user]['content']}"}
+        if area_line:  # on every user turn, so that the next turn renders the earlier ones the same
+            out = [{**m, "content": f"({area_line})\n{m['content']}"} if m["role"] == "user" else m for m in out]
         return out
 
     async def _async_fit_system(self, text: str, tools: list[ToolSpec]) -> str:

@@ -158,6 +158,19 @@ def _words(text: str) -> set[str]:
     return {w for w in re.findall(r"\w+", text.lower()) if len(w) >= 3 and w not in _GENERIC_WORDS}
 
 
+# Kinds of device a name or the user's words can mention ("Kitchen Window" is not "kitchen lights").
+_KINDS = {
+    "light": "light", "lights": "light", "lamp": "light", "lamps": "light", "fan": "fan", "fans": "fan",
+    "window": "window", "windows": "window", "door": "door", "doors": "door", "blind": "blind",
+    "blinds": "blind", "shade": "blind", "shades": "blind", "speaker": "speaker", "speakers": "speaker",
+    "tv": "speaker", "player": "speaker",
+}  # fmt: skip
+
+
+def _kinds(text: str) -> set[str]:
+    return {_KINDS[w] for w in re.findall(r"\w+", text.lower()) if w in _KINDS}
+
+
 class IntentTargets:
     """Resolves one turn's intent calls to per-entity service actions.
 
@@ -175,6 +188,7 @@ class IntentTargets:
         self.strict_names = strict_names
         said = turn_text if said is None else said
         self._said = _words(said)
+        self._said_text = said
         self._said_joined = re.sub(r"\W+", "", said.lower())
 
     def _device_area(self, device_id: str | None) -> tuple[str | None, str | None]:
@@ -201,7 +215,10 @@ class IntentTargets:
         slots = {key: value["value"] for key, value in validated.items() if isinstance(value, dict)}
         if tool in ("HassMediaPlayerMute", "HassMediaPlayerUnmute"):
             slots["is_volume_muted"] = tool == "HassMediaPlayerMute"
-        domains = set(slots["domain"]) if slots.get("domain") else _handler_domains(handler)
+        own = _handler_domains(handler)  # the model's domains narrow the intent's own, never widen them
+        domains = (set(slots["domain"]) & own if own else set(slots["domain"])) if slots.get("domain") else own
+        if domains is not None and not domains:  # an empty set would match every domain
+            raise TargetError(f"that cannot be done with {' or '.join(sorted(map(str, slots['domain'])))} devices", "domain")
         states = self._match(tool, args, domains, handler.required_features, handler.required_states)
         data = {
             info.service_data_name or key: slots[key]
@@ -253,10 +270,17 @@ class IntentTargets:
                 raise TargetError("which device do you mean? Say its name or its area", "not_mentioned")
 
     def _said_name(self, name: str) -> bool:
-        """A distinctive word of the name, or the whole name said as one word or apart ("heat
-        pump" = HeatPump), is in the user's words."""
+        """Every distinctive word of the name ("Living Room RGBWW Lights": living, rgbww), or the
+        whole name as one word or apart ("heat pump" = HeatPump), is in the user's words, and a
+        kind of device the name mentions is not contradicted by the kind the user said."""
         joined = re.sub(r"\W+", "", name.lower())
-        return bool(_words(name) & self._said) or (len(joined) >= 4 and joined in self._said_joined)
+        words = _words(name)
+        if not words:  # a name made of kind words only ("Lamp", "TV"): said as it is
+            return bool(re.search(rf"\b{re.escape(name.lower())}\b", self._said_text.lower()))
+        if not (words <= self._said or (len(joined) >= 4 and joined in self._said_joined)):
+            return False
+        named, said = _kinds(name), _kinds(self._said_text)
+        return not (named and said and not named & said)
 
     def area_id_name(self) -> str | None:
         area = ar.async_get(self.hass).async_get_area(self.area_id) if self.area_id else None

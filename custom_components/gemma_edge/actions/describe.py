@@ -117,6 +117,10 @@ def spoken_outcome(
     """One sentence about one action's outcome, in the user's language (English when unknown)."""
     lang = language.split("-")[0].lower()
     templates = _SPOKEN.get(lang, _SPOKEN["en"])
+    if status == "deduplicated":  # a retry: say what the first attempt's outcome was
+        recorded, _, inner = message.removeprefix("already handled: ").partition(" ")
+        if recorded in templates and recorded not in ("executed", "deduplicated"):
+            status, message = recorded, inner.strip().removeprefix("(").removesuffix(")")
     action = service.partition(".")[2] or service
     if service.startswith("tool."):  # a script, a timer, a list: "run Morning Routine"
         verb, past = ("ausführen", "ausgeführt") if lang == "de" else ("run", "ran")
@@ -129,6 +133,8 @@ def spoken_outcome(
             verb, past = "unmute", "unmuted"
     state = _RESULT_STATE.get(action) or message.removeprefix("already ") or "as asked"
     message = message.removeprefix("failed: ").rstrip(".") or status
+    if " @ data[" in message or "exclusion" in message:  # Home Assistant's schema text is not for people
+        message = "it did not accept those settings"
     return templates.get(status, templates["failed"]).format(
         Past=_capital(past), past=past, verb=verb, name=name, Name=_capital(name), state=state, message=message,
         to=_value(action, data or {}),

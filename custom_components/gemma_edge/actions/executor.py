@@ -7,6 +7,7 @@ serial worker thread, so the event loop never blocks on SQLite.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field, replace
 import json
@@ -262,6 +263,18 @@ class ActionExecutor:
             return self._not_claimed(claim.reason, claim.record, request, action)
         try:
             status, message = await self._run(request, action, kind, state, claim.record.action_id, confirmed, repeated)
+        except asyncio.CancelledError:  # the turn was cancelled: the key must not stay in progress
+            if claim.record.action_id in self._still_running:  # its call goes on; recorded when it ends
+                self._settle_later(key, ActionOutcome(
+                    key, claim.record.action_id, ActionStatus.RUNNING, "", action, request.source, kind,
+                    request.conversation_id, request.tool, request.reason, now,
+                ))  # fmt: skip
+            else:
+                with contextlib.suppress(LedgerError):
+                    await self._db(
+                        self.ledger.finish, key, ActionStatus.INDETERMINATE.value, {"message": "the request was cancelled"}, self.clock()
+                    )
+            raise
         except Exception as err:  # a bug must not leave the key in progress until a restart
             _LOGGER.exception("Action %s failed unexpectedly", key)
             status, message = ActionStatus.INDETERMINATE, f"interrupted by an internal error: {err}"
@@ -364,7 +377,11 @@ class ActionExecutor:
             else self.home.call(action, action_id, request.parent_context_id, request.user_id),
             f"gemma_edge action {action_id}",
         )
-        done, _ = await asyncio.wait({call}, timeout=self.call_timeout_s)
+        try:
+            done, _ = await asyncio.wait({call}, timeout=self.call_timeout_s)
+        except asyncio.CancelledError:
+            self._still_running[action_id] = call  # the call is not cancelled with the turn
+            raise
         if not done:
             self._still_running[action_id] = call
             return ActionStatus.RUNNING, "started and still running; it will not be started again"
