@@ -2,6 +2,7 @@
 """Talk to the development Home Assistant over its REST API (stdlib only).
 
     scripts/dev_client.py converse "Turn on the bed light"
+    scripts/dev_client.py converse --conversation <id from the answer> yes
     scripts/dev_client.py token
 """
 
@@ -62,8 +63,11 @@ def websocket(token: str, command: dict[str, Any]) -> Any:
     return asyncio.run(run())
 
 
-def converse(text: str, token: str, agent_id: str = "conversation.gemma_conversation") -> Any:
-    return request("POST", "/api/conversation/process", {"text": text, "language": "en", "agent_id": agent_id}, token)
+def converse(text: str, token: str, agent_id: str = "conversation.gemma_conversation", conversation_id: str | None = None) -> Any:
+    body = {"text": text, "language": "en", "agent_id": agent_id}
+    if conversation_id:  # continue a conversation (a "yes" after the agent asked)
+        body["conversation_id"] = conversation_id
+    return request("POST", "/api/conversation/process", body, token)
 
 
 def main() -> None:
@@ -71,8 +75,11 @@ def main() -> None:
     token = login()
     if command == "token":
         print(token)
-    elif command == "converse":
-        print(json.dumps(converse(" ".join(sys.argv[2:]), token), indent=2))
+    elif command == "converse":  # converse [--conversation ID] words...
+        words, conversation_id = sys.argv[2:], None
+        if words[:1] == ["--conversation"]:
+            conversation_id, words = words[1], words[2:]
+        print(json.dumps(converse(" ".join(words), token, conversation_id=conversation_id), indent=2))
     elif command == "state":
         print(json.dumps(request("GET", f"/api/states/{sys.argv[2]}", token=token), indent=2))
     else:
