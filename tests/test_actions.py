@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 import sqlite3
 
@@ -51,6 +52,20 @@ async def rig(tmp_path: Path):  # noqa: ANN201
 
 def request(action: ServiceAction, scope: str = "conversation:c1:turn1", **kwargs: object) -> ActionRequest:
     return ActionRequest(action=action, scope=scope, source="conversation", conversation_id="c1", **kwargs)  # type: ignore[arg-type]
+
+
+async def cancel_while_hanging(executor: ActionExecutor, home: SimHome) -> list[asyncio.Task[ActionOutcome]]:
+    """A doorbell press and a light's turn_on whose services never answer, cancelled mid-call."""
+    home.hang.update({BUTTON, LIGHT})
+    executor.call_timeout_s = 3600
+    tasks = [
+        asyncio.ensure_future(executor.execute(request(ServiceAction("button", "press", BUTTON)))),
+        asyncio.ensure_future(executor.execute(request(ServiceAction("light", "turn_on", LIGHT)))),
+    ]
+    await asyncio.sleep(0.2)
+    for task in tasks:
+        task.cancel()
+    return tasks
 
 
 async def test_toggle_becomes_absolute_and_repeats_are_deduplicated(rig) -> None:  # noqa: ANN001
@@ -165,17 +180,7 @@ async def test_crash_between_claim_and_outcome_is_settled_on_restart(tmp_path: P
     path = tmp_path / "ledger.db"
     executor = ActionExecutor(ActionLedger(path), home, clock=clock, call_timeout_s=0.2, verify_timeout_s=0.1)
     await executor.async_start()
-    home.hang.update({BUTTON, LIGHT})
-    executor.call_timeout_s = 3600  # the process "dies" while the calls hang
-    import asyncio  # noqa: PLC0415
-
-    tasks = [
-        asyncio.ensure_future(executor.execute(request(ServiceAction("button", "press", BUTTON)))),
-        asyncio.ensure_future(executor.execute(request(ServiceAction("light", "turn_on", LIGHT)))),
-    ]
-    await asyncio.sleep(0.2)
-    for task in tasks:
-        task.cancel()
+    await cancel_while_hanging(executor, home)  # the process "dies" while the calls hang
     await executor.async_stop()
     assert home.calls[("button", "press", BUTTON)] == 1
     home.apply(ServiceAction("light", "turn_on", LIGHT))  # the light did switch on before the crash
@@ -244,19 +249,8 @@ async def test_a_ledger_failing_mid_turn_leaves_nothing_claimed(rig) -> None:  #
 async def test_a_cancelled_turn_leaves_no_key_in_progress(rig) -> None:  # noqa: ANN001
     """A turn cancelled while its call hangs (the user left, the pipeline timed out): the key is
     settled at once, or, for a one-shot call that goes on, when that call ends."""
-    import asyncio  # noqa: PLC0415
-
-    executor, home, _, events = rig
-    executor.call_timeout_s = 3600
-    home.hang.update({LIGHT, BUTTON})
-    tasks = [
-        asyncio.ensure_future(executor.execute(request(ServiceAction("light", "turn_on", LIGHT)))),
-        asyncio.ensure_future(executor.execute(request(ServiceAction("button", "press", BUTTON)))),
-    ]
-    await asyncio.sleep(0.1)
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    executor, home, _, _ = rig
+    await asyncio.gather(*await cancel_while_hanging(executor, home), return_exceptions=True)
     unfinished = await executor._db(executor.ledger.unfinished)  # noqa: SLF001
     assert [r.request["action"]["entity_id"] for r in unfinished] == [BUTTON]  # its press is still running
     assert executor._still_running == {} and len(executor._settling) == 1  # noqa: SLF001 - recorded when it ends

@@ -53,7 +53,7 @@ from .engine.engine import (
     ToolCallsReady,
 )
 from .engine.worker import PRIORITY_USER
-from .engine.grammar import ToolSpec
+from .engine.grammar import ToolChoice, ToolSpec
 from .engine.llama_model import ContextOverflowError, EngineError
 from .engine.tool_calls import ToolCall, ToolCallSyntaxError
 from .actions.executor import ActionOutcome
@@ -83,6 +83,17 @@ async def async_setup_entry(
     for subentry in entry.subentries.values():
         if subentry.subentry_type == "conversation":
             async_add_entities([GemmaConversationEntity(entry, subentry)], config_subentry_id=subentry.subentry_id)
+
+
+def _tool_choice(act_first: bool, iteration: int, runner: ToolRunner | None) -> ToolChoice:
+    """In "always act first" mode the first step must call tools; after acting, the answer is in
+    words; after only looking something up, the model may act or answer. Otherwise the model chooses."""
+    if not act_first:
+        return "auto"
+    if iteration == 0:
+        return "required"
+    acted = runner is None or bool(runner.outcomes or runner.notes)
+    return "none" if acted else "auto"
 
 
 def chat_log_messages(chat_log: conversation.ChatLog, max_history: int) -> list[Message]:
@@ -352,11 +363,7 @@ class GemmaConversationEntity(conversation.ConversationEntity, conversation.Abst
                 # "Always act first": the outcomes are the answer; no second generation.
                 await self._async_say(chat_log, runner.spoken(language))
                 break
-            # "Always act first": the first step must call tools; after acting, the answer is in
-            # words; after only looking something up, the model may act or answer.
-            tool_choice = "auto"
-            if act_first:
-                tool_choice = "required" if iteration == 0 else "none" if runner is None or runner.outcomes or runner.notes else "auto"
+            tool_choice = _tool_choice(act_first, iteration, runner)
             step = StepOptions(
                 max_tokens=max(max_tokens, TOOL_STEP_MIN_TOKENS) if tool_choice == "required" else max_tokens,
                 temperature=float(options.get(CONF_TEMPERATURE, DEFAULT_TEMPERATURE)),

@@ -175,8 +175,8 @@ class IntentTargets:
     """Resolves one turn's intent calls to per-entity service actions.
 
     ``strict_names`` (the "always act first" mode for very small models): a call naming a device
-    or an area acts only if a distinctive word of that device's name, alias or area is in the
-    user's words; a tiny model otherwise picks any name the grammar allows."""
+    or an area acts only if the user said that name (see ``_said_name``); a tiny model otherwise
+    picks any name the grammar allows."""
 
     def __init__(
         self, hass: HomeAssistant, *, turn_text: str, device_id: str | None, strict_names: bool = False,
@@ -187,9 +187,9 @@ class IntentTargets:
         self.area_id, self.floor_id = self._device_area(device_id)
         self.strict_names = strict_names
         said = turn_text if said is None else said
+        self._said_text = said.lower()
         self._said = _words(said)
-        self._said_text = said
-        self._said_joined = re.sub(r"\W+", "", said.lower())
+        self._said_joined = re.sub(r"\W+", "", self._said_text)
 
     def _device_area(self, device_id: str | None) -> tuple[str | None, str | None]:
         if not device_id or (device := dr.async_get(self.hass).async_get(device_id)) is None or not device.area_id:
@@ -276,7 +276,7 @@ class IntentTargets:
         joined = re.sub(r"\W+", "", name.lower())
         words = _words(name)
         if not words:  # a name made of kind words only ("Lamp", "TV"): said as it is
-            return bool(re.search(rf"\b{re.escape(name.lower())}\b", self._said_text.lower()))
+            return bool(re.search(rf"\b{re.escape(name.lower())}\b", self._said_text))
         if not (words <= self._said or (len(joined) >= 4 and joined in self._said_joined)):
             return False
         named, said = _kinds(name), _kinds(self._said_text)

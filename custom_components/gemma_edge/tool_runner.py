@@ -29,7 +29,6 @@ from .prompt_budget import compact_live_context
 from .intent_targets import ONE_SHOT_INTENTS, SEARCH_AND_PLAY, IntentTargets, TargetError, is_resolved_intent
 
 CONFIRM_ARGUMENT = "confirm"
-LIVE_CONTEXT_TOOL = "GetLiveContext"
 # Our own read-only tool: a snapshot of an exposed camera, shown to the model in the next step.
 LOOK_TOOL = "LookAtCamera"
 # Home Assistant's tools that only read (the rest of its intents and every script change something).
@@ -147,7 +146,7 @@ class ToolRunner:
             if is_read_tool(self.hass, tool):
                 self.read_calls += 1
                 result = await self.api.async_call_tool(llm.ToolInput(name, args, id=tool_input.id))
-                if name == LIVE_CONTEXT_TOOL and isinstance(result.get("result"), str):
+                if isinstance(_unwrapped(tool), llm.GetLiveContextTool) and isinstance(result.get("result"), str):
                     result = {**result, "result": compact_live_context(result["result"])}
                 return result
             if name == SEARCH_AND_PLAY:  # resolved to one exposed player, then played by HA's handler

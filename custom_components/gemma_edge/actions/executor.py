@@ -261,14 +261,17 @@ class ActionExecutor:
             return self._unrecorded(request, ActionStatus.REJECTED, "the action ledger is unavailable; not acting")
         if not claim.claimed:
             return self._not_claimed(claim.reason, claim.record, request, action)
+        def outcome_of(status: ActionStatus, message: str) -> ActionOutcome:
+            return ActionOutcome(
+                key, claim.record.action_id, status, message, action, request.source, kind,
+                request.conversation_id, request.tool, request.reason, now,
+            )  # fmt: skip
+
         try:
             status, message = await self._run(request, action, kind, state, claim.record.action_id, confirmed, repeated)
         except asyncio.CancelledError:  # the turn was cancelled: the key must not stay in progress
             if claim.record.action_id in self._still_running:  # its call goes on; recorded when it ends
-                self._settle_later(key, ActionOutcome(
-                    key, claim.record.action_id, ActionStatus.RUNNING, "", action, request.source, kind,
-                    request.conversation_id, request.tool, request.reason, now,
-                ))  # fmt: skip
+                self._settle_later(key, outcome_of(ActionStatus.RUNNING, ""))
             else:
                 with contextlib.suppress(LedgerError):
                     await self._db(
@@ -278,10 +281,7 @@ class ActionExecutor:
         except Exception as err:  # a bug must not leave the key in progress until a restart
             _LOGGER.exception("Action %s failed unexpectedly", key)
             status, message = ActionStatus.INDETERMINATE, f"interrupted by an internal error: {err}"
-        outcome = ActionOutcome(
-            key, claim.record.action_id, status, message, action, request.source, kind,
-            request.conversation_id, request.tool, request.reason, now,
-        )  # fmt: skip
+        outcome = outcome_of(status, message)
         if status is ActionStatus.RUNNING:  # the key stays claimed until the call ends
             self._settle_later(key, outcome)
             return outcome
@@ -363,9 +363,6 @@ class ActionExecutor:
         if await self.home.wait_for_state(target, self.verify_timeout_s):
             return ActionStatus.EXECUTED, f"done{unchecked}"
         return ActionStatus.UNCONFIRMED, "called, but the new state was not seen yet"
-
-
-
 
     async def _run_one_shot(
         self, request: ActionRequest, action: ServiceAction, action_id: str
