@@ -19,6 +19,7 @@ import pytest
 
 from custom_components.gemma_edge.engine.chat_format import message_images
 from custom_components.gemma_edge.engine.engine import LocalEngine, StepOptions
+from custom_components.gemma_edge.engine.grammar import max_json_chars
 from custom_components.gemma_edge.engine.images import DEFAULT_MAX_SIDE, prepare_image
 from custom_components.gemma_edge.engine.llama_model import (
     EngineSettings,
@@ -175,7 +176,10 @@ async def test_structured_output_with_an_image_is_valid_json(gemma3_vision: Loca
         "required": ["people", "door_open"],
     }
     image = prepare_image(snapshot(800, 600)).jpeg
-    options = StepOptions(max_tokens=40, temperature=1.0, json_schema=schema)
+    # every token is at least one character: with room for the longest answer the grammar allows
+    # (a 16-digit count), sampling at temperature 1 always completes the object
+    options = StepOptions(max_tokens=64, temperature=1.0, json_schema=schema)
+    assert max_json_chars(schema, 0) <= options.max_tokens
     for _ in range(3):
         text, calls, stats = await gemma3_vision.async_complete(ask(image, "How many people?"), (), options)
         data = json.loads(text)
