@@ -31,7 +31,7 @@ def _entry(hass: HomeAssistant, model_path: Path) -> MockConfigEntry:
 @pytest.mark.parametrize(
     ("fake_module", "message"),
     [
-        ("import os, signal\nos.kill(os.getpid(), signal.SIGILL)\n", "crashed the test process (signal 4)"),
+        ("import os, signal\nos.kill(os.getpid(), signal.SIGILL)\n", "crashed the check process (illegal instruction)"),
         ("raise ImportError('libllama.so: cannot open shared object file')\n", "cannot open shared object file"),
     ],
 )

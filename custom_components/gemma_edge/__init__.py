@@ -35,11 +35,11 @@ from .engine.engine import LocalEngine
 from .home import HassHome
 from .engine.gguf_info import GGUFError, read_gguf_info
 from .engine.llama_model import EngineError, EngineSettings
-from .engine.preflight import PreflightError, check_llama_cpp_import, check_memory_for
+from .engine.preflight import PreflightError, check_memory_for
+from .llama_runtime import async_ensure_llama_cpp
 from .services import async_register_services
 from .repairs import (
     ISSUE_LEDGER,
-    ISSUE_LLAMA_CPP,
     ISSUE_MODEL_INVALID,
     ISSUE_NOT_ENOUGH_MEMORY,
     ISSUE_VISION_UNAVAILABLE,
@@ -49,7 +49,6 @@ from .repairs import (
 
 PLATFORMS = (Platform.AI_TASK, Platform.CALENDAR, Platform.CONVERSATION, Platform.SENSOR, Platform.STT)
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
-_LLAMA_CPP_CHECKED = f"{DOMAIN}_llama_cpp_checked"
 PRUNE_INTERVAL = timedelta(hours=6)
 # The vision projector (~0.56 GB for E4B) is freed after this long without images.
 VISION_IDLE = timedelta(minutes=10)
@@ -136,22 +135,9 @@ async def _async_check_projector(
     return settings
 
 
-async def _async_check_llama_cpp(hass: HomeAssistant) -> None:
-    """Import llama_cpp in a child process once per run before loading it into this one."""
-    if hass.data.get(_LLAMA_CPP_CHECKED):
-        return
-    try:
-        version = await hass.async_add_executor_job(check_llama_cpp_import)
-    except PreflightError as err:
-        raise_issue(hass, ISSUE_LLAMA_CPP, None, error=str(err))
-        raise ConfigEntryError(f"llama-cpp-python is not usable: {err}") from err
-    LOGGER.debug("llama-cpp-python %s imports cleanly", version)
-    hass.data[_LLAMA_CPP_CHECKED] = True
-
-
 async def async_setup_entry(hass: HomeAssistant, entry: GemmaConfigEntry) -> bool:
     """Check the environment and the model file, then load the model on its worker thread."""
-    await _async_check_llama_cpp(hass)
+    await async_ensure_llama_cpp(hass)
     settings = engine_settings(entry)
     try:
         info = await hass.async_add_executor_job(read_gguf_info, settings.model_path)

@@ -18,6 +18,7 @@ from typing import Any
 
 from .chat_format import TEMPLATE_MARKERS, ChatFormat, select_chat_format
 from .gguf_info import read_gguf_info
+from .llama_check import load_ggml_backends
 from .vision import (
     PromptChunk,
     TokenizedPrompt,
@@ -227,6 +228,8 @@ class LlamaModel:
         route_llama_logs()
         import llama_cpp  # noqa: PLC0415
 
+        if load_ggml_backends(llama_cpp) == 0:
+            raise ModelLoadError("llama.cpp found no backend that runs on this CPU")
         started = time.monotonic()
         try:
             llm = llama_cpp.Llama(

@@ -2,40 +2,65 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 import subprocess
 import sys
+import tempfile
+
+from .tiny_model import write_tiny_model
 
 IMPORT_CHECK_TIMEOUT_S = 120
-# Import llama_cpp and initialise its backend: a wheel built for another CPU dies here with
-# SIGILL, in the child process, instead of taking Home Assistant down with it.
-_IMPORT_CHECK = "import llama_cpp; llama_cpp.llama_backend_init(); print(llama_cpp.__version__)"
+_CHECK_SCRIPT = Path(__file__).with_name("llama_check.py")
+_SIGNALS = {4: "illegal instruction", 7: "bus error", 11: "segmentation fault"}
 
 
 class PreflightError(Exception):
     """A check failed; the message says what the user must do."""
 
 
-def check_llama_cpp_import(python: str | None = None) -> str:
-    """Import llama_cpp in a child process; return its version or raise PreflightError."""
-    try:
-        result = subprocess.run(  # noqa: S603 - fixed command, our own interpreter
-            [python or sys.executable, "-c", _IMPORT_CHECK],
-            capture_output=True,
-            text=True,
-            timeout=IMPORT_CHECK_TIMEOUT_S,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as err:
-        raise PreflightError("importing llama-cpp-python did not finish in time") from err
+class LlamaCppMissingError(PreflightError):
+    """llama-cpp-python is not installed (it is installed at run time, not from the manifest)."""
+
+
+class LlamaCppCrashedError(PreflightError):
+    """The check process died from a signal: the installed build does not fit this CPU."""
+
+
+def check_llama_cpp(python: str | None = None, extra_paths: tuple[str, ...] = ()) -> str:
+    """Import llama_cpp and run a tiny model in a child process; return its version.
+
+    The child sees this process's import path (plus ``extra_paths`` first), so it checks exactly
+    the llama_cpp Home Assistant would load. Raises LlamaCppMissingError, LlamaCppCrashedError or
+    PreflightError.
+    """
+    paths = [*extra_paths, *os.environ.get("PYTHONPATH", "").split(os.pathsep), *sys.path]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path for path in paths if path)}
+    with tempfile.TemporaryDirectory(prefix="gemma_edge_check_") as folder:
+        model = write_tiny_model(Path(folder) / "cpu-check.gguf")
+        try:
+            result = subprocess.run(  # noqa: S603 - fixed command, our own interpreter and script
+                [python or sys.executable, str(_CHECK_SCRIPT), str(model)],
+                capture_output=True,
+                text=True,
+                timeout=IMPORT_CHECK_TIMEOUT_S,
+                check=False,
+                env=env,
+            )
+        except subprocess.TimeoutExpired as err:
+            raise PreflightError("checking llama-cpp-python did not finish in time") from err
     if result.returncode == 0:
         return result.stdout.strip().splitlines()[-1] if result.stdout.strip() else "unknown"
     if result.returncode < 0:
-        raise PreflightError(
-            f"importing llama-cpp-python crashed the test process (signal {-result.returncode}); "
+        signal = -result.returncode
+        raise LlamaCppCrashedError(
+            f"llama-cpp-python crashed the check process ({_SIGNALS.get(signal, f'signal {signal}')}); "
             "the installed build does not fit this CPU"
         )
     last_line = (result.stderr.strip().splitlines() or ["no output"])[-1]
-    raise PreflightError(f"llama-cpp-python cannot be imported: {last_line}")
+    if "No module named 'llama_cpp'" in last_line:
+        raise LlamaCppMissingError("llama-cpp-python is not installed")
+    raise PreflightError(f"llama-cpp-python does not work: {last_line}")
 
 
 def available_memory_bytes() -> int | None:

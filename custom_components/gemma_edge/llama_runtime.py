@@ -1,0 +1,116 @@
+"""llama-cpp-python at run time: checked at every start, installed when missing.
+
+It is not a manifest requirement (Home Assistant would try to compile it on Alpine and refuse to
+load the integration). A recreated container loses run-time installs, so every start checks it
+in a child process (import and a tiny inference) and installs it again when it is gone. Any
+failure is a Repairs issue and a failed entry; Home Assistant and the other entries keep running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from functools import partial
+import importlib
+from pathlib import Path
+import shutil
+from typing import Any, NoReturn
+
+from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import ConfigEntryError, ConfigEntryNotReady
+from homeassistant.requirements import pip_kwargs
+from homeassistant.util import package as pkg_util
+
+from .const import DOMAIN, LOGGER
+from .engine.download import DownloadError
+from .engine.host_platform import detect_host
+from .engine.preflight import LlamaCppMissingError, PreflightError, check_llama_cpp
+from .engine.wheels import InstallPlan, WheelChoiceError, fetch_wheel, load_manifest, plan_install
+from .repairs import ISSUE_LLAMA_CPP, raise_issue
+
+_STATE = f"{DOMAIN}_llama_cpp"
+
+
+class _RuntimeState:
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.version: str | None = None
+
+
+def install_kwargs(hass: HomeAssistant) -> dict[str, Any]:
+    """Where and how Home Assistant installs packages here (its own rules for venv, container
+    and config/deps)."""
+    return pip_kwargs(hass.config.config_dir)
+
+
+def wheel_folder(hass: HomeAssistant) -> Path:
+    return Path(hass.config.path(".storage", DOMAIN, "wheels"))
+
+
+async def async_ensure_llama_cpp(hass: HomeAssistant) -> str:
+    """Return the working llama-cpp-python's version, installing it first when it is missing.
+
+    Raises ConfigEntryError (a Repairs issue says why and what to do) or ConfigEntryNotReady (the
+    download failed: Home Assistant retries the entry later).
+    """
+    state: _RuntimeState = hass.data.setdefault(_STATE, _RuntimeState())
+    async with state.lock:
+        if state.version is not None:
+            return state.version
+        try:
+            version = await hass.async_add_executor_job(check_llama_cpp)
+        except LlamaCppMissingError:
+            version = await _async_install(hass)
+        except PreflightError as err:
+            _fail(hass, str(err))
+        LOGGER.debug("llama-cpp-python %s runs on this CPU", version)
+        state.version = version
+        return version
+
+
+def _fail(hass: HomeAssistant, error: str, *, retry: bool = False) -> NoReturn:
+    raise_issue(hass, ISSUE_LLAMA_CPP, None, error=error)
+    if retry:
+        raise ConfigEntryNotReady(f"llama-cpp-python is not installed yet: {error}")
+    raise ConfigEntryError(f"llama-cpp-python is not usable: {error}")
+
+
+async def _async_install(hass: HomeAssistant) -> str:
+    try:
+        host = await hass.async_add_executor_job(detect_host)
+        plan = plan_install(await hass.async_add_executor_job(load_manifest), host)
+    except WheelChoiceError as err:
+        _fail(hass, str(err))
+    LOGGER.info("Installing %s for %s", plan.describe(), host.describe())
+    package = await _async_fetch(hass, plan)
+    kwargs = install_kwargs(hass)
+    installed = await hass.async_add_executor_job(partial(pkg_util.install_package, package, upgrade=False, **kwargs))
+    if plan.wheel is not None:
+        await hass.async_add_executor_job(partial(shutil.rmtree, wheel_folder(hass), ignore_errors=True))
+    if not installed:
+        _fail(hass, f"installing {plan.describe()} failed (Home Assistant's log has the installer's output)")
+    importlib.invalidate_caches()
+    target = kwargs.get("target")
+    try:
+        version = await hass.async_add_executor_job(partial(check_llama_cpp, extra_paths=(target,) if target else ()))
+    except PreflightError as err:
+        _fail(hass, f"the installed {plan.describe()} does not work: {err}")
+    LOGGER.info("Installed llama-cpp-python %s", version)
+    return version
+
+
+async def _async_fetch(hass: HomeAssistant, plan: InstallPlan) -> str:
+    """The package to hand the installer: the checked wheel's path, or the source requirement."""
+    if plan.wheel is None:
+        return plan.requirement
+    reported = [0]
+
+    def progress(fraction: float) -> None:
+        if int(fraction * 4) > reported[0]:
+            reported[0] = int(fraction * 4)
+            LOGGER.info("Downloading %s: %d%%", plan.wheel.file if plan.wheel else "", reported[0] * 25)
+
+    try:
+        path = await hass.async_add_executor_job(fetch_wheel, plan.wheel, wheel_folder(hass), progress)
+    except DownloadError as err:
+        _fail(hass, str(err), retry=True)
+    return str(path)

@@ -1,0 +1,125 @@
+"""llama-cpp-python installed at run time by a real Home Assistant: missing, fetched, checked.
+
+The package index on 127.0.0.1 serves the wheel scripts/setup built here; Home Assistant's own
+installer (uv) installs it into a folder of the test (never into the test's environment), and a
+folder in front of the path makes llama_cpp look absent, as on a freshly recreated container.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+import json
+from pathlib import Path
+
+import pytest
+
+from custom_components.gemma_edge import llama_runtime
+from custom_components.gemma_edge.const import DOMAIN
+from custom_components.gemma_edge.engine.host_platform import detect_host
+from custom_components.gemma_edge.engine.wheels import WheelEntry, WheelManifest
+from homeassistant import requirements as ha_requirements
+from homeassistant.config_entries import ConfigEntryState
+from homeassistant.core import CoreState, HomeAssistant
+from homeassistant.helpers import issue_registry as ir
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+
+from .wheel_index import WheelIndex, llama_wheel, serve_wheels, sha256_of
+
+
+@pytest.fixture
+def index(socket_enabled: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[WheelIndex]:
+    with serve_wheels() as running:
+        monkeypatch.setenv("UV_DEFAULT_INDEX", running.simple)
+        monkeypatch.setenv("UV_NO_CACHE", "1")
+        yield running
+
+
+@pytest.fixture
+def llama_cpp_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """llama_cpp absent for the check process; installs go to a folder of the test."""
+    package = tmp_path / "shadow" / "llama_cpp"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'llama_cpp'\")\n")
+    monkeypatch.setenv("PYTHONPATH", str(package.parent))
+    target = tmp_path / "deps"
+    monkeypatch.setattr(
+        llama_runtime, "install_kwargs", lambda hass: {**ha_requirements.pip_kwargs(None), "target": str(target)}
+    )
+    return target
+
+
+def _serve_manifest(monkeypatch: pytest.MonkeyPatch, index: WheelIndex, *, sha256: str | None = None) -> None:
+    wheel = llama_wheel()
+    listed = WheelEntry(wheel.name, index.url(wheel.name), wheel.stat().st_size, sha256 or sha256_of(wheel))
+    monkeypatch.setattr(llama_runtime, "load_manifest", lambda: WheelManifest("llama-cpp-python", "0.3.36", (listed,)))
+
+
+def _entry(hass: HomeAssistant, model_path: Path) -> MockConfigEntry:
+    entry = MockConfigEntry(
+        domain=DOMAIN, title="Test model",
+        data={"model_source": "local", "model_path": str(model_path), "context_size": 1024, "threads": 0, "flash_attention": True},
+    )  # fmt: skip
+    entry.add_to_hass(hass)
+    return entry
+
+
+def _issue(hass: HomeAssistant) -> ir.IssueEntry | None:
+    return ir.async_get(hass).async_get_issue(DOMAIN, "llama_cpp_unavailable")
+
+
+async def test_a_missing_llama_cpp_is_installed_and_the_entry_loads(
+    hass: HomeAssistant, smollm2_path: Path, index: WheelIndex, llama_cpp_missing: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _serve_manifest(monkeypatch, index)
+    entry = _entry(hass, smollm2_path)
+    await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    assert entry.state is ConfigEntryState.LOADED
+    assert (llama_cpp_missing / "llama_cpp" / "lib" / "libllama.so").exists()
+    assert _issue(hass) is None
+    # the downloaded wheel is not kept in the config folder
+    assert not llama_runtime.wheel_folder(hass).exists()
+    await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_a_failed_download_retries_later_with_a_repair(
+    hass: HomeAssistant, smollm2_path: Path, index: WheelIndex, llama_cpp_missing: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _serve_manifest(monkeypatch, index, sha256="e" * 64)
+    entry = _entry(hass, smollm2_path)
+    await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    assert entry.state is ConfigEntryState.SETUP_RETRY
+    issue = _issue(hass)
+    assert issue is not None and "does not match" in issue.translation_placeholders["error"]
+    assert not (llama_cpp_missing / "llama_cpp").exists()  # nothing unchecked was installed
+    assert hass.state is CoreState.running
+    # the right file appears (a fixed release, the network back): the retry installs it
+    _serve_manifest(monkeypatch, index)
+    await hass.config_entries.async_reload(entry.entry_id)
+    await hass.async_block_till_done()
+    assert entry.state is ConfigEntryState.LOADED
+    assert _issue(hass) is None
+    await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_a_musl_hub_without_a_wheel_gets_a_repair_not_a_compile(
+    hass: HomeAssistant, smollm2_path: Path, llama_cpp_missing: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(llama_runtime, "detect_host", lambda: replace(detect_host(), libc="musl", libc_version=(1, 2)))
+    installs: list[str] = []
+    monkeypatch.setattr(llama_runtime.pkg_util, "install_package", lambda package, **kwargs: installs.append(package))
+    entry = _entry(hass, smollm2_path)
+    await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    assert entry.state is ConfigEntryState.SETUP_ERROR
+    issue = _issue(hass)
+    assert issue is not None and "no prebuilt llama-cpp-python==0.3.36 fits" in issue.translation_placeholders["error"]
+    assert installs == []
+    assert hass.state is CoreState.running
+
+
+def test_the_manifest_has_no_compiled_requirements() -> None:
+    manifest = json.loads((Path(llama_runtime.__file__).parent / "manifest.json").read_text())
+    assert not [r for r in manifest["requirements"] if r.split("==")[0] in ("llama-cpp-python", "faster-whisper", "ctranslate2")]
