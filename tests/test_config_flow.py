@@ -31,7 +31,7 @@ from .gguf_files import write_gguf
 async def _local_step(hass: HomeAssistant, data: dict[str, Any]) -> dict[str, Any]:
     result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": "user"})
     assert result["type"] is FlowResultType.MENU
-    assert result["menu_options"] == ["gemma4_e4b", "gemma4_e2b", "local"]
+    assert result["menu_options"] == ["gemma4_e4b", "gemma4_e2b", "local", "server"]
     result = await hass.config_entries.flow.async_configure(result["flow_id"], {"next_step_id": "local"})
     return await hass.config_entries.flow.async_configure(result["flow_id"], data)
 

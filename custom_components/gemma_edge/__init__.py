@@ -19,13 +19,17 @@ from .const import (
     CONF_FLASH_ATTN,
     CONF_MMPROJ_PATH,
     CONF_MODEL_PATH,
+    CONF_MODEL_SOURCE,
     CONF_N_CTX,
+    CONF_SERVER_API_KEY,
+    CONF_SERVER_URL,
     CONF_THREADS,
     DEFAULT_FLASH_ATTN,
     DEFAULT_N_CTX,
     DEFAULT_THREADS,
     DOMAIN,
     LOGGER,
+    SOURCE_SERVER,
 )
 from .actions.executor import ActionExecutor
 from .actions.ledger import ActionLedger, LedgerError
@@ -36,6 +40,7 @@ from .home import HassHome
 from .engine.gguf_info import GGUFError, read_gguf_info
 from .engine.llama_model import EngineError, EngineSettings
 from .engine.preflight import PreflightError, check_memory_for
+from .engine.server_model import ServerUnavailableError
 from .llama_runtime import async_ensure_llama_cpp
 from .services import async_register_services
 from .repairs import (
@@ -108,11 +113,13 @@ def engine_settings(entry: ConfigEntry) -> EngineSettings:
     """Engine settings from the entry's data and options."""
     options = {**entry.data, **entry.options}
     return EngineSettings(
-        model_path=entry.data[CONF_MODEL_PATH],
+        model_path=entry.data.get(CONF_MODEL_PATH, ""),
         n_ctx=int(options.get(CONF_N_CTX, DEFAULT_N_CTX)),
         n_threads=int(options.get(CONF_THREADS, DEFAULT_THREADS)),
         flash_attn=bool(options.get(CONF_FLASH_ATTN, DEFAULT_FLASH_ATTN)),
         mmproj_path=entry.data.get(CONF_MMPROJ_PATH) or None,
+        server_url=entry.data.get(CONF_SERVER_URL) or None,
+        server_api_key=entry.data.get(CONF_SERVER_API_KEY) or None,
     )
 
 
@@ -135,8 +142,8 @@ async def _async_check_projector(
     return settings
 
 
-async def async_setup_entry(hass: HomeAssistant, entry: GemmaConfigEntry) -> bool:
-    """Check the environment and the model file, then load the model on its worker thread."""
+async def _async_local_settings(hass: HomeAssistant, entry: GemmaConfigEntry) -> EngineSettings:
+    """An in-process model: llama-cpp-python installed and working, the file usable, memory free."""
     await async_ensure_llama_cpp(hass)
     settings = engine_settings(entry)
     try:
@@ -149,18 +156,36 @@ async def async_setup_entry(hass: HomeAssistant, entry: GemmaConfigEntry) -> boo
     except PreflightError as err:
         raise_issue(hass, ISSUE_NOT_ENOUGH_MEMORY, entry.entry_id, error=str(err), title=entry.title)
         raise ConfigEntryNotReady(str(err)) from err
-
     clear_issues(hass, entry.entry_id)
-    engine = LocalEngine(await _async_check_projector(hass, entry, settings, info.size_bytes))
+    return await _async_check_projector(hass, entry, settings, info.size_bytes)
+
+
+async def _async_load_engine(hass: HomeAssistant, entry: GemmaConfigEntry, settings: EngineSettings) -> LocalEngine:
+    engine = LocalEngine(settings)
     try:
         await engine.async_load()
+    except ServerUnavailableError as err:
+        await engine.async_unload()
+        raise ConfigEntryNotReady(str(err)) from err  # the server may still be starting
     except EngineError as err:
         await engine.async_unload()
-        raise_issue(hass, ISSUE_MODEL_INVALID, entry.entry_id, path=settings.model_path, error=str(err), title=entry.title)
+        where = settings.server_url or settings.model_path
+        raise_issue(hass, ISSUE_MODEL_INVALID, entry.entry_id, path=where, error=str(err), title=entry.title)
         raise ConfigEntryError(str(err)) from err
     except BaseException:
         await engine.async_unload()
         raise
+    return engine
+
+
+async def async_setup_entry(hass: HomeAssistant, entry: GemmaConfigEntry) -> bool:
+    """Check the environment and the model (or reach the server), then load it on its worker thread."""
+    if entry.data.get(CONF_MODEL_SOURCE) == SOURCE_SERVER:
+        settings = engine_settings(entry)
+        clear_issues(hass, entry.entry_id)
+    else:
+        settings = await _async_local_settings(hass, entry)
+    engine = await _async_load_engine(hass, entry, settings)
     executor = await _async_start_executor(hass, entry)
     entry.runtime_data = GemmaRuntimeData(engine=engine, executor=executor, vision=CameraVision(hass, entry))
     _schedule_housekeeping(hass, entry, engine, executor)

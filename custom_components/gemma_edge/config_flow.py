@@ -21,6 +21,7 @@ from homeassistant.config_entries import (
 )
 from homeassistant.const import CONF_LLM_HASS_API, CONF_NAME
 from homeassistant.core import HomeAssistant, callback
+from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import llm
 from homeassistant.helpers.selector import (
     BooleanSelector,
@@ -32,6 +33,8 @@ from homeassistant.helpers.selector import (
     SelectSelectorConfig,
     TemplateSelector,
     TextSelector,
+    TextSelectorConfig,
+    TextSelectorType,
 )
 
 from .const import (
@@ -48,6 +51,8 @@ from .const import (
     CONF_N_CTX,
     CONF_PROMPT,
     CONF_SENSITIVE_ACTIONS,
+    CONF_SERVER_API_KEY,
+    CONF_SERVER_URL,
     CONF_STT_BEAM_SIZE,
     CONF_STT_LANGUAGE,
     CONF_STT_MODEL,
@@ -76,6 +81,7 @@ from .const import (
     PRESETS,
     SENSITIVE_CHOICES,
     SOURCE_LOCAL,
+    SOURCE_SERVER,
     TOOL_CHOICES,
     ModelPreset,
 )
@@ -90,7 +96,10 @@ from .engine.download import (
 )
 from .engine.gguf_info import GGUFError, GGUFInfo, read_gguf_info
 from .engine.images import MAX_SIDE, MIN_SIDE
+from .engine.llama_model import EngineError, EngineSettings, ModelLoadError
 from .engine.preflight import PreflightError, check_memory_for
+from .engine.server_model import probe_server
+from .speech_runtime import async_install_faster_whisper
 
 ENGINE_DEFAULTS: dict[str, Any] = {
     CONF_N_CTX: DEFAULT_N_CTX,
@@ -160,7 +169,42 @@ class GemmaEdgeConfigFlow(ConfigFlow, domain=DOMAIN):
 
     async def async_step_user(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """Choose where the model comes from."""
-        return self.async_show_menu(step_id="user", menu_options=[*PRESETS, SOURCE_LOCAL])
+        return self.async_show_menu(step_id="user", menu_options=[*PRESETS, SOURCE_LOCAL, SOURCE_SERVER])
+
+    async def async_step_server(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """A llama.cpp server on this hub or the LAN runs the model (no llama-cpp-python here)."""
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            url = user_input[CONF_SERVER_URL].strip().rstrip("/")
+            key = (user_input.get(CONF_SERVER_API_KEY) or "").strip()
+            n_ctx = int(user_input[CONF_N_CTX])
+            self._async_abort_entries_match({CONF_SERVER_URL: url})
+            settings = EngineSettings("", n_ctx=n_ctx, server_url=url, server_api_key=key or None)
+            try:
+                kind, model = await self.hass.async_add_executor_job(probe_server, settings)
+            except ModelLoadError as err:
+                LOGGER.warning("The llama.cpp server at %s cannot be used: %s", url, err)
+                errors["base"] = "server_model_unsupported"
+            except EngineError as err:
+                LOGGER.warning("Cannot reach the llama.cpp server at %s: %s", url, err)
+                errors["base"] = "cannot_connect"
+            else:
+                data = {CONF_MODEL_SOURCE: SOURCE_SERVER, CONF_SERVER_URL: url, **ENGINE_DEFAULTS, CONF_N_CTX: n_ctx}
+                if key:
+                    data[CONF_SERVER_API_KEY] = key
+                return self._create_engine_entry(f"{model} ({kind})", data)
+        schema = vol.Schema(
+            {
+                vol.Required(CONF_SERVER_URL): TextSelector(TextSelectorConfig(type=TextSelectorType.URL)),
+                vol.Optional(CONF_SERVER_API_KEY): TextSelector(TextSelectorConfig(type=TextSelectorType.PASSWORD)),
+                vol.Required(CONF_N_CTX, default=DEFAULT_N_CTX): NumberSelector(
+                    NumberSelectorConfig(min=1024, max=131072, step=256, mode=NumberSelectorMode.BOX)
+                ),
+            }
+        )
+        return self.async_show_form(
+            step_id="server", data_schema=self.add_suggested_values_to_schema(schema, user_input or {}), errors=errors
+        )
 
     async def async_step_local(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """A GGUF file already on this machine."""
@@ -370,6 +414,9 @@ class GemmaEdgeOptionsFlow(OptionsFlow):
                 vol.Required(CONF_KEEP_WORDS, default=DEFAULT_KEEP_WORDS): BooleanSelector(),
             }
         )
+        if self.config_entry.data.get(CONF_MODEL_SOURCE) == SOURCE_SERVER:
+            # threads and flash attention are the server's own settings
+            schema = vol.Schema({key: value for key, value in schema.schema.items() if key not in (CONF_THREADS, CONF_FLASH_ATTN)})
         return self.async_show_form(
             step_id="init",
             data_schema=self.add_suggested_values_to_schema(
@@ -506,6 +553,12 @@ class SpeechSubentryFlow(ConfigSubentryFlow):
 
     async def async_step_user(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
         errors: dict[str, str] = {}
+        if user_input is None:
+            try:
+                await async_install_faster_whisper(self.hass)
+            except HomeAssistantError as err:
+                LOGGER.warning("faster-whisper cannot be installed here: %s", err)
+                return self.async_abort(reason="speech_needs_wyoming", description_placeholders={"error": str(err)})
         if user_input is not None:
             model = user_input[CONF_STT_MODEL].strip()
             self._data = {**user_input, CONF_STT_MODEL: model, CONF_STT_BEAM_SIZE: int(user_input[CONF_STT_BEAM_SIZE])}

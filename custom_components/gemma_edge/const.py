@@ -22,6 +22,10 @@ CONF_THREADS: Final = "threads"
 CONF_FLASH_ATTN: Final = "flash_attention"
 
 SOURCE_LOCAL: Final = "local"
+# A llama.cpp server (llama-server, or llama-cpp-python's llama_cpp.server) runs the model instead
+SOURCE_SERVER: Final = "server"
+CONF_SERVER_URL: Final = "server_url"
+CONF_SERVER_API_KEY: Final = "server_api_key"
 
 # Vision (entry options; read live, no reload)
 CONF_IMAGE_MAX_SIDE: Final = "image_max_side"

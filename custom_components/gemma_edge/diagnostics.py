@@ -9,9 +9,12 @@ from homeassistant.core import HomeAssistant
 
 from . import GemmaConfigEntry
 from .activity import event_data
+from .const import CONF_SERVER_API_KEY
+from .engine.server_model import ServerModel
 
-# Conversation instructions and what people said can hold personal details.
-TO_REDACT = {"prompt", "reason"}
+# Conversation instructions and what people said can hold personal details; a server's API key
+# is a secret.
+TO_REDACT = {"prompt", "reason", CONF_SERVER_API_KEY}
 
 
 async def async_get_config_entry_diagnostics(hass: HomeAssistant, entry: GemmaConfigEntry) -> dict[str, Any]:
@@ -20,7 +23,7 @@ async def async_get_config_entry_diagnostics(hass: HomeAssistant, entry: GemmaCo
     model = engine.model
     recent = await executor.async_recent(20) if executor.error is None else []
     return {
-        "entry": {"data": dict(entry.data), "options": dict(entry.options)},
+        "entry": {"data": async_redact_data(dict(entry.data), TO_REDACT), "options": dict(entry.options)},
         "subentries": [
             {"type": sub.subentry_type, "title": sub.title, "data": async_redact_data(dict(sub.data), TO_REDACT)}
             for sub in entry.subentries.values()
@@ -30,6 +33,7 @@ async def async_get_config_entry_diagnostics(hass: HomeAssistant, entry: GemmaCo
             "last_error": engine.last_error,
             "architecture": model.architecture if model else None,
             "chat_format": model.chat_format.name if model and model.chat_format else None,
+            "server": {"kind": model.kind, "model": model.model_id} if isinstance(model, ServerModel) else None,
             "threads": engine.settings.resolved_threads(),
             "context_size": engine.settings.n_ctx,
             "last_generation": engine.last_stats.as_dict() if engine.last_stats else None,

@@ -8,7 +8,6 @@ from homeassistant.components import stt
 from homeassistant.config_entries import ConfigSubentry
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError
-from homeassistant.requirements import async_process_requirements
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.helpers.event import async_call_later
@@ -17,9 +16,8 @@ from . import GemmaConfigEntry
 from .const import CONF_STT_BEAM_SIZE, CONF_STT_LANGUAGE, CONF_STT_MODEL, CONF_STT_VAD, DOMAIN, LOGGER
 from .engine.speech import BYTES_PER_SECOND, MAX_AUDIO_SECONDS, SpeechError, SpeechSettings, WhisperTranscriber
 from .repairs import ISSUE_SPEECH_UNAVAILABLE, raise_issue
+from .speech_runtime import async_install_faster_whisper
 from .tools import exposed_names
-
-FASTER_WHISPER = "faster-whisper==1.2.1"
 
 IDLE_UNLOAD_S = 600
 MAX_HOTWORD_CHARS = 400  # whisper's prompt window is short; names beyond this are left out
@@ -40,7 +38,7 @@ async def async_setup_entry(
     # Installed only when speech is wanted: CTranslate2 has no wheels for every platform (musl),
     # and the agent must keep working where it cannot be installed.
     try:
-        await async_process_requirements(hass, f"{DOMAIN}.stt", [FASTER_WHISPER])
+        await async_install_faster_whisper(hass)
     except HomeAssistantError as err:
         LOGGER.error("Speech-to-text is unavailable: %s", err)
         raise_issue(hass, ISSUE_SPEECH_UNAVAILABLE, entry.entry_id, error=str(err), title=entry.title)

@@ -17,6 +17,7 @@ from typing import Any
 from .chat_format import Message, message_images, neutralize_markers
 from .grammar import GrammarError, ToolChoice, ToolSpec, build_json_grammar, build_output_grammar
 from .llama_model import EngineError, EngineSettings, GenerationRequest, GenerationStats, LlamaModel
+from .server_model import ServerModel
 from .tool_calls import ToolCall, looks_like_call, parse_tool_calls
 from .worker import (
     PRIORITY_AUTOMATION,
@@ -128,7 +129,7 @@ class LocalEngine:
         self.settings = settings
         self._max_pending = max_pending
         self._worker: SerialWorker | None = None
-        self._model: LlamaModel | None = None
+        self._model: LlamaModel | ServerModel | None = None
         self._active = 0
         self._status = EngineStatus.UNLOADED
         self.last_error: str | None = None
@@ -159,7 +160,7 @@ class LocalEngine:
             listener()
 
     @property
-    def model(self) -> LlamaModel | None:
+    def model(self) -> LlamaModel | ServerModel | None:
         return self._model
 
     @property
@@ -168,8 +169,8 @@ class LocalEngine:
 
     @property
     def has_vision(self) -> bool:
-        """A vision projector is configured: steps may carry images."""
-        return bool(self.settings.mmproj_path)
+        """A vision projector is configured (or the server has one): steps may carry images."""
+        return bool(self.settings.mmproj_path) or isinstance(self._model, ServerModel) and self._model.has_vision
 
     async def async_load(self) -> None:
         """Load the model on the worker thread (idempotent)."""
@@ -179,7 +180,8 @@ class LocalEngine:
             if self._worker is None:
                 self._worker = SerialWorker(max_pending=self._max_pending)
             worker = self._worker
-            model = LlamaModel(self.settings, owner=worker.in_worker)
+            model_class = ServerModel if self.settings.server_url else LlamaModel
+            model = model_class(self.settings, owner=worker.in_worker)
             self.status = EngineStatus.LOADING
             try:
                 await asyncio.wrap_future(worker.submit(model.load))

@@ -77,6 +77,9 @@ class EngineSettings:
     use_mmap: bool = True
     n_batch: int = 512
     seed: int = 0
+    # A llama.cpp server to use instead of loading model_path in this process (ServerModel).
+    server_url: str | None = None
+    server_api_key: str | None = None
 
     def resolved_threads(self) -> int:
         return self.n_threads or physical_cores()

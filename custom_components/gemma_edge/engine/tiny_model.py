@@ -1,4 +1,4 @@
-"""A tiny random-weight llama model (~40 KB GGUF) for checking that llama.cpp runs on this CPU.
+"""A tiny random-weight llama model (~60 KB GGUF) for checking that llama.cpp runs on this CPU.
 
 Importing llama-cpp-python only loads libraries; the instructions a build was compiled for run in
 its matrix kernels. Evaluating a few tokens of this model in a child process runs the quantized
@@ -15,7 +15,7 @@ import struct
 N_EMBD = 64
 N_FF = 128
 N_HEAD = 2
-N_VOCAB = 32
+N_VOCAB = 288
 _ALIGNMENT = 32
 _GGML_F32, _GGML_Q4_0, _GGML_Q8_0 = 0, 2, 8
 _U32, _I32, _F32, _STRING, _ARRAY = 4, 5, 6, 8, 9
@@ -59,8 +59,10 @@ def _tensor_data(rng: random.Random, kind: int, dims: tuple[int, ...]) -> bytes:
 
 
 def _vocabulary() -> tuple[list[str], list[float], list[int]]:
-    tokens = ["<unk>", "<s>", "</s>", "<0x0A>"] + [f"\u2581{chr(ord('a') + i)}" for i in range(N_VOCAB - 4)]
-    types = [2, 3, 3, 6] + [1] * (N_VOCAB - 4)  # unknown, control, control, byte, normal
+    """Unknown, BOS, EOS, the 256 byte tokens (so any text tokenizes), a few words."""
+    words = [f"\u2581{chr(ord('a') + i)}" for i in range(N_VOCAB - 3 - 256)]
+    tokens = ["<unk>", "<s>", "</s>", *(f"<0x{byte:02X}>" for byte in range(256)), *words]
+    types = [2, 3, 3] + [6] * 256 + [1] * len(words)  # unknown, control, byte, normal
     return tokens, [0.0] * N_VOCAB, types
 
 

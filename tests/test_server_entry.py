@@ -1,0 +1,93 @@
+"""A server entry in a real Home Assistant: created through the config flow against a real
+llama_cpp.server on 127.0.0.1, no llama-cpp-python needed in Home Assistant, the agent talking
+through it with the prefix cached, the server gone and back, its API key kept out of diagnostics.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from custom_components.gemma_edge import llama_runtime
+from custom_components.gemma_edge.const import DOMAIN
+from homeassistant.components import conversation
+from homeassistant.config_entries import ConfigEntryState
+from homeassistant.core import Context, HomeAssistant
+from homeassistant.data_entry_flow import FlowResultType
+from homeassistant.helpers import intent
+from pytest_homeassistant_custom_component.components.diagnostics import get_diagnostics_for_config_entry
+
+from .conftest import SMALL_MODEL_AGENT, SMOLLM2, record_steps
+from .llama_server import free_port, llama_cpp_server
+
+
+async def _add_server(hass: HomeAssistant, url: str, **extra: str) -> dict:
+    result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": "user"})
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], {"next_step_id": "server"})
+    assert result["type"] is FlowResultType.FORM and result["step_id"] == "server"
+    return await hass.config_entries.flow.async_configure(result["flow_id"], {"server_url": url, "context_size": 2048, **extra})
+
+
+async def test_a_server_entry_runs_the_agent_without_llama_cpp_in_home_assistant(
+    hass: HomeAssistant, socket_enabled: None, lights: list[str], monkeypatch: pytest.MonkeyPatch, hass_client
+) -> None:
+    checks: list[str] = []
+    monkeypatch.setattr(llama_runtime, "check_llama_cpp", lambda *a, **k: checks.append("checked") or "0")
+    with llama_cpp_server(SMOLLM2, api_key="sesame") as url:
+        refused = await _add_server(hass, url)
+        assert refused["type"] is FlowResultType.FORM and refused["errors"] == {"base": "cannot_connect"}
+        result = await hass.config_entries.flow.async_configure(
+            refused["flow_id"], {"server_url": url + "/", "server_api_key": "sesame", "context_size": 2048}
+        )
+        assert result["type"] is FlowResultType.CREATE_ENTRY, result
+        entry = result["result"]
+        assert result["title"] == f"{SMOLLM2.name} (llama_cpp.server)"
+        assert entry.data["server_url"] == url and entry.data["model_source"] == "server"
+        await hass.async_block_till_done()
+        assert entry.state is ConfigEntryState.LOADED
+        assert checks == []  # llama-cpp-python was never needed in Home Assistant
+
+        subentry = next(s for s in entry.subentries.values() if s.subentry_type == "conversation")
+        hass.config_entries.async_update_subentry(entry, subentry, data={**subentry.data, **SMALL_MODEL_AGENT})
+        await hass.async_block_till_done()
+        steps = record_steps(entry.runtime_data.engine)
+        agent = next(state.entity_id for state in hass.states.async_all("conversation") if state.entity_id != "conversation.home_assistant")
+        answers = []
+        conversation_id = None
+        for text in ("Turn on the kitchen light", "And the porch light"):
+            result = await conversation.async_converse(hass, text, conversation_id, Context(), language="en", agent_id=agent)
+            conversation_id = result.conversation_id
+            assert result.response.response_type is not intent.IntentResponseType.ERROR, result.response.speech
+            answers.append(result.response.speech["plain"]["speech"])
+        assert all(answer.strip() for answer in answers)
+        # the second turn re-evaluates only what is new, as with a model in process
+        first, last = steps[0], steps[-1]
+        assert first.reused_tokens == 0 and first.evaluated_tokens == first.prompt_tokens > 300
+        # (the time in the prompt may have moved on between the turns, the rest of the prefix is kept)
+        assert last.reused_tokens > 0.9 * first.prompt_tokens
+        assert last.evaluated_tokens == last.prompt_tokens - last.reused_tokens < 200, [s.as_dict() for s in steps]
+
+        diagnostics = await get_diagnostics_for_config_entry(hass, hass_client, entry)
+        assert diagnostics["entry"]["data"]["server_api_key"] == "**REDACTED**"
+        assert diagnostics["engine"]["server"] == {"kind": "llama_cpp.server", "model": str(SMOLLM2)}
+        assert "sesame" not in str(diagnostics)
+
+    # the server is gone: the entry retries, Home Assistant keeps running
+    await hass.config_entries.async_reload(entry.entry_id)
+    await hass.async_block_till_done()
+    assert entry.state is ConfigEntryState.SETUP_RETRY
+    await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_the_server_step_refuses_an_unreachable_url(hass: HomeAssistant, socket_enabled: None) -> None:
+    result = await _add_server(hass, f"http://127.0.0.1:{free_port()}")
+    assert result["type"] is FlowResultType.FORM and result["errors"] == {"base": "cannot_connect"}
+
+
+def test_server_entries_have_their_own_translations() -> None:
+    import json  # noqa: PLC0415
+
+    strings = json.loads((Path(llama_runtime.__file__).parent / "strings.json").read_text())
+    assert set(strings["config"]["step"]["server"]["data"]) == {"server_url", "server_api_key", "context_size"}
+    assert {"cannot_connect", "server_model_unsupported"} <= set(strings["config"]["error"])
