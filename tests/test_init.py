@@ -102,6 +102,9 @@ async def test_diagnostics(hass: HomeAssistant, hass_client, smollm2_path: Path)
     assert diagnostics["subentries"][0]["data"]["prompt"] == "**REDACTED**"
     assert diagnostics["vision"] == {"projector": None, "available": False, "max_image_side": 768, "camera_min_interval_s": 10.0}
     assert "1234" not in str(diagnostics)
+    # what a "does not run on my box" report needs: the hub and the runtime that was checked
+    assert diagnostics["hub"]["llama_cpp_python"] == "0.3.36"
+    assert "glibc" in diagnostics["hub"]["platform"] and "llama.cpp CPU level" in diagnostics["hub"]["platform"]
     await hass.config_entries.async_unload(entry.entry_id)
 
 

@@ -8,6 +8,7 @@ against an index on 127.0.0.1 serving the wheel scripts/setup built on this mach
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 import platform
 import subprocess
@@ -132,7 +133,7 @@ def test_the_wheel_list_refuses_generic_linux_wheels_and_bad_checksums(tmp_path:
         ({**good, "url": "http://example.com/x.whl"}, "bad wheel entry"),
         ({**good, "size": 0}, "bad size or sha256"),
     ]:
-        path.write_text(f'{{"package": "llama-cpp-python", "version": "0.3.36", "wheels": [{__import__("json").dumps(bad)}]}}')
+        path.write_text(f'{{"package": "llama-cpp-python", "version": "0.3.36", "wheels": [{json.dumps(bad)}]}}')
         with pytest.raises(WheelChoiceError, match=message):
             load_manifest(path)
     path.write_text("{not json")
@@ -238,3 +239,22 @@ def test_a_build_for_newer_cpus_dies_in_the_check_not_in_home_assistant(tmp_path
     assert check_llama_cpp(python=_python_on(tmp_path, "max")) == "0.3.36"
     with pytest.raises(LlamaCppCrashedError, match="illegal instruction"):
         check_llama_cpp(python=_python_on(tmp_path, "Westmere"))
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("platform_tag", ["x86_64-unknown-linux-musl", "aarch64-unknown-linux-musl"])
+def test_the_manifest_requirements_install_from_wheels_on_home_assistant_os(platform_tag: str, tmp_path: Path) -> None:
+    """What Home Assistant installs before the integration can load at all: on Alpine (musl,
+    amd64 and aarch64, Python 3.13 and 3.14) every requirement must come as a wheel, nothing to
+    compile. uv resolves against PyPI (which scripts/setup uses too) for the target platform."""
+    manifest = json.loads((WHEEL_MANIFEST.parent / "manifest.json").read_text())
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("\n".join(manifest["requirements"]) + "\n")
+    for python in ("3.13", "3.14"):
+        result = subprocess.run(
+            [sys.executable, "-m", "uv", "pip", "compile", str(requirements), "--python-platform", platform_tag,
+             "--python-version", python, "--only-binary", ":all:", "--quiet", "--no-header"],
+            capture_output=True, text=True, timeout=200,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert "huggingface-hub==" in result.stdout and "llama-cpp-python" not in result.stdout

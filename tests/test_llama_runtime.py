@@ -123,3 +123,17 @@ async def test_a_musl_hub_without_a_wheel_gets_a_repair_not_a_compile(
 def test_the_manifest_has_no_compiled_requirements() -> None:
     manifest = json.loads((Path(llama_runtime.__file__).parent / "manifest.json").read_text())
     assert not [r for r in manifest["requirements"] if r.split("==")[0] in ("llama-cpp-python", "faster-whisper", "ctranslate2")]
+
+
+async def test_where_no_model_can_run_the_flow_offers_only_a_server(
+    hass: HomeAssistant, llama_cpp_missing: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before any model is downloaded: a hub with no fitting build is sent to the server entry."""
+    monkeypatch.setattr(llama_runtime, "detect_host", lambda: replace(detect_host(), libc="musl", libc_version=(1, 2)))
+    result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": "user"})
+    assert result["step_id"] == "server_only" and result["menu_options"] == ["server"]
+    assert "no prebuilt llama-cpp-python==0.3.36 fits" in result["description_placeholders"]["error"]
+    # a glibc hub can build it: every choice is offered
+    monkeypatch.setattr(llama_runtime, "detect_host", detect_host)
+    result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": "user"})
+    assert result["step_id"] == "user" and result["menu_options"] == ["gemma4_e4b", "gemma4_e2b", "local", "server"]

@@ -99,6 +99,7 @@ from .engine.images import MAX_SIDE, MIN_SIDE
 from .engine.llama_model import EngineError, EngineSettings, ModelLoadError
 from .engine.preflight import PreflightError, check_memory_for
 from .engine.server_model import probe_server
+from .llama_runtime import async_llama_cpp_problem
 from .speech_runtime import async_install_faster_whisper
 
 ENGINE_DEFAULTS: dict[str, Any] = {
@@ -168,8 +169,15 @@ class GemmaEdgeConfigFlow(ConfigFlow, domain=DOMAIN):
         self._cancel_download.set()
 
     async def async_step_user(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
-        """Choose where the model comes from."""
+        """Choose where the model comes from (only a server where no model can run in here)."""
+        if problem := await async_llama_cpp_problem(self.hass):
+            LOGGER.warning("Models cannot run inside this Home Assistant: %s", problem)
+            return self.async_show_menu(
+                step_id="server_only", menu_options=[SOURCE_SERVER], description_placeholders={"error": problem}
+            )
         return self.async_show_menu(step_id="user", menu_options=[*PRESETS, SOURCE_LOCAL, SOURCE_SERVER])
+
+    async_step_server_only = async_step_user
 
     async def async_step_server(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """A llama.cpp server on this hub or the LAN runs the model (no llama-cpp-python here)."""

@@ -10,7 +10,9 @@ from homeassistant.core import HomeAssistant
 from . import GemmaConfigEntry
 from .activity import event_data
 from .const import CONF_SERVER_API_KEY
+from .engine.host_platform import detect_host
 from .engine.server_model import ServerModel
+from .llama_runtime import checked_version
 
 # Conversation instructions and what people said can hold personal details; a server's API key
 # is a secret.
@@ -22,6 +24,7 @@ async def async_get_config_entry_diagnostics(hass: HomeAssistant, entry: GemmaCo
     executor = entry.runtime_data.executor
     model = engine.model
     recent = await executor.async_recent(20) if executor.error is None else []
+    host = await hass.async_add_executor_job(detect_host)
     return {
         "entry": {"data": async_redact_data(dict(entry.data), TO_REDACT), "options": dict(entry.options)},
         "subentries": [
@@ -38,6 +41,7 @@ async def async_get_config_entry_diagnostics(hass: HomeAssistant, entry: GemmaCo
             "context_size": engine.settings.n_ctx,
             "last_generation": engine.last_stats.as_dict() if engine.last_stats else None,
         },
+        "hub": {"platform": host.describe(), "llama_cpp_python": checked_version(hass)},
         "vision": {
             "projector": engine.settings.mmproj_path,
             "available": engine.has_vision,

@@ -67,6 +67,28 @@ async def async_ensure_llama_cpp(hass: HomeAssistant) -> str:
         return version
 
 
+async def async_llama_cpp_problem(hass: HomeAssistant) -> str | None:
+    """Why a model cannot run inside this Home Assistant (None: it can, or can be installed).
+
+    For the config flow, before anything is downloaded: a hub with no fitting build is offered
+    the llama.cpp server entry instead of a model it could never load.
+    """
+    state: _RuntimeState = hass.data.setdefault(_STATE, _RuntimeState())
+    if state.version is not None:
+        return None
+    try:
+        await hass.async_add_executor_job(check_llama_cpp)
+    except LlamaCppMissingError:
+        try:
+            host = await hass.async_add_executor_job(detect_host)
+            plan_install(await hass.async_add_executor_job(load_manifest), host)
+        except WheelChoiceError as err:
+            return str(err)
+    except PreflightError as err:
+        return str(err)
+    return None
+
+
 def _fail(hass: HomeAssistant, error: str, *, retry: bool = False) -> NoReturn:
     raise_issue(hass, ISSUE_LLAMA_CPP, None, error=error)
     if retry:
@@ -114,3 +136,9 @@ async def _async_fetch(hass: HomeAssistant, plan: InstallPlan) -> str:
     except DownloadError as err:
         _fail(hass, str(err), retry=True)
     return str(path)
+
+
+def checked_version(hass: HomeAssistant) -> str | None:
+    """The llama-cpp-python version this run checked (None: not checked or not needed)."""
+    state: _RuntimeState | None = hass.data.get(_STATE)
+    return state.version if state else None
