@@ -64,20 +64,26 @@ def _entry(hass: HomeAssistant, model_path: Path) -> MockConfigEntry:
     return entry
 
 
-def _issue(hass: HomeAssistant) -> ir.IssueEntry | None:
-    return ir.async_get(hass).async_get_issue(DOMAIN, "llama_cpp_unavailable")
+def _issue_error(hass: HomeAssistant) -> str | None:
+    issue = ir.async_get(hass).async_get_issue(DOMAIN, "llama_cpp_unavailable")
+    return issue.translation_placeholders["error"] if issue and issue.translation_placeholders else None
+
+
+async def _set_up(hass: HomeAssistant, model_path: Path) -> MockConfigEntry:
+    entry = _entry(hass, model_path)
+    await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    return entry
 
 
 async def test_a_missing_llama_cpp_is_installed_and_the_entry_loads(
     hass: HomeAssistant, smollm2_path: Path, index: WheelIndex, llama_cpp_missing: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _serve_manifest(monkeypatch, index)
-    entry = _entry(hass, smollm2_path)
-    await hass.config_entries.async_setup(entry.entry_id)
-    await hass.async_block_till_done()
+    entry = await _set_up(hass, smollm2_path)
     assert entry.state is ConfigEntryState.LOADED
     assert (llama_cpp_missing / "llama_cpp" / "lib" / "libllama.so").exists()
-    assert _issue(hass) is None
+    assert _issue_error(hass) is None
     # the downloaded wheel is not kept in the config folder
     assert not llama_runtime.wheel_folder(hass).exists()
     await hass.config_entries.async_unload(entry.entry_id)
@@ -87,12 +93,9 @@ async def test_a_failed_download_retries_later_with_a_repair(
     hass: HomeAssistant, smollm2_path: Path, index: WheelIndex, llama_cpp_missing: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _serve_manifest(monkeypatch, index, sha256="e" * 64)
-    entry = _entry(hass, smollm2_path)
-    await hass.config_entries.async_setup(entry.entry_id)
-    await hass.async_block_till_done()
+    entry = await _set_up(hass, smollm2_path)
     assert entry.state is ConfigEntryState.SETUP_RETRY
-    issue = _issue(hass)
-    assert issue is not None and "does not match" in issue.translation_placeholders["error"]
+    assert "does not match" in (_issue_error(hass) or "")
     assert not (llama_cpp_missing / "llama_cpp").exists()  # nothing unchecked was installed
     assert hass.state is CoreState.running
     # the right file appears (a fixed release, the network back): the retry installs it
@@ -100,7 +103,7 @@ async def test_a_failed_download_retries_later_with_a_repair(
     await hass.config_entries.async_reload(entry.entry_id)
     await hass.async_block_till_done()
     assert entry.state is ConfigEntryState.LOADED
-    assert _issue(hass) is None
+    assert _issue_error(hass) is None
     await hass.config_entries.async_unload(entry.entry_id)
 
 
@@ -110,12 +113,9 @@ async def test_a_musl_hub_without_a_wheel_gets_a_repair_not_a_compile(
     monkeypatch.setattr(llama_runtime, "detect_host", lambda: replace(detect_host(), libc="musl", libc_version=(1, 2)))
     installs: list[str] = []
     monkeypatch.setattr(llama_runtime.pkg_util, "install_package", lambda package, **kwargs: installs.append(package))
-    entry = _entry(hass, smollm2_path)
-    await hass.config_entries.async_setup(entry.entry_id)
-    await hass.async_block_till_done()
+    entry = await _set_up(hass, smollm2_path)
     assert entry.state is ConfigEntryState.SETUP_ERROR
-    issue = _issue(hass)
-    assert issue is not None and "no prebuilt llama-cpp-python==0.3.36 fits" in issue.translation_placeholders["error"]
+    assert "no prebuilt llama-cpp-python==0.3.36 fits" in (_issue_error(hass) or "")
     assert installs == []
     assert hass.state is CoreState.running
 
