@@ -123,7 +123,8 @@ def _strip_turn_end(text: str) -> str:
 
 
 class LocalEngine:
-    """Loads one GGUF model and runs generation steps on its worker thread."""
+    """Loads one GGUF model (or connects to a llama.cpp server that runs it) and runs generation
+    steps on its worker thread, one at a time, in priority order."""
 
     def __init__(self, settings: EngineSettings, *, max_pending: int = 4) -> None:
         self.settings = settings
