@@ -6,8 +6,9 @@
 set -eu
 wheel=$(ls wheelhouse/*.whl)
 if python3 -m uv --version > /dev/null 2>&1; then
-  # Home Assistant's image: the installer Home Assistant itself uses
-  python3 -m uv pip install --system --quiet "$wheel"
+  # Home Assistant's image: the installer Home Assistant itself uses, with its pins (numpy...)
+  constraints=$(python3 -c 'import homeassistant, os; print(os.path.join(os.path.dirname(homeassistant.__file__), "package_constraints.txt"))')
+  python3 -m uv pip install --system --quiet --constraint "$constraints" "$wheel"
 else
   python3 -m pip install --quiet --root-user-action=ignore "$wheel"
 fi

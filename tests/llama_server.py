@@ -46,9 +46,9 @@ def llama_server_binary() -> str | None:
 
 
 @contextmanager
-def llama_cpp_server(model: Path, n_ctx: int = 2048, api_key: str | None = None) -> Iterator[str]:
+def llama_cpp_server(model: Path, n_ctx: int = 2048, api_key: str | None = None, port: int | None = None) -> Iterator[str]:
     """Run llama-cpp-python's server with ``model``; yield its base URL; stop it."""
-    port = free_port()
+    port = port or free_port()
     command = [
         sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1", "--port", str(port),
         "--n_ctx", str(n_ctx), "--n_threads", "2", "--seed", "0",

@@ -89,16 +89,27 @@ async def test_a_missing_llama_cpp_is_installed_and_the_entry_loads(
     await hass.config_entries.async_unload(entry.entry_id)
 
 
-async def test_a_failed_download_retries_later_with_a_repair(
+async def test_a_failed_download_retries_later_and_a_wrong_file_does_not(
     hass: HomeAssistant, smollm2_path: Path, index: WheelIndex, llama_cpp_missing: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _serve_manifest(monkeypatch, index, sha256="e" * 64)
+    # the release is not reachable (yet): Home Assistant retries the entry, nothing is left behind
+    _serve_manifest(monkeypatch, index)
+    index.handler.broken.add(llama_wheel().name)
     entry = await _set_up(hass, smollm2_path)
     assert entry.state is ConfigEntryState.SETUP_RETRY
-    assert "does not match" in (_issue_error(hass) or "")
-    assert not (llama_cpp_missing / "llama_cpp").exists()  # nothing unchecked was installed
+    assert "HTTP 404" in (_issue_error(hass) or "")
+    assert not llama_runtime.wheel_folder(hass).exists()
     assert hass.state is CoreState.running
-    # the right file appears (a fixed release, the network back): the retry installs it
+    # a file that is not the one listed: no retry (waiting does not change it), nothing installed
+    await hass.config_entries.async_unload(entry.entry_id)
+    index.handler.broken.clear()
+    _serve_manifest(monkeypatch, index, sha256="e" * 64)
+    await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    assert entry.state is ConfigEntryState.SETUP_ERROR
+    assert "does not match" in (_issue_error(hass) or "")
+    assert not (llama_cpp_missing / "llama_cpp").exists()
+    # the listed file is served again: the next setup installs it and the issue goes
     _serve_manifest(monkeypatch, index)
     await hass.config_entries.async_reload(entry.entry_id)
     await hass.async_block_till_done()
@@ -137,3 +148,30 @@ async def test_where_no_model_can_run_the_flow_offers_only_a_server(
     monkeypatch.setattr(llama_runtime, "detect_host", detect_host)
     result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": "user"})
     assert result["step_id"] == "user" and result["menu_options"] == ["gemma4_e4b", "gemma4_e2b", "local", "server"]
+
+
+async def test_another_version_is_replaced_by_the_pinned_one_or_kept_when_that_fails(
+    hass: HomeAssistant, smollm2_path: Path, index: WheelIndex, llama_cpp_missing: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An older llama-cpp-python in Home Assistant (installed by hand): the pinned one replaces it."""
+    real_check = llama_runtime.check_llama_cpp
+
+    def older_installed(*args: object, extra_paths: tuple[str, ...] = ()) -> str:
+        return real_check(extra_paths=extra_paths) if extra_paths else "0.3.30"
+
+    monkeypatch.setattr(llama_runtime, "check_llama_cpp", older_installed)
+    _serve_manifest(monkeypatch, index)
+    entry = await _set_up(hass, smollm2_path)
+    assert entry.state is ConfigEntryState.LOADED
+    assert (llama_cpp_missing / "llama_cpp" / "lib" / "libllama.so").exists()
+    assert llama_runtime.checked_version(hass) == "0.3.36"
+    await hass.config_entries.async_unload(entry.entry_id)
+
+    # the pinned one cannot be installed (offline): the working older one is kept, no Repairs issue
+    hass.data.pop(llama_runtime._STATE)  # noqa: SLF001 - a new Home Assistant start
+    index.handler.broken.add(llama_wheel().name)
+    await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    assert entry.state is ConfigEntryState.LOADED
+    assert llama_runtime.checked_version(hass) == "0.3.30" and _issue_error(hass) is None
+    await hass.config_entries.async_unload(entry.entry_id)

@@ -24,7 +24,7 @@ from custom_components.gemma_edge.engine.llama_model import (
     ModelLoadError,
     VisionUnavailableError,
 )
-from custom_components.gemma_edge.engine.server_model import ServerUnavailableError, probe_server
+from custom_components.gemma_edge.engine.server_model import ServerAuthError, ServerUnavailableError, probe_server
 from custom_components.gemma_edge.engine.tiny_model import write_tiny_model
 
 from .conftest import GEMMA3, SMOLLM2
@@ -143,7 +143,7 @@ async def test_stopping_early_and_a_prompt_too_long(engines: tuple[LocalEngine, 
 
 def test_probe_names_the_server_and_refuses_what_it_cannot_use(socket_enabled: None, tmp_path: Path) -> None:
     with llama_cpp_server(SMOLLM2, api_key="sesame") as url:
-        with pytest.raises(ServerUnavailableError, match="HTTP 401"):
+        with pytest.raises(ServerAuthError, match="refused the API key"):
             probe_server(EngineSettings("", server_url=url))
         kind, model = probe_server(EngineSettings("", server_url=url, server_api_key="sesame"))
         assert (kind, model) == ("llama_cpp.server", SMOLLM2.name)
@@ -164,8 +164,9 @@ async def test_images_through_llama_server_and_its_cache(
     from .test_vision_engine import snapshot  # noqa: PLC0415
 
     with llama_server(str(llama_server_binary()), gemma3_path, n_ctx=4096, mmproj=projectors["gemma3"]) as url:
-        remote = await _engine(EngineSettings("", n_ctx=4096, server_url=url))
+        remote = await _engine(EngineSettings("", n_ctx=8192, server_url=url))
         try:
+            assert remote.n_ctx == 4096  # what the server was started with, not the entry's guess
             assert remote.has_vision
             red, blue = (prepare_image(snapshot(800, 600, color)).jpeg for color in ((180, 40, 40), (40, 40, 180)))
 
@@ -188,3 +189,17 @@ async def test_images_to_a_server_without_vision_are_refused(engines: tuple[Loca
     assert not remote.has_vision
     with pytest.raises(VisionUnavailableError, match="cannot see images"):
         await remote.async_complete([{"role": "user", "content": "Look", "images": [b"\xff\xd8"]}], (), StepOptions(max_tokens=4))
+
+
+async def test_a_server_that_goes_away_is_an_error_not_a_crash(socket_enabled: None) -> None:
+    with llama_cpp_server(SMOLLM2) as url:
+        remote = await _engine(EngineSettings("", n_ctx=2048, server_url=url))
+        _, _, stats = await remote.async_complete(FIRST, (), StepOptions(max_tokens=4, temperature=0.0))
+        assert stats.completion_tokens > 0
+    try:
+        with pytest.raises(ServerUnavailableError, match="cannot be reached"):
+            await remote.async_complete(FIRST, (), StepOptions(max_tokens=4))
+        # background priming just primes nothing
+        assert await remote.async_prime(FIRST, [TURN_ON]) == 0
+    finally:
+        await remote.async_unload()

@@ -5,12 +5,15 @@ through it with the prefix cached, the server gone and back, its API key kept ou
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from custom_components.gemma_edge import llama_runtime
 from custom_components.gemma_edge.const import DOMAIN
+from custom_components.gemma_edge.engine.host_platform import detect_host
+from custom_components.gemma_edge.engine.preflight import LlamaCppMissingError
 from homeassistant.components import conversation
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import Context, HomeAssistant
@@ -24,6 +27,7 @@ from .llama_server import free_port, llama_cpp_server
 
 async def _add_server(hass: HomeAssistant, url: str, **extra: str) -> dict:
     result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": "user"})
+    assert "server" in result["menu_options"]
     result = await hass.config_entries.flow.async_configure(result["flow_id"], {"next_step_id": "server"})
     assert result["type"] is FlowResultType.FORM and result["step_id"] == "server"
     return await hass.config_entries.flow.async_configure(result["flow_id"], {"server_url": url, "context_size": 2048, **extra})
@@ -32,11 +36,18 @@ async def _add_server(hass: HomeAssistant, url: str, **extra: str) -> dict:
 async def test_a_server_entry_runs_the_agent_without_llama_cpp_in_home_assistant(
     hass: HomeAssistant, socket_enabled: None, lights: list[str], monkeypatch: pytest.MonkeyPatch, hass_client
 ) -> None:
+    # Home Assistant OS with no llama-cpp-python build for it: llama_cpp absent, musl, no wheel listed
     checks: list[str] = []
-    monkeypatch.setattr(llama_runtime, "check_llama_cpp", lambda *a, **k: checks.append("checked") or "0")
+
+    def absent(*_args: object, **_kwargs: object) -> str:
+        checks.append("checked")
+        raise LlamaCppMissingError("llama-cpp-python is not installed")
+
+    monkeypatch.setattr(llama_runtime, "check_llama_cpp", absent)
+    monkeypatch.setattr(llama_runtime, "detect_host", lambda: replace(detect_host(), libc="musl", libc_version=(1, 2)))
     with llama_cpp_server(SMOLLM2, api_key="sesame") as url:
         refused = await _add_server(hass, url)
-        assert refused["type"] is FlowResultType.FORM and refused["errors"] == {"base": "cannot_connect"}
+        assert refused["type"] is FlowResultType.FORM and refused["errors"] == {"base": "invalid_auth"}
         result = await hass.config_entries.flow.async_configure(
             refused["flow_id"], {"server_url": url + "/", "server_api_key": "sesame", "context_size": 2048}
         )
@@ -46,7 +57,8 @@ async def test_a_server_entry_runs_the_agent_without_llama_cpp_in_home_assistant
         assert entry.data["server_url"] == url and entry.data["model_source"] == "server"
         await hass.async_block_till_done()
         assert entry.state is ConfigEntryState.LOADED
-        assert checks == []  # llama-cpp-python was never needed in Home Assistant
+        assert checks == ["checked"]  # once, by the flow's menu; setting the server entry up needs none
+        assert hass.config_entries.flow.async_progress() == []
 
         subentry = next(s for s in entry.subentries.values() if s.subentry_type == "conversation")
         hass.config_entries.async_update_subentry(entry, subentry, data={**subentry.data, **SMALL_MODEL_AGENT})
@@ -78,6 +90,28 @@ async def test_a_server_entry_runs_the_agent_without_llama_cpp_in_home_assistant
     await hass.async_block_till_done()
     assert entry.state is ConfigEntryState.SETUP_RETRY
     await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_a_changed_api_key_asks_for_the_new_one(hass: HomeAssistant, socket_enabled: None) -> None:
+    port = free_port()
+    with llama_cpp_server(SMOLLM2, api_key="old", port=port) as url:
+        result = await _add_server(hass, url, server_api_key="old")
+        entry = result["result"]
+        await hass.async_block_till_done()
+        assert entry.state is ConfigEntryState.LOADED
+    with llama_cpp_server(SMOLLM2, api_key="new", port=port):
+        await hass.config_entries.async_reload(entry.entry_id)
+        await hass.async_block_till_done()
+        assert entry.state is ConfigEntryState.SETUP_ERROR
+        [flow] = hass.config_entries.flow.async_progress_by_handler(DOMAIN)
+        assert flow["context"]["source"] == "reauth" and flow["step_id"] == "reauth_confirm"
+        wrong = await hass.config_entries.flow.async_configure(flow["flow_id"], {"server_api_key": "old"})
+        assert wrong["errors"] == {"base": "invalid_auth"}
+        done = await hass.config_entries.flow.async_configure(flow["flow_id"], {"server_api_key": "new"})
+        assert done["type"] is FlowResultType.ABORT and done["reason"] == "reauth_successful"
+        await hass.async_block_till_done()
+        assert entry.state is ConfigEntryState.LOADED and entry.data["server_api_key"] == "new"
+        await hass.config_entries.async_unload(entry.entry_id)
 
 
 async def test_the_server_step_refuses_an_unreachable_url(hass: HomeAssistant, socket_enabled: None) -> None:

@@ -220,18 +220,17 @@ async def test_hotwords_are_the_exposed_names(hass: HomeAssistant, lights: list[
 async def test_where_faster_whisper_cannot_be_installed_the_flow_points_to_wyoming(
     hass: HomeAssistant, smollm2_path: Path, monkeypatch: Any
 ) -> None:
-    """Home Assistant OS and Container (musl): CTranslate2 has no wheels, so Home Assistant's installer
-    fails (simulated: this machine is glibc, where it installs). The flow says what to use instead."""
-    from homeassistant.requirements import RequirementsNotFound  # noqa: PLC0415
+    """Home Assistant OS and Container (musl): CTranslate2 has no wheels. Simulated (this machine is
+    glibc and has faster-whisper): the flow says what to use instead, before any form."""
+    from dataclasses import replace  # noqa: PLC0415
 
     from custom_components.gemma_edge import speech_runtime  # noqa: PLC0415
 
-    async def no_wheels(_hass: HomeAssistant, name: str, requirements: list[str]) -> None:
-        raise RequirementsNotFound(name, requirements)
-
     entry = await async_create_local_entry(hass, smollm2_path)
-    monkeypatch.setattr(speech_runtime, "async_process_requirements", no_wheels)
+    monkeypatch.setattr(speech_runtime, "faster_whisper_installed", lambda: False)
+    glibc_host = speech_runtime.detect_host()
+    monkeypatch.setattr(speech_runtime, "detect_host", lambda: replace(glibc_host, libc="musl"))
     result = await hass.config_entries.subentries.async_init((entry.entry_id, "stt"), context={"source": "user"})
     assert result["type"] == "abort" and result["reason"] == "speech_needs_wyoming"
-    assert "faster-whisper==1.2.1" in result["description_placeholders"]["error"]
+    assert "no builds for musl" in result["description_placeholders"]["error"]
     assert not [s for s in entry.subentries.values() if s.subentry_type == "stt"]

@@ -61,8 +61,17 @@ def test_one_musllinux_build_per_architecture_with_every_cpu_level(tmp_path: Pat
     step = next(step for step in build["steps"] if "CIBW_BUILD" in step.get("env", {}))
     env = step["env"]
     assert "cibuildwheel==4.3.5" in step["run"]  # the version the test environment lints with
-    for cmake_flag in ("GGML_NATIVE=OFF", "GGML_BACKEND_DL=ON", "GGML_CPU_ALL_VARIANTS=ON", "GGML_OPENMP=OFF"):
-        assert f"-D{cmake_flag}" in env["CIBW_ENVIRONMENT"]
+    cmake_flags = (
+        "GGML_NATIVE=OFF", "GGML_BACKEND_DL=ON", "GGML_CPU_ALL_VARIANTS=ON", "GGML_OPENMP=OFF",
+        # everything next to libggml (ggml's own rules would put the variants in <wheel>/bin)
+        "CMAKE_INSTALL_BINDIR=llama_cpp/lib", "CMAKE_INSTALL_LIBDIR=llama_cpp/lib", "CMAKE_INSTALL_RPATH=$ORIGIN",
+    )  # fmt: skip
+    # the environment as cibuildwheel evaluates it in the build container ($ORIGIN stays literal)
+    from cibuildwheel.environment import parse_environment  # noqa: PLC0415
+
+    build_env = parse_environment(env["CIBW_ENVIRONMENT"]).as_dictionary(prev_environment={})
+    for cmake_flag in cmake_flags:
+        assert f"-D{cmake_flag}" in build_env["CMAKE_ARGS"].split()
     arches = [item["arch"] for item in build["strategy"]["matrix"]["include"]]
     assert arches == ["x86_64", "aarch64"]
     # a project declaring what llama-cpp-python 0.3.36 declares: only the selection is printed

@@ -10,7 +10,7 @@ from typing import Any
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.const import Platform
 from homeassistant.core import HomeAssistant, callback
-from homeassistant.exceptions import ConfigEntryError, ConfigEntryNotReady
+from homeassistant.exceptions import ConfigEntryAuthFailed, ConfigEntryError, ConfigEntryNotReady
 from homeassistant.helpers import config_validation as cv
 from homeassistant.helpers.event import async_track_time_interval
 from homeassistant.helpers.typing import ConfigType
@@ -40,7 +40,7 @@ from .home import HassHome
 from .engine.gguf_info import GGUFError, read_gguf_info
 from .engine.llama_model import EngineError, EngineSettings
 from .engine.preflight import PreflightError, check_memory_for
-from .engine.server_model import ServerUnavailableError
+from .engine.server_model import ServerAuthError, ServerUnavailableError
 from .llama_runtime import async_ensure_llama_cpp
 from .services import async_register_services
 from .repairs import (
@@ -167,6 +167,9 @@ async def _async_load_engine(hass: HomeAssistant, entry: GemmaConfigEntry, setti
     except ServerUnavailableError as err:
         await engine.async_unload()
         raise ConfigEntryNotReady(str(err)) from err  # the server may still be starting
+    except ServerAuthError as err:
+        await engine.async_unload()
+        raise ConfigEntryAuthFailed(str(err)) from err  # Home Assistant asks for the new key
     except EngineError as err:
         await engine.async_unload()
         where = settings.server_url or settings.model_path

@@ -21,7 +21,6 @@ from homeassistant.config_entries import (
 )
 from homeassistant.const import CONF_LLM_HASS_API, CONF_NAME
 from homeassistant.core import HomeAssistant, callback
-from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import llm
 from homeassistant.helpers.selector import (
     BooleanSelector,
@@ -98,9 +97,9 @@ from .engine.gguf_info import GGUFError, GGUFInfo, read_gguf_info
 from .engine.images import MAX_SIDE, MIN_SIDE
 from .engine.llama_model import EngineError, EngineSettings, ModelLoadError
 from .engine.preflight import PreflightError, check_memory_for
-from .engine.server_model import probe_server
+from .engine.server_model import ServerAuthError, probe_server
 from .llama_runtime import async_llama_cpp_problem
-from .speech_runtime import async_install_faster_whisper
+from .speech_runtime import async_faster_whisper_problem
 
 ENGINE_DEFAULTS: dict[str, Any] = {
     CONF_N_CTX: DEFAULT_N_CTX,
@@ -179,6 +178,33 @@ class GemmaEdgeConfigFlow(ConfigFlow, domain=DOMAIN):
 
     async_step_server_only = async_step_user
 
+    async def async_step_reauth(self, entry_data: Mapping[str, Any]) -> ConfigFlowResult:
+        """A server entry's API key was refused."""
+        return await self.async_step_reauth_confirm()
+
+    async def async_step_reauth_confirm(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Ask for the server's new API key, check it, reload the entry."""
+        entry = self._get_reauth_entry()
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            key = (user_input.get(CONF_SERVER_API_KEY) or "").strip()
+            settings = EngineSettings("", server_url=entry.data[CONF_SERVER_URL], server_api_key=key or None)
+            try:
+                await self.hass.async_add_executor_job(probe_server, settings)
+            except ServerAuthError:
+                errors["base"] = "invalid_auth"
+            except EngineError as err:
+                LOGGER.warning("Cannot reach the llama.cpp server at %s: %s", settings.server_url, err)
+                errors["base"] = "cannot_connect"
+            else:
+                return self.async_update_reload_and_abort(entry, data_updates={CONF_SERVER_API_KEY: key})
+        return self.async_show_form(
+            step_id="reauth_confirm",
+            data_schema=vol.Schema({vol.Optional(CONF_SERVER_API_KEY): TextSelector(TextSelectorConfig(type=TextSelectorType.PASSWORD))}),
+            errors=errors,
+            description_placeholders={"url": entry.data[CONF_SERVER_URL]},
+        )
+
     async def async_step_server(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """A llama.cpp server on this hub or the LAN runs the model (no llama-cpp-python here)."""
         errors: dict[str, str] = {}
@@ -190,6 +216,8 @@ class GemmaEdgeConfigFlow(ConfigFlow, domain=DOMAIN):
             settings = EngineSettings("", n_ctx=n_ctx, server_url=url, server_api_key=key or None)
             try:
                 kind, model = await self.hass.async_add_executor_job(probe_server, settings)
+            except ServerAuthError:
+                errors["base"] = "invalid_auth"
             except ModelLoadError as err:
                 LOGGER.warning("The llama.cpp server at %s cannot be used: %s", url, err)
                 errors["base"] = "server_model_unsupported"
@@ -561,12 +589,9 @@ class SpeechSubentryFlow(ConfigSubentryFlow):
 
     async def async_step_user(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
         errors: dict[str, str] = {}
-        if user_input is None:
-            try:
-                await async_install_faster_whisper(self.hass)
-            except HomeAssistantError as err:
-                LOGGER.warning("faster-whisper cannot be installed here: %s", err)
-                return self.async_abort(reason="speech_needs_wyoming", description_placeholders={"error": str(err)})
+        if user_input is None and (problem := await async_faster_whisper_problem(self.hass)):
+            LOGGER.warning("faster-whisper cannot run here: %s", problem)
+            return self.async_abort(reason="speech_needs_wyoming", description_placeholders={"error": problem})
         if user_input is not None:
             model = user_input[CONF_STT_MODEL].strip()
             self._data = {**user_input, CONF_STT_MODEL: model, CONF_STT_BEAM_SIZE: int(user_input[CONF_STT_BEAM_SIZE])}

@@ -269,7 +269,7 @@ class GemmaConversationEntity(conversation.ConversationEntity, conversation.Abst
     async def _async_fit_system(self, text: str, tools: list[ToolSpec]) -> str:
         engine = self.entry.runtime_data.engine
         max_tokens = int(self.subentry.data.get(CONF_MAX_TOKENS, DEFAULT_MAX_TOKENS))
-        budget = engine.settings.n_ctx - max_tokens - CONVERSATION_ROOM_TOKENS
+        budget = engine.n_ctx - max_tokens - CONVERSATION_ROOM_TOKENS
         if budget <= 0:  # the answer alone does not fit: reported per turn as a context overflow
             return text
         full = await engine.async_count_tokens([{"role": "system", "content": text}], tools)
@@ -288,7 +288,7 @@ class GemmaConversationEntity(conversation.ConversationEntity, conversation.Abst
         raise_issue(
             self.hass, ISSUE_PROMPT_TOO_LARGE, issue_key, ir.IssueSeverity.WARNING,
             agent=self.subentry.title, needed=str(full), compact=str(compact), budget=str(budget),
-            context=str(engine.settings.n_ctx),
+            context=str(engine.n_ctx),
             entities=str(prompt_budget.overview_size(text)), mode=mode,
         )  # fmt: skip
         return fitted

@@ -38,7 +38,7 @@ async def async_get_config_entry_diagnostics(hass: HomeAssistant, entry: GemmaCo
             "chat_format": model.chat_format.name if model and model.chat_format else None,
             "server": {"kind": model.kind, "model": model.model_id} if isinstance(model, ServerModel) else None,
             "threads": engine.settings.resolved_threads(),
-            "context_size": engine.settings.n_ctx,
+            "context_size": engine.n_ctx,
             "last_generation": engine.last_stats.as_dict() if engine.last_stats else None,
         },
         "hub": {"platform": host.describe(), "llama_cpp_python": checked_version(hass)},

@@ -17,11 +17,12 @@ from typing import Any, NoReturn
 
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import ConfigEntryError, ConfigEntryNotReady
+from homeassistant.helpers import issue_registry as ir
 from homeassistant.requirements import pip_kwargs
 from homeassistant.util import package as pkg_util
 
 from .const import DOMAIN, LOGGER
-from .engine.download import DownloadError
+from .engine.download import ChecksumMismatchError, DownloadError
 from .engine.host_platform import detect_host
 from .engine.preflight import LlamaCppMissingError, PreflightError, check_llama_cpp
 from .engine.wheels import InstallPlan, WheelChoiceError, fetch_wheel, load_manifest, plan_install
@@ -62,7 +63,9 @@ async def async_ensure_llama_cpp(hass: HomeAssistant) -> str:
             version = await _async_install(hass)
         except PreflightError as err:
             _fail(hass, str(err))
+        version = await _async_pinned(hass, version)
         LOGGER.debug("llama-cpp-python %s runs on this CPU", version)
+        ir.async_delete_issue(hass, DOMAIN, ISSUE_LLAMA_CPP)
         state.version = version
         return version
 
@@ -94,6 +97,25 @@ def _fail(hass: HomeAssistant, error: str, *, retry: bool = False) -> NoReturn:
     if retry:
         raise ConfigEntryNotReady(f"llama-cpp-python is not installed yet: {error}")
     raise ConfigEntryError(f"llama-cpp-python is not usable: {error}")
+
+
+async def _async_pinned(hass: HomeAssistant, version: str) -> str:
+    """Another version than the pinned one (installed by hand, or before the pin moved: the
+    engine uses llama-cpp-python internals) is replaced by the pinned one; where that cannot be
+    installed, the working one stays."""
+    try:
+        pinned = (await hass.async_add_executor_job(load_manifest)).version
+    except WheelChoiceError as err:
+        LOGGER.warning("Keeping llama-cpp-python %s: %s", version, err)
+        return version
+    if version == pinned:
+        return version
+    LOGGER.warning("llama-cpp-python %s is installed; this integration is made for %s: installing it", version, pinned)
+    try:
+        return await _async_install(hass)
+    except (ConfigEntryError, ConfigEntryNotReady) as err:
+        LOGGER.warning("Keeping llama-cpp-python %s, which works: %s", version, err)
+        return version
 
 
 async def _async_install(hass: HomeAssistant) -> str:
@@ -134,7 +156,9 @@ async def _async_fetch(hass: HomeAssistant, plan: InstallPlan) -> str:
     try:
         path = await hass.async_add_executor_job(fetch_wheel, plan.wheel, wheel_folder(hass), progress)
     except DownloadError as err:
-        _fail(hass, str(err), retry=True)
+        await hass.async_add_executor_job(partial(shutil.rmtree, wheel_folder(hass), ignore_errors=True))
+        # the network may come back; a file that is not the listed one will not change by waiting
+        _fail(hass, str(err), retry=not isinstance(err, ChecksumMismatchError))
     return str(path)
 
 

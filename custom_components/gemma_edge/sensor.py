@@ -62,7 +62,7 @@ class ModelStatusSensor(SensorEntity):
     @property
     def extra_state_attributes(self) -> dict[str, Any]:
         stats = self._engine.last_stats
-        attributes: dict[str, Any] = {"context_size": self._engine.settings.n_ctx}
+        attributes: dict[str, Any] = {"context_size": self._engine.n_ctx}
         if stats is not None:
             attributes.update(
                 prompt_tokens=stats.prompt_tokens,

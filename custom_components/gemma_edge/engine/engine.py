@@ -169,6 +169,11 @@ class LocalEngine:
         return self._worker
 
     @property
+    def n_ctx(self) -> int:
+        """The context the prompt must fit in: the settings', or what a llama-server reports."""
+        return self._model.n_ctx if isinstance(self._model, ServerModel) else self.settings.n_ctx
+
+    @property
     def has_vision(self) -> bool:
         """A vision projector is configured (or the server has one): steps may carry images."""
         return bool(self.settings.mmproj_path) or isinstance(self._model, ServerModel) and self._model.has_vision

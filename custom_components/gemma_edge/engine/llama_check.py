@@ -10,28 +10,51 @@ from __future__ import annotations
 
 import ctypes
 import math
+import os
 from pathlib import Path
 import sys
 from typing import Any
+
+
+def loaded_ggml(lib_dir: Path) -> ctypes.CDLL | None:
+    """The libggml that llama_cpp's libllama was linked with, already in this process.
+
+    Found by its soname with RTLD_NOLOAD: a wheel stores libggml.so, .so.0 and .so.0.x as separate
+    files (zip has no symlinks), and opening another of them by path would map a second copy with
+    a registry of its own that libllama never sees.
+    """
+    try:
+        return ctypes.CDLL("libggml.so.0", mode=os.RTLD_NOLOAD | ctypes.RTLD_GLOBAL)
+    except OSError:
+        library = lib_dir / "libggml.so.0"
+        return ctypes.CDLL(str(library)) if library.exists() else None
+
+
+def backend_folder(lib_dir: Path) -> Path | None:
+    """Where the build's CPU backend modules are: llama_cpp/lib, or the bin folder ggml's own
+    install rule uses (``<site-packages>/bin``) when the wheel was built without moving them."""
+    for folder in (lib_dir, lib_dir.parent.parent / "bin"):
+        if any(folder.glob("libggml-cpu*.so")):
+            return folder
+    return None
 
 
 def load_ggml_backends(llama_cpp: Any) -> int:
     """Register ggml's backends when the build loads them dynamically; return how many there are.
 
     A wheel built with GGML_BACKEND_DL=ON and GGML_CPU_ALL_VARIANTS=ON carries its CPU code as
-    ``libggml-cpu-<variant>.so`` files next to libggml.so and registers none until asked:
+    ``libggml-cpu-<variant>.so`` modules and registers none until asked: ggml's
     ``ggml_backend_load_all_from_path`` loads the best variant this CPU can run. A build with the
     CPU backend linked in (ours from source) already has it, and nothing is loaded.
     """
     lib_dir = Path(llama_cpp.__file__).parent / "lib"
-    library = lib_dir / "libggml.so"
-    if not library.exists():
+    ggml = loaded_ggml(lib_dir)
+    if ggml is None:
         return -1
-    ggml = ctypes.CDLL(str(library))  # the handle llama_cpp already loaded
     ggml.ggml_backend_reg_count.restype = ctypes.c_size_t
-    if ggml.ggml_backend_reg_count() == 0:
+    if ggml.ggml_backend_reg_count() == 0 and (folder := backend_folder(lib_dir)) is not None:
         ggml.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
-        ggml.ggml_backend_load_all_from_path(str(lib_dir).encode())
+        ggml.ggml_backend_load_all_from_path(str(folder).encode())
     return int(ggml.ggml_backend_reg_count())
 
 

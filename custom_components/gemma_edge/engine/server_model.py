@@ -55,6 +55,15 @@ class ServerUnavailableError(EngineError):
     """The server cannot be reached or answered with an error; the message says which."""
 
 
+class ServerAuthError(EngineError):
+    """The server refused the API key (HTTP 401/403): retrying will not help."""
+
+
+def _refused(response: httpx.Response, url: str) -> None:
+    if response.status_code in (401, 403):
+        raise ServerAuthError(f"the llama.cpp server at {url} refused the API key (HTTP {response.status_code})")
+
+
 class ServerModel:
     """A llama.cpp server's model with LlamaModel's interface (load, tokenize, prime, generate)."""
 
@@ -94,6 +103,7 @@ class ServerModel:
             response = self._client.request(method, path, **kwargs)
         except httpx.HTTPError as err:
             raise ServerUnavailableError(f"the llama.cpp server at {self.settings.server_url} cannot be reached: {err}") from err
+        _refused(response, str(self.settings.server_url))
         if response.status_code >= 400:
             raise ServerUnavailableError(
                 f"the llama.cpp server answered {method} {path} with HTTP {response.status_code}: {response.text[:200]}"
@@ -146,6 +156,7 @@ class ServerModel:
             response = self._client.get("/props")
         except httpx.HTTPError as err:
             raise ServerUnavailableError(f"the llama.cpp server at {self.settings.server_url} cannot be reached: {err}") from err
+        _refused(response, str(self.settings.server_url))
         if response.status_code != 200:
             return None
         try:
@@ -207,11 +218,16 @@ class ServerModel:
 
     def prime(self, prompt: str, should_stop: Callable[[], bool]) -> int:
         """Have the server evaluate the prompt into its cache (one token is generated: a request
-        for none means "until the context is full" to llama_cpp.server)."""
+        for none means "until the context is full" to llama_cpp.server). Background work: a
+        server that is down or a prompt that does not fit only means nothing is primed."""
         self._on_worker()
         if should_stop():
             return 0
-        stats = self.generate(GenerationRequest(prompt=prompt, max_tokens=1, temperature=0.0), lambda _piece: True)
+        try:
+            stats = self.generate(GenerationRequest(prompt=prompt, max_tokens=1, temperature=0.0), lambda _piece: True)
+        except EngineError as err:
+            _LOGGER.debug("Priming the server's cache failed: %s", err)
+            return 0
         return stats.prompt_tokens
 
     def generate(self, request: GenerationRequest, on_text: Callable[[str], bool]) -> GenerationStats:
@@ -233,6 +249,9 @@ class ServerModel:
         stats.reused_tokens = min(common, len(tokens) - 1)
         self._last_prompt = [] if request.images else tokens
         if self.kind == "llama-server":
+            if request.images and (props := self._props()):
+                # llama-server draws a new media marker each time it starts
+                self._media_marker = str(props.get("media_marker") or MEDIA_MARKER)
             path, body = "/completion", self._native_body(request)
         else:
             path, body = "/v1/completions", self._openai_body(request)
@@ -288,6 +307,7 @@ class ServerModel:
             with self._client.stream("POST", path, json=body) as response:
                 if response.status_code >= 400:
                     response.read()
+                    _refused(response, str(self.settings.server_url))
                     raise ServerUnavailableError(
                         f"the llama.cpp server refused the request (HTTP {response.status_code}): {response.text[:200]}"
                     )
@@ -308,6 +328,8 @@ class ServerModel:
                             stats.stop_reason = "cancelled"
                             break  # closing the stream stops the server's generation
                     if finished:
+                        # llama-server's own count (a streamed piece can hold several tokens)
+                        stats.completion_tokens = int((chunk.get("timings") or {}).get("predicted_n", stats.completion_tokens))
                         break
         except httpx.HTTPError as err:
             raise ServerUnavailableError(f"the llama.cpp server connection broke: {err}") from err
@@ -333,6 +355,7 @@ def _read_chunk(chunk: dict[str, Any], stats: GenerationStats) -> tuple[str, boo
         if "cache_n" in timings and "prompt_n" in timings:
             stats.reused_tokens = int(timings["cache_n"])
             stats.prompt_tokens = stats.reused_tokens + int(timings["prompt_n"])
+
     return str(chunk.get("content") or ""), finished
 
 def probe_server(settings: EngineSettings) -> tuple[str, str]:
