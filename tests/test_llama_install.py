@@ -23,8 +23,12 @@ from custom_components.gemma_edge.engine.host_platform import (
     parse_cpuinfo,
     wheel_fits,
 )
-from custom_components.gemma_edge.engine.llama_check import load_ggml_backends
-from custom_components.gemma_edge.engine.preflight import LlamaCppCrashedError, LlamaCppMissingError, check_llama_cpp
+from custom_components.gemma_edge.engine.preflight import (
+    LlamaCppCrashedError,
+    LlamaCppMissingError,
+    PreflightError,
+    check_llama_cpp,
+)
 from custom_components.gemma_edge.engine.wheels import (
     WHEEL_MANIFEST,
     WheelChoiceError,
@@ -169,12 +173,20 @@ def test_uv_prefers_a_generic_linux_wheel_over_musllinux_on_a_musl_target(tmp_pa
     assert chosen("x86_64-unknown-linux-musl") == "VARIANT = 'musl'\n"
 
 
-def test_backends_of_this_build_are_linked_in() -> None:
-    """Our source build links the CPU backend in: nothing to load. A GGML_BACKEND_DL wheel has
-    none registered until load_ggml_backends loads them from its lib folder."""
-    import llama_cpp  # noqa: PLC0415
-
-    assert load_ggml_backends(llama_cpp) >= 1
+def test_backends_are_registered_in_the_libggml_llama_cpp_uses() -> None:
+    """The wheel holds libggml.so, .so.0 and .so.0.x as three files; opening another one than
+    libllama's would map a second libggml with its own (unused) backend registry. In a fresh
+    process: after loading the backends exactly one libggml file is mapped, and it has a backend."""
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import llama_cpp; from llama_check import load_ggml_backends; "
+        "count = load_ggml_backends(llama_cpp); "
+        "files = {line.split()[-1] for line in open('/proc/self/maps') if '/libggml.so' in line}; "
+        "print(count, len(files))"
+    )
+    engine = Path(__file__).parent.parent / "custom_components" / "gemma_edge" / "engine"
+    result = subprocess.run([sys.executable, "-c", script, str(engine)], capture_output=True, text=True, check=True)
+    count, mapped = (int(value) for value in result.stdout.split())
+    assert count >= 1 and mapped == 1
 
 
 def _shadow_missing_llama_cpp(folder: Path) -> Path:
@@ -258,3 +270,55 @@ def test_the_manifest_requirements_install_from_wheels_on_home_assistant_os(plat
         )  # fmt: skip
         assert result.returncode == 0, result.stderr
         assert "huggingface-hub==" in result.stdout and "llama-cpp-python" not in result.stdout
+
+
+def test_cpu_variant_modules_are_found_and_ordered_best_first(tmp_path: Path) -> None:
+    """A backend-DL wheel's CPU modules: next to libggml (our workflow) or in ggml's own bin folder."""
+    from custom_components.gemma_edge.engine.llama_check import backend_folder, cpu_variants  # noqa: PLC0415
+
+    lib = tmp_path / "site-packages" / "llama_cpp" / "lib"
+    lib.mkdir(parents=True)
+    assert backend_folder(lib) is None and cpu_variants(None) == []
+    ggml_bin = tmp_path / "site-packages" / "bin"
+    ggml_bin.mkdir()
+    for name in ("x64", "haswell", "sapphirerapids", "sse42", "zen4"):
+        (ggml_bin / f"libggml-cpu-{name}.so").touch()
+    assert backend_folder(lib) == ggml_bin
+    assert cpu_variants(ggml_bin) == ["sapphirerapids", "zen4", "haswell", "sse42", "x64"]
+    for name in ("armv8.0_1", "armv9.2_2", "armv8.2_2", "armv8.6_1"):
+        (lib / f"libggml-cpu-{name}.so").touch()
+    assert backend_folder(lib) == lib
+    assert cpu_variants(lib) == ["armv9.2_2", "armv8.6_1", "armv8.2_2", "armv8.0_1"]
+
+
+def test_when_ggmls_own_pick_dies_the_next_variant_that_runs_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seen on this machine with a GGML_CPU_ALL_VARIANTS build: the CPU reports AMX, ggml picks
+    sapphirerapids, and AMX is not enabled for the process: SIGILL. The check then tries the
+    variants from the best down (the children are simulated here; the real run is in the issue's
+    closing note: zen4 ran)."""
+    from custom_components.gemma_edge import llama_runtime  # noqa: PLC0415
+
+    tried: list[str | None] = []
+
+    def child(extra_paths: tuple[str, ...] = (), cpu_variant: str | None = None) -> str:
+        tried.append(cpu_variant)
+        if cpu_variant in (None, "sapphirerapids"):
+            raise LlamaCppCrashedError("illegal instruction")
+        if cpu_variant == "zen4":
+            raise PreflightError("llama.cpp found no backend for this CPU")  # not this CPU's
+        return "0.3.36"
+
+    monkeypatch.setattr(llama_runtime, "check_llama_cpp", child)
+    monkeypatch.setattr(llama_runtime, "installed_cpu_variants", lambda extra_paths=(): ["sapphirerapids", "zen4", "icelake", "x64"])
+    assert llama_runtime.check_fitting() == ("0.3.36", "icelake")
+    assert tried == [None, "sapphirerapids", "zen4", "icelake"]
+    # a build with the CPU backend linked in has no variants: the crash stands
+    monkeypatch.setattr(llama_runtime, "installed_cpu_variants", lambda extra_paths=(): [])
+    with pytest.raises(LlamaCppCrashedError):
+        llama_runtime.check_fitting()
+
+
+def test_the_check_lists_no_variants_for_a_build_with_the_cpu_backend_linked_in() -> None:
+    from custom_components.gemma_edge.engine.preflight import installed_cpu_variants  # noqa: PLC0415
+
+    assert installed_cpu_variants() == []

@@ -41,7 +41,7 @@ from .engine.gguf_info import GGUFError, read_gguf_info
 from .engine.llama_model import EngineError, EngineSettings
 from .engine.preflight import PreflightError, check_memory_for
 from .engine.server_model import ServerAuthError, ServerUnavailableError
-from .llama_runtime import async_ensure_llama_cpp
+from .llama_runtime import async_ensure_llama_cpp, checked_cpu_variant
 from .services import async_register_services
 from .repairs import (
     ISSUE_LEDGER,
@@ -157,6 +157,7 @@ async def _async_local_settings(hass: HomeAssistant, entry: GemmaConfigEntry) ->
         raise_issue(hass, ISSUE_NOT_ENOUGH_MEMORY, entry.entry_id, error=str(err), title=entry.title)
         raise ConfigEntryNotReady(str(err)) from err
     clear_issues(hass, entry.entry_id)
+    settings = replace(settings, cpu_variant=checked_cpu_variant(hass))
     return await _async_check_projector(hass, entry, settings, info.size_bytes)
 
 
@@ -220,7 +221,9 @@ def _schedule_housekeeping(
 
 async def _async_reload_on_update(hass: HomeAssistant, entry: GemmaConfigEntry) -> None:
     """Engine options changed: reload everything. Only agents changed: keep the loaded model."""
-    if replace(engine_settings(entry), mmproj_path=None) != replace(entry.runtime_data.engine.settings, mmproj_path=None):
+    if replace(engine_settings(entry), mmproj_path=None, cpu_variant=None) != replace(
+        entry.runtime_data.engine.settings, mmproj_path=None, cpu_variant=None
+    ):
         await hass.config_entries.async_reload(entry.entry_id)
         return
     await hass.config_entries.async_unload_platforms(entry, PLATFORMS)

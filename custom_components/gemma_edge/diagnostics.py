@@ -12,7 +12,7 @@ from .activity import event_data
 from .const import CONF_SERVER_API_KEY
 from .engine.host_platform import detect_host
 from .engine.server_model import ServerModel
-from .llama_runtime import checked_version
+from .llama_runtime import checked_cpu_variant, checked_version
 
 # Conversation instructions and what people said can hold personal details; a server's API key
 # is a secret.
@@ -41,7 +41,11 @@ async def async_get_config_entry_diagnostics(hass: HomeAssistant, entry: GemmaCo
             "context_size": engine.n_ctx,
             "last_generation": engine.last_stats.as_dict() if engine.last_stats else None,
         },
-        "hub": {"platform": host.describe(), "llama_cpp_python": checked_version(hass)},
+        "hub": {
+            "platform": host.describe(),
+            "llama_cpp_python": checked_version(hass),
+            "cpu_variant_fallback": checked_cpu_variant(hass),
+        },
         "vision": {
             "projector": engine.settings.mmproj_path,
             "available": engine.has_vision,

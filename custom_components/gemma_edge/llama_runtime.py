@@ -24,7 +24,13 @@ from homeassistant.util import package as pkg_util
 from .const import DOMAIN, LOGGER
 from .engine.download import ChecksumMismatchError, DownloadError
 from .engine.host_platform import detect_host
-from .engine.preflight import LlamaCppMissingError, PreflightError, check_llama_cpp
+from .engine.preflight import (
+    LlamaCppCrashedError,
+    LlamaCppMissingError,
+    PreflightError,
+    check_llama_cpp,
+    installed_cpu_variants,
+)
 from .engine.wheels import InstallPlan, WheelChoiceError, fetch_wheel, load_manifest, plan_install
 from .repairs import ISSUE_LLAMA_CPP, raise_issue
 
@@ -35,6 +41,24 @@ class _RuntimeState:
     def __init__(self) -> None:
         self.lock = asyncio.Lock()
         self.version: str | None = None
+        # a lower ggml CPU variant than ggml's own pick, which died on this machine
+        self.cpu_variant: str | None = None
+
+
+def check_fitting(extra_paths: tuple[str, ...] = ()) -> tuple[str, str | None]:
+    """Check the installed llama-cpp-python (blocking). When ggml's own pick of CPU variant dies
+    (a CPU that reports a feature its hypervisor or kernel does not enable, seen with AMX), the
+    variants are tried from the best down; returns the version and the variant that ran (None:
+    ggml's own pick)."""
+    try:
+        return check_llama_cpp(extra_paths=extra_paths), None
+    except LlamaCppCrashedError:
+        for variant in installed_cpu_variants(extra_paths=extra_paths):
+            try:
+                return check_llama_cpp(extra_paths=extra_paths, cpu_variant=variant), variant
+            except PreflightError:
+                continue
+        raise
 
 
 def install_kwargs(hass: HomeAssistant) -> dict[str, Any]:
@@ -58,7 +82,7 @@ async def async_ensure_llama_cpp(hass: HomeAssistant) -> str:
         if state.version is not None:
             return state.version
         try:
-            version = await hass.async_add_executor_job(check_llama_cpp)
+            version, state.cpu_variant = await hass.async_add_executor_job(check_fitting)
         except LlamaCppMissingError:
             version = await _async_install(hass)
         except PreflightError as err:
@@ -134,8 +158,9 @@ async def _async_install(hass: HomeAssistant) -> str:
         _fail(hass, f"installing {plan.describe()} failed (Home Assistant's log has the installer's output)")
     importlib.invalidate_caches()
     target = kwargs.get("target")
+    state: _RuntimeState = hass.data.setdefault(_STATE, _RuntimeState())
     try:
-        version = await hass.async_add_executor_job(partial(check_llama_cpp, extra_paths=(target,) if target else ()))
+        version, state.cpu_variant = await hass.async_add_executor_job(check_fitting, (target,) if target else ())
     except PreflightError as err:
         _fail(hass, f"the installed {plan.describe()} does not work: {err}")
     LOGGER.info("Installed llama-cpp-python %s", version)
@@ -166,3 +191,9 @@ def checked_version(hass: HomeAssistant) -> str | None:
     """The llama-cpp-python version this run checked (None: not checked or not needed)."""
     state: _RuntimeState | None = hass.data.get(_STATE)
     return state.version if state else None
+
+
+def checked_cpu_variant(hass: HomeAssistant) -> str | None:
+    """The ggml CPU variant the check fell back to (None: ggml's own pick)."""
+    state: _RuntimeState | None = hass.data.get(_STATE)
+    return state.cpu_variant if state else None

@@ -1,9 +1,11 @@
 """llama.cpp's backends, and the check that llama-cpp-python runs on this CPU.
 
-Run as a script in a child process (``python llama_check.py MODEL``): it imports llama_cpp, loads
-ggml's backends, evaluates a few tokens of the tiny check model and prints the version. A build
-for a newer CPU dies there with SIGILL, not in Home Assistant. Only the standard library and
-llama_cpp are imported, so the script runs by path without our package.
+Run as a script in a child process (``python llama_check.py MODEL [CPU_VARIANT]``): it imports
+llama_cpp, loads ggml's backends (all of them, or the one CPU variant named), evaluates a few
+tokens of the tiny check model and prints the version. A build for a newer CPU dies there with
+SIGILL, not in Home Assistant. ``python llama_check.py --variants`` lists the CPU variants a
+backend-DL build carries, best first. Only the standard library and llama_cpp are imported, so
+the script runs by path without our package.
 """
 
 from __future__ import annotations
@@ -39,7 +41,27 @@ def backend_folder(lib_dir: Path) -> Path | None:
     return None
 
 
-def load_ggml_backends(llama_cpp: Any) -> int:
+# ggml's x86 CPU variants, best first (ARM's names sort by themselves: armv9.2_2 > ... > armv8.0_1)
+X86_VARIANT_ORDER = (
+    "sapphirerapids", "zen4", "cooperlake", "cascadelake", "icelake", "cannonlake", "skylakex", "alderlake",
+    "haswell", "piledriver", "ivybridge", "sandybridge", "sse42", "x64",
+)  # fmt: skip
+
+
+def variant_name(module: Path) -> str:
+    return module.name.removeprefix("libggml-cpu-").removesuffix(".so")
+
+
+def cpu_variants(folder: Path | None) -> list[str]:
+    """The CPU variants in a backend folder, best first."""
+    if folder is None:
+        return []
+    names = [variant_name(module) for module in folder.glob("libggml-cpu-*.so")]
+    known = [name for name in X86_VARIANT_ORDER if name in names]
+    return known + sorted((name for name in names if name not in known), reverse=True)
+
+
+def load_ggml_backends(llama_cpp: Any, cpu_variant: str | None = None) -> int:
     """Register ggml's backends when the build loads them dynamically; return how many there are.
 
     A wheel built with GGML_BACKEND_DL=ON and GGML_CPU_ALL_VARIANTS=ON carries its CPU code as
@@ -53,17 +75,24 @@ def load_ggml_backends(llama_cpp: Any) -> int:
         return -1
     ggml.ggml_backend_reg_count.restype = ctypes.c_size_t
     if ggml.ggml_backend_reg_count() == 0 and (folder := backend_folder(lib_dir)) is not None:
-        ggml.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
-        ggml.ggml_backend_load_all_from_path(str(folder).encode())
+        module = folder / f"libggml-cpu-{cpu_variant}.so"
+        if cpu_variant and module.exists():
+            # a lower variant than ggml's own pick, which the check saw die on this machine
+            ggml.ggml_backend_load.argtypes = [ctypes.c_char_p]
+            ggml.ggml_backend_load.restype = ctypes.c_void_p
+            ggml.ggml_backend_load(str(module).encode())
+        else:
+            ggml.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
+            ggml.ggml_backend_load_all_from_path(str(folder).encode())
     return int(ggml.ggml_backend_reg_count())
 
 
-def run_check(model_path: str) -> str:
+def run_check(model_path: str, cpu_variant: str | None = None) -> str:
     """Evaluate four tokens of the tiny model; return llama_cpp's version or raise RuntimeError."""
     import llama_cpp  # noqa: PLC0415
 
     llama_cpp.llama_backend_init()
-    if load_ggml_backends(llama_cpp) == 0:
+    if load_ggml_backends(llama_cpp, cpu_variant) == 0:
         raise RuntimeError("llama.cpp found no backend for this CPU")
     llm = llama_cpp.Llama(model_path=model_path, n_ctx=64, n_threads=1, logits_all=True, verbose=False)
     llm.eval([1, 5, 6, 7])
@@ -73,5 +102,18 @@ def run_check(model_path: str) -> str:
     return str(llama_cpp.__version__)
 
 
+def _variants_of_installed_build() -> list[str]:
+    import importlib.util  # noqa: PLC0415 - find llama_cpp without importing (and running) it
+
+    spec = importlib.util.find_spec("llama_cpp")
+    if spec is None or spec.origin is None:
+        return []
+    return cpu_variants(backend_folder(Path(spec.origin).parent / "lib"))
+
+
 if __name__ == "__main__":
-    print(run_check(sys.argv[1]))  # noqa: T201 - the parent reads the version from stdout
+    # the parent reads the result from stdout
+    if sys.argv[1] == "--variants":
+        print(" ".join(_variants_of_installed_build()))  # noqa: T201
+    else:
+        print(run_check(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None))  # noqa: T201

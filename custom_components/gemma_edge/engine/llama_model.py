@@ -80,6 +80,8 @@ class EngineSettings:
     # A llama.cpp server to use instead of loading model_path in this process (ServerModel).
     server_url: str | None = None
     server_api_key: str | None = None
+    # A backend-DL build's ggml CPU variant to load instead of ggml's own pick (see llama_check.py)
+    cpu_variant: str | None = None
 
     def resolved_threads(self) -> int:
         return self.n_threads or physical_cores()
@@ -231,7 +233,7 @@ class LlamaModel:
         route_llama_logs()
         import llama_cpp  # noqa: PLC0415
 
-        if load_ggml_backends(llama_cpp) == 0:
+        if load_ggml_backends(llama_cpp, self.settings.cpu_variant) == 0:
             raise ModelLoadError("llama.cpp found no backend that runs on this CPU")
         started = time.monotonic()
         try:

@@ -27,28 +27,38 @@ class LlamaCppCrashedError(PreflightError):
     """The check process died from a signal: the installed build does not fit this CPU."""
 
 
-def check_llama_cpp(python: str | None = None, extra_paths: tuple[str, ...] = ()) -> str:
+def _run_check_script(args: list[str], python: str | None, extra_paths: tuple[str, ...]) -> subprocess.CompletedProcess[str]:
+    """Run llama_check.py in a child with this process's import path (``extra_paths`` first)."""
+    paths = [*extra_paths, *os.environ.get("PYTHONPATH", "").split(os.pathsep), *sys.path]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path for path in paths if path)}
+    try:
+        return subprocess.run(  # noqa: S603 - fixed command, our own interpreter and script
+            [python or sys.executable, str(_CHECK_SCRIPT), *args],
+            capture_output=True,
+            text=True,
+            timeout=IMPORT_CHECK_TIMEOUT_S,
+            check=False,
+            env=env,
+        )
+    except subprocess.TimeoutExpired as err:
+        raise PreflightError("checking llama-cpp-python did not finish in time") from err
+    except OSError as err:
+        raise PreflightError(f"the check process could not be started: {err}") from err
+
+
+def check_llama_cpp(
+    python: str | None = None, extra_paths: tuple[str, ...] = (), cpu_variant: str | None = None
+) -> str:
     """Import llama_cpp and run a tiny model in a child process; return its version.
 
     The child sees this process's import path (plus ``extra_paths`` first), so it checks exactly
-    the llama_cpp Home Assistant would load. Raises LlamaCppMissingError, LlamaCppCrashedError or
+    the llama_cpp Home Assistant would load; ``cpu_variant`` makes a backend-DL build use that
+    ggml CPU variant instead of its own pick. Raises LlamaCppMissingError, LlamaCppCrashedError or
     PreflightError.
     """
-    paths = [*extra_paths, *os.environ.get("PYTHONPATH", "").split(os.pathsep), *sys.path]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path for path in paths if path)}
     with tempfile.TemporaryDirectory(prefix="gemma_edge_check_") as folder:
         model = write_tiny_model(Path(folder) / "cpu-check.gguf")
-        try:
-            result = subprocess.run(  # noqa: S603 - fixed command, our own interpreter and script
-                [python or sys.executable, str(_CHECK_SCRIPT), str(model)],
-                capture_output=True,
-                text=True,
-                timeout=IMPORT_CHECK_TIMEOUT_S,
-                check=False,
-                env=env,
-            )
-        except subprocess.TimeoutExpired as err:
-            raise PreflightError("checking llama-cpp-python did not finish in time") from err
+        result = _run_check_script([str(model), *([cpu_variant] if cpu_variant else [])], python, extra_paths)
     if result.returncode == 0:
         return result.stdout.strip().splitlines()[-1] if result.stdout.strip() else "unknown"
     if result.returncode < 0:
@@ -61,6 +71,13 @@ def check_llama_cpp(python: str | None = None, extra_paths: tuple[str, ...] = ()
     if "No module named 'llama_cpp'" in last_line:
         raise LlamaCppMissingError("llama-cpp-python is not installed")
     raise PreflightError(f"llama-cpp-python does not work: {last_line}")
+
+
+def installed_cpu_variants(python: str | None = None, extra_paths: tuple[str, ...] = ()) -> list[str]:
+    """The ggml CPU variants the installed build carries, best first (none for a build with the
+    CPU backend linked in). Read without importing llama_cpp."""
+    result = _run_check_script(["--variants"], python, extra_paths)
+    return result.stdout.split() if result.returncode == 0 else []
 
 
 def available_memory_bytes() -> int | None:
