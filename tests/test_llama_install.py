@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 import platform
+import signal
 import subprocess
 import sys
 
@@ -303,7 +304,7 @@ def test_when_ggmls_own_pick_dies_the_next_variant_that_runs_is_used(monkeypatch
     def child(extra_paths: tuple[str, ...] = (), cpu_variant: str | None = None) -> str:
         tried.append(cpu_variant)
         if cpu_variant in (None, "sapphirerapids"):
-            raise LlamaCppCrashedError("illegal instruction")
+            raise LlamaCppCrashedError("illegal instruction", signal.SIGILL)
         if cpu_variant == "zen4":
             raise PreflightError("llama.cpp found no backend for this CPU")  # not this CPU's
         return "0.3.36"
@@ -316,6 +317,18 @@ def test_when_ggmls_own_pick_dies_the_next_variant_that_runs_is_used(monkeypatch
     monkeypatch.setattr(llama_runtime, "installed_cpu_variants", lambda extra_paths=(): [])
     with pytest.raises(LlamaCppCrashedError):
         llama_runtime.check_fitting()
+    # another crash (killed for memory, a segfault) is not a CPU level question: no variants tried
+    tried.clear()
+    monkeypatch.setattr(llama_runtime, "installed_cpu_variants", lambda extra_paths=(): ["icelake", "x64"])
+
+    def segfault(extra_paths: tuple[str, ...] = (), cpu_variant: str | None = None) -> str:
+        tried.append(cpu_variant)
+        raise LlamaCppCrashedError("segmentation fault", signal.SIGSEGV)
+
+    monkeypatch.setattr(llama_runtime, "check_llama_cpp", segfault)
+    with pytest.raises(LlamaCppCrashedError, match="segmentation"):
+        llama_runtime.check_fitting()
+    assert tried == [None]
 
 
 def test_the_check_lists_no_variants_for_a_build_with_the_cpu_backend_linked_in() -> None:

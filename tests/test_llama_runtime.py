@@ -17,6 +17,7 @@ import pytest
 from custom_components.gemma_edge import llama_runtime
 from custom_components.gemma_edge.const import DOMAIN
 from custom_components.gemma_edge.engine.host_platform import detect_host
+from custom_components.gemma_edge.engine.preflight import LlamaCppCrashedError
 from custom_components.gemma_edge.engine.wheels import WheelEntry, WheelManifest
 from homeassistant import requirements as ha_requirements
 from homeassistant.config_entries import ConfigEntryState
@@ -175,3 +176,23 @@ async def test_another_version_is_replaced_by_the_pinned_one_or_kept_when_that_f
     assert entry.state is ConfigEntryState.LOADED
     assert llama_runtime.checked_version(hass) == "0.3.30" and _issue_error(hass) is None
     await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_a_pinned_build_that_installs_but_does_not_run_fails_the_entry(
+    hass: HomeAssistant, smollm2_path: Path, index: WheelIndex, llama_cpp_missing: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The older build was replaced by the install: it is gone, and loading the new one (which
+    died in the check) in Home Assistant's process could kill it. The entry fails with a Repairs
+    issue instead of "keeping" a version that is no longer there."""
+
+    def older_then_broken(*args: object, extra_paths: tuple[str, ...] = (), cpu_variant: str | None = None) -> str:
+        if extra_paths:
+            raise LlamaCppCrashedError("llama-cpp-python crashed the check process (illegal instruction)", 4)
+        return "0.3.30"
+
+    monkeypatch.setattr(llama_runtime, "check_llama_cpp", older_then_broken)
+    _serve_manifest(monkeypatch, index)
+    entry = await _set_up(hass, smollm2_path)
+    assert entry.state is ConfigEntryState.SETUP_ERROR
+    assert "does not work" in (_issue_error(hass) or "") and "illegal instruction" in (_issue_error(hass) or "")
+    assert hass.state is CoreState.running

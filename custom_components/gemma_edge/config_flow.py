@@ -193,6 +193,8 @@ class GemmaEdgeConfigFlow(ConfigFlow, domain=DOMAIN):
                 await self.hass.async_add_executor_job(probe_server, settings)
             except ServerAuthError:
                 errors["base"] = "invalid_auth"
+            except ModelLoadError:
+                errors["base"] = "server_model_unsupported"
             except EngineError as err:
                 LOGGER.warning("Cannot reach the llama.cpp server at %s: %s", settings.server_url, err)
                 errors["base"] = "cannot_connect"

@@ -13,6 +13,7 @@ from functools import partial
 import importlib
 from pathlib import Path
 import shutil
+import signal
 from typing import Any, NoReturn
 
 from homeassistant.core import HomeAssistant
@@ -47,18 +48,28 @@ class _RuntimeState:
 
 def check_fitting(extra_paths: tuple[str, ...] = ()) -> tuple[str, str | None]:
     """Check the installed llama-cpp-python (blocking). When ggml's own pick of CPU variant dies
-    (a CPU that reports a feature its hypervisor or kernel does not enable, seen with AMX), the
-    variants are tried from the best down; returns the version and the variant that ran (None:
-    ggml's own pick)."""
+    with an illegal instruction (a CPU that reports a feature its hypervisor or kernel does not
+    enable, seen with AMX), the build's variants are tried from the best down; returns the
+    version and the variant that ran (None: ggml's own pick). Otherwise the first error stands."""
     try:
         return check_llama_cpp(extra_paths=extra_paths), None
-    except LlamaCppCrashedError:
-        for variant in installed_cpu_variants(extra_paths=extra_paths):
+    except LlamaCppCrashedError as crash:
+        if crash.signal != signal.SIGILL:
+            raise
+        try:
+            variants = installed_cpu_variants(extra_paths=extra_paths)
+        except PreflightError:
+            raise crash from None
+        for variant in variants:
             try:
                 return check_llama_cpp(extra_paths=extra_paths, cpu_variant=variant), variant
             except PreflightError:
                 continue
         raise
+
+
+class _InstalledButBrokenError(ConfigEntryError):
+    """The pinned build was installed (replacing what was there) and does not work."""
 
 
 def install_kwargs(hass: HomeAssistant) -> dict[str, Any]:
@@ -104,7 +115,7 @@ async def async_llama_cpp_problem(hass: HomeAssistant) -> str | None:
     if state.version is not None:
         return None
     try:
-        await hass.async_add_executor_job(check_llama_cpp)
+        await hass.async_add_executor_job(check_fitting)
     except LlamaCppMissingError:
         try:
             host = await hass.async_add_executor_job(detect_host)
@@ -134,9 +145,20 @@ async def _async_pinned(hass: HomeAssistant, version: str) -> str:
         return version
     if version == pinned:
         return version
+    try:
+        host = await hass.async_add_executor_job(detect_host)
+        prebuilt = plan_install(await hass.async_add_executor_job(load_manifest), host).wheel is not None
+    except WheelChoiceError:
+        prebuilt = False
+    if not prebuilt:
+        # no source build at every start (minutes, or a failure without a compiler)
+        LOGGER.warning("llama-cpp-python %s is installed; this integration is made for %s", version, pinned)
+        return version
     LOGGER.warning("llama-cpp-python %s is installed; this integration is made for %s: installing it", version, pinned)
     try:
         return await _async_install(hass)
+    except _InstalledButBrokenError:
+        raise  # the working one is gone: loading the broken one could kill Home Assistant
     except (ConfigEntryError, ConfigEntryNotReady) as err:
         LOGGER.warning("Keeping llama-cpp-python %s, which works: %s", version, err)
         return version
@@ -162,7 +184,9 @@ async def _async_install(hass: HomeAssistant) -> str:
     try:
         version, state.cpu_variant = await hass.async_add_executor_job(check_fitting, (target,) if target else ())
     except PreflightError as err:
-        _fail(hass, f"the installed {plan.describe()} does not work: {err}")
+        error = f"the installed {plan.describe()} does not work: {err}"
+        raise_issue(hass, ISSUE_LLAMA_CPP, None, error=error)
+        raise _InstalledButBrokenError(f"llama-cpp-python is not usable: {error}") from err
     LOGGER.info("Installed llama-cpp-python %s", version)
     return version
 

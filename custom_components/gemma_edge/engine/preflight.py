@@ -26,6 +26,10 @@ class LlamaCppMissingError(PreflightError):
 class LlamaCppCrashedError(PreflightError):
     """The check process died from a signal: the installed build does not fit this CPU."""
 
+    def __init__(self, message: str, signal: int = 0) -> None:
+        super().__init__(message)
+        self.signal = signal
+
 
 def _run_check_script(args: list[str], python: str | None, extra_paths: tuple[str, ...]) -> subprocess.CompletedProcess[str]:
     """Run llama_check.py in a child with this process's import path (``extra_paths`` first)."""
@@ -65,7 +69,8 @@ def check_llama_cpp(
         signal = -result.returncode
         raise LlamaCppCrashedError(
             f"llama-cpp-python crashed the check process ({_SIGNALS.get(signal, f'signal {signal}')}); "
-            "the installed build does not fit this CPU"
+            "the installed build does not fit this CPU",
+            signal,
         )
     last_line = (result.stderr.strip().splitlines() or ["no output"])[-1]
     if "No module named 'llama_cpp'" in last_line:
