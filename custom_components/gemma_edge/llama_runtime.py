@@ -21,6 +21,7 @@ from homeassistant.exceptions import ConfigEntryError, ConfigEntryNotReady
 from homeassistant.helpers import issue_registry as ir
 from homeassistant.requirements import pip_kwargs
 from homeassistant.util import package as pkg_util
+from homeassistant.util.hass_dict import HassKey
 
 from .const import DOMAIN, LOGGER
 from .engine.download import ChecksumMismatchError, DownloadError
@@ -35,15 +36,19 @@ from .engine.preflight import (
 from .engine.wheels import InstallPlan, WheelChoiceError, fetch_wheel, load_manifest, plan_install
 from .repairs import ISSUE_LLAMA_CPP, raise_issue
 
-_STATE = f"{DOMAIN}_llama_cpp"
 
 
 class _RuntimeState:
+    """What this Home Assistant run found out about llama-cpp-python (checked once per run)."""
+
     def __init__(self) -> None:
         self.lock = asyncio.Lock()
         self.version: str | None = None
         # a lower ggml CPU variant than ggml's own pick, which died on this machine
         self.cpu_variant: str | None = None
+
+
+_STATE: HassKey[_RuntimeState] = HassKey(f"{DOMAIN}_llama_cpp")
 
 
 def check_fitting(extra_paths: tuple[str, ...] = ()) -> tuple[str, str | None]:
@@ -88,7 +93,7 @@ async def async_ensure_llama_cpp(hass: HomeAssistant) -> str:
     Raises ConfigEntryError (a Repairs issue says why and what to do) or ConfigEntryNotReady (the
     download failed: Home Assistant retries the entry later).
     """
-    state: _RuntimeState = hass.data.setdefault(_STATE, _RuntimeState())
+    state = hass.data.setdefault(_STATE, _RuntimeState())
     async with state.lock:
         if state.version is not None:
             return state.version
@@ -111,7 +116,7 @@ async def async_llama_cpp_problem(hass: HomeAssistant) -> str | None:
     For the config flow, before anything is downloaded: a hub with no fitting build is offered
     the llama.cpp server entry instead of a model it could never load.
     """
-    state: _RuntimeState = hass.data.setdefault(_STATE, _RuntimeState())
+    state = hass.data.setdefault(_STATE, _RuntimeState())
     if state.version is not None:
         return None
     try:
@@ -180,7 +185,7 @@ async def _async_install(hass: HomeAssistant) -> str:
         _fail(hass, f"installing {plan.describe()} failed (Home Assistant's log has the installer's output)")
     importlib.invalidate_caches()
     target = kwargs.get("target")
-    state: _RuntimeState = hass.data.setdefault(_STATE, _RuntimeState())
+    state = hass.data.setdefault(_STATE, _RuntimeState())
     try:
         version, state.cpu_variant = await hass.async_add_executor_job(check_fitting, (target,) if target else ())
     except PreflightError as err:
@@ -213,11 +218,11 @@ async def _async_fetch(hass: HomeAssistant, plan: InstallPlan) -> str:
 
 def checked_version(hass: HomeAssistant) -> str | None:
     """The llama-cpp-python version this run checked (None: not checked or not needed)."""
-    state: _RuntimeState | None = hass.data.get(_STATE)
+    state = hass.data.get(_STATE)
     return state.version if state else None
 
 
 def checked_cpu_variant(hass: HomeAssistant) -> str | None:
     """The ggml CPU variant the check fell back to (None: ggml's own pick)."""
-    state: _RuntimeState | None = hass.data.get(_STATE)
+    state = hass.data.get(_STATE)
     return state.cpu_variant if state else None

@@ -1,0 +1,43 @@
+"""manifest.json and hacs.json as Home Assistant's hassfest and HACS check them (hassfest itself lives
+in Home Assistant's source repository, not in the package; these are its rules for a custom
+integration)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+import re
+from typing import get_args, get_type_hints
+
+from awesomeversion import AwesomeVersion
+
+from homeassistant.loader import Manifest
+
+ROOT = Path(__file__).parent.parent
+MANIFEST = json.loads((ROOT / "custom_components" / "gemma_edge" / "manifest.json").read_text())
+IOT_CLASSES = {"assumed_state", "cloud_polling", "cloud_push", "local_polling", "local_push", "calculated"}
+
+
+def test_keys_in_hassfest_order_and_known() -> None:
+    keys = list(MANIFEST)
+    assert keys[:2] == ["domain", "name"]
+    assert keys[2:] == sorted(keys[2:])
+    assert set(keys) <= set(Manifest.__annotations__)
+
+
+def test_required_values() -> None:
+    assert MANIFEST["domain"] == "gemma_edge"
+    assert MANIFEST["codeowners"] and all(re.fullmatch(r"@[\w-]+(/[\w-]+)?", owner) for owner in MANIFEST["codeowners"])
+    assert MANIFEST["documentation"].startswith("https://") and MANIFEST["issue_tracker"].startswith("https://")
+    assert MANIFEST["iot_class"] in IOT_CLASSES
+    assert MANIFEST["integration_type"] in get_args(get_type_hints(Manifest)["integration_type"])
+    assert AwesomeVersion(MANIFEST["version"]).valid  # custom integrations must have one
+    assert MANIFEST["config_flow"] is True
+    # requirements pinned exactly, as Home Assistant installs them
+    assert all(re.fullmatch(r"[A-Za-z0-9_.\-\[\]]+==[\w.]+", requirement) for requirement in MANIFEST["requirements"])
+
+
+def test_hacs_json_names_the_integration() -> None:
+    hacs = json.loads((ROOT / "hacs.json").read_text())
+    assert hacs["name"] == MANIFEST["name"]
+    assert AwesomeVersion(hacs["homeassistant"]) >= AwesomeVersion("2026.2.0")
