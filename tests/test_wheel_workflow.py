@@ -121,10 +121,15 @@ def test_the_wheel_list_script_describes_merges_and_refuses(tmp_path: Path) -> N
     assert other_version.returncode != 0 and "is not 0.3.37" in other_version.stderr
 
 
-def test_the_shipped_wheel_list_is_what_the_script_writes() -> None:
+def test_the_shipped_wheel_list_is_what_the_script_writes(tmp_path: Path) -> None:
     shipped = json.loads(WHEEL_MANIFEST.read_text())
     assert set(shipped) == {"package", "version", "wheels"}
     assert shipped["wheels"] == sorted(shipped["wheels"], key=lambda w: w["file"])
+    # merged on its own by the workflow's script, the list comes out byte for byte the same
+    again = tmp_path / "llama_wheels.json"
+    script = [sys.executable, str(ROOT / "scripts" / "wheel_manifest.py"), "--version", shipped["version"]]
+    subprocess.run([*script, "--out", str(again), "--merge", str(WHEEL_MANIFEST)], check=True)
+    assert again.read_text() == WHEEL_MANIFEST.read_text()
 
 
 @pytest.mark.timeout(120)

@@ -25,7 +25,7 @@ from homeassistant.util.hass_dict import HassKey
 
 from .const import DOMAIN, LOGGER
 from .engine.download import ChecksumMismatchError, DownloadError
-from .engine.host_platform import detect_host
+from .engine.host_platform import HostPlatform, detect_host
 from .engine.preflight import (
     LlamaCppCrashedError,
     LlamaCppMissingError,
@@ -33,9 +33,8 @@ from .engine.preflight import (
     check_llama_cpp,
     installed_cpu_variants,
 )
-from .engine.wheels import InstallPlan, WheelChoiceError, fetch_wheel, load_manifest, plan_install
+from .engine.wheels import InstallPlan, WheelChoiceError, WheelManifest, fetch_wheel, load_manifest, plan_install
 from .repairs import ISSUE_LLAMA_CPP, raise_issue
-
 
 
 class _RuntimeState:
@@ -77,6 +76,12 @@ class _InstalledButBrokenError(ConfigEntryError):
     """The pinned build was installed (replacing what was there) and does not work."""
 
 
+def read_hub() -> tuple[HostPlatform, WheelManifest]:
+    """This hub and the wheel list (blocking: files and musl's loader); WheelChoiceError when the
+    list is damaged."""
+    return detect_host(), load_manifest()
+
+
 def install_kwargs(hass: HomeAssistant) -> dict[str, Any]:
     """Where and how Home Assistant installs packages here (its own rules for venv, container
     and config/deps)."""
@@ -100,7 +105,12 @@ async def async_ensure_llama_cpp(hass: HomeAssistant) -> str:
         try:
             version, state.cpu_variant = await hass.async_add_executor_job(check_fitting)
         except LlamaCppMissingError:
-            version = await _async_install(hass)
+            try:
+                host, manifest = await hass.async_add_executor_job(read_hub)
+                plan = plan_install(manifest, host)
+            except WheelChoiceError as err:
+                _fail(hass, str(err))
+            version = await _async_install(hass, host, plan)
         except PreflightError as err:
             _fail(hass, str(err))
         version = await _async_pinned(hass, version)
@@ -123,8 +133,8 @@ async def async_llama_cpp_problem(hass: HomeAssistant) -> str | None:
         await hass.async_add_executor_job(check_fitting)
     except LlamaCppMissingError:
         try:
-            host = await hass.async_add_executor_job(detect_host)
-            plan_install(await hass.async_add_executor_job(load_manifest), host)
+            host, manifest = await hass.async_add_executor_job(read_hub)
+            plan_install(manifest, host)
         except WheelChoiceError as err:
             return str(err)
     except PreflightError as err:
@@ -144,24 +154,23 @@ async def _async_pinned(hass: HomeAssistant, version: str) -> str:
     engine uses llama-cpp-python internals) is replaced by the pinned one; where that cannot be
     installed, the working one stays."""
     try:
-        pinned = (await hass.async_add_executor_job(load_manifest)).version
+        host, manifest = await hass.async_add_executor_job(read_hub)
     except WheelChoiceError as err:
         LOGGER.warning("Keeping llama-cpp-python %s: %s", version, err)
         return version
-    if version == pinned:
+    if version == manifest.version:
         return version
     try:
-        host = await hass.async_add_executor_job(detect_host)
-        prebuilt = plan_install(await hass.async_add_executor_job(load_manifest), host).wheel is not None
+        plan = plan_install(manifest, host)
     except WheelChoiceError:
-        prebuilt = False
-    if not prebuilt:
+        plan = None
+    if plan is None or plan.wheel is None:
         # no source build at every start (minutes, or a failure without a compiler)
-        LOGGER.warning("llama-cpp-python %s is installed; this integration is made for %s", version, pinned)
+        LOGGER.warning("llama-cpp-python %s is installed; this integration is made for %s", version, manifest.version)
         return version
-    LOGGER.warning("llama-cpp-python %s is installed; this integration is made for %s: installing it", version, pinned)
+    LOGGER.warning("llama-cpp-python %s is installed; this integration is made for %s: installing it", version, manifest.version)
     try:
-        return await _async_install(hass)
+        return await _async_install(hass, host, plan)
     except _InstalledButBrokenError:
         raise  # the working one is gone: loading the broken one could kill Home Assistant
     except (ConfigEntryError, ConfigEntryNotReady) as err:
@@ -169,12 +178,7 @@ async def _async_pinned(hass: HomeAssistant, version: str) -> str:
         return version
 
 
-async def _async_install(hass: HomeAssistant) -> str:
-    try:
-        host = await hass.async_add_executor_job(detect_host)
-        plan = plan_install(await hass.async_add_executor_job(load_manifest), host)
-    except WheelChoiceError as err:
-        _fail(hass, str(err))
+async def _async_install(hass: HomeAssistant, host: HostPlatform, plan: InstallPlan) -> str:
     LOGGER.info("Installing %s for %s", plan.describe(), host.describe())
     package = await _async_fetch(hass, plan)
     kwargs = install_kwargs(hass)
@@ -198,17 +202,18 @@ async def _async_install(hass: HomeAssistant) -> str:
 
 async def _async_fetch(hass: HomeAssistant, plan: InstallPlan) -> str:
     """The package to hand the installer: the checked wheel's path, or the source requirement."""
-    if plan.wheel is None:
+    wheel = plan.wheel
+    if wheel is None:
         return plan.requirement
     reported = [0]
 
     def progress(fraction: float) -> None:
         if int(fraction * 4) > reported[0]:
             reported[0] = int(fraction * 4)
-            LOGGER.info("Downloading %s: %d%%", plan.wheel.file if plan.wheel else "", reported[0] * 25)
+            LOGGER.info("Downloading %s: %d%%", wheel.file, reported[0] * 25)
 
     try:
-        path = await hass.async_add_executor_job(fetch_wheel, plan.wheel, wheel_folder(hass), progress)
+        path = await hass.async_add_executor_job(fetch_wheel, wheel, wheel_folder(hass), progress)
     except DownloadError as err:
         await hass.async_add_executor_job(partial(shutil.rmtree, wheel_folder(hass), ignore_errors=True))
         # the network may come back; a file that is not the listed one will not change by waiting

@@ -165,23 +165,23 @@ class ServerModel:
             return None
         return props if isinstance(props, dict) and "default_generation_settings" in props else None
 
-    def _is_one_token(self, marker: str) -> bool:
-        tokens = self._tokenize_raw(marker)
-        bos = self._tokenize_raw("")
-        return len(tokens) - len(bos) == 1
-
     def _chat_format(self, template: str, eos: str) -> ChatFormat:
         """Gemma's formats by their turn tokens; the server's template otherwise."""
-        if self._is_one_token("<|turn>"):
+        added = len(self._tokenize_raw(""))  # BOS, where the model adds one
+
+        def one_token(marker: str) -> bool:
+            return len(self._tokenize_raw(marker)) - added == 1
+
+        if one_token("<|turn>"):
             self.architecture, self.native_markers, self._bos_text = "gemma4", True, "<bos>"
             return Gemma4Format()
-        if self._is_one_token("<start_of_turn>"):
+        if one_token("<start_of_turn>"):
             self.architecture, self._bos_text = "gemma3", "<bos>"
             return GemmaTurnFormat()
         if template:
             # the server adds BOS itself: the template must not write it as text
             return JinjaFormat(template, bos="", eos=eos)
-        if self._is_one_token("<|im_start|>"):
+        if one_token("<|im_start|>"):
             return JinjaFormat(CHATML_TEMPLATE)
         raise ModelLoadError(
             f"the model of the {self.kind} at {self.settings.server_url} is not a Gemma model and the server does "

@@ -18,7 +18,7 @@ from pathlib import Path
 import threading
 from typing import Any
 
-from .download import DownloadError, RemoteFile, download_file
+from .download import RemoteFile, download_file
 from .host_platform import HostPlatform, wheel_fits
 
 WHEEL_MANIFEST = Path(__file__).parent.parent / "llama_wheels.json"
@@ -119,7 +119,6 @@ def fetch_wheel(
 
 
 __all__ = [
-    "DownloadError",
     "InstallPlan",
     "WheelChoiceError",
     "WheelEntry",
