@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from custom_components.gemma_edge.const import CONF_TOOL_CHOICE
-from custom_components.gemma_edge.conversation import UNUSABLE_ANSWER
+from custom_components.gemma_edge.entity import UNUSABLE_ANSWER
 from homeassistant.components import conversation
 from homeassistant.core import Context, Event, HomeAssistant, callback
 from homeassistant.helpers import device_registry as dr, intent
@@ -181,7 +181,7 @@ async def test_cut_off_call_after_acting_answers_from_outcomes(hass: HomeAssista
     model.script('{"name": "HassTurnOn", "arguments": {"na')
     result = await conversation.async_converse(hass, "Do the thing", None, Context(), language="en", agent_id=AGENT)
     assert result.response.response_type is intent.IntentResponseType.ERROR
-    assert "could not work out" in result.response.speech["plain"]["speech"]
+    assert "answer could not be understood" in result.response.speech["plain"]["speech"]
 
 
 async def test_a_confirmation_is_the_next_turn_s_yes_and_used_once(hass: HomeAssistant, agent: Any) -> None:

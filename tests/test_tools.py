@@ -10,7 +10,7 @@ from typing import Any
 from pytest_homeassistant_custom_component.common import async_fire_time_changed
 import yaml
 
-from custom_components.gemma_edge.prompt_budget import compact_live_context
+from custom_components.gemma_edge.engine.prompt_budget import compact_live_context
 from custom_components.gemma_edge.tools import tool_specs
 from homeassistant.components import conversation
 from homeassistant.components.homeassistant.exposed_entities import async_expose_entity

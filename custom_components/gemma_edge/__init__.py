@@ -10,11 +10,19 @@ from typing import Any
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.const import Platform
 from homeassistant.core import HomeAssistant, callback
-from homeassistant.exceptions import ConfigEntryAuthFailed, ConfigEntryError, ConfigEntryNotReady
+from homeassistant.exceptions import (
+    ConfigEntryAuthFailed,
+    ConfigEntryError,
+    ConfigEntryNotReady,
+)
 from homeassistant.helpers import config_validation as cv
 from homeassistant.helpers.event import async_track_time_interval
 from homeassistant.helpers.typing import ConfigType
 
+from .actions.executor import ActionExecutor
+from .actions.ledger import ActionLedger, LedgerError
+from .activity import announce_outcome
+from .camera_vision import CameraVision
 from .const import (
     CONF_FLASH_ATTN,
     CONF_MMPROJ_PATH,
@@ -31,18 +39,13 @@ from .const import (
     LOGGER,
     SOURCE_SERVER,
 )
-from .actions.executor import ActionExecutor
-from .actions.ledger import ActionLedger, LedgerError
-from .activity import announce_outcome
-from .camera_vision import CameraVision
 from .engine.engine import LocalEngine
-from .home import HassHome
 from .engine.gguf_info import GGUFError, read_gguf_info
 from .engine.llama_model import EngineError, EngineSettings
 from .engine.preflight import PreflightError, check_memory_for
 from .engine.server_model import ServerAuthError, ServerUnavailableError
+from .home import HassHome
 from .llama_runtime import async_ensure_llama_cpp, checked_cpu_variant
-from .services import async_register_services
 from .repairs import (
     ISSUE_LEDGER,
     ISSUE_MODEL_INVALID,
@@ -51,8 +54,15 @@ from .repairs import (
     clear_issues,
     raise_issue,
 )
+from .services import async_register_services
 
-PLATFORMS = (Platform.AI_TASK, Platform.CALENDAR, Platform.CONVERSATION, Platform.SENSOR, Platform.STT)
+PLATFORMS = (
+    Platform.AI_TASK,
+    Platform.CALENDAR,
+    Platform.CONVERSATION,
+    Platform.SENSOR,
+    Platform.STT,
+)
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
 PRUNE_INTERVAL = timedelta(hours=6)
 # The vision projector (~0.56 GB for E4B) is freed after this long without images.
@@ -85,7 +95,9 @@ def ledger_path(hass: HomeAssistant, entry_id: str) -> Path:
     return Path(hass.config.path(".storage", DOMAIN, f"ledger_{entry_id}.db"))
 
 
-async def _async_start_executor(hass: HomeAssistant, entry: ConfigEntry) -> ActionExecutor:
+async def _async_start_executor(
+    hass: HomeAssistant, entry: ConfigEntry
+) -> ActionExecutor:
     """Open the ledger and settle interrupted actions. An unusable ledger fails closed: no actions."""
     executor = ActionExecutor(
         ActionLedger(ledger_path(hass, entry.entry_id)),
@@ -99,7 +111,11 @@ async def _async_start_executor(hass: HomeAssistant, entry: ConfigEntry) -> Acti
     except LedgerError as err:
         LOGGER.error("Actions are disabled: %s", err)
         raise_issue(
-            hass, ISSUE_LEDGER, entry.entry_id, error=str(err), title=entry.title,
+            hass,
+            ISSUE_LEDGER,
+            entry.entry_id,
+            error=str(err),
+            title=entry.title,
             path=str(ledger_path(hass, entry.entry_id)),
         )
         await executor.async_stop()
@@ -127,41 +143,70 @@ async def _async_check_projector(
     hass: HomeAssistant, entry: ConfigEntry, settings: EngineSettings, model_bytes: int
 ) -> EngineSettings:
     """A missing or unreadable vision projector, or no memory left for it, costs vision only:
-    Repairs issue, text keeps working."""
+    Repairs issue, text keeps working.
+    """
     if settings.mmproj_path is None:
         return settings
     try:
         info = await hass.async_add_executor_job(read_gguf_info, settings.mmproj_path)
         if info.architecture != "clip":
-            raise GGUFError(f"architecture {info.architecture!r} is not a vision projector (clip)")
-        await hass.async_add_executor_job(check_memory_for, model_bytes + info.size_bytes)
+            raise GGUFError(
+                f"architecture {info.architecture!r} is not a vision projector (clip)"
+            )
+        await hass.async_add_executor_job(
+            check_memory_for, model_bytes + info.size_bytes
+        )
     except (GGUFError, PreflightError) as err:
         LOGGER.error("Vision is off: %s", err)
-        raise_issue(hass, ISSUE_VISION_UNAVAILABLE, entry.entry_id, path=settings.mmproj_path, error=str(err), title=entry.title)
+        raise_issue(
+            hass,
+            ISSUE_VISION_UNAVAILABLE,
+            entry.entry_id,
+            path=settings.mmproj_path,
+            error=str(err),
+            title=entry.title,
+        )
         return replace(settings, mmproj_path=None)
     return settings
 
 
-async def _async_local_settings(hass: HomeAssistant, entry: GemmaConfigEntry) -> EngineSettings:
+async def _async_local_settings(
+    hass: HomeAssistant, entry: GemmaConfigEntry
+) -> EngineSettings:
     """An in-process model: llama-cpp-python installed and working, the file usable, memory free."""
     await async_ensure_llama_cpp(hass)
     settings = engine_settings(entry)
     try:
         info = await hass.async_add_executor_job(read_gguf_info, settings.model_path)
     except GGUFError as err:
-        raise_issue(hass, ISSUE_MODEL_INVALID, entry.entry_id, path=settings.model_path, error=str(err), title=entry.title)
+        raise_issue(
+            hass,
+            ISSUE_MODEL_INVALID,
+            entry.entry_id,
+            path=settings.model_path,
+            error=str(err),
+            title=entry.title,
+        )
         raise ConfigEntryError(f"model file unusable: {err}") from err
     try:
         await hass.async_add_executor_job(check_memory_for, info.size_bytes)
     except PreflightError as err:
-        raise_issue(hass, ISSUE_NOT_ENOUGH_MEMORY, entry.entry_id, error=str(err), title=entry.title)
+        raise_issue(
+            hass,
+            ISSUE_NOT_ENOUGH_MEMORY,
+            entry.entry_id,
+            error=str(err),
+            title=entry.title,
+        )
         raise ConfigEntryNotReady(str(err)) from err
     clear_issues(hass, entry.entry_id)
     settings = replace(settings, cpu_variant=checked_cpu_variant(hass))
     return await _async_check_projector(hass, entry, settings, info.size_bytes)
 
 
-async def _async_load_engine(hass: HomeAssistant, entry: GemmaConfigEntry, settings: EngineSettings) -> LocalEngine:
+async def _async_load_engine(
+    hass: HomeAssistant, entry: GemmaConfigEntry, settings: EngineSettings
+) -> LocalEngine:
     engine = LocalEngine(settings)
     try:
         await engine.async_load()
@@ -170,11 +215,20 @@ async def _async_load_engine(hass: HomeAssistant, entry: GemmaConfigEntry, setti
         raise ConfigEntryNotReady(str(err)) from err  # the server may still be starting
     except ServerAuthError as err:
         await engine.async_unload()
-        raise ConfigEntryAuthFailed(str(err)) from err  # Home Assistant asks for the new key
+        raise ConfigEntryAuthFailed(
+            str(err)
+        ) from err  # Home Assistant asks for the new key
     except EngineError as err:
         await engine.async_unload()
         where = settings.server_url or settings.model_path
-        raise_issue(hass, ISSUE_MODEL_INVALID, entry.entry_id, path=where, error=str(err), title=entry.title)
+        raise_issue(
+            hass,
+            ISSUE_MODEL_INVALID,
+            entry.entry_id,
+            path=where,
+            error=str(err),
+            title=entry.title,
+        )
         raise ConfigEntryError(str(err)) from err
     except BaseException:
         await engine.async_unload()
@@ -191,7 +245,9 @@ async def async_setup_entry(hass: HomeAssistant, entry: GemmaConfigEntry) -> boo
         settings = await _async_local_settings(hass, entry)
     engine = await _async_load_engine(hass, entry, settings)
     executor = await _async_start_executor(hass, entry)
-    entry.runtime_data = GemmaRuntimeData(engine=engine, executor=executor, vision=CameraVision(hass, entry))
+    entry.runtime_data = GemmaRuntimeData(
+        engine=engine, executor=executor, vision=CameraVision(hass, entry)
+    )
     _schedule_housekeeping(hass, entry, engine, executor)
     entry.async_on_unload(entry.add_update_listener(_async_reload_on_update))
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
@@ -199,24 +255,33 @@ async def async_setup_entry(hass: HomeAssistant, entry: GemmaConfigEntry) -> boo
 
 
 def _schedule_housekeeping(
-    hass: HomeAssistant, entry: GemmaConfigEntry, engine: LocalEngine, executor: ActionExecutor
+    hass: HomeAssistant,
+    entry: GemmaConfigEntry,
+    engine: LocalEngine,
+    executor: ActionExecutor,
 ) -> None:
     """Prune the ledger every few hours and free an idle vision projector, on the event loop."""
 
     @callback
     def prune(_now: datetime) -> None:
-        entry.async_create_background_task(hass, executor.async_prune(), f"{DOMAIN} prune ledger")
+        entry.async_create_background_task(
+            hass, executor.async_prune(), f"{DOMAIN} prune ledger"
+        )
 
     @callback
     def release_vision(_now: datetime) -> None:
         entry.async_create_background_task(
-            hass, engine.async_release_idle_vision(VISION_IDLE.total_seconds()), f"{DOMAIN} release idle vision"
+            hass,
+            engine.async_release_idle_vision(VISION_IDLE.total_seconds()),
+            f"{DOMAIN} release idle vision",
         )
 
     if executor.error is None:
         entry.async_on_unload(async_track_time_interval(hass, prune, PRUNE_INTERVAL))
     if engine.has_vision:
-        entry.async_on_unload(async_track_time_interval(hass, release_vision, VISION_CHECK_INTERVAL))
+        entry.async_on_unload(
+            async_track_time_interval(hass, release_vision, VISION_CHECK_INTERVAL)
+        )
 
 
 async def _async_reload_on_update(hass: HomeAssistant, entry: GemmaConfigEntry) -> None:

@@ -27,7 +27,8 @@ def keeps_words(entry: ConfigEntry) -> bool:
 
 def event_data(outcome: ActionOutcome, *, with_words: bool = True) -> dict[str, Any]:
     """The documented fields of a gemma_edge_action event; ``reason`` (the user's words) is None
-    unless ``with_words``."""
+    unless ``with_words``.
+    """
     action = outcome.action
     return {
         "key": outcome.key,
@@ -46,10 +47,16 @@ def event_data(outcome: ActionOutcome, *, with_words: bool = True) -> dict[str, 
 
 
 @callback
-def announce_outcome(hass: HomeAssistant, entry: ConfigEntry, outcome: ActionOutcome) -> None:
+def announce_outcome(
+    hass: HomeAssistant, entry: ConfigEntry, outcome: ActionOutcome
+) -> None:
     """Fire the event (in the action's own context, so logbook and traces link up) and tell the entities."""
     context = Context(id=outcome.action_id) if outcome.action_id else None
-    hass.bus.async_fire(EVENT_ACTION, event_data(outcome, with_words=keeps_words(entry)), context=context)
+    hass.bus.async_fire(
+        EVENT_ACTION,
+        event_data(outcome, with_words=keeps_words(entry)),
+        context=context,
+    )
     async_dispatcher_send(hass, signal_action(entry.entry_id), outcome)
 
 
@@ -62,6 +69,9 @@ def outcome_sentence(hass: HomeAssistant, outcome: ActionOutcome) -> str:
     """E.g. "turned on Kitchen Light (asked in Assist)"."""
     action = outcome.action
     return describe_action(
-        f"{action.domain}.{action.service}", friendly_name(hass, action.entity_id), outcome.status.value,
-        outcome.message, outcome.source,
-    )  # fmt: skip
+        f"{action.domain}.{action.service}",
+        friendly_name(hass, action.entity_id),
+        outcome.status.value,
+        outcome.message,
+        outcome.source,
+    )

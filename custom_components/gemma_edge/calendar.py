@@ -16,13 +16,15 @@ from homeassistant.util import dt as dt_util
 from . import GemmaConfigEntry
 from .actions.executor import ActionOutcome
 from .activity import keeps_words, outcome_sentence, signal_action
-from .sensor import engine_device
+from .entity import engine_device_info
 
 EVENT_LENGTH = timedelta(minutes=1)
 
 
 async def async_setup_entry(
-    hass: HomeAssistant, entry: GemmaConfigEntry, async_add_entities: AddConfigEntryEntitiesCallback
+    hass: HomeAssistant,
+    entry: GemmaConfigEntry,
+    async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
     async_add_entities([AgentActivityCalendar(entry)])
 
@@ -36,11 +38,15 @@ class AgentActivityCalendar(CalendarEntity):
     def __init__(self, entry: GemmaConfigEntry) -> None:
         self._entry = entry
         self._attr_unique_id = f"{entry.entry_id}_agent_activity"
-        self._attr_device_info = engine_device(entry)
+        self._attr_device_info = engine_device_info(entry)
         self._last: ActionOutcome | None = None
 
     async def async_added_to_hass(self) -> None:
-        recent = await self._entry.runtime_data.executor.async_recent(1) if self._executor_open else []
+        recent = (
+            await self._entry.runtime_data.executor.async_recent(1)
+            if self._executor_open
+            else []
+        )
         self._last = recent[0] if recent else None
 
         @callback
@@ -48,7 +54,11 @@ class AgentActivityCalendar(CalendarEntity):
             self._last = outcome
             self.async_write_ha_state()
 
-        self.async_on_remove(async_dispatcher_connect(self.hass, signal_action(self._entry.entry_id), on_action))
+        self.async_on_remove(
+            async_dispatcher_connect(
+                self.hass, signal_action(self._entry.entry_id), on_action
+            )
+        )
 
     @property
     def _executor_open(self) -> bool:
@@ -60,7 +70,9 @@ class AgentActivityCalendar(CalendarEntity):
             start=start,
             end=start + EVENT_LENGTH,
             summary=outcome_sentence(self.hass, outcome),
-            description=f"Asked: {outcome.reason}" if outcome.reason and keeps_words(self._entry) else None,
+            description=f"Asked: {outcome.reason}"
+            if outcome.reason and keeps_words(self._entry)
+            else None,
             uid=outcome.key,
         )
 
@@ -72,7 +84,9 @@ class AgentActivityCalendar(CalendarEntity):
         event = self._event(self._last)
         return event if event.end > dt_util.utcnow() else None
 
-    async def async_get_events(self, hass: HomeAssistant, start_date: datetime, end_date: datetime) -> list[CalendarEvent]:
+    async def async_get_events(
+        self, hass: HomeAssistant, start_date: datetime, end_date: datetime
+    ) -> list[CalendarEvent]:
         if not self._executor_open:
             return []
         since = (start_date - EVENT_LENGTH).timestamp()

@@ -40,8 +40,14 @@ class CameraRateLimitedError(ServiceValidationError):
     """The camera was analysed too recently for automation-driven analysis."""
 
 
-def _error(cls: type[HomeAssistantError], key: str, **placeholders: Any) -> HomeAssistantError:
-    return cls(translation_domain=DOMAIN, translation_key=key, translation_placeholders=placeholders)
+def _error(
+    cls: type[HomeAssistantError], key: str, **placeholders: Any
+) -> HomeAssistantError:
+    return cls(
+        translation_domain=DOMAIN,
+        translation_key=key,
+        translation_placeholders=placeholders,
+    )
 
 
 def exposed_cameras(hass: HomeAssistant) -> dict[str, str]:
@@ -67,7 +73,11 @@ class CameraVision:
 
     @property
     def min_interval(self) -> float:
-        return float(self.entry.options.get(CONF_CAMERA_MIN_INTERVAL, DEFAULT_CAMERA_MIN_INTERVAL))
+        return float(
+            self.entry.options.get(
+                CONF_CAMERA_MIN_INTERVAL, DEFAULT_CAMERA_MIN_INTERVAL
+            )
+        )
 
     def claim_camera(self, entity_id: str) -> None:
         """Count an automation-driven analysis of this camera; refuse it within the interval."""
@@ -75,20 +85,32 @@ class CameraVision:
         last = self._last_analysed.get(entity_id)
         if last is not None and now - last < self.min_interval:
             raise _error(
-                CameraRateLimitedError, "camera_rate_limited", entity_id=entity_id,
-                interval=f"{self.min_interval:g}", wait=f"{self.min_interval - (now - last):.0f}",
-            )  # fmt: skip
+                CameraRateLimitedError,
+                "camera_rate_limited",
+                entity_id=entity_id,
+                interval=f"{self.min_interval:g}",
+                wait=f"{self.min_interval - (now - last):.0f}",
+            )
         self._last_analysed[entity_id] = now
 
-    async def async_snapshot(self, entity_id: str, *, automation: bool) -> PreparedImage:
+    async def async_snapshot(
+        self, entity_id: str, *, automation: bool
+    ) -> PreparedImage:
         """A camera's current picture, ready for the model."""
         if automation:
             self.claim_camera(entity_id)
         try:
-            image = await camera.async_get_image(self.hass, entity_id, timeout=SNAPSHOT_TIMEOUT_S)
-        except Exception as err:  # noqa: BLE001 - camera integrations raise anything
+            image = await camera.async_get_image(
+                self.hass, entity_id, timeout=SNAPSHOT_TIMEOUT_S
+            )
+        except Exception as err:
             LOGGER.warning("No snapshot from %s: %s", entity_id, err)
-            raise _error(VisionInputError, "camera_unavailable", entity_id=entity_id, error=str(err) or type(err).__name__) from err
+            raise _error(
+                VisionInputError,
+                "camera_unavailable",
+                entity_id=entity_id,
+                error=str(err) or type(err).__name__,
+            ) from err
         return await self.async_prepare(image.content, entity_id)
 
     async def async_snapshot_exposed(self, name: str) -> tuple[str, PreparedImage]:
@@ -101,19 +123,30 @@ class CameraVision:
 
     async def async_prepare(self, data: bytes | Path, source: str) -> PreparedImage:
         """Any image (bytes, or a file read in the same executor job) -> JPEG within the size
-        limit; decoding blocks, so it runs in the executor."""
+        limit; decoding blocks, so it runs in the executor.
+        """
         max_side = self.max_side
 
         def prepare() -> PreparedImage:
-            return prepare_image(data.read_bytes() if isinstance(data, Path) else data, max_side)
+            return prepare_image(
+                data.read_bytes() if isinstance(data, Path) else data, max_side
+            )
 
         try:
             image = await self.hass.async_add_executor_job(prepare)
         except (ImageError, OSError) as err:
             LOGGER.warning("Unusable image from %s: %s", source, err)
-            raise _error(VisionInputError, "image_unreadable", source=source, error=str(err)) from err
+            raise _error(
+                VisionInputError, "image_unreadable", source=source, error=str(err)
+            ) from err
         LOGGER.debug(
-            "%s: %s %dx%d -> JPEG %dx%d%s", source, image.source_format, image.source_width, image.source_height,
-            image.width, image.height, " (downscaled)" if image.downscaled else "",
-        )  # fmt: skip
+            "%s: %s %dx%d -> JPEG %dx%d%s",
+            source,
+            image.source_format,
+            image.source_width,
+            image.source_height,
+            image.width,
+            image.height,
+            " (downscaled)" if image.downscaled else "",
+        )
         return image

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 import os
-import threading
 from pathlib import Path
+import threading
 from typing import Any
 
 import voluptuous as vol
@@ -38,10 +38,10 @@ from homeassistant.helpers.selector import (
 
 from .const import (
     CONF_CAMERA_MIN_INTERVAL,
-    CONF_KEEP_WORDS,
     CONF_DOWNLOAD_DIR,
     CONF_FLASH_ATTN,
     CONF_IMAGE_MAX_SIDE,
+    CONF_KEEP_WORDS,
     CONF_MAX_HISTORY,
     CONF_MAX_TOKENS,
     CONF_MMPROJ_PATH,
@@ -63,10 +63,10 @@ from .const import (
     DEFAULT_AI_TASK_MAX_TOKENS,
     DEFAULT_AI_TASK_NAME,
     DEFAULT_CAMERA_MIN_INTERVAL,
-    DEFAULT_KEEP_WORDS,
     DEFAULT_CONVERSATION_NAME,
     DEFAULT_FLASH_ATTN,
     DEFAULT_IMAGE_MAX_SIDE,
+    DEFAULT_KEEP_WORDS,
     DEFAULT_MAX_HISTORY,
     DEFAULT_MAX_TOKENS,
     DEFAULT_N_CTX,
@@ -167,28 +167,40 @@ class GemmaEdgeConfigFlow(ConfigFlow, domain=DOMAIN):
         """The flow was closed: its download thread stops at the next block (the part file stays)."""
         self._cancel_download.set()
 
-    async def async_step_user(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+    async def async_step_user(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
         """Choose where the model comes from (only a server where no model can run in here)."""
         if problem := await async_llama_cpp_problem(self.hass):
             LOGGER.warning("Models cannot run inside this Home Assistant: %s", problem)
             return self.async_show_menu(
-                step_id="server_only", menu_options=[SOURCE_SERVER], description_placeholders={"error": problem}
+                step_id="server_only",
+                menu_options=[SOURCE_SERVER],
+                description_placeholders={"error": problem},
             )
-        return self.async_show_menu(step_id="user", menu_options=[*PRESETS, SOURCE_LOCAL, SOURCE_SERVER])
+        return self.async_show_menu(
+            step_id="user", menu_options=[*PRESETS, SOURCE_LOCAL, SOURCE_SERVER]
+        )
 
     async_step_server_only = async_step_user
 
-    async def async_step_reauth(self, entry_data: Mapping[str, Any]) -> ConfigFlowResult:
+    async def async_step_reauth(
+        self, entry_data: Mapping[str, Any]
+    ) -> ConfigFlowResult:
         """A server entry's API key was refused."""
         return await self.async_step_reauth_confirm()
 
-    async def async_step_reauth_confirm(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+    async def async_step_reauth_confirm(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
         """Ask for the server's new API key, check it, reload the entry."""
         entry = self._get_reauth_entry()
         errors: dict[str, str] = {}
         if user_input is not None:
             key = (user_input.get(CONF_SERVER_API_KEY) or "").strip()
-            settings = EngineSettings("", server_url=entry.data[CONF_SERVER_URL], server_api_key=key or None)
+            settings = EngineSettings(
+                "", server_url=entry.data[CONF_SERVER_URL], server_api_key=key or None
+            )
             try:
                 await self.hass.async_add_executor_job(probe_server, settings)
             except ServerAuthError:
@@ -196,18 +208,32 @@ class GemmaEdgeConfigFlow(ConfigFlow, domain=DOMAIN):
             except ModelLoadError:
                 errors["base"] = "server_model_unsupported"
             except EngineError as err:
-                LOGGER.warning("Cannot reach the llama.cpp server at %s: %s", settings.server_url, err)
+                LOGGER.warning(
+                    "Cannot reach the llama.cpp server at %s: %s",
+                    settings.server_url,
+                    err,
+                )
                 errors["base"] = "cannot_connect"
             else:
-                return self.async_update_reload_and_abort(entry, data_updates={CONF_SERVER_API_KEY: key})
+                return self.async_update_reload_and_abort(
+                    entry, data_updates={CONF_SERVER_API_KEY: key}
+                )
         return self.async_show_form(
             step_id="reauth_confirm",
-            data_schema=vol.Schema({vol.Optional(CONF_SERVER_API_KEY): TextSelector(TextSelectorConfig(type=TextSelectorType.PASSWORD))}),
+            data_schema=vol.Schema(
+                {
+                    vol.Optional(CONF_SERVER_API_KEY): TextSelector(
+                        TextSelectorConfig(type=TextSelectorType.PASSWORD)
+                    )
+                }
+            ),
             errors=errors,
             description_placeholders={"url": entry.data[CONF_SERVER_URL]},
         )
 
-    async def async_step_server(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+    async def async_step_server(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
         """A llama.cpp server on this hub or the LAN runs the model (no llama-cpp-python here)."""
         errors: dict[str, str] = {}
         if user_input is not None:
@@ -215,36 +241,57 @@ class GemmaEdgeConfigFlow(ConfigFlow, domain=DOMAIN):
             key = (user_input.get(CONF_SERVER_API_KEY) or "").strip()
             n_ctx = int(user_input[CONF_N_CTX])
             self._async_abort_entries_match({CONF_SERVER_URL: url})
-            settings = EngineSettings("", n_ctx=n_ctx, server_url=url, server_api_key=key or None)
+            settings = EngineSettings(
+                "", n_ctx=n_ctx, server_url=url, server_api_key=key or None
+            )
             try:
-                kind, model = await self.hass.async_add_executor_job(probe_server, settings)
+                kind, model = await self.hass.async_add_executor_job(
+                    probe_server, settings
+                )
             except ServerAuthError:
                 errors["base"] = "invalid_auth"
             except ModelLoadError as err:
-                LOGGER.warning("The llama.cpp server at %s cannot be used: %s", url, err)
+                LOGGER.warning(
+                    "The llama.cpp server at %s cannot be used: %s", url, err
+                )
                 errors["base"] = "server_model_unsupported"
             except EngineError as err:
                 LOGGER.warning("Cannot reach the llama.cpp server at %s: %s", url, err)
                 errors["base"] = "cannot_connect"
             else:
-                data = {CONF_MODEL_SOURCE: SOURCE_SERVER, CONF_SERVER_URL: url, **ENGINE_DEFAULTS, CONF_N_CTX: n_ctx}
+                data = {
+                    CONF_MODEL_SOURCE: SOURCE_SERVER,
+                    CONF_SERVER_URL: url,
+                    **ENGINE_DEFAULTS,
+                    CONF_N_CTX: n_ctx,
+                }
                 if key:
                     data[CONF_SERVER_API_KEY] = key
                 return self._create_engine_entry(f"{model} ({kind})", data)
         schema = vol.Schema(
             {
-                vol.Required(CONF_SERVER_URL): TextSelector(TextSelectorConfig(type=TextSelectorType.URL)),
-                vol.Optional(CONF_SERVER_API_KEY): TextSelector(TextSelectorConfig(type=TextSelectorType.PASSWORD)),
+                vol.Required(CONF_SERVER_URL): TextSelector(
+                    TextSelectorConfig(type=TextSelectorType.URL)
+                ),
+                vol.Optional(CONF_SERVER_API_KEY): TextSelector(
+                    TextSelectorConfig(type=TextSelectorType.PASSWORD)
+                ),
                 vol.Required(CONF_N_CTX, default=DEFAULT_N_CTX): NumberSelector(
-                    NumberSelectorConfig(min=1024, max=131072, step=256, mode=NumberSelectorMode.BOX)
+                    NumberSelectorConfig(
+                        min=1024, max=131072, step=256, mode=NumberSelectorMode.BOX
+                    )
                 ),
             }
         )
         return self.async_show_form(
-            step_id="server", data_schema=self.add_suggested_values_to_schema(schema, user_input or {}), errors=errors
+            step_id="server",
+            data_schema=self.add_suggested_values_to_schema(schema, user_input or {}),
+            errors=errors,
         )
 
-    async def async_step_local(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+    async def async_step_local(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
         """A GGUF file already on this machine."""
         errors: dict[str, str] = {}
         if user_input is not None:
@@ -255,11 +302,17 @@ class GemmaEdgeConfigFlow(ConfigFlow, domain=DOMAIN):
             except GGUFError as err:
                 errors[CONF_MODEL_PATH] = str(err)
             else:
-                if mmproj and not await self.hass.async_add_executor_job(os.path.isfile, mmproj):
+                if mmproj and not await self.hass.async_add_executor_job(
+                    os.path.isfile, mmproj
+                ):
                     errors[CONF_MMPROJ_PATH] = "mmproj_not_found"
             if not errors:
                 self._async_abort_entries_match({CONF_MODEL_PATH: path})
-                data = {CONF_MODEL_SOURCE: SOURCE_LOCAL, CONF_MODEL_PATH: path, **ENGINE_DEFAULTS}
+                data = {
+                    CONF_MODEL_SOURCE: SOURCE_LOCAL,
+                    CONF_MODEL_PATH: path,
+                    **ENGINE_DEFAULTS,
+                }
                 if mmproj:
                     data[CONF_MMPROJ_PATH] = mmproj
                 return self._create_engine_entry(info.name or Path(path).stem, data)
@@ -275,15 +328,21 @@ class GemmaEdgeConfigFlow(ConfigFlow, domain=DOMAIN):
             errors=errors,
         )
 
-    async def async_step_gemma4_e4b(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+    async def async_step_gemma4_e4b(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
         """Download Gemma 4 E4B."""
         return await self._async_step_preset(PRESETS["gemma4_e4b"], user_input)
 
-    async def async_step_gemma4_e2b(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+    async def async_step_gemma4_e2b(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
         """Download Gemma 4 E2B."""
         return await self._async_step_preset(PRESETS["gemma4_e2b"], user_input)
 
-    async def _async_step_preset(self, preset: ModelPreset, user_input: dict[str, Any] | None) -> ConfigFlowResult:
+    async def _async_step_preset(
+        self, preset: ModelPreset, user_input: dict[str, Any] | None
+    ) -> ConfigFlowResult:
         """Ask for the download folder, then check the hub, the disk and the memory."""
         self._preset = preset
         errors: dict[str, str] = {}
@@ -292,53 +351,81 @@ class GemmaEdgeConfigFlow(ConfigFlow, domain=DOMAIN):
             self._download_dir = user_input[CONF_DOWNLOAD_DIR].strip()
             folder = Path(self._download_dir)
             try:
-                model = await self.hass.async_add_executor_job(resolve_remote_file, preset.repo_id, preset.filename)
+                model = await self.hass.async_add_executor_job(
+                    resolve_remote_file, preset.repo_id, preset.filename
+                )
                 self._remotes = [model]
                 if user_input.get(CONF_VISION, True):
                     self._remotes.append(
-                        await self.hass.async_add_executor_job(resolve_remote_file, preset.repo_id, preset.mmproj_filename)
+                        await self.hass.async_add_executor_job(
+                            resolve_remote_file, preset.repo_id, preset.mmproj_filename
+                        )
                     )
                 needed = 0
                 for remote in self._remotes:
-                    have = await self.hass.async_add_executor_job(_existing_bytes, folder / remote.filename, remote.size)
+                    have = await self.hass.async_add_executor_job(
+                        _existing_bytes, folder / remote.filename, remote.size
+                    )
                     needed += remote.size - have
                 await self.hass.async_add_executor_job(check_free_disk, folder, needed)
-                await self.hass.async_add_executor_job(check_memory_for, preset.ram_bytes)
+                await self.hass.async_add_executor_job(
+                    check_memory_for, preset.ram_bytes
+                )
             except NotEnoughDiskError as err:
                 errors["base"] = "not_enough_disk"
-                placeholders.update(needed=f"{err.needed / 1e9:.1f}", free=f"{err.free / 1e9:.1f}")
+                placeholders.update(
+                    needed=f"{err.needed / 1e9:.1f}", free=f"{err.free / 1e9:.1f}"
+                )
             except PreflightError as err:
                 LOGGER.warning("Not enough memory for %s: %s", preset.title, err)
                 errors["base"] = "not_enough_memory"
             except DownloadError as err:
-                LOGGER.warning("Cannot reach Hugging Face for %s: %s", preset.title, err)
+                LOGGER.warning(
+                    "Cannot reach Hugging Face for %s: %s", preset.title, err
+                )
                 errors["base"] = "cannot_reach_hub"
             except OSError as err:
                 LOGGER.warning("Cannot use folder %s: %s", folder, err)
                 errors[CONF_DOWNLOAD_DIR] = "folder_not_writable"
             if not errors:
                 return await self.async_step_download()
-        schema = vol.Schema({vol.Required(CONF_DOWNLOAD_DIR): TextSelector(), vol.Required(CONF_VISION, default=True): BooleanSelector()})
+        schema = vol.Schema(
+            {
+                vol.Required(CONF_DOWNLOAD_DIR): TextSelector(),
+                vol.Required(CONF_VISION, default=True): BooleanSelector(),
+            }
+        )
         return self.async_show_form(
             step_id=preset.key,
             data_schema=self.add_suggested_values_to_schema(
-                schema, user_input or {CONF_DOWNLOAD_DIR: default_download_dir(self.hass), CONF_VISION: True}
+                schema,
+                user_input
+                or {
+                    CONF_DOWNLOAD_DIR: default_download_dir(self.hass),
+                    CONF_VISION: True,
+                },
             ),
             errors=errors,
             description_placeholders=placeholders,
         )
 
-    async def async_step_download(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+    async def async_step_download(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
         """Download with a progress bar; resumes a partial file left by an earlier attempt."""
         assert self._preset is not None and self._remotes
         if self._download_task is None:
             remotes, folder = self._remotes, Path(self._download_dir)
 
             def report(fraction: float) -> None:
-                self.hass.loop.call_soon_threadsafe(self.async_update_progress, fraction)
+                self.hass.loop.call_soon_threadsafe(
+                    self.async_update_progress, fraction
+                )
 
             async def _download() -> list[Path]:
-                return await self.hass.async_add_executor_job(download_files, remotes, folder, report, self._cancel_download)
+                return await self.hass.async_add_executor_job(
+                    download_files, remotes, folder, report, self._cancel_download
+                )
 
             self._download_task = self.hass.async_create_background_task(
                 _download(), f"{DOMAIN} download {remotes[0].filename}"
@@ -366,21 +453,31 @@ class GemmaEdgeConfigFlow(ConfigFlow, domain=DOMAIN):
             return self.async_show_progress_done(next_step_id="download_failed")
         return self.async_show_progress_done(next_step_id="download_done")
 
-    async def async_step_download_failed(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+    async def async_step_download_failed(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
         """The download did not produce a verified file."""
         return self.async_abort(reason=self._download_error)
 
-    async def async_step_download_done(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+    async def async_step_download_done(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
         """Create the entry for the downloaded model."""
         assert self._preset is not None
         model_path = str(self._paths[0])
         self._async_abort_entries_match({CONF_MODEL_PATH: model_path})
-        data = {CONF_MODEL_SOURCE: self._preset.key, CONF_MODEL_PATH: model_path, **ENGINE_DEFAULTS}
+        data = {
+            CONF_MODEL_SOURCE: self._preset.key,
+            CONF_MODEL_PATH: model_path,
+            **ENGINE_DEFAULTS,
+        }
         if len(self._paths) > 1:
             data[CONF_MMPROJ_PATH] = str(self._paths[1])
         return self._create_engine_entry(self._preset.title, data)
 
-    def _create_engine_entry(self, title: str, data: dict[str, Any]) -> ConfigFlowResult:
+    def _create_engine_entry(
+        self, title: str, data: dict[str, Any]
+    ) -> ConfigFlowResult:
         return self.async_create_entry(
             title=title,
             data=data,
@@ -408,7 +505,9 @@ class GemmaEdgeConfigFlow(ConfigFlow, domain=DOMAIN):
 
     @classmethod
     @callback
-    def async_get_supported_subentry_types(cls, config_entry: ConfigEntry) -> dict[str, type[ConfigSubentryFlow]]:
+    def async_get_supported_subentry_types(
+        cls, config_entry: ConfigEntry
+    ) -> dict[str, type[ConfigSubentryFlow]]:
         """Conversation agents run on the entry's model."""
         return {
             "conversation": ConversationSubentryFlow,
@@ -428,69 +527,142 @@ def _existing_bytes(path: Path, expected: int) -> int:
 class GemmaEdgeOptionsFlow(OptionsFlow):
     """Engine options (context size, threads, flash attention) and image options."""
 
-    async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+    async def async_step_init(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
         if user_input is not None:
             return self.async_create_entry(data=user_input)
         current = {
-            **ENGINE_DEFAULTS, **VISION_DEFAULTS, **ACTIVITY_DEFAULTS, **self.config_entry.data, **self.config_entry.options
-        }  # fmt: skip
+            **ENGINE_DEFAULTS,
+            **VISION_DEFAULTS,
+            **ACTIVITY_DEFAULTS,
+            **self.config_entry.data,
+            **self.config_entry.options,
+        }
         schema = vol.Schema(
             {
                 vol.Required(CONF_N_CTX): NumberSelector(
-                    NumberSelectorConfig(min=1024, max=131072, step=256, mode=NumberSelectorMode.BOX)
+                    NumberSelectorConfig(
+                        min=1024, max=131072, step=256, mode=NumberSelectorMode.BOX
+                    )
                 ),
                 vol.Required(CONF_THREADS): NumberSelector(
-                    NumberSelectorConfig(min=0, max=64, step=1, mode=NumberSelectorMode.BOX)
+                    NumberSelectorConfig(
+                        min=0, max=64, step=1, mode=NumberSelectorMode.BOX
+                    )
                 ),
                 vol.Required(CONF_FLASH_ATTN): BooleanSelector(),
-                vol.Required(CONF_IMAGE_MAX_SIDE, default=DEFAULT_IMAGE_MAX_SIDE): NumberSelector(
-                    NumberSelectorConfig(min=MIN_SIDE, max=MAX_SIDE, step=16, mode=NumberSelectorMode.BOX, unit_of_measurement="px")
+                vol.Required(
+                    CONF_IMAGE_MAX_SIDE, default=DEFAULT_IMAGE_MAX_SIDE
+                ): NumberSelector(
+                    NumberSelectorConfig(
+                        min=MIN_SIDE,
+                        max=MAX_SIDE,
+                        step=16,
+                        mode=NumberSelectorMode.BOX,
+                        unit_of_measurement="px",
+                    )
                 ),
-                vol.Required(CONF_CAMERA_MIN_INTERVAL, default=DEFAULT_CAMERA_MIN_INTERVAL): NumberSelector(
-                    NumberSelectorConfig(min=0, max=3600, step=1, mode=NumberSelectorMode.BOX, unit_of_measurement="s")
+                vol.Required(
+                    CONF_CAMERA_MIN_INTERVAL, default=DEFAULT_CAMERA_MIN_INTERVAL
+                ): NumberSelector(
+                    NumberSelectorConfig(
+                        min=0,
+                        max=3600,
+                        step=1,
+                        mode=NumberSelectorMode.BOX,
+                        unit_of_measurement="s",
+                    )
                 ),
-                vol.Required(CONF_KEEP_WORDS, default=DEFAULT_KEEP_WORDS): BooleanSelector(),
+                vol.Required(
+                    CONF_KEEP_WORDS, default=DEFAULT_KEEP_WORDS
+                ): BooleanSelector(),
             }
         )
         if self.config_entry.data.get(CONF_MODEL_SOURCE) == SOURCE_SERVER:
             # threads and flash attention are the server's own settings
-            schema = vol.Schema({key: value for key, value in schema.schema.items() if key not in (CONF_THREADS, CONF_FLASH_ATTN)})
+            schema = vol.Schema(
+                {
+                    key: value
+                    for key, value in schema.schema.items()
+                    if key not in (CONF_THREADS, CONF_FLASH_ATTN)
+                }
+            )
         return self.async_show_form(
             step_id="init",
             data_schema=self.add_suggested_values_to_schema(
-                schema, {key: current[key] for key in (*ENGINE_DEFAULTS, *VISION_DEFAULTS, *ACTIVITY_DEFAULTS)}
+                schema,
+                {
+                    key: current[key]
+                    for key in (*ENGINE_DEFAULTS, *VISION_DEFAULTS, *ACTIVITY_DEFAULTS)
+                },
             ),
         )
 
 
-def conversation_schema(hass: HomeAssistant, options: Mapping[str, Any], is_new: bool) -> vol.Schema:
+def conversation_schema(
+    hass: HomeAssistant, options: Mapping[str, Any], is_new: bool
+) -> vol.Schema:
     """The form of a conversation agent."""
-    apis = [SelectOptionDict(label=api.name, value=api.id) for api in llm.async_get_apis(hass)]
+    apis = [
+        SelectOptionDict(label=api.name, value=api.id)
+        for api in llm.async_get_apis(hass)
+    ]
     fields: dict[Any, Any] = {}
     if is_new:
         fields[vol.Required(CONF_NAME, default=DEFAULT_CONVERSATION_NAME)] = str
     fields.update(
         {
-            vol.Optional(CONF_PROMPT, description={"suggested_value": options.get(CONF_PROMPT)}): TemplateSelector(),
+            vol.Optional(
+                CONF_PROMPT, description={"suggested_value": options.get(CONF_PROMPT)}
+            ): TemplateSelector(),
             vol.Optional(
                 CONF_LLM_HASS_API,
-                description={"suggested_value": [a for a in options.get(CONF_LLM_HASS_API, []) if a in {x["value"] for x in apis}]},
+                description={
+                    "suggested_value": [
+                        a
+                        for a in options.get(CONF_LLM_HASS_API, [])
+                        if a in {x["value"] for x in apis}
+                    ]
+                },
             ): SelectSelector(SelectSelectorConfig(options=apis, multiple=True)),
-            vol.Required(CONF_TEMPERATURE, default=options.get(CONF_TEMPERATURE, DEFAULT_TEMPERATURE)): NumberSelector(
-                NumberSelectorConfig(min=0, max=2, step=0.05)
-            ),
-            vol.Required(CONF_MAX_TOKENS, default=options.get(CONF_MAX_TOKENS, DEFAULT_MAX_TOKENS)): NumberSelector(
-                NumberSelectorConfig(min=16, max=4096, step=16, mode=NumberSelectorMode.BOX)
-            ),
-            vol.Required(CONF_MAX_HISTORY, default=options.get(CONF_MAX_HISTORY, DEFAULT_MAX_HISTORY)): NumberSelector(
-                NumberSelectorConfig(min=0, max=100, step=1, mode=NumberSelectorMode.BOX)
-            ),
-            vol.Required(CONF_TOOL_CHOICE, default=options.get(CONF_TOOL_CHOICE, DEFAULT_TOOL_CHOICE)): SelectSelector(
-                SelectSelectorConfig(options=list(TOOL_CHOICES), translation_key=CONF_TOOL_CHOICE)
+            vol.Required(
+                CONF_TEMPERATURE,
+                default=options.get(CONF_TEMPERATURE, DEFAULT_TEMPERATURE),
+            ): NumberSelector(NumberSelectorConfig(min=0, max=2, step=0.05)),
+            vol.Required(
+                CONF_MAX_TOKENS,
+                default=options.get(CONF_MAX_TOKENS, DEFAULT_MAX_TOKENS),
+            ): NumberSelector(
+                NumberSelectorConfig(
+                    min=16, max=4096, step=16, mode=NumberSelectorMode.BOX
+                )
             ),
             vol.Required(
-                CONF_SENSITIVE_ACTIONS, default=options.get(CONF_SENSITIVE_ACTIONS, DEFAULT_SENSITIVE_ACTIONS)
-            ): SelectSelector(SelectSelectorConfig(options=list(SENSITIVE_CHOICES), translation_key=CONF_SENSITIVE_ACTIONS)),
+                CONF_MAX_HISTORY,
+                default=options.get(CONF_MAX_HISTORY, DEFAULT_MAX_HISTORY),
+            ): NumberSelector(
+                NumberSelectorConfig(
+                    min=0, max=100, step=1, mode=NumberSelectorMode.BOX
+                )
+            ),
+            vol.Required(
+                CONF_TOOL_CHOICE,
+                default=options.get(CONF_TOOL_CHOICE, DEFAULT_TOOL_CHOICE),
+            ): SelectSelector(
+                SelectSelectorConfig(
+                    options=list(TOOL_CHOICES), translation_key=CONF_TOOL_CHOICE
+                )
+            ),
+            vol.Required(
+                CONF_SENSITIVE_ACTIONS,
+                default=options.get(CONF_SENSITIVE_ACTIONS, DEFAULT_SENSITIVE_ACTIONS),
+            ): SelectSelector(
+                SelectSelectorConfig(
+                    options=list(SENSITIVE_CHOICES),
+                    translation_key=CONF_SENSITIVE_ACTIONS,
+                )
+            ),
         }
     )
     return vol.Schema(fields)
@@ -503,7 +675,9 @@ class ConversationSubentryFlow(ConfigSubentryFlow):
     def _is_new(self) -> bool:
         return self.source == "user"
 
-    async def async_step_set_options(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
+    async def async_step_set_options(
+        self, user_input: dict[str, Any] | None = None
+    ) -> SubentryFlowResult:
         if user_input is not None:
             data = dict(user_input)
             if not data.get(CONF_LLM_HASS_API):
@@ -513,9 +687,18 @@ class ConversationSubentryFlow(ConfigSubentryFlow):
             if self._is_new:
                 title = data.pop(CONF_NAME)
                 return self.async_create_entry(title=title, data=data)
-            return self.async_update_and_abort(self._get_entry(), self._get_reconfigure_subentry(), data=data)
-        options = CONVERSATION_DEFAULTS if self._is_new else self._get_reconfigure_subentry().data
-        return self.async_show_form(step_id="set_options", data_schema=conversation_schema(self.hass, options, self._is_new))
+            return self.async_update_and_abort(
+                self._get_entry(), self._get_reconfigure_subentry(), data=data
+            )
+        options = (
+            CONVERSATION_DEFAULTS
+            if self._is_new
+            else self._get_reconfigure_subentry().data
+        )
+        return self.async_show_form(
+            step_id="set_options",
+            data_schema=conversation_schema(self.hass, options, self._is_new),
+        )
 
     async_step_user = async_step_set_options
     async_step_reconfigure = async_step_set_options
@@ -524,22 +707,40 @@ class ConversationSubentryFlow(ConfigSubentryFlow):
 class AITaskSubentryFlow(ConfigSubentryFlow):
     """Create or reconfigure an AI Task entity (ai_task.generate_data, with images)."""
 
-    async def async_step_set_options(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
+    async def async_step_set_options(
+        self, user_input: dict[str, Any] | None = None
+    ) -> SubentryFlowResult:
         is_new = self.source == "user"
         if user_input is not None:
             data = {**user_input, CONF_MAX_TOKENS: int(user_input[CONF_MAX_TOKENS])}
             if is_new:
                 return self.async_create_entry(title=data.pop(CONF_NAME), data=data)
-            return self.async_update_and_abort(self._get_entry(), self._get_reconfigure_subentry(), data=data)
+            return self.async_update_and_abort(
+                self._get_entry(), self._get_reconfigure_subentry(), data=data
+            )
         options = AI_TASK_DEFAULTS if is_new else self._get_reconfigure_subentry().data
-        fields: dict[Any, Any] = {vol.Required(CONF_NAME, default=DEFAULT_AI_TASK_NAME): str} if is_new else {}
-        fields[vol.Required(CONF_TEMPERATURE, default=options.get(CONF_TEMPERATURE, DEFAULT_TEMPERATURE))] = NumberSelector(
-            NumberSelectorConfig(min=0, max=2, step=0.05)
+        fields: dict[Any, Any] = (
+            {vol.Required(CONF_NAME, default=DEFAULT_AI_TASK_NAME): str}
+            if is_new
+            else {}
         )
-        fields[vol.Required(CONF_MAX_TOKENS, default=options.get(CONF_MAX_TOKENS, DEFAULT_AI_TASK_MAX_TOKENS))] = NumberSelector(
+        fields[
+            vol.Required(
+                CONF_TEMPERATURE,
+                default=options.get(CONF_TEMPERATURE, DEFAULT_TEMPERATURE),
+            )
+        ] = NumberSelector(NumberSelectorConfig(min=0, max=2, step=0.05))
+        fields[
+            vol.Required(
+                CONF_MAX_TOKENS,
+                default=options.get(CONF_MAX_TOKENS, DEFAULT_AI_TASK_MAX_TOKENS),
+            )
+        ] = NumberSelector(
             NumberSelectorConfig(min=16, max=4096, step=16, mode=NumberSelectorMode.BOX)
         )
-        return self.async_show_form(step_id="set_options", data_schema=vol.Schema(fields))
+        return self.async_show_form(
+            step_id="set_options", data_schema=vol.Schema(fields)
+        )
 
     async_step_user = async_step_set_options
     async_step_reconfigure = async_step_set_options
@@ -552,7 +753,8 @@ WHISPER_FILES = ("model.bin", "config.json", "tokenizer.json", "vocabulary.txt")
 
 def whisper_knows_language(code: str) -> bool:
     """Whether Whisper has this language code ("en", "de", ...); True when faster-whisper is not
-    installed yet to say (blocking: the import is heavy)."""
+    installed yet to say (blocking: the import is heavy).
+    """
     try:
         from faster_whisper.tokenizer import _LANGUAGE_CODES  # noqa: PLC0415
     except ImportError:
@@ -562,22 +764,34 @@ def whisper_knows_language(code: str) -> bool:
 
 def speech_download_dir(hass: HomeAssistant, entry: ConfigEntry) -> Path:
     """Next to the LLM: the folder its file was downloaded to (or lies in), when writable; else
-    the default download folder (blocking: checks the disk)."""
+    the default download folder (blocking: checks the disk).
+    """
     folder = Path(entry.data[CONF_MODEL_PATH]).parent
     return folder if os.access(folder, os.W_OK) else Path(default_download_dir(hass))
 
 
-def download_whisper(size: str, folder: Path, progress: Callable[[float], None], cancelled: threading.Event) -> Path:
+def download_whisper(
+    size: str,
+    folder: Path,
+    progress: Callable[[float], None],
+    cancelled: threading.Event,
+) -> Path:
     """Download a faster-whisper size from Hugging Face, each file resumed and sha256-verified."""
     repo = WHISPER_REPO.format(size=size)
     target = folder / f"faster-whisper-{size}"
-    download_files([resolve_remote_file(repo, name) for name in WHISPER_FILES], target, progress, cancelled)
+    download_files(
+        [resolve_remote_file(repo, name) for name in WHISPER_FILES],
+        target,
+        progress,
+        cancelled,
+    )
     return target
 
 
 class SpeechSubentryFlow(ConfigSubentryFlow):
     """A faster-whisper speech-to-text entity: a model size (downloaded from Hugging Face with
-    progress, resume and verification) or a local CTranslate2 folder, language, beam size, VAD."""
+    progress, resume and verification) or a local CTranslate2 folder, language, beam size, VAD.
+    """
 
     def __init__(self) -> None:
         self._data: dict[str, Any] = {}
@@ -589,16 +803,29 @@ class SpeechSubentryFlow(ConfigSubentryFlow):
         """The flow was closed: its download thread stops at the next block (the part file stays)."""
         self._cancel_download.set()
 
-    async def async_step_user(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
+    async def async_step_user(
+        self, user_input: dict[str, Any] | None = None
+    ) -> SubentryFlowResult:
         errors: dict[str, str] = {}
-        if user_input is None and (problem := await async_faster_whisper_problem(self.hass)):
+        if user_input is None and (
+            problem := await async_faster_whisper_problem(self.hass)
+        ):
             LOGGER.warning("faster-whisper cannot run here: %s", problem)
-            return self.async_abort(reason="speech_needs_wyoming", description_placeholders={"error": problem})
+            return self.async_abort(
+                reason="speech_needs_wyoming",
+                description_placeholders={"error": problem},
+            )
         if user_input is not None:
             model = user_input[CONF_STT_MODEL].strip()
-            self._data = {**user_input, CONF_STT_MODEL: model, CONF_STT_BEAM_SIZE: int(user_input[CONF_STT_BEAM_SIZE])}
+            self._data = {
+                **user_input,
+                CONF_STT_MODEL: model,
+                CONF_STT_BEAM_SIZE: int(user_input[CONF_STT_BEAM_SIZE]),
+            }
             language = (user_input.get(CONF_STT_LANGUAGE) or "").strip()
-            if language and not await self.hass.async_add_executor_job(whisper_knows_language, language):
+            if language and not await self.hass.async_add_executor_job(
+                whisper_knows_language, language
+            ):
                 errors[CONF_STT_LANGUAGE] = "unknown_language"
             elif model in STT_MODELS:
                 return await self.async_step_download()
@@ -614,39 +841,56 @@ class SpeechSubentryFlow(ConfigSubentryFlow):
                 ),
                 vol.Optional(CONF_STT_LANGUAGE, default="en"): TextSelector(),
                 vol.Required(CONF_STT_BEAM_SIZE, default=1): NumberSelector(
-                    NumberSelectorConfig(min=1, max=5, step=1, mode=NumberSelectorMode.BOX)
+                    NumberSelectorConfig(
+                        min=1, max=5, step=1, mode=NumberSelectorMode.BOX
+                    )
                 ),
                 vol.Required(CONF_STT_VAD, default=True): BooleanSelector(),
             }
         )
         return self.async_show_form(
-            step_id="user", data_schema=self.add_suggested_values_to_schema(schema, user_input or {}), errors=errors
+            step_id="user",
+            data_schema=self.add_suggested_values_to_schema(schema, user_input or {}),
+            errors=errors,
         )
 
     def _create(self) -> SubentryFlowResult:
         data = dict(self._data)
         return self.async_create_entry(title=data.pop(CONF_NAME), data=data)
 
-    async def async_step_download(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
+    async def async_step_download(
+        self, user_input: dict[str, Any] | None = None
+    ) -> SubentryFlowResult:
         """Download the chosen size next to the LLM downloads, with a progress bar."""
         if self._task is None:
             size = self._data[CONF_STT_MODEL]
-            folder = await self.hass.async_add_executor_job(speech_download_dir, self.hass, self._get_entry())
+            folder = await self.hass.async_add_executor_job(
+                speech_download_dir, self.hass, self._get_entry()
+            )
             cancelled = self._cancel_download
 
             def report(fraction: float) -> None:
-                self.hass.loop.call_soon_threadsafe(self.async_update_progress, fraction)
+                self.hass.loop.call_soon_threadsafe(
+                    self.async_update_progress, fraction
+                )
 
             async def _download() -> Path:
-                return await self.hass.async_add_executor_job(download_whisper, size, folder, report, cancelled)
+                return await self.hass.async_add_executor_job(
+                    download_whisper, size, folder, report, cancelled
+                )
 
-            self._task = self.hass.async_create_background_task(_download(), f"{DOMAIN} download whisper {size}")
+            self._task = self.hass.async_create_background_task(
+                _download(), f"{DOMAIN} download whisper {size}"
+            )
         if not self._task.done():
             return self.async_show_progress(
-                step_id="download", progress_action="download",
-                description_placeholders={"model": f"faster-whisper {self._data[CONF_STT_MODEL]}"},
+                step_id="download",
+                progress_action="download",
+                description_placeholders={
+                    "model": f"faster-whisper {self._data[CONF_STT_MODEL]}"
+                },
                 progress_task=self._task,
-            )  # fmt: skip
+            )
         try:
             self._data[CONF_STT_MODEL] = str(self._task.result())
         except (DownloadError, OSError) as err:
@@ -654,14 +898,21 @@ class SpeechSubentryFlow(ConfigSubentryFlow):
             return self.async_show_progress_done(next_step_id="download_failed")
         return self.async_show_progress_done(next_step_id="download_done")
 
-    async def async_step_download_failed(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
+    async def async_step_download_failed(
+        self, user_input: dict[str, Any] | None = None
+    ) -> SubentryFlowResult:
         return self.async_abort(reason="download_failed")
 
-    async def async_step_download_done(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
+    async def async_step_download_done(
+        self, user_input: dict[str, Any] | None = None
+    ) -> SubentryFlowResult:
         return self._create()
 
 
 def _is_whisper_folder(path: str) -> bool:
     """A local CTranslate2 faster-whisper model: model.bin, config.json and tokenizer.json."""
     folder = Path(path)
-    return all((folder / name).is_file() for name in ("model.bin", "config.json", "tokenizer.json"))
+    return all(
+        (folder / name).is_file()
+        for name in ("model.bin", "config.json", "tokenizer.json")
+    )

@@ -34,8 +34,12 @@ CONF_CAMERA_MIN_INTERVAL: Final = "camera_min_interval"
 # activity calendar (all recorded, readable by every user): off by default.
 CONF_KEEP_WORDS: Final = "keep_words"
 DEFAULT_KEEP_WORDS: Final = False
-DEFAULT_IMAGE_MAX_SIDE: Final = 768  # <= 256 image tokens per snapshot (see engine/images.py)
-DEFAULT_CAMERA_MIN_INTERVAL: Final = 10  # seconds between automation-driven analyses of a camera
+DEFAULT_IMAGE_MAX_SIDE: Final = (
+    768  # <= 256 image tokens per snapshot (see engine/images.py)
+)
+DEFAULT_CAMERA_MIN_INTERVAL: Final = (
+    10  # seconds between automation-driven analyses of a camera
+)
 
 DEFAULT_N_CTX: Final = 8192
 DEFAULT_THREADS: Final = 0  # physical cores

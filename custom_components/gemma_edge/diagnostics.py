@@ -19,27 +19,42 @@ from .llama_runtime import checked_cpu_variant, checked_version
 TO_REDACT = {"prompt", "reason", CONF_SERVER_API_KEY}
 
 
-async def async_get_config_entry_diagnostics(hass: HomeAssistant, entry: GemmaConfigEntry) -> dict[str, Any]:
+async def async_get_config_entry_diagnostics(
+    hass: HomeAssistant, entry: GemmaConfigEntry
+) -> dict[str, Any]:
     engine = entry.runtime_data.engine
     executor = entry.runtime_data.executor
     model = engine.model
     recent = await executor.async_recent(20) if executor.error is None else []
     host = await hass.async_add_executor_job(detect_host)
     return {
-        "entry": {"data": async_redact_data(dict(entry.data), TO_REDACT), "options": dict(entry.options)},
+        "entry": {
+            "data": async_redact_data(dict(entry.data), TO_REDACT),
+            "options": dict(entry.options),
+        },
         "subentries": [
-            {"type": sub.subentry_type, "title": sub.title, "data": async_redact_data(dict(sub.data), TO_REDACT)}
+            {
+                "type": sub.subentry_type,
+                "title": sub.title,
+                "data": async_redact_data(dict(sub.data), TO_REDACT),
+            }
             for sub in entry.subentries.values()
         ],
         "engine": {
             "status": engine.status,
             "last_error": engine.last_error,
             "architecture": model.architecture if model else None,
-            "chat_format": model.chat_format.name if model and model.chat_format else None,
-            "server": {"kind": model.kind, "model": model.model_id} if isinstance(model, ServerModel) else None,
+            "chat_format": model.chat_format.name
+            if model and model.chat_format
+            else None,
+            "server": {"kind": model.kind, "model": model.model_id}
+            if isinstance(model, ServerModel)
+            else None,
             "threads": engine.settings.resolved_threads(),
             "context_size": engine.n_ctx,
-            "last_generation": engine.last_stats.as_dict() if engine.last_stats else None,
+            "last_generation": engine.last_stats.as_dict()
+            if engine.last_stats
+            else None,
         },
         "hub": {
             "platform": host.describe(),
@@ -54,6 +69,8 @@ async def async_get_config_entry_diagnostics(hass: HomeAssistant, entry: GemmaCo
         },
         "actions": {
             "ledger_error": executor.error,
-            "recent": [async_redact_data(event_data(outcome), TO_REDACT) for outcome in recent],
+            "recent": [
+                async_redact_data(event_data(outcome), TO_REDACT) for outcome in recent
+            ],
         },
     }

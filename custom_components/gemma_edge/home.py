@@ -7,7 +7,13 @@ import asyncio
 from homeassistant.components.conversation import DOMAIN as CONVERSATION_DOMAIN
 from homeassistant.components.homeassistant import async_should_expose
 from homeassistant.const import ATTR_ENTITY_ID
-from homeassistant.core import Context, Event, EventStateChangedData, HomeAssistant, callback
+from homeassistant.core import (
+    Context,
+    Event,
+    EventStateChangedData,
+    HomeAssistant,
+    callback,
+)
 from homeassistant.helpers.event import async_track_state_change_event
 from homeassistant.util.ulid import ulid_now
 
@@ -23,7 +29,9 @@ class HassHome:
 
     def state(self, entity_id: str) -> EntityState | None:
         state = self.hass.states.get(entity_id)
-        return None if state is None else EntityState(state.state, dict(state.attributes))
+        return (
+            None if state is None else EntityState(state.state, dict(state.attributes))
+        )
 
     def is_exposed(self, entity_id: str) -> bool:
         return async_should_expose(self.hass, CONVERSATION_DOMAIN, entity_id)
@@ -31,10 +39,17 @@ class HassHome:
     def new_action_id(self) -> str:
         return ulid_now()
 
-    async def call(self, action: ServiceAction, action_id: str, parent_context_id: str | None, user_id: str | None) -> None:
+    async def call(
+        self,
+        action: ServiceAction,
+        action_id: str,
+        parent_context_id: str | None,
+        user_id: str | None,
+    ) -> None:
         """Call the service; the action's ULID is the context id (the recorder keeps ULIDs only),
         the requesting user its user: the logbook names them, and Home Assistant refuses an
-        entity that user may not control."""
+        entity that user may not control.
+        """
         await self.hass.services.async_call(
             action.domain,
             action.service,
@@ -55,7 +70,9 @@ class HassHome:
         @callback
         def changed(event: Event[EventStateChangedData]) -> None:
             new = event.data["new_state"]
-            if new is not None and expected_state_holds(action, EntityState(new.state, dict(new.attributes))):
+            if new is not None and expected_state_holds(
+                action, EntityState(new.state, dict(new.attributes))
+            ):
                 reached.set()
 
         remove = async_track_state_change_event(self.hass, action.entity_id, changed)

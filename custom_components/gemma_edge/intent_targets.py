@@ -30,14 +30,30 @@ from .actions.model import ServiceAction
 # Assistant's handler. Their "name" is a timer's or a list's name, not a device's.
 ONE_SHOT_INTENTS = frozenset(
     {
-        "HassStartTimer", "HassCancelTimer", "HassCancelAllTimers", "HassIncreaseTimer", "HassDecreaseTimer",
-        "HassPauseTimer", "HassUnpauseTimer", "HassBroadcast", "HassListAddItem", "HassListCompleteItem",
-        "HassShoppingListAddItem", "HassShoppingListCompleteItem",
+        "HassStartTimer",
+        "HassCancelTimer",
+        "HassCancelAllTimers",
+        "HassIncreaseTimer",
+        "HassDecreaseTimer",
+        "HassPauseTimer",
+        "HassUnpauseTimer",
+        "HassBroadcast",
+        "HassListAddItem",
+        "HassListCompleteItem",
+        "HassShoppingListAddItem",
+        "HassShoppingListCompleteItem",
     }
-)  # fmt: skip
+)
 # Intents whose ``name`` argument is not an entity's name.
 FREE_NAME_INTENTS = frozenset(
-    {"HassStartTimer", "HassCancelTimer", "HassIncreaseTimer", "HassDecreaseTimer", "HassPauseTimer", "HassUnpauseTimer"}
+    {
+        "HassStartTimer",
+        "HassCancelTimer",
+        "HassIncreaseTimer",
+        "HassDecreaseTimer",
+        "HassPauseTimer",
+        "HassUnpauseTimer",
+    }
 )
 # Resolved to a single media player, then run by Home Assistant's handler as a one-shot action.
 SEARCH_AND_PLAY = "HassMediaSearchAndPlay"
@@ -49,8 +65,20 @@ _ALL_WORDS = re.compile(
     r"tutti|tutte|tutto|allemaal|overal|wszystkie|wszystko|todas|všechny|alla|allt|kaikki)\b",
     re.IGNORECASE,
 )
-_ON = {"cover": "open_cover", "valve": "open_valve", "lock": "lock", "vacuum": "start", "lawn_mower": "start_mowing"}
-_OFF = {"cover": "close_cover", "valve": "close_valve", "lock": "unlock", "vacuum": "return_to_base", "lawn_mower": "dock"}
+_ON = {
+    "cover": "open_cover",
+    "valve": "open_valve",
+    "lock": "lock",
+    "vacuum": "start",
+    "lawn_mower": "start_mowing",
+}
+_OFF = {
+    "cover": "close_cover",
+    "valve": "close_valve",
+    "lock": "unlock",
+    "vacuum": "return_to_base",
+    "lawn_mower": "dock",
+}
 _PRESS = ("button", "input_button")
 
 
@@ -77,12 +105,20 @@ def _humidifier_mode(state: State, slots: dict[str, Any]) -> list[ServiceAction]
     modes = state.attributes.get("available_modes") or []
     if mode not in modes:  # the model's word is not repeated: it may be anything
         raise TargetError(
-            f"{state.name} has no such mode; its modes are {', '.join(map(str, modes))}" if modes
+            f"{state.name} has no such mode; its modes are {', '.join(map(str, modes))}"
+            if modes
             else f"{state.name} has no modes",
             "mode",
         )
-    actions = [ServiceAction("humidifier", "turn_on", state.entity_id)] if state.state == "off" else []
-    return [*actions, ServiceAction("humidifier", "set_mode", state.entity_id, {"mode": mode})]
+    actions = (
+        [ServiceAction("humidifier", "turn_on", state.entity_id)]
+        if state.state == "off"
+        else []
+    )
+    return [
+        *actions,
+        ServiceAction("humidifier", "set_mode", state.entity_id, {"mode": mode}),
+    ]
 
 
 def _volume_relative(state: State, slots: dict[str, Any]) -> list[ServiceAction]:
@@ -90,7 +126,11 @@ def _volume_relative(state: State, slots: dict[str, Any]) -> list[ServiceAction]
     if step in ("up", "down"):
         return [ServiceAction("media_player", f"volume_{step}", state.entity_id)]
     service = "volume_up" if step >= 0 else "volume_down"
-    return [ServiceAction("media_player", service, state.entity_id, {"volume_step": abs(step)})]
+    return [
+        ServiceAction(
+            "media_player", service, state.entity_id, {"volume_step": abs(step)}
+        )
+    ]
 
 
 def _percent(value: Any) -> int:
@@ -99,24 +139,49 @@ def _percent(value: Any) -> int:
 
 _SPECIALS: dict[str, _Special] = {
     "HassClimateSetTemperature": _Special(
-        frozenset({"climate"}), {vol.Required("temperature"): vol.Coerce(float)},
-        lambda s, a: [ServiceAction("climate", "set_temperature", s.entity_id, {"temperature": a["temperature"]})],
+        frozenset({"climate"}),
+        {vol.Required("temperature"): vol.Coerce(float)},
+        lambda s, a: [
+            ServiceAction(
+                "climate",
+                "set_temperature",
+                s.entity_id,
+                {"temperature": a["temperature"]},
+            )
+        ],
         features=1,  # ClimateEntityFeature.TARGET_TEMPERATURE
     ),
     "HassHumidifierSetpoint": _Special(
-        frozenset({"humidifier"}), {vol.Required("humidity"): _percent},
-        lambda s, a: [ServiceAction("humidifier", "set_humidity", s.entity_id, {"humidity": a["humidity"]})],
+        frozenset({"humidifier"}),
+        {vol.Required("humidity"): _percent},
+        lambda s, a: [
+            ServiceAction(
+                "humidifier", "set_humidity", s.entity_id, {"humidity": a["humidity"]}
+            )
+        ],
     ),
-    "HassHumidifierMode": _Special(frozenset({"humidifier"}), {vol.Required("mode"): str}, _humidifier_mode),
+    "HassHumidifierMode": _Special(
+        frozenset({"humidifier"}), {vol.Required("mode"): str}, _humidifier_mode
+    ),
     "HassSetVolumeRelative": _Special(
         frozenset({"media_player"}),
-        {vol.Required("volume_step"): vol.Any("up", "down", vol.All(vol.Coerce(int), vol.Range(-100, 100), lambda v: v / 100))},
-        _volume_relative, features=4,  # MediaPlayerEntityFeature.VOLUME_SET
+        {
+            vol.Required("volume_step"): vol.Any(
+                "up",
+                "down",
+                vol.All(vol.Coerce(int), vol.Range(-100, 100), lambda v: v / 100),
+            )
+        },
+        _volume_relative,
+        features=4,  # MediaPlayerEntityFeature.VOLUME_SET
     ),
     SEARCH_AND_PLAY: _Special(
-        frozenset({"media_player"}), {vol.Required("search_query"): str}, lambda s, a: [], features=0,
+        frozenset({"media_player"}),
+        {vol.Required("search_query"): str},
+        lambda s, a: [],
+        features=0,
     ),
-}  # fmt: skip
+}
 
 
 def is_resolved_intent(hass: HomeAssistant, tool: str) -> bool:
@@ -132,12 +197,17 @@ def intent_domains(hass: HomeAssistant, tool: str) -> set[str] | None:
     if (special := _SPECIALS.get(tool)) is not None:
         return set(special.domains)
     handler = hass.data.get(intent.DATA_KEY, {}).get(tool)
-    return _handler_domains(handler) if isinstance(handler, intent.DynamicServiceIntentHandler) else None
+    return (
+        _handler_domains(handler)
+        if isinstance(handler, intent.DynamicServiceIntentHandler)
+        else None
+    )
 
 
 def _handler_domains(handler: intent.DynamicServiceIntentHandler) -> set[str] | None:
     """The domains an intent acts on: its required domains, else the platforms it is for
-    (HassLightSet declares only ``platforms={"light"}``; HA would send light.turn_on to a cover)."""
+    (HassLightSet declares only ``platforms={"light"}``; HA would send light.turn_on to a cover).
+    """
     domains = handler.required_domains or handler.platforms
     return set(domains) if domains else None
 
@@ -149,22 +219,39 @@ def says_all(text: str) -> bool:
 
 # Words that name a kind of device, not a device: they do not show which device the user meant.
 _GENERIC_WORDS = frozenset(
-    "the and all light lights lamp lamps fan fans window windows door doors switch switches speaker speakers "
-    "player players cover covers blind blinds shade shades tv room please turn set open close".split()
+    ["the", "and", "all", "light", "lights", "lamp", "lamps", "fan", "fans", "window", "windows", "door", "doors", "switch", "switches", "speaker", "speakers", "player", "players", "cover", "covers", "blind", "blinds", "shade", "shades", "tv", "room", "please", "turn", "set", "open", "close"]
 )
 
 
 def _words(text: str) -> set[str]:
-    return {w for w in re.findall(r"\w+", text.lower()) if len(w) >= 3 and w not in _GENERIC_WORDS}
+    return {
+        w
+        for w in re.findall(r"\w+", text.lower())
+        if len(w) >= 3 and w not in _GENERIC_WORDS
+    }
 
 
 # Kinds of device a name or the user's words can mention ("Kitchen Window" is not "kitchen lights").
 _KINDS = {
-    "light": "light", "lights": "light", "lamp": "light", "lamps": "light", "fan": "fan", "fans": "fan",
-    "window": "window", "windows": "window", "door": "door", "doors": "door", "blind": "blind",
-    "blinds": "blind", "shade": "blind", "shades": "blind", "speaker": "speaker", "speakers": "speaker",
-    "tv": "speaker", "player": "speaker",
-}  # fmt: skip
+    "light": "light",
+    "lights": "light",
+    "lamp": "light",
+    "lamps": "light",
+    "fan": "fan",
+    "fans": "fan",
+    "window": "window",
+    "windows": "window",
+    "door": "door",
+    "doors": "door",
+    "blind": "blind",
+    "blinds": "blind",
+    "shade": "blind",
+    "shades": "blind",
+    "speaker": "speaker",
+    "speakers": "speaker",
+    "tv": "speaker",
+    "player": "speaker",
+}
 
 
 def _kinds(text: str) -> set[str]:
@@ -176,12 +263,18 @@ class IntentTargets:
 
     ``strict_names`` (the "always act first" mode for very small models): a call naming a device
     or an area acts only if the user said that name (see ``_said_name``); a tiny model otherwise
-    picks any name the grammar allows."""
+    picks any name the grammar allows.
+    """
 
     def __init__(
-        self, hass: HomeAssistant, *, turn_text: str, device_id: str | None, strict_names: bool = False,
+        self,
+        hass: HomeAssistant,
+        *,
+        turn_text: str,
+        device_id: str | None,
+        strict_names: bool = False,
         said: str | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.hass = hass
         self.turn_text = turn_text
         self.area_id, self.floor_id = self._device_area(device_id)
@@ -192,54 +285,105 @@ class IntentTargets:
         self._said_joined = re.sub(r"\W+", "", self._said_text)
 
     def _device_area(self, device_id: str | None) -> tuple[str | None, str | None]:
-        if not device_id or (device := dr.async_get(self.hass).async_get(device_id)) is None or not device.area_id:
+        if (
+            not device_id
+            or (device := dr.async_get(self.hass).async_get(device_id)) is None
+            or not device.area_id
+        ):
             return None, None
         area = ar.async_get(self.hass).async_get_area(device.area_id)
         return (area.id, area.floor_id) if area else (None, None)
 
-    def resolve(self, tool: str, args: dict[str, Any]) -> list[tuple[State, list[ServiceAction]]]:
+    def resolve(
+        self, tool: str, args: dict[str, Any]
+    ) -> list[tuple[State, list[ServiceAction]]]:
         """The matched entities and, for each, the service actions to run (raises TargetError)."""
         if self.strict_names:
             self._check_named(args)
-            if args.get("name"):  # the name says which device; a tiny model's added kinds are noise
-                args = {key: value for key, value in args.items() if key not in ("domain", "device_class")}
+            if args.get(
+                "name"
+            ):  # the name says which device; a tiny model's added kinds are noise
+                args = {
+                    key: value
+                    for key, value in args.items()
+                    if key not in ("domain", "device_class")
+                }
         if (special := _SPECIALS.get(tool)) is not None:
-            slots = self._validate(vol.Schema(special.schema, extra=vol.ALLOW_EXTRA), args)
-            states = self._match(tool, args, set(special.domains), special.features or None, None)
+            slots = self._validate(
+                vol.Schema(special.schema, extra=vol.ALLOW_EXTRA), args
+            )
+            states = self._match(
+                tool, args, set(special.domains), special.features or None, None
+            )
             if tool == SEARCH_AND_PLAY and len(states) != 1:
-                raise TargetError("which media player should play it?", "multiple_targets")
+                raise TargetError(
+                    "which media player should play it?", "multiple_targets"
+                )
             return [(state, special.actions(state, slots)) for state in states]
         handler = self.hass.data[intent.DATA_KEY][tool]
         assert isinstance(handler, intent.DynamicServiceIntentHandler)
-        validated = self._validate(handler.async_validate_slots, {k: {"value": v} for k, v in args.items()})
-        slots = {key: value["value"] for key, value in validated.items() if isinstance(value, dict)}
+        validated = self._validate(
+            handler.async_validate_slots, {k: {"value": v} for k, v in args.items()}
+        )
+        slots = {
+            key: value["value"]
+            for key, value in validated.items()
+            if isinstance(value, dict)
+        }
         if tool in ("HassMediaPlayerMute", "HassMediaPlayerUnmute"):
             slots["is_volume_muted"] = tool == "HassMediaPlayerMute"
-        own = _handler_domains(handler)  # the model's domains narrow the intent's own, never widen them
-        domains = (set(slots["domain"]) & own if own else set(slots["domain"])) if slots.get("domain") else own
+        own = _handler_domains(
+            handler
+        )  # the model's domains narrow the intent's own, never widen them
+        domains = (
+            (set(slots["domain"]) & own if own else set(slots["domain"]))
+            if slots.get("domain")
+            else own
+        )
         if domains is not None and not domains:  # an empty set would match every domain
-            raise TargetError(f"that cannot be done with {' or '.join(sorted(map(str, slots['domain'])))} devices", "domain")
-        states = self._match(tool, args, domains, handler.required_features, handler.required_states)
+            raise TargetError(
+                f"that cannot be done with {' or '.join(sorted(map(str, slots['domain'])))} devices",
+                "domain",
+            )
+        states = self._match(
+            tool, args, domains, handler.required_features, handler.required_states
+        )
         data = {
             info.service_data_name or key: slots[key]
             for key, info in (handler.required_slots | handler.optional_slots).items()
             if slots.get(key) is not None
         }
         intent_obj = intent.Intent(
-            self.hass, "gemma_edge", tool, validated, None, Context(), self.hass.config.language,
+            self.hass,
+            "gemma_edge",
+            tool,
+            validated,
+            None,
+            Context(),
+            self.hass.config.language,
             assistant=CONVERSATION_DOMAIN,
-        )  # fmt: skip
-        return [(state, [self._action(handler, intent_obj, tool, state, data)]) for state in states]
+        )
+        return [
+            (state, [self._action(handler, intent_obj, tool, state, data)])
+            for state in states
+        ]
 
     @staticmethod
-    def _validate(validator: Callable[[dict[str, Any]], Any], values: dict[str, Any]) -> dict[str, Any]:
+    def _validate(
+        validator: Callable[[dict[str, Any]], Any], values: dict[str, Any]
+    ) -> dict[str, Any]:
         try:
             return dict(validator(values))
         except (vol.Invalid, intent.InvalidSlotInfo) as err:
             raise TargetError(f"invalid arguments: {err}", "invalid_arguments") from err
 
     def _match(
-        self, tool: str, args: dict[str, Any], domains: set[str] | None, features: int | None, states: Any
+        self,
+        tool: str,
+        args: dict[str, Any],
+        domains: set[str] | None,
+        features: int | None,
+        states: Any,
     ) -> list[State]:
         area = args.get("area")
         if not any(args.get(key) for key in TARGET_ARGUMENTS):
@@ -247,18 +391,34 @@ class IntentTargets:
             if scope and self.area_id is not None:
                 area = self.area_id_name()
             elif not (scope and says_all(self.turn_text)):
-                raise TargetError("which device do you mean? Name it, or its area or floor", "no_target")
+                raise TargetError(
+                    "which device do you mean? Name it, or its area or floor",
+                    "no_target",
+                )
         constraints = intent.MatchTargetsConstraints(
-            name=args.get("name"), area_name=area, floor_name=args.get("floor"), domains=domains,
-            device_classes=_list(args.get("device_class")) or None, features=features, states=states,
+            name=args.get("name"),
+            area_name=area,
+            floor_name=args.get("floor"),
+            domains=domains,
+            device_classes=_list(args.get("device_class")) or None,
+            features=features,
+            states=states,
             assistant=CONVERSATION_DOMAIN,
-        )  # fmt: skip
-        preferences = intent.MatchTargetsPreferences(area_id=self.area_id, floor_id=self.floor_id)
+        )
+        preferences = intent.MatchTargetsPreferences(
+            area_id=self.area_id, floor_id=self.floor_id
+        )
         match = intent.async_match_targets(self.hass, constraints, preferences)
         if not match.is_match:
-            named_elsewhere = bool(args.get("name")) and intent.async_match_targets(
-                self.hass, intent.MatchTargetsConstraints(name=args.get("name"), assistant=CONVERSATION_DOMAIN)
-            ).is_match
+            named_elsewhere = (
+                bool(args.get("name"))
+                and intent.async_match_targets(
+                    self.hass,
+                    intent.MatchTargetsConstraints(
+                        name=args.get("name"), assistant=CONVERSATION_DOMAIN
+                    ),
+                ).is_match
+            )
             reason = match.no_match_reason.name.lower() if match.no_match_reason else ""
             raise TargetError(_no_match_message(match, args, named_elsewhere), reason)
         return list(match.states)
@@ -267,37 +427,58 @@ class IntentTargets:
         """Strict names: each name, area or floor in the call was said by the user."""
         for key in TARGET_ARGUMENTS:
             if (value := args.get(key)) and not self._said_name(str(value)):
-                raise TargetError("which device do you mean? Say its name or its area", "not_mentioned")
+                raise TargetError(
+                    "which device do you mean? Say its name or its area",
+                    "not_mentioned",
+                )
 
     def _said_name(self, name: str) -> bool:
         """Every distinctive word of the name ("Living Room RGBWW Lights": living, rgbww), or the
         whole name as one word or apart ("heat pump" = HeatPump), is in the user's words, and a
-        kind of device the name mentions is not contradicted by the kind the user said."""
+        kind of device the name mentions is not contradicted by the kind the user said.
+        """
         joined = re.sub(r"\W+", "", name.lower())
         words = _words(name)
         if not words:  # a name made of kind words only ("Lamp", "TV"): said as it is
             return bool(re.search(rf"\b{re.escape(name.lower())}\b", self._said_text))
-        if not (words <= self._said or (len(joined) >= 4 and joined in self._said_joined)):
+        if not (
+            words <= self._said or (len(joined) >= 4 and joined in self._said_joined)
+        ):
             return False
         named, said = _kinds(name), _kinds(self._said_text)
         return not (named and said and not named & said)
 
     def area_id_name(self) -> str | None:
-        area = ar.async_get(self.hass).async_get_area(self.area_id) if self.area_id else None
+        area = (
+            ar.async_get(self.hass).async_get_area(self.area_id)
+            if self.area_id
+            else None
+        )
         return area.name if area else None
 
     @staticmethod
     def _action(
-        handler: intent.DynamicServiceIntentHandler, intent_obj: intent.Intent, tool: str, state: State, data: dict[str, Any]
+        handler: intent.DynamicServiceIntentHandler,
+        intent_obj: intent.Intent,
+        tool: str,
+        state: State,
+        data: dict[str, Any],
     ) -> ServiceAction:
         domain, service = handler.get_domain_and_service(intent_obj, state)
         if domain == "homeassistant":  # HassTurnOn/Off/Toggle: the entity's own service
             if state.domain in _PRESS:
                 if service != "turn_on":
-                    raise TargetError(f"{state.name} is a button: it can be pressed, not turned off", "not_supported")
+                    raise TargetError(
+                        f"{state.name} is a button: it can be pressed, not turned off",
+                        "not_supported",
+                    )
                 return ServiceAction(state.domain, "press", state.entity_id)
-            table = _ON if service == "turn_on" else _OFF if service == "turn_off" else {}
-            return ServiceAction(state.domain, table.get(state.domain, service), state.entity_id, data)
+            table = (
+                _ON if service == "turn_on" else _OFF if service == "turn_off" else {}
+            )
+            return ServiceAction(
+                state.domain, table.get(state.domain, service), state.entity_id, data
+            )
         return ServiceAction(domain, service, state.entity_id, data)
 
 
@@ -323,11 +504,16 @@ _REASONS = {
 }
 
 
-def _no_match_message(match: intent.MatchTargetsResult, args: dict[str, Any], named_elsewhere: bool) -> str:
+def _no_match_message(
+    match: intent.MatchTargetsResult, args: dict[str, Any], named_elsewhere: bool
+) -> str:
     reason = match.no_match_reason.name if match.no_match_reason else "NAME"
     if reason == "NAME" and named_elsewhere:
         reason = "FEATURE"  # the device exists, but is not one this request can act on
-    values = {key: args.get(key) or match.no_match_name or "" for key in ("name", "area", "floor")}
+    values = {
+        key: args.get(key) or match.no_match_name or ""
+        for key in ("name", "area", "floor")
+    }
     values["name"] = values["name"] or "that device"
     values["domain"] = ", ".join(_list(args.get("domain")))
     return _REASONS.get(reason, "no matching exposed device").format(**values)

@@ -33,7 +33,14 @@ from .engine.preflight import (
     check_llama_cpp,
     installed_cpu_variants,
 )
-from .engine.wheels import InstallPlan, WheelChoiceError, WheelManifest, fetch_wheel, load_manifest, plan_install
+from .engine.wheels import (
+    InstallPlan,
+    WheelChoiceError,
+    WheelManifest,
+    fetch_wheel,
+    load_manifest,
+    plan_install,
+)
 from .repairs import ISSUE_LLAMA_CPP, raise_issue
 
 
@@ -54,7 +61,8 @@ def check_fitting(extra_paths: tuple[str, ...] = ()) -> tuple[str, str | None]:
     """Check the installed llama-cpp-python (blocking). When ggml's own pick of CPU variant dies
     with an illegal instruction (a CPU that reports a feature its hypervisor or kernel does not
     enable, seen with AMX), the build's variants are tried from the best down; returns the
-    version and the variant that ran (None: ggml's own pick). Otherwise the first error stands."""
+    version and the variant that ran (None: ggml's own pick). Otherwise the first error stands.
+    """
     try:
         return check_llama_cpp(extra_paths=extra_paths), None
     except LlamaCppCrashedError as crash:
@@ -66,7 +74,9 @@ def check_fitting(extra_paths: tuple[str, ...] = ()) -> tuple[str, str | None]:
             raise crash from None
         for variant in variants:
             try:
-                return check_llama_cpp(extra_paths=extra_paths, cpu_variant=variant), variant
+                return check_llama_cpp(
+                    extra_paths=extra_paths, cpu_variant=variant
+                ), variant
             except PreflightError:
                 continue
         raise
@@ -78,13 +88,15 @@ class _InstalledButBrokenError(ConfigEntryError):
 
 def read_hub() -> tuple[HostPlatform, WheelManifest]:
     """This hub and the wheel list (blocking: files and musl's loader); WheelChoiceError when the
-    list is damaged."""
+    list is damaged.
+    """
     return detect_host(), load_manifest()
 
 
 def install_kwargs(hass: HomeAssistant) -> dict[str, Any]:
     """Where and how Home Assistant installs packages here (its own rules for venv, container
-    and config/deps)."""
+    and config/deps).
+    """
     return pip_kwargs(hass.config.config_dir)
 
 
@@ -103,7 +115,9 @@ async def async_ensure_llama_cpp(hass: HomeAssistant) -> str:
         if state.version is not None:
             return state.version
         try:
-            version, state.cpu_variant = await hass.async_add_executor_job(check_fitting)
+            version, state.cpu_variant = await hass.async_add_executor_job(
+                check_fitting
+            )
         except LlamaCppMissingError:
             try:
                 host, manifest = await hass.async_add_executor_job(read_hub)
@@ -152,7 +166,8 @@ def _fail(hass: HomeAssistant, error: str, *, retry: bool = False) -> NoReturn:
 async def _async_pinned(hass: HomeAssistant, version: str) -> str:
     """Another version than the pinned one (installed by hand, or before the pin moved: the
     engine uses llama-cpp-python internals) is replaced by the pinned one; where that cannot be
-    installed, the working one stays."""
+    installed, the working one stays.
+    """
     try:
         host, manifest = await hass.async_add_executor_job(read_hub)
     except WheelChoiceError as err:
@@ -166,9 +181,17 @@ async def _async_pinned(hass: HomeAssistant, version: str) -> str:
         plan = None
     if plan is None or plan.wheel is None:
         # no source build at every start (minutes, or a failure without a compiler)
-        LOGGER.warning("llama-cpp-python %s is installed; this integration is made for %s", version, manifest.version)
+        LOGGER.warning(
+            "llama-cpp-python %s is installed; this integration is made for %s",
+            version,
+            manifest.version,
+        )
         return version
-    LOGGER.warning("llama-cpp-python %s is installed; this integration is made for %s: installing it", version, manifest.version)
+    LOGGER.warning(
+        "llama-cpp-python %s is installed; this integration is made for %s: installing it",
+        version,
+        manifest.version,
+    )
     try:
         return await _async_install(hass, host, plan)
     except _InstalledButBrokenError:
@@ -178,24 +201,37 @@ async def _async_pinned(hass: HomeAssistant, version: str) -> str:
         return version
 
 
-async def _async_install(hass: HomeAssistant, host: HostPlatform, plan: InstallPlan) -> str:
+async def _async_install(
+    hass: HomeAssistant, host: HostPlatform, plan: InstallPlan
+) -> str:
     LOGGER.info("Installing %s for %s", plan.describe(), host.describe())
     package = await _async_fetch(hass, plan)
     kwargs = install_kwargs(hass)
-    installed = await hass.async_add_executor_job(partial(pkg_util.install_package, package, upgrade=False, **kwargs))
+    installed = await hass.async_add_executor_job(
+        partial(pkg_util.install_package, package, upgrade=False, **kwargs)
+    )
     if plan.wheel is not None:
-        await hass.async_add_executor_job(partial(shutil.rmtree, wheel_folder(hass), ignore_errors=True))
+        await hass.async_add_executor_job(
+            partial(shutil.rmtree, wheel_folder(hass), ignore_errors=True)
+        )
     if not installed:
-        _fail(hass, f"installing {plan.describe()} failed (Home Assistant's log has the installer's output)")
+        _fail(
+            hass,
+            f"installing {plan.describe()} failed (Home Assistant's log has the installer's output)",
+        )
     importlib.invalidate_caches()
     target = kwargs.get("target")
     state = hass.data.setdefault(_STATE, _RuntimeState())
     try:
-        version, state.cpu_variant = await hass.async_add_executor_job(check_fitting, (target,) if target else ())
+        version, state.cpu_variant = await hass.async_add_executor_job(
+            check_fitting, (target,) if target else ()
+        )
     except PreflightError as err:
         error = f"the installed {plan.describe()} does not work: {err}"
         raise_issue(hass, ISSUE_LLAMA_CPP, None, error=error)
-        raise _InstalledButBrokenError(f"llama-cpp-python is not usable: {error}") from err
+        raise _InstalledButBrokenError(
+            f"llama-cpp-python is not usable: {error}"
+        ) from err
     LOGGER.info("Installed llama-cpp-python %s", version)
     return version
 
@@ -213,9 +249,13 @@ async def _async_fetch(hass: HomeAssistant, plan: InstallPlan) -> str:
             LOGGER.info("Downloading %s: %d%%", wheel.file, reported[0] * 25)
 
     try:
-        path = await hass.async_add_executor_job(fetch_wheel, wheel, wheel_folder(hass), progress)
+        path = await hass.async_add_executor_job(
+            fetch_wheel, wheel, wheel_folder(hass), progress
+        )
     except DownloadError as err:
-        await hass.async_add_executor_job(partial(shutil.rmtree, wheel_folder(hass), ignore_errors=True))
+        await hass.async_add_executor_job(
+            partial(shutil.rmtree, wheel_folder(hass), ignore_errors=True)
+        )
         # the network may come back; a file that is not the listed one will not change by waiting
         _fail(hass, str(err), retry=not isinstance(err, ChecksumMismatchError))
     return str(path)

@@ -5,7 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from homeassistant.components.logbook import LOGBOOK_ENTRY_ENTITY_ID, LOGBOOK_ENTRY_MESSAGE, LOGBOOK_ENTRY_NAME
+from homeassistant.components.logbook import (
+    LOGBOOK_ENTRY_ENTITY_ID,
+    LOGBOOK_ENTRY_MESSAGE,
+    LOGBOOK_ENTRY_NAME,
+)
 from homeassistant.core import Event, HomeAssistant, callback
 
 from .actions.describe import describe_action
@@ -18,7 +22,7 @@ def async_describe_events(
     hass: HomeAssistant,
     async_describe_event: Callable[[str, str, Callable[[Event], dict[str, Any]]], None],
 ) -> None:
-    """"Gemma turned on Kitchen Light (asked in Assist)"."""
+    """ "Gemma turned on Kitchen Light (asked in Assist)"."""
 
     @callback
     def describe(event: Event) -> dict[str, Any]:
@@ -28,7 +32,11 @@ def async_describe_events(
         entry = {
             LOGBOOK_ENTRY_NAME: "Gemma",
             LOGBOOK_ENTRY_MESSAGE: describe_action(
-                data.get("service", ""), target, data.get("status", ""), data.get("message", ""), data.get("source", "")
+                data.get("service", ""),
+                target,
+                data.get("status", ""),
+                data.get("message", ""),
+                data.get("source", ""),
             ),
         }
         if entity_ids:

@@ -41,5 +41,10 @@ def raise_issue(
 
 def clear_issues(hass: HomeAssistant, entry_id: str) -> None:
     """Remove the issues of an entry that now loads fine."""
-    for kind in (ISSUE_MODEL_INVALID, ISSUE_NOT_ENOUGH_MEMORY, ISSUE_LEDGER, ISSUE_VISION_UNAVAILABLE):
+    for kind in (
+        ISSUE_MODEL_INVALID,
+        ISSUE_NOT_ENOUGH_MEMORY,
+        ISSUE_LEDGER,
+        ISSUE_VISION_UNAVAILABLE,
+    ):
         ir.async_delete_issue(hass, DOMAIN, issue_id(kind, entry_id))

@@ -7,33 +7,25 @@ from typing import Any
 
 from homeassistant.components.sensor import SensorDeviceClass, SensorEntity
 from homeassistant.core import HomeAssistant, callback
-from homeassistant.helpers import device_registry as dr
-from homeassistant.helpers.entity import EntityCategory
 from homeassistant.helpers.dispatcher import async_dispatcher_connect
+from homeassistant.helpers.entity import EntityCategory
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.util import dt as dt_util
 
 from . import GemmaConfigEntry
 from .actions.executor import ActionOutcome
 from .activity import event_data, keeps_words, outcome_sentence, signal_action
-from .const import DOMAIN
 from .engine.engine import EngineStatus
+from .entity import engine_device_info
 
 
 async def async_setup_entry(
-    hass: HomeAssistant, entry: GemmaConfigEntry, async_add_entities: AddConfigEntryEntitiesCallback
+    hass: HomeAssistant,
+    entry: GemmaConfigEntry,
+    async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
-    async_add_entities([ModelStatusSensor(entry), ActionsTodaySensor(entry), LastActionSensor(entry)])
-
-
-def engine_device(entry: GemmaConfigEntry) -> dr.DeviceInfo:
-    """The device of an engine entry (the loaded model)."""
-    return dr.DeviceInfo(
-        identifiers={(DOMAIN, entry.entry_id)},
-        name=entry.title,
-        manufacturer="llama.cpp",
-        model=entry.runtime_data.engine.model.architecture if entry.runtime_data.engine.model else None,
-        entry_type=dr.DeviceEntryType.SERVICE,
+    async_add_entities(
+        [ModelStatusSensor(entry), ActionsTodaySensor(entry), LastActionSensor(entry)]
     )
 
 
@@ -50,7 +42,7 @@ class ModelStatusSensor(SensorEntity):
     def __init__(self, entry: GemmaConfigEntry) -> None:
         self._engine = entry.runtime_data.engine
         self._attr_unique_id = f"{entry.entry_id}_model_status"
-        self._attr_device_info = engine_device(entry)
+        self._attr_device_info = engine_device_info(entry)
 
     async def async_added_to_hass(self) -> None:
         self.async_on_remove(self._engine.add_listener(self.async_write_ha_state))
@@ -87,7 +79,7 @@ class _ActionSensor(SensorEntity):
         self._entry = entry
         self._attr_translation_key = key
         self._attr_unique_id = f"{entry.entry_id}_{key}"
-        self._attr_device_info = engine_device(entry)
+        self._attr_device_info = engine_device_info(entry)
 
     async def async_added_to_hass(self) -> None:
         executor = self._entry.runtime_data.executor
@@ -101,7 +93,11 @@ class _ActionSensor(SensorEntity):
             self._add(outcome)
             self.async_write_ha_state()
 
-        self.async_on_remove(async_dispatcher_connect(self.hass, signal_action(self._entry.entry_id), on_action))
+        self.async_on_remove(
+            async_dispatcher_connect(
+                self.hass, signal_action(self._entry.entry_id), on_action
+            )
+        )
 
     def _add(self, outcome: ActionOutcome) -> None:
         raise NotImplementedError
@@ -153,4 +149,7 @@ class LastActionSensor(_ActionSensor):
     def extra_state_attributes(self) -> dict[str, Any]:
         if self._last is None:
             return {}
-        return {**event_data(self._last, with_words=keeps_words(self._entry)), "time": dt_util.utc_from_timestamp(self._last.created_at).isoformat()}
+        return {
+            **event_data(self._last, with_words=keeps_words(self._entry)),
+            "time": dt_util.utc_from_timestamp(self._last.created_at).isoformat(),
+        }

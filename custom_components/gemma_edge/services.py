@@ -1,5 +1,6 @@
 """The ``gemma_edge.ask`` action: ask an agent (optionally showing it camera snapshots) from an
-automation and get ``{text, actions, conversation_id}`` back."""
+automation and get ``{text, actions, conversation_id}`` back.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +9,12 @@ from typing import Any
 import voluptuous as vol
 
 from homeassistant.config_entries import ConfigEntryState
-from homeassistant.core import HomeAssistant, ServiceCall, ServiceResponse, SupportsResponse
+from homeassistant.core import (
+    HomeAssistant,
+    ServiceCall,
+    ServiceResponse,
+    SupportsResponse,
+)
 from homeassistant.exceptions import ServiceValidationError
 from homeassistant.helpers import config_validation as cv
 
@@ -42,9 +48,13 @@ def _find_agent(hass: HomeAssistant, agent_id: str | None) -> tuple[Any, Any]:
         if agent_id in agents:
             return entry, agents[agent_id]
     if agent_id is None:
-        raise ServiceValidationError(translation_domain=DOMAIN, translation_key="no_agent")
+        raise ServiceValidationError(
+            translation_domain=DOMAIN, translation_key="no_agent"
+        )
     raise ServiceValidationError(
-        translation_domain=DOMAIN, translation_key="agent_not_found", translation_placeholders={"agent": agent_id}
+        translation_domain=DOMAIN,
+        translation_key="agent_not_found",
+        translation_placeholders={"agent": agent_id},
     )
 
 
@@ -55,10 +65,16 @@ async def _async_ask(call: ServiceCall) -> ServiceResponse:
     cameras: list[str] = call.data[ATTR_CAMERAS]
     if cameras and not runtime.engine.has_vision:
         raise ServiceValidationError(
-            translation_domain=DOMAIN, translation_key="vision_unavailable",
-            translation_placeholders={"error": "no vision projector (mmproj) is configured"},
-        )  # fmt: skip
-    images = [await runtime.vision.async_snapshot(entity_id, automation=True) for entity_id in cameras]
+            translation_domain=DOMAIN,
+            translation_key="vision_unavailable",
+            translation_placeholders={
+                "error": "no vision projector (mmproj) is configured"
+            },
+        )
+    images = [
+        await runtime.vision.async_snapshot(entity_id, automation=True)
+        for entity_id in cameras
+    ]
     result, outcomes = await agent.async_ask(
         call.data[ATTR_TEXT], images, call.data.get(ATTR_CONVERSATION_ID), call.context
     )
@@ -74,5 +90,9 @@ async def _async_ask(call: ServiceCall) -> ServiceResponse:
 def async_register_services(hass: HomeAssistant) -> None:
     """Register the integration's actions (once, at integration setup)."""
     hass.services.async_register(
-        DOMAIN, SERVICE_ASK, _async_ask, schema=ASK_SCHEMA, supports_response=SupportsResponse.ONLY
+        DOMAIN,
+        SERVICE_ASK,
+        _async_ask,
+        schema=ASK_SCHEMA,
+        supports_response=SupportsResponse.ONLY,
     )

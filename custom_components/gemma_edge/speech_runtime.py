@@ -25,7 +25,8 @@ def faster_whisper_installed() -> bool:
 async def async_faster_whisper_problem(hass: HomeAssistant) -> str | None:
     """Why faster-whisper cannot run here (None: it is installed, or can be: glibc). Cheap, for
     the speech flow: the install itself (CTranslate2, onnxruntime: hundreds of MB) happens when
-    the entity is set up."""
+    the entity is set up.
+    """
     if await hass.async_add_executor_job(faster_whisper_installed):
         return None
     host = await hass.async_add_executor_job(detect_host)
@@ -36,5 +37,6 @@ async def async_faster_whisper_problem(hass: HomeAssistant) -> str | None:
 
 async def async_install_faster_whisper(hass: HomeAssistant) -> None:
     """Install faster-whisper if missing (Home Assistant's installer); raises HomeAssistantError
-    (RequirementsNotFound) where it cannot be installed."""
+    (RequirementsNotFound) where it cannot be installed.
+    """
     await async_process_requirements(hass, f"{DOMAIN}.stt", [FASTER_WHISPER])

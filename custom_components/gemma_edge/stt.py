@@ -8,19 +8,33 @@ from homeassistant.components import stt
 from homeassistant.config_entries import ConfigSubentry
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError
-from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.helpers.event import async_call_later
 
 from . import GemmaConfigEntry
-from .const import CONF_STT_BEAM_SIZE, CONF_STT_LANGUAGE, CONF_STT_MODEL, CONF_STT_VAD, DOMAIN, LOGGER
-from .engine.speech import BYTES_PER_SECOND, MAX_AUDIO_SECONDS, SpeechError, SpeechSettings, WhisperTranscriber
+from .const import (
+    CONF_STT_BEAM_SIZE,
+    CONF_STT_LANGUAGE,
+    CONF_STT_MODEL,
+    CONF_STT_VAD,
+    LOGGER,
+)
+from .engine.speech import (
+    BYTES_PER_SECOND,
+    MAX_AUDIO_SECONDS,
+    SpeechError,
+    SpeechSettings,
+    WhisperTranscriber,
+)
+from .entity import speech_device_info
 from .repairs import ISSUE_SPEECH_UNAVAILABLE, raise_issue
 from .speech_runtime import async_install_faster_whisper
 from .tools import exposed_names
 
 IDLE_UNLOAD_S = 600
-MAX_HOTWORD_CHARS = 400  # whisper's prompt window is short; names beyond this are left out
+MAX_HOTWORD_CHARS = (
+    400  # whisper's prompt window is short; names beyond this are left out
+)
 
 
 def speech_hotwords(hass: HomeAssistant) -> str | None:
@@ -30,7 +44,9 @@ def speech_hotwords(hass: HomeAssistant) -> str | None:
 
 
 async def async_setup_entry(
-    hass: HomeAssistant, entry: GemmaConfigEntry, async_add_entities: AddConfigEntryEntitiesCallback
+    hass: HomeAssistant,
+    entry: GemmaConfigEntry,
+    async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
     subentries = [s for s in entry.subentries.values() if s.subentry_type == "stt"]
     if not subentries:
@@ -41,10 +57,18 @@ async def async_setup_entry(
         await async_install_faster_whisper(hass)
     except HomeAssistantError as err:
         LOGGER.error("Speech-to-text is unavailable: %s", err)
-        raise_issue(hass, ISSUE_SPEECH_UNAVAILABLE, entry.entry_id, error=str(err), title=entry.title)
+        raise_issue(
+            hass,
+            ISSUE_SPEECH_UNAVAILABLE,
+            entry.entry_id,
+            error=str(err),
+            title=entry.title,
+        )
         return
     for subentry in subentries:
-        async_add_entities([WhisperSTTEntity(subentry)], config_subentry_id=subentry.subentry_id)
+        async_add_entities(
+            [WhisperSTTEntity(subentry)], config_subentry_id=subentry.subentry_id
+        )
 
 
 class WhisperSTTEntity(stt.SpeechToTextEntity):
@@ -55,11 +79,7 @@ class WhisperSTTEntity(stt.SpeechToTextEntity):
 
     def __init__(self, subentry: ConfigSubentry) -> None:
         self._attr_unique_id = subentry.subentry_id
-        self._attr_device_info = dr.DeviceInfo(
-            identifiers={(DOMAIN, subentry.subentry_id)}, name=subentry.title, manufacturer="faster-whisper",
-            model=str(subentry.data[CONF_STT_MODEL]).rstrip("/").rsplit("/", 1)[-1],
-            entry_type=dr.DeviceEntryType.SERVICE,
-        )  # fmt: skip
+        self._attr_device_info = speech_device_info(subentry)
         language = subentry.data.get(CONF_STT_LANGUAGE) or None
         self._language = language
         self._unload_timer: Callable[[], None] | None = None
@@ -94,7 +114,11 @@ class WhisperSTTEntity(stt.SpeechToTextEntity):
 
     @property
     def supported_languages(self) -> list[str]:
-        return [self._language] if self._language else ["en", "de", "fr", "es", "it", "nl", "pt", "pl", "sv", "da"]
+        return (
+            [self._language]
+            if self._language
+            else ["en", "de", "fr", "es", "it", "nl", "pt", "pl", "sv", "da"]
+        )
 
     @property
     def supported_formats(self) -> list[stt.AudioFormats]:
@@ -121,24 +145,36 @@ class WhisperSTTEntity(stt.SpeechToTextEntity):
     ) -> stt.SpeechResult:
         """Collect at most MAX_AUDIO_SECONDS of audio (loading the model meanwhile), then transcribe."""
         self._cancel_unload()
-        loading = self.hass.async_create_task(self._transcriber.async_load(), eager_start=True)
+        loading = self.hass.async_create_task(
+            self._transcriber.async_load(), eager_start=True
+        )
         audio = bytearray()
         limit = int(MAX_AUDIO_SECONDS * BYTES_PER_SECOND)
         async for chunk in stream:
             audio.extend(chunk[: limit - len(audio)])
             if len(audio) >= limit:
-                LOGGER.warning("Speech longer than %.0f s: the rest is ignored", MAX_AUDIO_SECONDS)
+                LOGGER.warning(
+                    "Speech longer than %.0f s: the rest is ignored", MAX_AUDIO_SECONDS
+                )
                 break
         try:
             await loading
-            transcript = await self._transcriber.async_transcribe(bytes(audio), speech_hotwords(self.hass))
+            transcript = await self._transcriber.async_transcribe(
+                bytes(audio), speech_hotwords(self.hass)
+            )
         except SpeechError as err:
             LOGGER.error("Speech to text failed: %s", err)
             return stt.SpeechResult(None, stt.SpeechResultState.ERROR)
         finally:
             self._schedule_unload()
         if not transcript.text:
-            LOGGER.info("No speech recognised in %.1f s of audio", transcript.audio_seconds)
+            LOGGER.info(
+                "No speech recognised in %.1f s of audio", transcript.audio_seconds
+            )
             return stt.SpeechResult(None, stt.SpeechResultState.ERROR)
-        LOGGER.debug("Transcribed %.1f s of audio in %.2f s", transcript.audio_seconds, transcript.transcribe_seconds)
+        LOGGER.debug(
+            "Transcribed %.1f s of audio in %.2f s",
+            transcript.audio_seconds,
+            transcript.transcribe_seconds,
+        )
         return stt.SpeechResult(transcript.text, stt.SpeechResultState.SUCCESS)

@@ -17,16 +17,27 @@ from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import intent, llm
 
-from .actions.executor import RESULT_PREFIX, ActionExecutor, ActionOutcome, ActionRequest
 from .actions.describe import spoken_outcome, spoken_summary
+from .actions.executor import (
+    RESULT_PREFIX,
+    ActionExecutor,
+    ActionOutcome,
+    ActionRequest,
+)
 from .actions.model import ServiceAction
 from .actions.policy import SensitivePolicy
 from .actions.turns import is_affirmation
 from .camera_vision import CameraVision
-from .engine.images import PreparedImage
 from .const import LOGGER
-from .prompt_budget import compact_live_context
-from .intent_targets import ONE_SHOT_INTENTS, SEARCH_AND_PLAY, IntentTargets, TargetError, is_resolved_intent
+from .engine.images import PreparedImage
+from .engine.prompt_budget import compact_live_context
+from .intent_targets import (
+    ONE_SHOT_INTENTS,
+    SEARCH_AND_PLAY,
+    IntentTargets,
+    TargetError,
+    is_resolved_intent,
+)
 
 CONFIRM_ARGUMENT = "confirm"
 # Our own read-only tool: a snapshot of an exposed camera, shown to the model in the next step.
@@ -34,17 +45,28 @@ LOOK_TOOL = "LookAtCamera"
 # Home Assistant's tools that only read (the rest of its intents and every script change something).
 READ_ONLY_TOOLS = frozenset(
     {
-        "GetLiveContext", "GetDateTime", "HassGetState", "HassGetWeather", "HassClimateGetTemperature",
-        "HassGetCurrentDate", "HassGetCurrentTime", "HassTimerStatus", "HassNevermind", "HassRespond",
-        "todo_get_items", "calendar_get_events", "HassShoppingListLastItems",
+        "GetLiveContext",
+        "GetDateTime",
+        "HassGetState",
+        "HassGetWeather",
+        "HassClimateGetTemperature",
+        "HassGetCurrentDate",
+        "HassGetCurrentTime",
+        "HassTimerStatus",
+        "HassNevermind",
+        "HassRespond",
+        "todo_get_items",
+        "calendar_get_events",
+        "HassShoppingListLastItems",
     }
-)  # fmt: skip
+)
 
 
 def is_action_tool(hass: HomeAssistant, tool: llm.Tool) -> bool:
     """Tools known to change something: they run through the executor as one-shot actions (at
     most once per key, a quick repeat and sensitive ones confirmed) and get the ``confirm``
-    argument: scripts, Assist's acting intents, timers, lists, broadcasts, intent scripts."""
+    argument: scripts, Assist's acting intents, timers, lists, broadcasts, intent scripts.
+    """
     tool = _unwrapped(tool)
     name = tool.name
     if name in READ_ONLY_TOOLS or name == LOOK_TOOL:
@@ -58,20 +80,27 @@ def is_action_tool(hass: HomeAssistant, tool: llm.Tool) -> bool:
         name in ONE_SHOT_INTENTS
         or is_resolved_intent(hass, name)
         or isinstance(handler, intent.ServiceIntentHandler)
-        or type(handler).__name__ == "ScriptIntentHandler"  # intent_script: runs the user's actions
+        or type(handler).__name__
+        == "ScriptIntentHandler"  # intent_script: runs the user's actions
     )
 
 
 def is_read_tool(hass: HomeAssistant, tool: llm.Tool) -> bool:
     """Tools known only to read (Home Assistant's context, calendar, to-do and question intents):
-    they pass straight through, as often as asked."""
+    they pass straight through, as often as asked.
+    """
     tool = _unwrapped(tool)
     if tool.name in READ_ONLY_TOOLS or isinstance(tool, _READ_TOOL_CLASSES):
         return True
     return isinstance(tool, llm.IntentTool) and not is_action_tool(hass, tool)
 
 
-_READ_TOOL_CLASSES = (llm.GetLiveContextTool, llm.GetDateTimeTool, llm.CalendarGetEventsTool, llm.TodoGetItemsTool)
+_READ_TOOL_CLASSES = (
+    llm.GetLiveContextTool,
+    llm.GetDateTimeTool,
+    llm.CalendarGetEventsTool,
+    llm.TodoGetItemsTool,
+)
 
 
 def _unwrapped(tool: llm.Tool) -> llm.Tool:
@@ -125,7 +154,13 @@ class ToolRunner:
         self.affirmed = is_affirmation(turn_text)
         # names the user may mean: this turn's words and the last turns' ("yes", "turn it off")
         said = f"{turn_text}\n{executor.turns.earlier_words(source, conversation_id)}"
-        self.targets = IntentTargets(hass, turn_text=turn_text, device_id=device_id, strict_names=strict_names, said=said)
+        self.targets = IntentTargets(
+            hass,
+            turn_text=turn_text,
+            device_id=device_id,
+            strict_names=strict_names,
+            said=said,
+        )
 
     async def async_run(self, tool_input: llm.ToolInput) -> dict[str, Any]:
         """Run a tool call; the result is what the model reads (never raises)."""
@@ -135,42 +170,71 @@ class ToolRunner:
         signature = json.dumps([name, args, confirmed], sort_keys=True, default=str)
         if signature in self._made:
             self.repeated_call = True
-            return {"error": "repeated call", "error_text": "this call was already made in this turn; answer with its result"}
+            return {
+                "error": "repeated call",
+                "error_text": "this call was already made in this turn; answer with its result",
+            }
         self._made.add(signature)
         try:
             if name == LOOK_TOOL:
                 self.read_calls += 1
                 return await self._look(tool_input.id, args)
             if (tool := self._tools.get(name)) is None:
-                return {"error": "no such tool", "error_text": f"there is no tool called {name}"}
+                return {
+                    "error": "no such tool",
+                    "error_text": f"there is no tool called {name}",
+                }
             if is_read_tool(self.hass, tool):
                 self.read_calls += 1
-                result = await self.api.async_call_tool(llm.ToolInput(name, args, id=tool_input.id))
-                if isinstance(_unwrapped(tool), llm.GetLiveContextTool) and isinstance(result.get("result"), str):
-                    result = {**result, "result": compact_live_context(result["result"])}
+                result = await self.api.async_call_tool(
+                    llm.ToolInput(name, args, id=tool_input.id)
+                )
+                if isinstance(_unwrapped(tool), llm.GetLiveContextTool) and isinstance(
+                    result.get("result"), str
+                ):
+                    result = {
+                        **result,
+                        "result": compact_live_context(result["result"]),
+                    }
                 return result
-            if name == SEARCH_AND_PLAY:  # resolved to one exposed player, then played by HA's handler
+            if (
+                name == SEARCH_AND_PLAY
+            ):  # resolved to one exposed player, then played by HA's handler
                 self.targets.resolve(name, args)
             elif is_resolved_intent(self.hass, name):
                 return await self._run_intent(name, args, confirmed)
             # A tool of another API may act or only read: a retry of the turn never runs it twice,
             # a new request runs it again without a question.
-            outcome = await self._execute(self._request(
-                ServiceAction("tool", name, f"tool.{name.lower()}", args), name, confirmed,
-                effect=lambda: self.api.async_call_tool(llm.ToolInput(name, args, id=tool_input.id)),
-                repeatable=not is_action_tool(self.hass, tool),
-            ))  # fmt: skip
+            outcome = await self._execute(
+                self._request(
+                    ServiceAction("tool", name, f"tool.{name.lower()}", args),
+                    name,
+                    confirmed,
+                    effect=lambda: self.api.async_call_tool(
+                        llm.ToolInput(name, args, id=tool_input.id)
+                    ),
+                    repeatable=not is_action_tool(self.hass, tool),
+                )
+            )
             return {"results": [outcome.for_model()]}
         except TargetError as err:
             said = f"{str(err)[:1].upper()}{str(err)[1:]}"
-            if err.reason == "invalid_arguments":  # the model's own words: not for the user
+            if (
+                err.reason == "invalid_arguments"
+            ):  # the model's own words: not for the user
                 said = "Sorry, I could not work out how to do that"
             self.notes.append(said if said.endswith(("?", ".", "!")) else f"{said}.")
-            return {"error": "no action taken", "reason": err.reason, "error_text": str(err)}
+            return {
+                "error": "no action taken",
+                "reason": err.reason,
+                "error_text": str(err),
+            }
         except (HomeAssistantError, ValueError, KeyError, TypeError) as err:
             self.notes.append(f"I could not do that: {err}.")
             return {"error": type(err).__name__, "error_text": str(err)}
-        except Exception as err:  # any other tool's bug is an answer, never a failed turn
+        except (
+            Exception
+        ) as err:  # any other tool's bug is an answer, never a failed turn
             LOGGER.exception("Tool %s failed", name)
             self.notes.append("Sorry, that did not work.")
             return {"error": type(err).__name__, "error_text": str(err)}
@@ -189,18 +253,39 @@ class ToolRunner:
         sentences = []
         for outcome in self.outcomes:
             action = outcome.action
-            if action.domain == "tool":  # Home Assistant's own answer for timers, lists, scripts
+            if (
+                action.domain == "tool"
+            ):  # Home Assistant's own answer for timers, lists, scripts
                 executed = outcome.status.value == "executed"
-                said = outcome.message.removeprefix("done: ") if outcome.message.startswith("done: ") else "Done."
-                sentences.append(said if executed else spoken_outcome(
-                    f"tool.{outcome.tool}", self._tool_name(outcome.tool), outcome.status.value, outcome.message, language
-                ))  # fmt: skip
+                said = (
+                    outcome.message.removeprefix("done: ")
+                    if outcome.message.startswith("done: ")
+                    else "Done."
+                )
+                sentences.append(
+                    said
+                    if executed
+                    else spoken_outcome(
+                        f"tool.{outcome.tool}",
+                        self._tool_name(outcome.tool),
+                        outcome.status.value,
+                        outcome.message,
+                        language,
+                    )
+                )
                 continue
             state = self.hass.states.get(action.entity_id)
             name = state.name if state is not None else action.entity_id
-            sentences.append(spoken_outcome(
-                f"{action.domain}.{action.service}", name, outcome.status.value, outcome.message, language, action.data
-            ))  # fmt: skip
+            sentences.append(
+                spoken_outcome(
+                    f"{action.domain}.{action.service}",
+                    name,
+                    outcome.status.value,
+                    outcome.message,
+                    language,
+                    action.data,
+                )
+            )
         return spoken_summary([*sentences, *self.notes], language)
 
     def _tool_name(self, tool: str) -> str:
@@ -211,7 +296,9 @@ class ToolRunner:
     async def _execute(self, request: ActionRequest) -> ActionOutcome:
         outcome = await self.executor.execute(request)
         self.outcomes.append(outcome)
-        if outcome.message.startswith(RESULT_PREFIX):  # a script answered with data: the model says it
+        if outcome.message.startswith(
+            RESULT_PREFIX
+        ):  # a script answered with data: the model says it
             self.read_calls += 1
         return outcome
 
@@ -219,27 +306,50 @@ class ToolRunner:
         """Take the snapshot; the conversation shows it to the model right after this result."""
         if self.vision is None:
             return {"error": "this model cannot see images"}
-        entity_id, image = await self.vision.async_snapshot_exposed(str(args.get("camera", "")))
+        entity_id, image = await self.vision.async_snapshot_exposed(
+            str(args.get("camera", ""))
+        )
         state = self.hass.states.get(entity_id)
         name = state.name if state is not None else entity_id
         self.snapshots[call_id] = (name, image)
-        return {"camera": name, "image": "the snapshot follows", "size": f"{image.width}x{image.height}"}
+        return {
+            "camera": name,
+            "image": "the snapshot follows",
+            "size": f"{image.width}x{image.height}",
+        }
 
-    def _request(self, action: ServiceAction, tool: str, confirmed: bool, **kwargs: Any) -> ActionRequest:
+    def _request(
+        self, action: ServiceAction, tool: str, confirmed: bool, **kwargs: Any
+    ) -> ActionRequest:
         return ActionRequest(
-            action=action, scope=self.scope, source=self.source, confirmed=confirmed and self.affirmed,
+            action=action,
+            scope=self.scope,
+            source=self.source,
+            confirmed=confirmed and self.affirmed,
             confirms_scope=self.confirms_scope,
-            conversation_id=self.conversation_id, parent_context_id=self.parent_context_id, user_id=self.user_id, tool=tool,
-            reason=self.turn_text, sensitive_policy=self.sensitive_policy, **kwargs,
-        )  # fmt: skip
+            conversation_id=self.conversation_id,
+            parent_context_id=self.parent_context_id,
+            user_id=self.user_id,
+            tool=tool,
+            reason=self.turn_text,
+            sensitive_policy=self.sensitive_policy,
+            **kwargs,
+        )
 
-    async def _run_intent(self, tool: str, args: dict[str, Any], confirmed: bool) -> dict[str, Any]:
+    async def _run_intent(
+        self, tool: str, args: dict[str, Any], confirmed: bool
+    ) -> dict[str, Any]:
         """One entity at a time through the executor: exposure, policy and desired state per entity."""
         outcomes: list[ActionOutcome] = []
         for _state, actions in self.targets.resolve(tool, args):
             for action in actions:
                 outcome = await self._execute(self._request(action, tool, confirmed))
                 outcomes.append(outcome)
-                if outcome.status.value in ("failed", "rejected", "needs_confirmation", "indeterminate"):
+                if outcome.status.value in (
+                    "failed",
+                    "rejected",
+                    "needs_confirmation",
+                    "indeterminate",
+                ):
                     break  # the next step for this entity (e.g. a mode after turning on) waits
         return {"results": [outcome.for_model() for outcome in outcomes]}

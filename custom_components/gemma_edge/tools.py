@@ -13,10 +13,15 @@ from voluptuous_openapi import convert
 from homeassistant.components.conversation import DOMAIN as CONVERSATION_DOMAIN
 from homeassistant.components.homeassistant import async_should_expose
 from homeassistant.core import HomeAssistant
-from homeassistant.helpers import area_registry as ar, entity_registry as er, floor_registry as fr, llm
+from homeassistant.helpers import (
+    area_registry as ar,
+    entity_registry as er,
+    floor_registry as fr,
+    llm,
+)
 
-from .engine.grammar import ToolSpec
 from .camera_vision import exposed_cameras
+from .engine.grammar import ToolSpec
 from .intent_targets import FREE_NAME_INTENTS, intent_domains
 from .tool_runner import CONFIRM_ARGUMENT, LOOK_TOOL, is_action_tool
 
@@ -55,7 +60,9 @@ def exposed_names(hass: HomeAssistant) -> dict[str, list[str]]:
         entities.update(names)
         by_domain.setdefault(state.domain, set()).update(names)
     areas = {a.name for a in ar.async_get(hass).async_list_areas()}
-    areas.update(alias for a in ar.async_get(hass).async_list_areas() for alias in a.aliases)
+    areas.update(
+        alias for a in ar.async_get(hass).async_list_areas() for alias in a.aliases
+    )
     floors = {f.name for f in fr.async_get(hass).async_list_floors()}
     return {
         "entities": sorted(n for n in entities if n),
@@ -63,19 +70,27 @@ def exposed_names(hass: HomeAssistant) -> dict[str, list[str]]:
         "floors": sorted(n for n in floors if n),
         "domains": sorted(domains),
         "device_classes": sorted(device_classes),
-        **{f"entities:{domain}": sorted(n for n in names if n) for domain, names in by_domain.items()},
+        **{
+            f"entities:{domain}": sorted(n for n in names if n)
+            for domain, names in by_domain.items()
+        },
     }
 
 
 def _constrain(
-    schema: dict[str, Any], names: dict[str, list[str]], *, free_name: bool = False, targeted: bool = True,
+    schema: dict[str, Any],
+    names: dict[str, list[str]],
+    *,
+    free_name: bool = False,
+    targeted: bool = True,
     domains: set[str] | None = None,
 ) -> dict[str, Any]:
     """Give name-like parameters the enum of what exists; drop optional ones naming nothing that exists.
 
     ``free_name``: the tool's ``name`` is not a device's (a timer's). ``targeted``: a call that can
     target by name, area or floor must name one of them. ``domains``: the intent acts only on
-    these domains, so only their devices' names are offered."""
+    these domains, so only their devices' names are offered.
+    """
     properties = schema.get("properties")
     if not isinstance(properties, dict):
         return schema
@@ -91,16 +106,24 @@ def _constrain(
             continue
         allowed = names[kind]
         if kind == "entities" and domains:
-            allowed = sorted({n for domain in domains for n in names.get(f"entities:{domain}", [])})
+            allowed = sorted(
+                {n for domain in domains for n in names.get(f"entities:{domain}", [])}
+            )
         elif kind == "domains" and domains:
             allowed = [domain for domain in allowed if domain in domains]
-        if "enum" in target:  # a fixed list (device classes): keep the values that exist here
+        if (
+            "enum" in target
+        ):  # a fixed list (device classes): keep the values that exist here
             allowed = [value for value in target["enum"] if value in set(allowed)]
         if not allowed:
             if key not in required:
                 del constrained[key]
             continue
-        constrained[key] = {**spec, "items": {**target, "enum": allowed}} if is_list else {**spec, "enum": allowed}
+        constrained[key] = (
+            {**spec, "items": {**target, "enum": allowed}}
+            if is_list
+            else {**spec, "enum": allowed}
+        )
     result = {**schema, "properties": constrained}
     # A call that can target by name, area or floor must name at least one of them: a bare domain
     # ("all lights") is what HA's own prompt tells models to ask about first, and a small model's
@@ -114,17 +137,28 @@ def _constrain(
 
 
 def _with_confirm(schema: dict[str, Any]) -> dict[str, Any]:
-    return {**schema, "properties": {**schema.get("properties", {}), CONFIRM_ARGUMENT: CONFIRM_SCHEMA}}
+    return {
+        **schema,
+        "properties": {
+            **schema.get("properties", {}),
+            CONFIRM_ARGUMENT: CONFIRM_SCHEMA,
+        },
+    }
 
 
 def look_tool_spec(camera_names: list[str]) -> ToolSpec:
     """Our camera tool: the model names an exposed camera and sees its snapshot in the next step."""
     declared = {
         "type": "object",
-        "properties": {"camera": {"type": "string", "description": "name of the camera"}},
+        "properties": {
+            "camera": {"type": "string", "description": "name of the camera"}
+        },
         "required": ["camera"],
     }
-    constrained = {**declared, "properties": {"camera": {"type": "string", "enum": sorted(camera_names)}}}
+    constrained = {
+        **declared,
+        "properties": {"camera": {"type": "string", "enum": sorted(camera_names)}},
+    }
     return ToolSpec(
         LOOK_TOOL,
         "Look at a camera's current picture to answer questions about what it shows.",
@@ -134,26 +168,42 @@ def look_tool_spec(camera_names: list[str]) -> ToolSpec:
 
 
 DEVICE_TOOLS = frozenset(
-    {"HassStartTimer", "HassCancelTimer", "HassCancelAllTimers", "HassIncreaseTimer", "HassDecreaseTimer",
-     "HassPauseTimer", "HassUnpauseTimer", "HassTimerStatus"}
-)  # fmt: skip
+    {
+        "HassStartTimer",
+        "HassCancelTimer",
+        "HassCancelAllTimers",
+        "HassIncreaseTimer",
+        "HassDecreaseTimer",
+        "HassPauseTimer",
+        "HassUnpauseTimer",
+        "HassTimerStatus",
+    }
+)
 
 
 def tool_specs(
-    hass: HomeAssistant, api: llm.APIInstance, *, vision: bool = False, targeted: bool = True
+    hass: HomeAssistant,
+    api: llm.APIInstance,
+    *,
+    vision: bool = False,
+    targeted: bool = True,
 ) -> list[ToolSpec]:
     """ToolSpecs for every tool of the API (plus the camera tool when the model sees images and
     cameras are exposed), sorted by name (a stable prompt prefix). ``targeted=False`` lets calls
-    name only a kind of device (the grammar only; the prompt is the same)."""
+    name only a kind of device (the grammar only; the prompt is the same).
+    """
     names = exposed_names(hass)
     specs = []
     for tool in api.tools:
         acts = is_action_tool(hass, tool)
         declared = convert(tool.parameters, custom_serializer=api.custom_serializer)
         constrained = _constrain(
-            declared, names, free_name=tool.name in FREE_NAME_INTENTS, targeted=targeted and acts,
+            declared,
+            names,
+            free_name=tool.name in FREE_NAME_INTENTS,
+            targeted=targeted and acts,
             domains=intent_domains(hass, tool.name),
-        )  # fmt: skip
+        )
         if acts:
             declared = _with_confirm(declared)
             constrained = _with_confirm(constrained)

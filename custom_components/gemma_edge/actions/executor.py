@@ -7,8 +7,8 @@ serial worker thread, so the event loop never blocks on SQLite.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, Coroutine
+import contextlib
 from dataclasses import dataclass, field, replace
 import json
 import logging
@@ -19,7 +19,13 @@ from ..engine.worker import SerialWorker
 from .ledger import IN_PROGRESS, ActionLedger, LedgerError, LedgerRecord
 from .model import ActionKind, ActionStatus, EntityState, ServiceAction, derive_key
 from .normalize import NormalizeError, normalize
-from .policy import SensitivePolicy, action_kind, expected_state_holds, is_sensitive, verifiable_part
+from .policy import (
+    SensitivePolicy,
+    action_kind,
+    expected_state_holds,
+    is_sensitive,
+    verifiable_part,
+)
 from .turns import TurnScopes
 
 _LOGGER = logging.getLogger(__name__)
@@ -39,9 +45,16 @@ class HomePort(Protocol):
     def new_action_id(self) -> str:
         """A fresh ULID (used as the service call's context id)."""
 
-    async def call(self, action: ServiceAction, action_id: str, parent_context_id: str | None, user_id: str | None) -> None:
+    async def call(
+        self,
+        action: ServiceAction,
+        action_id: str,
+        parent_context_id: str | None,
+        user_id: str | None,
+    ) -> None:
         """Call the service as the requesting user and wait for it (raises on failure, also when
-        that user may not control the entity)."""
+        that user may not control the entity).
+        """
 
     async def wait_for_state(self, action: ServiceAction, timeout: float) -> bool:
         """Wait until the entity reaches the action's target state; False on timeout."""
@@ -61,10 +74,14 @@ class ActionRequest:
     confirms_scope: str | None = None
     conversation_id: str | None = None
     parent_context_id: str | None = None
-    user_id: str | None = None  # the Home Assistant user who asked (permissions, logbook)
+    user_id: str | None = (
+        None  # the Home Assistant user who asked (permissions, logbook)
+    )
     tool: str = ""
     reason: str = ""
-    sensitive_policy: SensitivePolicy | None = None  # the asking agent's; default: the executor's
+    sensitive_policy: SensitivePolicy | None = (
+        None  # the asking agent's; default: the executor's
+    )
     # An effect that is not a service call on one entity (a script tool, a broadcast): it runs as a
     # one-shot action through the same ledger, in place of ``HomePort.call``.
     effect: Callable[[], Awaitable[Any]] | None = field(default=None, compare=False)
@@ -90,18 +107,34 @@ class ActionOutcome:
     created_at: float = field(default_factory=time.time)
 
     def for_model(self) -> dict[str, Any]:
-        return {"entity_id": self.action.entity_id, "status": self.status.value, "message": self.message}
+        return {
+            "entity_id": self.action.entity_id,
+            "status": self.status.value,
+            "message": self.message,
+        }
 
     @classmethod
     def from_record(cls, record: LedgerRecord) -> ActionOutcome:
         """The outcome a ledger record holds (an unfinished one reads as indeterminate)."""
         request = record.request
-        status = ActionStatus.INDETERMINATE if record.status == IN_PROGRESS else ActionStatus(record.status)
+        status = (
+            ActionStatus.INDETERMINATE
+            if record.status == IN_PROGRESS
+            else ActionStatus(record.status)
+        )
         return cls(
-            record.key, record.action_id, status, str(record.outcome.get("message", "")),
-            ServiceAction(**request["action"]), request.get("source", ""), ActionKind(record.kind),
-            request.get("conversation_id"), request.get("tool", ""), request.get("reason", ""), record.created_at,
-        )  # fmt: skip
+            record.key,
+            record.action_id,
+            status,
+            str(record.outcome.get("message", "")),
+            ServiceAction(**request["action"]),
+            request.get("source", ""),
+            ActionKind(record.kind),
+            request.get("conversation_id"),
+            request.get("tool", ""),
+            request.get("reason", ""),
+            record.created_at,
+        )
 
 
 class ActionExecutor:
@@ -118,7 +151,8 @@ class ActionExecutor:
         repeat_window_s: float = 60.0,
         clock: Callable[[], float] = time.time,
         on_outcome: Callable[[ActionOutcome], None] | None = None,
-        spawn: Callable[[Coroutine[Any, Any, Any], str], asyncio.Future[Any]] | None = None,
+        spawn: Callable[[Coroutine[Any, Any, Any], str], asyncio.Future[Any]]
+        | None = None,
     ) -> None:
         self.ledger = ledger
         self.home = home
@@ -130,7 +164,9 @@ class ActionExecutor:
         self.on_outcome = on_outcome
         # Starts the tasks of one-shot calls and of recording their late outcomes (Home
         # Assistant's background tasks in production, so that it knows about them).
-        self.spawn = spawn or (lambda coro, name: asyncio.get_running_loop().create_task(coro, name=name))
+        self.spawn = spawn or (
+            lambda coro, name: asyncio.get_running_loop().create_task(coro, name=name)
+        )
         self._worker: SerialWorker | None = None
         self.error: str | None = None
         # Conversation turns: the scope of their requests' keys.
@@ -156,7 +192,10 @@ class ActionExecutor:
             self.error = str(err)
             raise
         await self._db(self.ledger.prune, self.clock())
-        return [await self._recover(record) for record in await self._db(self.ledger.unfinished)]
+        return [
+            await self._recover(record)
+            for record in await self._db(self.ledger.unfinished)
+        ]
 
     async def async_stop(self) -> None:
         # Calls still running are not cancelled; their keys stay in progress and are settled
@@ -172,30 +211,51 @@ class ActionExecutor:
         action = ServiceAction(**record.request["action"])
         state = self.home.state(action.entity_id)
         if record.kind == ActionKind.ONE_SHOT:
-            status, message = ActionStatus.INDETERMINATE, "interrupted by a restart; not repeated"
+            status, message = (
+                ActionStatus.INDETERMINATE,
+                "interrupted by a restart; not repeated",
+            )
         elif state is not None and expected_state_holds(action, state):
             status, message = ActionStatus.EXECUTED, "verified after a restart"
         else:
-            status, message = ActionStatus.INDETERMINATE, "interrupted by a restart; the state does not show it"
-        await self._db(self.ledger.finish, record.key, status.value, {"message": message}, self.clock())
-        outcome = replace(ActionOutcome.from_record(record), status=status, message=message)
+            status, message = (
+                ActionStatus.INDETERMINATE,
+                "interrupted by a restart; the state does not show it",
+            )
+        await self._db(
+            self.ledger.finish,
+            record.key,
+            status.value,
+            {"message": message},
+            self.clock(),
+        )
+        outcome = replace(
+            ActionOutcome.from_record(record), status=status, message=message
+        )
         self._emit(outcome)
         return outcome
 
     async def async_prune(self) -> int:
         """Forget finished keys past the retention (72 h); a ledger error is logged, not raised
-        (this runs in the background)."""
+        (this runs in the background).
+        """
         try:
             return int(await self._db(self.ledger.prune, self.clock()))
         except LedgerError as err:
             _LOGGER.warning("Could not prune the action ledger: %s", err)
             return 0
 
-    async def async_recent(self, limit: int = 50, since: float | None = None) -> list[ActionOutcome]:
+    async def async_recent(
+        self, limit: int = 50, since: float | None = None
+    ) -> list[ActionOutcome]:
         """Recorded outcomes, newest first (for dashboards and diagnostics); none, with a warning,
-        when the ledger cannot be read (acting is refused separately, by the claim)."""
+        when the ledger cannot be read (acting is refused separately, by the claim).
+        """
         try:
-            return [ActionOutcome.from_record(r) for r in await self._db(self.ledger.recent, limit, since)]
+            return [
+                ActionOutcome.from_record(r)
+                for r in await self._db(self.ledger.recent, limit, since)
+            ]
         except LedgerError as err:
             _LOGGER.warning("Could not read the agent's recent actions: %s", err)
             return []
@@ -212,25 +272,42 @@ class ActionExecutor:
         self._emit(outcome)
         return outcome
 
-    def _unrecorded(self, request: ActionRequest, status: ActionStatus, message: str) -> ActionOutcome:
+    def _unrecorded(
+        self, request: ActionRequest, status: ActionStatus, message: str
+    ) -> ActionOutcome:
         key = request.key or derive_key(request.scope, request.action)
         return ActionOutcome(
-            key, "", status, message, request.action, request.source, action_kind(request.action),
-            request.conversation_id, request.tool, request.reason, self.clock(),
-        )  # fmt: skip
+            key,
+            "",
+            status,
+            message,
+            request.action,
+            request.source,
+            action_kind(request.action),
+            request.conversation_id,
+            request.tool,
+            request.reason,
+            self.clock(),
+        )
 
     async def _execute(self, request: ActionRequest) -> ActionOutcome:
         original = request.action
         entity_id = original.entity_id
         if self._worker is None:
-            return self._unrecorded(request, ActionStatus.REJECTED, "the action ledger is unavailable; not acting")
+            return self._unrecorded(
+                request,
+                ActionStatus.REJECTED,
+                "the action ledger is unavailable; not acting",
+            )
         if request.effect is not None:
             state, action, kind = EntityState("unknown"), original, ActionKind.ONE_SHOT
         else:
             state = self.home.state(entity_id)
             if state is None or not self.home.is_exposed(entity_id):
                 return self._unrecorded(
-                    request, ActionStatus.REJECTED, f"{entity_id} is unknown or not exposed to the agent"
+                    request,
+                    ActionStatus.REJECTED,
+                    f"{entity_id} is unknown or not exposed to the agent",
                 )
             try:
                 action = normalize(original, state)
@@ -238,62 +315,132 @@ class ActionExecutor:
                 return self._unrecorded(request, ActionStatus.REJECTED, str(err))
             kind = action_kind(action)
         # The key comes from the request as asked (a toggle stays the same toggle after it ran).
-        key = f"{request.key}:{entity_id}" if request.key else derive_key(request.scope, original)
+        key = (
+            f"{request.key}:{entity_id}"
+            if request.key
+            else derive_key(request.scope, original)
+        )
         record = {
-            "action": {"domain": action.domain, "service": action.service, "entity_id": entity_id, "data": action.data},
-            "requested": original.describe(), "source": request.source, "conversation_id": request.conversation_id,
-            "tool": request.tool, "reason": request.reason, "scope": request.scope,
-        }  # fmt: skip
+            "action": {
+                "domain": action.domain,
+                "service": action.service,
+                "entity_id": entity_id,
+                "data": action.data,
+            },
+            "requested": original.describe(),
+            "source": request.source,
+            "conversation_id": request.conversation_id,
+            "tool": request.tool,
+            "reason": request.reason,
+            "scope": request.scope,
+        }
         now = self.clock()
         try:
             # What the ledger says about earlier turns is read before the key is claimed: a ledger
             # failing here leaves nothing claimed.
-            confirmed = request.confirmed and await self._confirmation_pending(request, action)
+            confirmed = request.confirmed and await self._confirmation_pending(
+                request, action
+            )
             repeated = (
-                kind is ActionKind.ONE_SHOT and not (confirmed or request.repeatable) and await self._recently_executed(request)
+                kind is ActionKind.ONE_SHOT
+                and not (confirmed or request.repeatable)
+                and await self._recently_executed(request)
             )
             claim = await self._db(
-                self.ledger.claim, key, self.home.new_action_id(), original.signature, record, kind.value, now
+                self.ledger.claim,
+                key,
+                self.home.new_action_id(),
+                original.signature,
+                record,
+                kind.value,
+                now,
             )
         except LedgerError as err:
             self.error = str(err)
             _LOGGER.error("Refusing to act, the action ledger failed: %s", err)
-            return self._unrecorded(request, ActionStatus.REJECTED, "the action ledger is unavailable; not acting")
+            return self._unrecorded(
+                request,
+                ActionStatus.REJECTED,
+                "the action ledger is unavailable; not acting",
+            )
         if not claim.claimed:
             return self._not_claimed(claim.reason, claim.record, request, action)
+
         def outcome_of(status: ActionStatus, message: str) -> ActionOutcome:
             return ActionOutcome(
-                key, claim.record.action_id, status, message, action, request.source, kind,
-                request.conversation_id, request.tool, request.reason, now,
-            )  # fmt: skip
+                key,
+                claim.record.action_id,
+                status,
+                message,
+                action,
+                request.source,
+                kind,
+                request.conversation_id,
+                request.tool,
+                request.reason,
+                now,
+            )
 
         try:
-            status, message = await self._run(request, action, kind, state, claim.record.action_id, confirmed, repeated)
-        except asyncio.CancelledError:  # the turn was cancelled: the key must not stay in progress
-            if claim.record.action_id in self._still_running:  # its call goes on; recorded when it ends
+            status, message = await self._run(
+                request,
+                action,
+                kind,
+                state,
+                claim.record.action_id,
+                confirmed,
+                repeated,
+            )
+        except (
+            asyncio.CancelledError
+        ):  # the turn was cancelled: the key must not stay in progress
+            if (
+                claim.record.action_id in self._still_running
+            ):  # its call goes on; recorded when it ends
                 self._settle_later(key, outcome_of(ActionStatus.RUNNING, ""))
             else:
                 with contextlib.suppress(LedgerError):
                     await self._db(
-                        self.ledger.finish, key, ActionStatus.INDETERMINATE.value, {"message": "the request was cancelled"}, self.clock()
+                        self.ledger.finish,
+                        key,
+                        ActionStatus.INDETERMINATE.value,
+                        {"message": "the request was cancelled"},
+                        self.clock(),
                     )
             raise
-        except Exception as err:  # a bug must not leave the key in progress until a restart
+        except (
+            Exception
+        ) as err:  # a bug must not leave the key in progress until a restart
             _LOGGER.exception("Action %s failed unexpectedly", key)
-            status, message = ActionStatus.INDETERMINATE, f"interrupted by an internal error: {err}"
+            status, message = (
+                ActionStatus.INDETERMINATE,
+                f"interrupted by an internal error: {err}",
+            )
         outcome = outcome_of(status, message)
         if status is ActionStatus.RUNNING:  # the key stays claimed until the call ends
             self._settle_later(key, outcome)
             return outcome
         try:
-            await self._db(self.ledger.finish, key, status.value, {"message": message}, self.clock())
+            await self._db(
+                self.ledger.finish,
+                key,
+                status.value,
+                {"message": message},
+                self.clock(),
+            )
         except LedgerError as err:
             self.error = str(err)
-            _LOGGER.error("Action %s done but its outcome could not be recorded: %s", key, err)
+            _LOGGER.error(
+                "Action %s done but its outcome could not be recorded: %s", key, err
+            )
         return outcome
 
     def _not_claimed(
-        self, reason: str, record: LedgerRecord, request: ActionRequest, action: ServiceAction
+        self,
+        reason: str,
+        record: LedgerRecord,
+        request: ActionRequest,
+        action: ServiceAction,
     ) -> ActionOutcome:
         recorded = ActionOutcome.from_record(record)
         if reason == "conflict":
@@ -303,14 +450,27 @@ class ActionExecutor:
             message = "the same action is still in progress"
             status = ActionStatus.REJECTED
         else:
-            message = f"already handled: {recorded.status.value}" + (f" ({recorded.message})" if recorded.message else "")
+            message = f"already handled: {recorded.status.value}" + (
+                f" ({recorded.message})" if recorded.message else ""
+            )
             status = ActionStatus.DEDUPLICATED
         return ActionOutcome(
-            record.key, record.action_id, status, message, action, request.source, recorded.kind,
-            request.conversation_id, request.tool, request.reason, record.created_at,
-        )  # fmt: skip
+            record.key,
+            record.action_id,
+            status,
+            message,
+            action,
+            request.source,
+            recorded.kind,
+            request.conversation_id,
+            request.tool,
+            request.reason,
+            record.created_at,
+        )
 
-    async def _confirmation_pending(self, request: ActionRequest, action: ServiceAction) -> bool:
+    async def _confirmation_pending(
+        self, request: ActionRequest, action: ServiceAction
+    ) -> bool:
         """A question about this very action was asked in the turn this request answers."""
         if request.confirms_scope is None:
             return False
@@ -326,30 +486,48 @@ class ActionExecutor:
         """The same one-shot action ran (or still runs) in another scope within the repeat window."""
         since = self.clock() - self.repeat_window_s
         return any(
-            record.status in (ActionStatus.EXECUTED, IN_PROGRESS) and record.request_hash == request.action.signature
+            record.status in (ActionStatus.EXECUTED, IN_PROGRESS)
+            and record.request_hash == request.action.signature
             for record in await self._db(self.ledger.recent, 200, since)
             if record.request.get("scope") != request.scope
         )
 
     async def _run(
-        self, request: ActionRequest, action: ServiceAction, kind: ActionKind, state: EntityState, action_id: str,
-        confirmed: bool, repeated: bool,
-    ) -> tuple[ActionStatus, str]:  # fmt: skip
+        self,
+        request: ActionRequest,
+        action: ServiceAction,
+        kind: ActionKind,
+        state: EntityState,
+        action_id: str,
+        confirmed: bool,
+        repeated: bool,
+    ) -> tuple[ActionStatus, str]:
         policy = request.sensitive_policy or self.sensitive_policy
         if is_sensitive(action, state):
             if policy is SensitivePolicy.DENY:
-                return ActionStatus.REJECTED, "not allowed: sensitive actions are disabled for this agent"
+                return (
+                    ActionStatus.REJECTED,
+                    "not allowed: sensitive actions are disabled for this agent",
+                )
             if policy is SensitivePolicy.CONFIRM and not confirmed:
-                return ActionStatus.NEEDS_CONFIRMATION, "needs your confirmation: ask the user, then call again with confirm"
+                return (
+                    ActionStatus.NEEDS_CONFIRMATION,
+                    "needs your confirmation: ask the user, then call again with confirm",
+                )
         if kind is ActionKind.DESIRED_STATE and expected_state_holds(action, state):
             return ActionStatus.NO_OP, f"already {state.state}"
         if repeated:
-            return ActionStatus.NEEDS_CONFIRMATION, "this was just done (or still runs); needs your confirmation to do it again"
+            return (
+                ActionStatus.NEEDS_CONFIRMATION,
+                "this was just done (or still runs); needs your confirmation to do it again",
+            )
         if kind is ActionKind.ONE_SHOT:
             return await self._run_one_shot(request, action, action_id)
         try:
             async with asyncio.timeout(self.call_timeout_s):
-                await self.home.call(action, action_id, request.parent_context_id, request.user_id)
+                await self.home.call(
+                    action, action_id, request.parent_context_id, request.user_id
+                )
         except TimeoutError:
             if await self.home.wait_for_state(verifiable_part(action)[0], 0):
                 return ActionStatus.EXECUTED, "done (the service answered late)"
@@ -368,20 +546,29 @@ class ActionExecutor:
         self, request: ActionRequest, action: ServiceAction, action_id: str
     ) -> tuple[ActionStatus, str]:
         """Start the call and wait a while; a long one (a script with a delay) is never cancelled:
-        it is reported running, its key stays claimed, and its outcome is recorded when it ends."""
+        it is reported running, its key stays claimed, and its outcome is recorded when it ends.
+        """
         call = self.spawn(
-            request.effect() if request.effect is not None
-            else self.home.call(action, action_id, request.parent_context_id, request.user_id),
+            request.effect()
+            if request.effect is not None
+            else self.home.call(
+                action, action_id, request.parent_context_id, request.user_id
+            ),
             f"gemma_edge action {action_id}",
         )
         try:
             done, _ = await asyncio.wait({call}, timeout=self.call_timeout_s)
         except asyncio.CancelledError:
-            self._still_running[action_id] = call  # the call is not cancelled with the turn
+            self._still_running[action_id] = (
+                call  # the call is not cancelled with the turn
+            )
             raise
         if not done:
             self._still_running[action_id] = call
-            return ActionStatus.RUNNING, "started and still running; it will not be started again"
+            return (
+                ActionStatus.RUNNING,
+                "started and still running; it will not be started again",
+            )
         return _one_shot_result(call)
 
     def _settle_later(self, key: str, outcome: ActionOutcome) -> None:
@@ -392,9 +579,20 @@ class ActionExecutor:
             await asyncio.wait({call})  # never cancels the call itself
             status, message = _one_shot_result(call)
             try:
-                await self._db(self.ledger.finish, key, status.value, {"message": message}, self.clock())
+                await self._db(
+                    self.ledger.finish,
+                    key,
+                    status.value,
+                    {"message": message},
+                    self.clock(),
+                )
             except LedgerError as err:
-                _LOGGER.error("Action %s ended (%s) but its outcome could not be recorded: %s", key, status, err)
+                _LOGGER.error(
+                    "Action %s ended (%s) but its outcome could not be recorded: %s",
+                    key,
+                    status,
+                    err,
+                )
                 return
             self._emit(replace(outcome, status=status, message=message))
 
@@ -418,15 +616,24 @@ MAX_RESULT_CHARS = 600
 
 def _effect_message(result: Any) -> str:
     """A tool's own result, compacted for the ledger and the model: Home Assistant's sentence
-    for an intent, the response data (compact JSON, cut at MAX_RESULT_CHARS) for a script."""
+    for an intent, the response data (compact JSON, cut at MAX_RESULT_CHARS) for a script.
+    """
     if not isinstance(result, dict):
         return "done"
-    if isinstance(result.get("speech"), dict) and (speech := result["speech"].get("plain", {}).get("speech")):
+    if isinstance(result.get("speech"), dict) and (
+        speech := result["speech"].get("plain", {}).get("speech")
+    ):
         return f"done: {speech}"
     if "response_type" in result:  # an intent's response without a sentence
         return "done"
-    data = result.get("result") if "result" in result else {k: v for k, v in result.items() if k != "success"}
+    data = (
+        result.get("result")
+        if "result" in result
+        else {k: v for k, v in result.items() if k != "success"}
+    )
     if data not in (None, {}, [], ""):
         text = json.dumps(data, ensure_ascii=False, default=str, separators=(",", ":"))
-        return RESULT_PREFIX + (text if len(text) <= MAX_RESULT_CHARS else f"{text[:MAX_RESULT_CHARS]}...")
+        return RESULT_PREFIX + (
+            text if len(text) <= MAX_RESULT_CHARS else f"{text[:MAX_RESULT_CHARS]}..."
+        )
     return "done"

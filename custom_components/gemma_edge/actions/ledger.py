@@ -66,9 +66,24 @@ _COLUMNS = "key, action_id, request_hash, request, kind, status, outcome, create
 
 def _record(row: tuple[Any, ...]) -> LedgerRecord:
     try:
-        return LedgerRecord(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5], json.loads(row[6]), row[7], row[8])
-    except (TypeError, ValueError) as err:  # a damaged row: the ledger cannot be trusted
-        raise LedgerError(f"the action ledger holds a damaged record ({row[0]!r}): {err}") from err
+        return LedgerRecord(
+            row[0],
+            row[1],
+            row[2],
+            json.loads(row[3]),
+            row[4],
+            row[5],
+            json.loads(row[6]),
+            row[7],
+            row[8],
+        )
+    except (
+        TypeError,
+        ValueError,
+    ) as err:  # a damaged row: the ledger cannot be trusted
+        raise LedgerError(
+            f"the action ledger holds a damaged record ({row[0]!r}): {err}"
+        ) from err
 
 
 class ActionLedger:
@@ -82,16 +97,22 @@ class ActionLedger:
         """Open (creating if needed) and check the database; raises LedgerError if unusable."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False
+            )
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA busy_timeout=5000")
             check = db.execute("PRAGMA quick_check").fetchone()
             if check is None or check[0] != "ok":
-                raise LedgerError(f"the action ledger {self.path.name} is corrupt: {check}")
+                raise LedgerError(
+                    f"the action ledger {self.path.name} is corrupt: {check}"
+                )
             db.executescript(SCHEMA)
         except sqlite3.DatabaseError as err:
-            raise LedgerError(f"the action ledger {self.path.name} cannot be used: {err}") from err
+            raise LedgerError(
+                f"the action ledger {self.path.name} cannot be used: {err}"
+            ) from err
         self._db = db
 
     def close(self) -> None:
@@ -107,7 +128,9 @@ class ActionLedger:
     def _write(self, sql: str, args: tuple[Any, ...]) -> int:
         try:
             return self._conn().execute(sql, args).rowcount
-        except sqlite3.DatabaseError as err:  # disk full, I/O error, corruption: fail closed
+        except (
+            sqlite3.DatabaseError
+        ) as err:  # disk full, I/O error, corruption: fail closed
             raise LedgerError(f"writing the action ledger failed: {err}") from err
 
     def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -121,7 +144,13 @@ class ActionLedger:
         return _record(rows[0]) if rows else None
 
     def claim(
-        self, key: str, action_id: str, request_hash: str, request: dict[str, Any], kind: str, now: float
+        self,
+        key: str,
+        action_id: str,
+        request_hash: str,
+        request: dict[str, Any],
+        kind: str,
+        now: float,
     ) -> Claim:
         """Atomically take a key (INSERT OR IGNORE), or report who holds it.
 
@@ -134,10 +163,21 @@ class ActionLedger:
         inserted = self._write(
             "INSERT OR IGNORE INTO actions (key, action_id, request_hash, request, kind, status, created_at, updated_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (key, action_id, request_hash, json.dumps(request, sort_keys=True), kind, IN_PROGRESS, now, now),
+            (
+                key,
+                action_id,
+                request_hash,
+                json.dumps(request, sort_keys=True),
+                kind,
+                IN_PROGRESS,
+                now,
+                now,
+            ),
         )
         record = self.get(key)
-        if record is None:  # pragma: no cover - the insert or an existing row must be there
+        if (
+            record is None
+        ):  # pragma: no cover - the insert or an existing row must be there
             raise LedgerError("claimed key vanished")
         if inserted:
             return Claim(True, record)
@@ -147,7 +187,9 @@ class ActionLedger:
             return Claim(False, record, "busy")
         return Claim(False, record, "replay")
 
-    def finish(self, key: str, status: str, outcome: dict[str, Any], now: float) -> None:
+    def finish(
+        self, key: str, status: str, outcome: dict[str, Any], now: float
+    ) -> None:
         """Record the outcome of a claimed key."""
         self._write(
             "UPDATE actions SET status = ?, outcome = ?, updated_at = ? WHERE key = ?",
@@ -156,7 +198,12 @@ class ActionLedger:
 
     def unfinished(self) -> list[LedgerRecord]:
         """Records a crash left in progress."""
-        return [_record(row) for row in self._read(f"SELECT {_COLUMNS} FROM actions WHERE status = ?", (IN_PROGRESS,))]
+        return [
+            _record(row)
+            for row in self._read(
+                f"SELECT {_COLUMNS} FROM actions WHERE status = ?", (IN_PROGRESS,)
+            )
+        ]
 
     def recent(self, limit: int = 50, since: float | None = None) -> list[LedgerRecord]:
         """Newest first."""
@@ -169,7 +216,8 @@ class ActionLedger:
     def prune(self, now: float, retention_s: float = RETENTION_S) -> int:
         """Forget finished keys older than the retention (never unfinished ones)."""
         return self._write(
-            "DELETE FROM actions WHERE created_at < ? AND status != ?", (now - retention_s, IN_PROGRESS)
+            "DELETE FROM actions WHERE created_at < ? AND status != ?",
+            (now - retention_s, IN_PROGRESS),
         )
 
     def count(self) -> int:

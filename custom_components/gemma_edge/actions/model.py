@@ -26,7 +26,9 @@ class ActionStatus(enum.StrEnum):
 class ActionKind(enum.StrEnum):
     """How an action may be repeated."""
 
-    DESIRED_STATE = "desired_state"  # absolute target state: verifiable, harmless to re-check
+    DESIRED_STATE = (
+        "desired_state"  # absolute target state: verifiable, harmless to re-check
+    )
     ONE_SHOT = "one_shot"  # acts each time it runs: at most once per key, never retried
 
 
@@ -50,11 +52,19 @@ class ServiceAction:
     @property
     def signature(self) -> str:
         """Stable hash of what the action does (not who asked)."""
-        text = json.dumps([self.domain, self.service, self.entity_id, self.data], sort_keys=True, default=str)
+        text = json.dumps(
+            [self.domain, self.service, self.entity_id, self.data],
+            sort_keys=True,
+            default=str,
+        )
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
     def describe(self) -> dict[str, Any]:
-        return {"service": f"{self.domain}.{self.service}", "entity_id": self.entity_id, "data": self.data}
+        return {
+            "service": f"{self.domain}.{self.service}",
+            "entity_id": self.entity_id,
+            "data": self.data,
+        }
 
 
 def derive_key(scope: str, action: ServiceAction) -> str:

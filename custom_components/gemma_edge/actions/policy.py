@@ -11,13 +11,25 @@ from .model import ActionKind, EntityState, ServiceAction
 # Services that act every time they run (DESIGN.md "one-shot actions").
 ONE_SHOT_SERVICES = frozenset(
     {
-        ("button", "press"), ("input_button", "press"), ("automation", "trigger"), ("lock", "open"),
-        ("vacuum", "start"), ("vacuum", "return_to_base"), ("vacuum", "clean_spot"), ("vacuum", "locate"),
-        ("media_player", "media_next_track"), ("media_player", "media_previous_track"),
-        ("remote", "send_command"), ("counter", "increment"), ("counter", "decrement"), ("counter", "reset"),
+        ("button", "press"),
+        ("input_button", "press"),
+        ("automation", "trigger"),
+        ("lock", "open"),
+        ("vacuum", "start"),
+        ("vacuum", "return_to_base"),
+        ("vacuum", "clean_spot"),
+        ("vacuum", "locate"),
+        ("media_player", "media_next_track"),
+        ("media_player", "media_previous_track"),
+        ("remote", "send_command"),
+        ("counter", "increment"),
+        ("counter", "decrement"),
+        ("counter", "reset"),
     }
-)  # fmt: skip
-ONE_SHOT_DOMAINS = frozenset({"script", "notify", "tts", "shell_command", "rest_command"})
+)
+ONE_SHOT_DOMAINS = frozenset(
+    {"script", "notify", "tts", "shell_command", "rest_command"}
+)
 SENSITIVE_DOMAINS = frozenset({"lock", "alarm_control_panel", "valve"})
 SENSITIVE_COVER_CLASSES = frozenset({"garage", "gate"})
 
@@ -31,7 +43,10 @@ class SensitivePolicy(enum.StrEnum):
 
 
 def action_kind(action: ServiceAction) -> ActionKind:
-    if action.domain in ONE_SHOT_DOMAINS or (action.domain, action.service) in ONE_SHOT_SERVICES:
+    if (
+        action.domain in ONE_SHOT_DOMAINS
+        or (action.domain, action.service) in ONE_SHOT_SERVICES
+    ):
         return ActionKind.ONE_SHOT
     if expected_state_holds(action, EntityState("unknown")) is None:
         return ActionKind.ONE_SHOT  # no known target state: treat as acting once
@@ -41,7 +56,11 @@ def action_kind(action: ServiceAction) -> ActionKind:
 def is_sensitive(action: ServiceAction, state: EntityState | None) -> bool:
     if action.domain in SENSITIVE_DOMAINS:
         return True
-    return action.domain == "cover" and state is not None and state.attributes.get("device_class") in SENSITIVE_COVER_CLASSES
+    return (
+        action.domain == "cover"
+        and state is not None
+        and state.attributes.get("device_class") in SENSITIVE_COVER_CLASSES
+    )
 
 
 def _close(a: Any, b: Any, tolerance: float) -> bool:
@@ -52,18 +71,45 @@ def _close(a: Any, b: Any, tolerance: float) -> bool:
 
 
 _SIMPLE_TARGETS = {
-    "turn_on": "on", "turn_off": "off", "open_cover": "open", "close_cover": "closed", "lock": "locked",
-    "unlock": "unlocked", "open_valve": "open", "close_valve": "closed", "alarm_disarm": "disarmed",
-    "alarm_arm_home": "armed_home", "alarm_arm_away": "armed_away", "alarm_arm_night": "armed_night",
-    "media_play": "playing", "media_pause": "paused", "media_stop": "idle", "start_mowing": "mowing", "dock": "docked",
-}  # fmt: skip
+    "turn_on": "on",
+    "turn_off": "off",
+    "open_cover": "open",
+    "close_cover": "closed",
+    "lock": "locked",
+    "unlock": "unlocked",
+    "open_valve": "open",
+    "close_valve": "closed",
+    "alarm_disarm": "disarmed",
+    "alarm_arm_home": "armed_home",
+    "alarm_arm_away": "armed_away",
+    "alarm_arm_night": "armed_night",
+    "media_play": "playing",
+    "media_pause": "paused",
+    "media_stop": "idle",
+    "start_mowing": "mowing",
+    "dock": "docked",
+}
 
 
 # Data a device does not report back as sent (colours, effects, transitions): acted on, not verified.
 UNVERIFIED_KEYS = frozenset(
-    {"rgb_color", "rgbw_color", "rgbww_color", "hs_color", "xy_color", "color_name", "color_temp_kelvin",
-     "color_temp", "kelvin", "effect", "transition", "flash", "white", "profile"}
-)  # fmt: skip
+    {
+        "rgb_color",
+        "rgbw_color",
+        "rgbww_color",
+        "hs_color",
+        "xy_color",
+        "color_name",
+        "color_temp_kelvin",
+        "color_temp",
+        "kelvin",
+        "effect",
+        "transition",
+        "flash",
+        "white",
+        "profile",
+    }
+)
 # Devices whose "on" is a mode or an activity (heat, cool, playing, idle), not the state "on".
 _ON_IS_ANY_STATE = frozenset({"climate", "media_player", "water_heater", "remote"})
 _NOT_ON = frozenset({"off", "standby", "unavailable", "unknown"})
@@ -72,9 +118,15 @@ _NOT_ON = frozenset({"off", "standby", "unavailable", "unknown"})
 def verifiable_part(action: ServiceAction) -> tuple[ServiceAction, list[str]]:
     """What the device's state can confirm of the action, and the data keys it cannot."""
     skipped = sorted(key for key in action.data if key in UNVERIFIED_KEYS)
-    target = replace(action, data={k: v for k, v in action.data.items() if k not in UNVERIFIED_KEYS})
-    if action.service == "turn_on" and (target.data.get("brightness_pct") == 0 or target.data.get("brightness") == 0):
-        target = replace(target, service="turn_off", data={})  # brightness 0 turns a light off
+    target = replace(
+        action, data={k: v for k, v in action.data.items() if k not in UNVERIFIED_KEYS}
+    )
+    if action.service == "turn_on" and (
+        target.data.get("brightness_pct") == 0 or target.data.get("brightness") == 0
+    ):
+        target = replace(
+            target, service="turn_off", data={}
+        )  # brightness 0 turns a light off
     return target, skipped
 
 
@@ -82,24 +134,43 @@ def expected_state_holds(action: ServiceAction, state: EntityState) -> bool | No
     """Whether the entity is already where the action would take it; None: no checkable target."""
     data, attrs = action.data, state.attributes
     service = action.service
-    if action.domain in ("scene", "script") or (action.domain, service) in ONE_SHOT_SERVICES:
+    if (
+        action.domain in ("scene", "script")
+        or (action.domain, service) in ONE_SHOT_SERVICES
+    ):
         return None
-    if action.domain in _ON_IS_ANY_STATE and service in ("turn_on", "turn_off") and not data:
-        return state.state not in _NOT_ON if service == "turn_on" else state.state in ("off", "standby")
+    if (
+        action.domain in _ON_IS_ANY_STATE
+        and service in ("turn_on", "turn_off")
+        and not data
+    ):
+        return (
+            state.state not in _NOT_ON
+            if service == "turn_on"
+            else state.state in ("off", "standby")
+        )
     if action.domain == "media_player" and service == "media_stop":
         return state.state in ("idle", "off", "on", "standby")
     if service in ("turn_on", "turn_off") or service in _SIMPLE_TARGETS:
         if state.state != _SIMPLE_TARGETS[service]:
             return False
-        if "brightness" in data and not _close(attrs.get("brightness"), data["brightness"], 2):
+        if "brightness" in data and not _close(
+            attrs.get("brightness"), data["brightness"], 2
+        ):
             return False
         if "brightness_pct" in data:
             current = attrs.get("brightness")
-            if current is None or not _close(float(current) * 100 / 255, data["brightness_pct"], 1):
+            if current is None or not _close(
+                float(current) * 100 / 255, data["brightness_pct"], 1
+            ):
                 return False
-        if "percentage" in data and not _close(attrs.get("percentage"), data["percentage"], 0.5):
+        if "percentage" in data and not _close(
+            attrs.get("percentage"), data["percentage"], 0.5
+        ):
             return False
-        return not (set(data) - {"brightness", "brightness_pct", "percentage"})  # colours etc.: act
+        return not (
+            set(data) - {"brightness", "brightness_pct", "percentage"}
+        )  # colours etc.: act
     if service == "set_cover_position":
         return _close(attrs.get("current_position"), data.get("position"), 0.5)
     if service == "set_temperature" and "temperature" in data:

@@ -34,7 +34,11 @@ def _digest(words: str) -> str:
 class TurnScopes:
     """Hands out one scope per turn, the same one to a retry of the last turn."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic, retry_window_s: float = RETRY_WINDOW_S) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        retry_window_s: float = RETRY_WINDOW_S,
+    ) -> None:
         self.clock = clock
         self.retry_window_s = retry_window_s
         # per conversation: (digest of the last turn's words, its time, its id, the turn before's id)
@@ -48,11 +52,21 @@ class TurnScopes:
         key = f"{source}:{conversation_id}"
         digest, now = _digest(words), self.clock()
         last = self._last.pop(key, None)
-        if last is not None and last[0] == digest and now - last[1] <= self.retry_window_s:
+        if (
+            last is not None
+            and last[0] == digest
+            and now - last[1] <= self.retry_window_s
+        ):
             turn, previous = last[2], last[3]
         else:
-            turn, previous = uuid.uuid4().hex[:16], last[2] if last is not None else None
-            self._words[key] = (*self._words.get(key, ())[-WORDS_REMEMBERED + 1 :], words)
+            turn, previous = (
+                uuid.uuid4().hex[:16],
+                last[2] if last is not None else None,
+            )
+            self._words[key] = (
+                *self._words.get(key, ())[-WORDS_REMEMBERED + 1 :],
+                words,
+            )
         self._last[key] = (digest, now, turn, previous)
         while len(self._last) > MAX_CONVERSATIONS:
             forgotten, _ = self._last.popitem(last=False)
@@ -71,7 +85,8 @@ class TurnScopes:
 
     def previous(self, source: str, conversation_id: str) -> str | None:
         """The scope of the turn before the current one: the only turn whose question the
-        current turn can answer."""
+        current turn can answer.
+        """
         key = f"{source}:{conversation_id}"
         last = self._last.get(key)
         return f"{key}:{last[3]}" if last is not None and last[3] is not None else None

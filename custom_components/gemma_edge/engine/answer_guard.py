@@ -10,7 +10,9 @@ from __future__ import annotations
 import re
 
 # Text that never belongs in something said to a person.
-_SYNTAX = re.compile(r"[{}\[\]]|<\||\|>|<start_of_turn|<end_of_turn|<tool|```|\"\w+\"\s*:|\b[Hh]ass[A-Z]\w+|\bcall:")
+_SYNTAX = re.compile(
+    r"[{}\[\]]|<\||\|>|<start_of_turn|<end_of_turn|<tool|```|\"\w+\"\s*:|\b[Hh]ass[A-Z]\w+|\bcall:"
+)
 _SENTENCE_END = re.compile(r"[.!?。！？]\s|\n")
 # A sentence this long found verbatim in the prompt was copied from it, not said.
 MIN_COPIED_CHARS = 24
@@ -28,7 +30,9 @@ class AnswerGuard:
         self._pending = ""
         self.released = ""
         self.rejected = False
-        self.rejected_text = ""  # the first sentence that was kept back (for the debug log)
+        self.rejected_text = (
+            ""  # the first sentence that was kept back (for the debug log)
+        )
 
     def _acceptable(self, sentence: str) -> bool:
         if _SYNTAX.search(sentence):
@@ -52,7 +56,10 @@ class AnswerGuard:
         self._pending += piece
         out = ""
         while not self.rejected and (match := _SENTENCE_END.search(self._pending)):
-            sentence, self._pending = self._pending[: match.end()], self._pending[match.end() :]
+            sentence, self._pending = (
+                self._pending[: match.end()],
+                self._pending[match.end() :],
+            )
             out += self._release(sentence)
         return out
 

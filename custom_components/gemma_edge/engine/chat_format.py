@@ -20,7 +20,6 @@ import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .grammar import CallSyntax, ToolSpec
-from .vision import MEDIA_MARKER
 from .tool_calls import (
     CALL_END,
     CALL_START,
@@ -32,6 +31,7 @@ from .tool_calls import (
     format_native_call,
     format_native_value,
 )
+from .vision import MEDIA_MARKER
 
 Message = dict[str, Any]
 
@@ -65,13 +65,18 @@ def json_tool_instructions(tools: Sequence[ToolSpec]) -> str:
         "Tools:",
     ]
     for tool in sorted(tools, key=lambda t: t.name):
-        lines.append(f"- {tool.name}: {tool.description} Arguments: {_json(tool.parameters or {})}")
+        lines.append(
+            f"- {tool.name}: {tool.description} Arguments: {_json(tool.parameters or {})}"
+        )
     return "\n".join(lines)
 
 
 def message_text(message: Message) -> str:
     """A message's text, with a media marker for each of its images in front."""
-    return MEDIA_MARKER * len(message.get("images") or ()) + str(message.get("content") or "").strip()
+    return (
+        MEDIA_MARKER * len(message.get("images") or ())
+        + str(message.get("content") or "").strip()
+    )
 
 
 def message_images(messages: Sequence[Message]) -> tuple[bytes, ...]:
@@ -80,7 +85,9 @@ def message_images(messages: Sequence[Message]) -> tuple[bytes, ...]:
 
 
 def tool_result_text(message: Message) -> str:
-    return f"Result of {message.get('tool_name', 'tool')}: {_json(message.get('result'))}"
+    return (
+        f"Result of {message.get('tool_name', 'tool')}: {_json(message.get('result'))}"
+    )
 
 
 def _system_text(messages: Sequence[Message]) -> tuple[str, list[Message]]:
@@ -98,7 +105,9 @@ def _gemma4_schema(properties: dict[str, Any], required: Sequence[str]) -> str:
         spec = properties[key] or {}
         fields = []
         if spec.get("description"):
-            fields.append(f"description:{STRING_QUOTE}{spec['description']}{STRING_QUOTE}")
+            fields.append(
+                f"description:{STRING_QUOTE}{spec['description']}{STRING_QUOTE}"
+            )
         kind = str(spec.get("type", "string")).upper()
         if kind == "STRING" and spec.get("enum"):
             fields.append(f"enum:{format_native_value(list(spec['enum']))}")
@@ -106,7 +115,11 @@ def _gemma4_schema(properties: dict[str, Any], required: Sequence[str]) -> str:
             item_type = str(spec["items"].get("type", "string")).upper()
             fields.append(f"items:{{type:{STRING_QUOTE}{item_type}{STRING_QUOTE}}}")
         if kind == "OBJECT" and spec.get("properties"):
-            fields.append("properties:{" + _gemma4_schema(spec["properties"], spec.get("required", [])) + "}")
+            fields.append(
+                "properties:{"
+                + _gemma4_schema(spec["properties"], spec.get("required", []))
+                + "}"
+            )
         fields.append(f"type:{STRING_QUOTE}{kind}{STRING_QUOTE}")
         parts.append(f"{key}:{{{','.join(fields)}}}")
     return ",".join(parts)
@@ -119,9 +132,19 @@ def gemma4_declaration(tool: ToolSpec) -> str:
     if params:
         text += ",parameters:{"
         if params.get("properties"):
-            text += "properties:{" + _gemma4_schema(params["properties"], params.get("required", [])) + "},"
+            text += (
+                "properties:{"
+                + _gemma4_schema(params["properties"], params.get("required", []))
+                + "},"
+            )
         if params.get("required"):
-            text += "required:[" + ",".join(f"{STRING_QUOTE}{r}{STRING_QUOTE}" for r in params["required"]) + "],"
+            text += (
+                "required:["
+                + ",".join(
+                    f"{STRING_QUOTE}{r}{STRING_QUOTE}" for r in params["required"]
+                )
+                + "],"
+            )
         text += f"type:{STRING_QUOTE}{str(params.get('type', 'object')).upper()}{STRING_QUOTE}}}"
     return text + "}<tool|>"
 
@@ -129,7 +152,9 @@ def gemma4_declaration(tool: ToolSpec) -> str:
 def gemma4_response(message: Message) -> str:
     result = message.get("result")
     name = message.get("tool_name", "unknown")
-    body = format_native_value(result if isinstance(result, dict) else {"value": result})
+    body = format_native_value(
+        result if isinstance(result, dict) else {"value": result}
+    )
     return f"{RESPONSE_START}response:{name}{body}{RESPONSE_END}"
 
 
@@ -146,7 +171,9 @@ class Gemma4Format:
         out = [self.bos]
         if system or tools:
             out.append("<|turn>system\n" + system)
-            out.extend(gemma4_declaration(tool) for tool in sorted(tools, key=lambda t: t.name))
+            out.extend(
+                gemma4_declaration(tool) for tool in sorted(tools, key=lambda t: t.name)
+            )
             out.append("<turn|>\n")
         in_model_turn = False
         for message in rest:
@@ -158,7 +185,9 @@ class Gemma4Format:
                 if not in_model_turn:
                     out.append("<|turn>model\n")
                 in_model_turn = True
-                out.extend(format_native_call(call) for call in message.get("tool_calls") or [])
+                out.extend(
+                    format_native_call(call) for call in message.get("tool_calls") or []
+                )
                 content = str(message.get("content") or "").strip()
                 if content or not message.get("tool_calls"):
                     out.append(content + "<turn|>\n")
@@ -188,14 +217,20 @@ class GemmaTurnFormat:
 
     def render(self, messages: Sequence[Message], tools: Sequence[ToolSpec]) -> str:
         system, rest = _system_text(messages)
-        preamble = "\n\n".join(part for part in (system, json_tool_instructions(tools) if tools else "") if part)
+        preamble = "\n\n".join(
+            part
+            for part in (system, json_tool_instructions(tools) if tools else "")
+            if part
+        )
         turns: list[tuple[str, str]] = []
         for message in rest:
             role = "model" if message["role"] == "assistant" else "user"
             if message["role"] == "tool":
                 text = tool_result_text(message)
             elif message.get("tool_calls"):
-                text = "\n".join(format_json_call(call) for call in message["tool_calls"])
+                text = "\n".join(
+                    format_json_call(call) for call in message["tool_calls"]
+                )
             else:
                 text = message_text(message)
             if turns and turns[-1][0] == role:
@@ -208,7 +243,9 @@ class GemmaTurnFormat:
             else:
                 turns.insert(0, ("user", preamble))
         out = [self.bos]
-        out.extend(f"<start_of_turn>{role}\n{text}<end_of_turn>\n" for role, text in turns)
+        out.extend(
+            f"<start_of_turn>{role}\n{text}<end_of_turn>\n" for role, text in turns
+        )
         out.append("<start_of_turn>model\n")
         return "".join(out)
 
@@ -230,7 +267,9 @@ class JinjaFormat:
     name: str = "gguf-template"
 
     def __post_init__(self) -> None:
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, loader=jinja2.BaseLoader())
+        env = ImmutableSandboxedEnvironment(
+            trim_blocks=True, lstrip_blocks=True, loader=jinja2.BaseLoader()
+        )
         env.globals["raise_exception"] = _raise_exception
         self._compiled = env.from_string(self.template)
         self.syntax: CallSyntax = "native" if CALL_START in self.template else "json"
@@ -240,7 +279,14 @@ class JinjaFormat:
             return self._compiled.render(
                 messages=self._native_messages(messages),
                 tools=[
-                    {"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}
+                    {
+                        "type": "function",
+                        "function": {
+                            "name": t.name,
+                            "description": t.description,
+                            "parameters": t.parameters,
+                        },
+                    }
                     for t in sorted(tools, key=lambda t: t.name)
                 ],
                 add_generation_prompt=True,
@@ -258,7 +304,8 @@ class JinjaFormat:
     @staticmethod
     def _native_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
         """OpenAI-style messages; tool results ride on their call's message as Gemma's
-        ``tool_responses`` so that structured results render natively, not as a JSON string."""
+        ``tool_responses`` so that structured results render natively, not as a JSON string.
+        """
         out: list[dict[str, Any]] = []
         for message in messages:
             if message["role"] == "tool":
@@ -267,28 +314,49 @@ class JinjaFormat:
                 if out and out[-1]["role"] == "assistant" and "tool_calls" in out[-1]:
                     out[-1].setdefault("tool_responses", []).append(response)
                     continue
-                out.append({"role": "tool", "name": message.get("tool_name"), "content": _json(result)})
+                out.append(
+                    {
+                        "role": "tool",
+                        "name": message.get("tool_name"),
+                        "content": _json(result),
+                    }
+                )
                 continue
-            converted: dict[str, Any] = {"role": message["role"], "content": message_text(message)}
+            converted: dict[str, Any] = {
+                "role": message["role"],
+                "content": message_text(message),
+            }
             if message.get("tool_calls"):
                 converted["tool_calls"] = [
-                    {"type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                    {
+                        "type": "function",
+                        "function": {"name": c.name, "arguments": c.arguments},
+                    }
                     for c in message["tool_calls"]
                 ]
             out.append(converted)
         return out
 
     @staticmethod
-    def _json_messages(messages: Sequence[Message], tools: Sequence[ToolSpec]) -> list[dict[str, str]]:
+    def _json_messages(
+        messages: Sequence[Message], tools: Sequence[ToolSpec]
+    ) -> list[dict[str, str]]:
         system, rest = _system_text(messages)
         if tools:
-            system = "\n\n".join(part for part in (system, json_tool_instructions(tools)) if part)
-        out: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
+            system = "\n\n".join(
+                part for part in (system, json_tool_instructions(tools)) if part
+            )
+        out: list[dict[str, str]] = (
+            [{"role": "system", "content": system}] if system else []
+        )
         for message in rest:
             if message["role"] == "tool":
                 role, text = "user", tool_result_text(message)
             elif message.get("tool_calls"):
-                role, text = "assistant", "\n".join(format_json_call(c) for c in message["tool_calls"])
+                role, text = (
+                    "assistant",
+                    "\n".join(format_json_call(c) for c in message["tool_calls"]),
+                )
             else:
                 role, text = message["role"], message_text(message)
             if out and out[-1]["role"] == role and role != "system":
@@ -298,7 +366,9 @@ class JinjaFormat:
         return out
 
 
-def select_chat_format(architecture: str, template: str | None, bos: str = "", eos: str = "") -> ChatFormat:
+def select_chat_format(
+    architecture: str, template: str | None, bos: str = "", eos: str = ""
+) -> ChatFormat:
     """Pick the format for a model: its own template when it has one, else Gemma's built-in one."""
     if template:
         return JinjaFormat(template, bos=bos, eos=eos)
@@ -315,10 +385,29 @@ def select_chat_format(architecture: str, template: str | None, bos: str = "", e
 WORD_JOINER = "\u2060"
 # What our renderers write around content (the model's own special tokens are added at load).
 TEMPLATE_MARKERS = (
-    "<bos>", "<eos>", "<start_of_turn>", "<end_of_turn>", "<|turn>", "<turn|>", "<|channel>", "<channel|>",
-    "<|tool>", "<tool|>", CALL_START, CALL_END, RESPONSE_START, RESPONSE_END, STRING_QUOTE, MEDIA_MARKER,
-    "<|im_start|>", "<|im_end|>", "<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>", "<|end|>",
-)  # fmt: skip
+    "<bos>",
+    "<eos>",
+    "<start_of_turn>",
+    "<end_of_turn>",
+    "<|turn>",
+    "<turn|>",
+    "<|channel>",
+    "<channel|>",
+    "<|tool>",
+    "<tool|>",
+    CALL_START,
+    CALL_END,
+    RESPONSE_START,
+    RESPONSE_END,
+    STRING_QUOTE,
+    MEDIA_MARKER,
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|eot_id|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|end|>",
+)
 
 
 # Marker-shaped spans: <...> and [...] without spaces. Each is looked up in the marker set, so a
@@ -330,7 +419,13 @@ _MARKER_SHAPE = re.compile(r"<[^<>\s]{1,64}>|\[[^\[\]\s]{1,64}\]")
 def _marker_sets(markers: tuple[str, ...]) -> tuple[frozenset[str], tuple[str, ...]]:
     """Markers of the usual shape (looked up per span) and the odd ones (replaced literally)."""
     shaped = frozenset(m for m in markers if _MARKER_SHAPE.fullmatch(m))
-    odd = tuple(sorted({m for m in markers if len(m) >= 2 and m not in shaped}, key=len, reverse=True))
+    odd = tuple(
+        sorted(
+            {m for m in markers if len(m) >= 2 and m not in shaped},
+            key=len,
+            reverse=True,
+        )
+    )
     return shaped, odd
 
 
@@ -338,16 +433,21 @@ def _break(marker: str) -> str:
     return marker[0] + WORD_JOINER + marker[1:]
 
 
-def neutralize_markers(messages: Sequence[Message], markers: Sequence[str]) -> list[Message]:
+def neutralize_markers(
+    messages: Sequence[Message], markers: Sequence[str]
+) -> list[Message]:
     """The messages with every template marker or special token text inside their content (the
     user's words, tool results, call arguments, entity names in the system prompt) broken by an
     invisible character, so content can never become a turn boundary, a tool call or an image
-    position. Only what the renderer itself writes is a marker."""
+    position. Only what the renderer itself writes is a marker.
+    """
     shaped, odd = _marker_sets(tuple(markers))
 
     def clean(value: Any) -> Any:
         if isinstance(value, str):
-            value = _MARKER_SHAPE.sub(lambda m: _break(m[0]) if m[0] in shaped else m[0], value)
+            value = _MARKER_SHAPE.sub(
+                lambda m: _break(m[0]) if m[0] in shaped else m[0], value
+            )
             for marker in odd:
                 if marker in value:
                     value = value.replace(marker, _break(marker))
@@ -361,6 +461,9 @@ def neutralize_markers(messages: Sequence[Message], markers: Sequence[str]) -> l
         return value
 
     return [
-        {key: (value if key in ("role", "images", "tool_call_id") else clean(value)) for key, value in message.items()}
+        {
+            key: (value if key in ("role", "images", "tool_call_id") else clean(value))
+            for key, value in message.items()
+        }
         for message in messages
     ]

@@ -49,7 +49,9 @@ class NotEnoughDiskError(DownloadError):
     """The target folder lacks the space for the file."""
 
     def __init__(self, needed: int, free: int) -> None:
-        super().__init__(f"needs {needed / 1e9:.2f} GB free, {free / 1e9:.2f} GB available")
+        super().__init__(
+            f"needs {needed / 1e9:.2f} GB free, {free / 1e9:.2f} GB available"
+        )
         self.needed = needed
         self.free = free
 
@@ -65,7 +67,9 @@ class RemoteFile:
     sha256: str | None
 
 
-def resolve_remote_file(repo_id: str, filename: str, *, endpoint: str | None = None, revision: str = "main") -> RemoteFile:
+def resolve_remote_file(
+    repo_id: str, filename: str, *, endpoint: str | None = None, revision: str = "main"
+) -> RemoteFile:
     """Ask the hub for the file's URL, size and sha256 (blocking: run in an executor)."""
     from huggingface_hub import get_hf_file_metadata, hf_hub_url  # noqa: PLC0415
     from huggingface_hub.errors import HfHubHTTPError  # noqa: PLC0415
@@ -80,7 +84,9 @@ def resolve_remote_file(repo_id: str, filename: str, *, endpoint: str | None = N
     if meta.size is None:
         raise DownloadError(f"the hub did not report the size of {filename}")
     etag = (meta.etag or "").strip('"')
-    sha256 = etag if len(etag) == 64 and all(c in "0123456789abcdef" for c in etag) else None
+    sha256 = (
+        etag if len(etag) == 64 and all(c in "0123456789abcdef" for c in etag) else None
+    )
     return RemoteFile(repo_id, filename, meta.location or url, meta.size, sha256)
 
 
@@ -129,8 +135,8 @@ def _download_file(
     progress: Callable[[float], None] | None,
     cancelled: threading.Event | None,
 ) -> Path:
-    from huggingface_hub.utils import get_session  # noqa: PLC0415
     import httpx  # noqa: PLC0415
+    from huggingface_hub.utils import get_session  # noqa: PLC0415
 
     target = folder / remote.filename
     if target.exists() and target.stat().st_size == remote.size:
@@ -149,17 +155,26 @@ def _download_file(
     while have < remote.size:
         headers = {"Range": f"bytes={have}-"} if have else {}
         try:
-            with session.stream("GET", remote.url, headers=headers, follow_redirects=True, timeout=60) as response:
+            with session.stream(
+                "GET", remote.url, headers=headers, follow_redirects=True, timeout=60
+            ) as response:
                 if response.status_code == 200 and have:
-                    _LOGGER.info("Server ignored the range request; restarting %s", remote.filename)
+                    _LOGGER.info(
+                        "Server ignored the range request; restarting %s",
+                        remote.filename,
+                    )
                     have = 0
                 elif response.status_code not in (200, 206):
-                    raise DownloadError(f"download of {remote.filename} failed: HTTP {response.status_code}")
+                    raise DownloadError(
+                        f"download of {remote.filename} failed: HTTP {response.status_code}"
+                    )
                 with partial.open("r+b" if have else "wb") as handle:
                     handle.seek(have)
                     for block in response.iter_bytes(CHUNK_BYTES):
                         if cancelled is not None and cancelled.is_set():
-                            raise DownloadCancelledError(f"the download of {remote.filename} was cancelled")
+                            raise DownloadCancelledError(
+                                f"the download of {remote.filename} was cancelled"
+                            )
                         handle.write(block)
                         have += len(block)
                         if progress:
@@ -170,16 +185,27 @@ def _download_file(
             attempts += 1
             have = partial.stat().st_size if partial.exists() else 0
             if attempts >= MAX_ATTEMPTS:
-                raise DownloadError(f"download of {remote.filename} kept failing: {err}") from err
-            _LOGGER.warning("Download of %s interrupted at %d bytes (%s); resuming", remote.filename, have, err)
+                raise DownloadError(
+                    f"download of {remote.filename} kept failing: {err}"
+                ) from err
+            _LOGGER.warning(
+                "Download of %s interrupted at %d bytes (%s); resuming",
+                remote.filename,
+                have,
+                err,
+            )
             continue
         if have < remote.size:
             attempts += 1
             if attempts >= MAX_ATTEMPTS:
-                raise DownloadError(f"download of {remote.filename} ended early at {have} of {remote.size} bytes")
+                raise DownloadError(
+                    f"download of {remote.filename} ended early at {have} of {remote.size} bytes"
+                )
     if have != remote.size:
         partial.unlink()
-        raise DownloadError(f"{remote.filename}: got {have} bytes, expected {remote.size}")
+        raise DownloadError(
+            f"{remote.filename}: got {have} bytes, expected {remote.size}"
+        )
     if remote.sha256 is not None:
         digest = _sha256_file(partial)
         if digest != remote.sha256:
@@ -194,7 +220,10 @@ def _download_file(
 
 
 def download_files(
-    remotes: list[RemoteFile], folder: Path, progress: Callable[[float], None], cancelled: threading.Event | None = None
+    remotes: list[RemoteFile],
+    folder: Path,
+    progress: Callable[[float], None],
+    cancelled: threading.Event | None = None,
 ) -> list[Path]:
     """Download several files into one folder, reporting progress over their total size."""
     total = sum(remote.size for remote in remotes) or 1
@@ -203,7 +232,12 @@ def download_files(
     for remote in remotes:
         paths.append(
             download_file(
-                remote, folder, lambda fraction, base=done, size=remote.size: progress((base + fraction * size) / total), cancelled
+                remote,
+                folder,
+                lambda fraction, base=done, size=remote.size: progress(
+                    (base + fraction * size) / total
+                ),
+                cancelled,
             )
         )
         done += remote.size

@@ -15,8 +15,20 @@ import time
 from typing import Any
 
 from .chat_format import Message, message_images, neutralize_markers
-from .grammar import GrammarError, ToolChoice, ToolSpec, build_json_grammar, build_output_grammar
-from .llama_model import EngineError, EngineSettings, GenerationRequest, GenerationStats, LlamaModel
+from .grammar import (
+    GrammarError,
+    ToolChoice,
+    ToolSpec,
+    build_json_grammar,
+    build_output_grammar,
+)
+from .llama_model import (
+    EngineError,
+    EngineSettings,
+    GenerationRequest,
+    GenerationStats,
+    LlamaModel,
+)
 from .server_model import ServerModel
 from .tool_calls import ToolCall, looks_like_call, parse_tool_calls
 from .worker import (
@@ -124,7 +136,8 @@ def _strip_turn_end(text: str) -> str:
 
 class LocalEngine:
     """Loads one GGUF model (or connects to a llama.cpp server that runs it) and runs generation
-    steps on its worker thread, one at a time, in priority order."""
+    steps on its worker thread, one at a time, in priority order.
+    """
 
     def __init__(self, settings: EngineSettings, *, max_pending: int = 4) -> None:
         self.settings = settings
@@ -171,12 +184,20 @@ class LocalEngine:
     @property
     def n_ctx(self) -> int:
         """The context the prompt must fit in: the settings', or what a llama-server reports."""
-        return self._model.n_ctx if isinstance(self._model, ServerModel) else self.settings.n_ctx
+        return (
+            self._model.n_ctx
+            if isinstance(self._model, ServerModel)
+            else self.settings.n_ctx
+        )
 
     @property
     def has_vision(self) -> bool:
         """A vision projector is configured (or the server has one): steps may carry images."""
-        return bool(self.settings.mmproj_path) or isinstance(self._model, ServerModel) and self._model.has_vision
+        return (
+            bool(self.settings.mmproj_path)
+            or (isinstance(self._model, ServerModel)
+            and self._model.has_vision)
+        )
 
     async def async_load(self) -> None:
         """Load the model on the worker thread (idempotent)."""
@@ -207,7 +228,9 @@ class LocalEngine:
             return
         if model is not None:
             try:
-                await asyncio.wrap_future(worker.submit(model.close, priority=PRIORITY_USER))
+                await asyncio.wrap_future(
+                    worker.submit(model.close, priority=PRIORITY_USER)
+                )
             except (WorkerStoppedError, WorkerBusyError):
                 pass
         await asyncio.get_running_loop().run_in_executor(None, worker.stop)
@@ -235,12 +258,19 @@ class LocalEngine:
     async def async_release_idle_vision(self, idle_s: float) -> bool:
         """Free the vision projector when no image was seen for idle_s seconds (background work)."""
         worker, model = self._worker, self._model
-        if worker is None or model is None or not model.vision_loaded or self._vision_lock.locked():
+        if (
+            worker is None
+            or model is None
+            or not model.vision_loaded
+            or self._vision_lock.locked()
+        ):
             return False
         if time.monotonic() - self._last_vision < idle_s:
             return False
         try:
-            return await asyncio.wrap_future(worker.submit(model.release_vision, priority=PRIORITY_BACKGROUND))
+            return await asyncio.wrap_future(
+                worker.submit(model.release_vision, priority=PRIORITY_BACKGROUND)
+            )
         except (WorkerBusyError, WorkerStoppedError):
             return False
 
@@ -285,15 +315,24 @@ class LocalEngine:
             assert chat_format is not None
             if options.json_schema is not None:
                 try:
-                    grammar = build_json_grammar(options.json_schema, max_chars=options.max_tokens)
+                    grammar = build_json_grammar(
+                        options.json_schema, max_chars=options.max_tokens
+                    )
                 except GrammarError as err:
-                    raise EngineError(f"the answer's structure cannot be used: {err}") from err
+                    raise EngineError(
+                        f"the answer's structure cannot be used: {err}"
+                    ) from err
             else:
                 grammar = build_output_grammar(
-                    list(tools), chat_format.syntax, options.tool_choice, markers_as_tokens=model.native_markers
+                    list(tools),
+                    chat_format.syntax,
+                    options.tool_choice,
+                    markers_as_tokens=model.native_markers,
                 )
             request = GenerationRequest(
-                prompt=chat_format.render(neutralize_markers(messages, model.markers), tools),
+                prompt=chat_format.render(
+                    neutralize_markers(messages, model.markers), tools
+                ),
                 images=images,
                 grammar=grammar,
                 max_tokens=options.max_tokens,
@@ -340,7 +379,9 @@ class LocalEngine:
             if self._active == 0 and self._model is not None:
                 self.status = EngineStatus.READY
 
-    async def async_count_tokens(self, messages: Sequence[Message], tools: Sequence[ToolSpec]) -> int:
+    async def async_count_tokens(
+        self, messages: Sequence[Message], tools: Sequence[ToolSpec]
+    ) -> int:
         """Prompt tokens of these messages and tools (rendered and tokenized on the worker)."""
         worker, model = self._worker, self._model
         if worker is None or model is None:
@@ -348,7 +389,13 @@ class LocalEngine:
 
         def run() -> int:
             assert model.chat_format is not None
-            return len(model.tokenize(model.chat_format.render(neutralize_markers(messages, model.markers), tools)))
+            return len(
+                model.tokenize(
+                    model.chat_format.render(
+                        neutralize_markers(messages, model.markers), tools
+                    )
+                )
+            )
 
         try:
             return await asyncio.wrap_future(worker.submit(run))
@@ -357,7 +404,9 @@ class LocalEngine:
         except WorkerStoppedError as err:
             raise EngineError("the model was unloaded") from err
 
-    async def async_prime(self, messages: Sequence[Message], tools: Sequence[ToolSpec]) -> int:
+    async def async_prime(
+        self, messages: Sequence[Message], tools: Sequence[ToolSpec]
+    ) -> int:
         """Evaluate the static prompt prefix in the background so the next turn starts warm.
 
         Runs at background priority and yields to any user request queued meanwhile (the rest is
@@ -369,22 +418,31 @@ class LocalEngine:
 
         def run() -> int:
             assert model.chat_format is not None
-            prompt = model.chat_format.render(neutralize_markers(messages, model.markers), tools)
+            prompt = model.chat_format.render(
+                neutralize_markers(messages, model.markers), tools
+            )
             return model.prime(prompt, worker.user_waiting)
 
         try:
-            return await asyncio.wrap_future(worker.submit(run, priority=PRIORITY_BACKGROUND))
+            return await asyncio.wrap_future(
+                worker.submit(run, priority=PRIORITY_BACKGROUND)
+            )
         except (WorkerBusyError, WorkerStoppedError):
             return 0
 
     async def async_complete(
-        self, messages: Sequence[Message], tools: Sequence[ToolSpec] = (), options: StepOptions | None = None
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[ToolSpec] = (),
+        options: StepOptions | None = None,
     ) -> tuple[str, list[ToolCall], GenerationStats]:
         """Run one step and collect it (for services, benchmarks and tests)."""
         text_parts: list[str] = []
         calls: list[ToolCall] = []
         stats = GenerationStats()
-        async for event in self.async_stream_step(messages, tools, options or StepOptions()):
+        async for event in self.async_stream_step(
+            messages, tools, options or StepOptions()
+        ):
             if isinstance(event, TextDelta):
                 text_parts.append(event.text)
             elif isinstance(event, ToolCallsReady):

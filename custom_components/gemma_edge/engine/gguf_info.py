@@ -10,17 +10,41 @@ from typing import Any, BinaryIO
 GGUF_MAGIC = b"GGUF"
 
 # GGUF value types -> struct format of scalar types
-_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_SCALARS = {
+    0: "<B",
+    1: "<b",
+    2: "<H",
+    3: "<h",
+    4: "<I",
+    5: "<i",
+    6: "<f",
+    7: "<?",
+    10: "<Q",
+    11: "<q",
+    12: "<d",
+}
 _STRING = 8
 _ARRAY = 9
 
 # Architectures llama.cpp can run as chat models (a subset we accept for a conversation agent).
 TEXT_ARCHITECTURES = frozenset(
     {
-        "gemma", "gemma2", "gemma3", "gemma3n", "gemma4", "llama", "mistral", "qwen2", "qwen3",
-        "phi3", "granite", "smollm3", "olmo2", "exaone",
+        "gemma",
+        "gemma2",
+        "gemma3",
+        "gemma3n",
+        "gemma4",
+        "llama",
+        "mistral",
+        "qwen2",
+        "qwen3",
+        "phi3",
+        "granite",
+        "smollm3",
+        "olmo2",
+        "exaone",
     }
-)  # fmt: skip
+)
 
 
 class GGUFError(ValueError):
@@ -103,11 +127,17 @@ def read_gguf_info(path: str | Path) -> GGUFInfo:
         _read(handle, "<Q")  # tensor count
         kv_count = _read(handle, "<Q")
         if kv_count > 100_000:
-            raise GGUFError("the header claims too many metadata entries (corrupt file?)")
+            raise GGUFError(
+                "the header claims too many metadata entries (corrupt file?)"
+            )
         for _ in range(kv_count):
             key = _read_string(handle, 1 << 16)
             kind = _read(handle, "<I")
-            if key in ("general.architecture", "general.name", "tokenizer.chat_template") or key.endswith(wanted_suffix):
+            if key in (
+                "general.architecture",
+                "general.name",
+                "tokenizer.chat_template",
+            ) or key.endswith(wanted_suffix):
                 found[key] = _read_value(handle, kind)
             else:
                 _skip_value(handle, kind)

@@ -53,7 +53,12 @@ class ToolSpec:
 
 def gbnf_literal(text: str) -> str:
     """Quote text as a GBNF string literal."""
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+    escaped = (
+        text.replace("\\", "\\\\")
+        .replace('"', '\\"')
+        .replace("\n", "\\n")
+        .replace("\r", "\\r")
+    )
     return f'"{escaped}"'
 
 
@@ -95,7 +100,9 @@ class _GrammarBuilder:
     def string_rule(self) -> str:
         if self.syntax == "json":
             self.add("json-char", self.json_char)
-            return self.add("string", f'"\\"" json-char{{0,{self.max_string_chars}}} "\\""')
+            return self.add(
+                "string", f'"\\"" json-char{{0,{self.max_string_chars}}} "\\""'
+            )
         quote = self.marker(STRING_QUOTE)
         return self.add("string", f"{quote} [^<]{{0,{self.max_string_chars}}} {quote}")
 
@@ -110,25 +117,37 @@ class _GrammarBuilder:
         self.add("number", NUMBER_RULE)
         self.add("ws", '" "?')
         if self.syntax == "json":
-            self.add("any-object", '"{" ws (string ":" ws value ("," ws string ":" ws value)*)? "}"')
+            self.add(
+                "any-object",
+                '"{" ws (string ":" ws value ("," ws string ":" ws value)*)? "}"',
+            )
         else:
             self.add("key", "[A-Za-z_] [A-Za-z0-9_]*")
             self.add("any-object", '"{" (key ":" value ("," key ":" value)*)? "}"')
         self.add("any-array", '"[" ws (value ("," ws value)*)? "]"')
-        return self.add("value", f'{string} | number | "true" | "false" | "null" | any-object | any-array')
+        return self.add(
+            "value",
+            f'{string} | number | "true" | "false" | "null" | any-object | any-array',
+        )
 
     def value_rule(self, schema: dict[str, Any], hint: str) -> str:
-        if "enum" in schema and schema["enum"]:
+        if schema.get("enum"):
             options = [
-                self.string_literal(v) if isinstance(v, str) else gbnf_literal(json.dumps(v))
+                self.string_literal(v)
+                if isinstance(v, str)
+                else gbnf_literal(json.dumps(v))
                 for v in schema["enum"]
             ]
             return self.unique(f"{hint}-enum", " | ".join(options))
         kind = schema.get("type")
         if kind == "string":
             return self.string_rule()
-        if kind in ("integer", "number") and ("minimum" in schema or "maximum" in schema):
-            return self.unique(f"{hint}-range", bounded_number_rule(schema, integer=kind == "integer"))
+        if kind in ("integer", "number") and (
+            "minimum" in schema or "maximum" in schema
+        ):
+            return self.unique(
+                f"{hint}-range", bounded_number_rule(schema, integer=kind == "integer")
+            )
         if kind == "integer":
             return self.add("integer", INTEGER_RULE)
         if kind == "number":
@@ -138,12 +157,18 @@ class _GrammarBuilder:
         if kind == "array":
             item = self.value_rule(schema.get("items") or {}, f"{hint}-item")
             sep = '"," " "?' if self.syntax == "json" else '","'
-            return self.unique(f"{hint}-array", f'"[" ({item} ({sep} {item}){{0,{self.max_array_items - 1}}})? "]"')
+            return self.unique(
+                f"{hint}-array",
+                f'"[" ({item} ({sep} {item}){{0,{self.max_array_items - 1}}})? "]"',
+            )
         if kind == "object" and schema.get("properties"):
             return self.object_rule(schema, hint)
         for union_key in ("anyOf", "oneOf"):
             if schema.get(union_key):
-                options = [self.value_rule(sub, f"{hint}-{i}") for i, sub in enumerate(schema[union_key])]
+                options = [
+                    self.value_rule(sub, f"{hint}-{i}")
+                    for i, sub in enumerate(schema[union_key])
+                ]
                 return self.unique(f"{hint}-union", " | ".join(options))
         return self.any_value()
 
@@ -151,18 +176,25 @@ class _GrammarBuilder:
         value = self.value_rule(schema, f"{hint}-{_rule_name(key)}")
         if self.syntax == "json":
             return f'{gbnf_literal(json.dumps(key))} ":" " "? {value}'
-        return f"{gbnf_literal(key)} \":\" {value}"
+        return f'{gbnf_literal(key)} ":" {value}'
 
     def object_rule(self, schema: dict[str, Any], hint: str) -> str:
         properties: dict[str, Any] = schema.get("properties") or {}
-        required = [key for key in properties if key in set(schema.get("required") or [])]
+        required = [
+            key for key in properties if key in set(schema.get("required") or [])
+        ]
         optional = sorted(
             (key for key in properties if key not in required),
-            key=lambda k: PREFERRED_FIRST.index(k) if k in PREFERRED_FIRST else len(PREFERRED_FIRST),
+            key=lambda k: PREFERRED_FIRST.index(k)
+            if k in PREFERRED_FIRST
+            else len(PREFERRED_FIRST),
         )
         members = {key: self.member(key, properties[key], hint) for key in properties}
         sep = '"," " "?' if self.syntax == "json" else '","'
-        body = " ".join(f"{sep} {members[key]}" if i else members[key] for i, key in enumerate(required))
+        body = " ".join(
+            f"{sep} {members[key]}" if i else members[key]
+            for i, key in enumerate(required)
+        )
         # A schema whose anyOf lists single required keys ("at least one of") makes one of those
         # the first optional member present.
         leaders = _at_least_one_of(schema)
@@ -175,16 +207,26 @@ class _GrammarBuilder:
             for index, key in enumerate(optional):
                 if leaders and key not in leaders:
                     continue
-                rest = "".join(f" ({sep} {members[later]})?" for later in optional[index + 1 :])
+                rest = "".join(
+                    f" ({sep} {members[later]})?" for later in optional[index + 1 :]
+                )
                 alternatives.append(f"{lead}{members[key]}{rest}")
-            body += (" " if required else "") + "(" + " | ".join(f"({alt})" for alt in alternatives)
+            body += (
+                (" " if required else "")
+                + "("
+                + " | ".join(f"({alt})" for alt in alternatives)
+            )
             body += ")" if leaders else ")?"
         return self.unique(f"{hint}-object", f'"{{" {body} "}}"')
 
     def call_rule(self, tool: ToolSpec) -> str:
         hint = f"tool-{_rule_name(tool.name)}"
         params = tool.grammar_schema or {}
-        args = self.object_rule(params, hint) if params.get("properties") else self.add("empty-object", '"{" "}"')
+        args = (
+            self.object_rule(params, hint)
+            if params.get("properties")
+            else self.add("empty-object", '"{" "}"')
+        )
         if self.syntax == "json":
             body = f'"{{\\"name\\": " {gbnf_literal(json.dumps(tool.name))} ", \\"arguments\\": " {args} "}}"'
         else:
@@ -200,10 +242,19 @@ _FRACTION = '"." [0-9]{1,4}'
 def _digit_patterns(low: int, high: int) -> list[str]:
     """GBNF sequences matching exactly the integers low..high (0 <= low <= high), without leading
     zeros: the range is split where digits roll over (199|200-299|300-349 ...), each piece a
-    sequence of fixed digits and digit classes."""
+    sequence of fixed digits and digit classes.
+    """
     stops = {high}
     nines = 1
-    while low <= (stop := int(str(low)[:-nines] + "9" * nines) if nines <= len(str(low)) else 10 ** nines - 1) < high:
+    while (
+        low
+        <= (
+            stop := int(str(low)[:-nines] + "9" * nines)
+            if nines <= len(str(low))
+            else 10**nines - 1
+        )
+        < high
+    ):
         stops.add(stop)
         nines += 1
     zeros = 1
@@ -214,12 +265,17 @@ def _digit_patterns(low: int, high: int) -> list[str]:
     start = low
     for stop in sorted(stops):
         first, last = str(start), str(stop)
-        if len(first) != len(last):  # only when start is 0..9 below a longer stop; split once more
+        if len(first) != len(
+            last
+        ):  # only when start is 0..9 below a longer stop; split once more
             patterns.extend(_digit_patterns(start, 10 ** len(first) - 1))
             patterns.extend(_digit_patterns(10 ** len(first), stop))
         else:
             patterns.append(
-                " ".join(f'"{a}"' if a == b else f"[{a}-{b}]" for a, b in zip(first, last, strict=True))
+                " ".join(
+                    f'"{a}"' if a == b else f"[{a}-{b}]"
+                    for a, b in zip(first, last, strict=True)
+                )
             )
         start = stop + 1
     return patterns
@@ -244,15 +300,21 @@ def bounded_number_rule(schema: dict[str, Any], *, integer: bool) -> str:
     """A number within the schema's minimum/maximum. Integers always; a decimal fraction only on
     non-negative integer parts below the maximum, so every value the rule allows is in range.
     Bounds with no whole number between them (0.1 to 0.9) allow that integer part with any
-    fraction: the few values just outside (0.05) are then refused by the structure's validation."""
-    minimum, maximum = float(schema.get("minimum", -_LARGEST)), float(schema.get("maximum", _LARGEST))
+    fraction: the few values just outside (0.05) are then refused by the structure's validation.
+    """
+    minimum, maximum = (
+        float(schema.get("minimum", -_LARGEST)),
+        float(schema.get("maximum", _LARGEST)),
+    )
     low, high = math.ceil(minimum), math.floor(maximum)
     bounds = f"[{schema.get('minimum')}, {schema.get('maximum')}]"
     if minimum > maximum or (integer and low > high):
         raise GrammarError(f"no {'whole ' if integer else ''}number lies in {bounds}")
     options = _int_range(low, high) if low <= high else []
     if not integer and max(low, 0) <= high - 1:
-        options.append("(" + " | ".join(_int_range(max(low, 0), high - 1)) + f") {_FRACTION}")
+        options.append(
+            "(" + " | ".join(_int_range(max(low, 0), high - 1)) + f") {_FRACTION}"
+        )
     elif not integer and low > high:
         if minimum < 0:
             raise GrammarError(f"negative fractions such as {bounds} are not supported")
@@ -299,7 +361,9 @@ def build_output_grammar(
         first = "[^{<]" if syntax == "json" else "[^<]"
         builder.add("text", f"{first} .*")
         root = "calls | text"
-    lines = [f"root ::= {root}"] + [f"{name} ::= {body}" for name, body in builder.rules.items()]
+    lines = [f"root ::= {root}"] + [
+        f"{name} ::= {body}" for name, body in builder.rules.items()
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -325,21 +389,32 @@ def build_json_grammar(schema: dict[str, Any], max_chars: int | None = None) -> 
         low, high = STRUCTURED_MIN_STRING_CHARS, STRUCTURED_MAX_STRING_CHARS
         while low < high:
             middle = (low + high + 1) // 2
-            low, high = (middle, high) if max_json_chars(schema, middle) <= max_chars else (low, middle - 1)
+            low, high = (
+                (middle, high)
+                if max_json_chars(schema, middle) <= max_chars
+                else (low, middle - 1)
+            )
         string_chars = low
     builder = _GrammarBuilder(
-        "json", False, max_string_chars=string_chars, max_array_items=STRUCTURED_MAX_ARRAY_ITEMS,
+        "json",
+        False,
+        max_string_chars=string_chars,
+        max_array_items=STRUCTURED_MAX_ARRAY_ITEMS,
         json_char=_STRUCTURED_JSON_CHAR,
-    )  # fmt: skip
+    )
     root = builder.value_rule(schema, "data")
-    lines = [f"root ::= {root}"] + [f"{name} ::= {body}" for name, body in builder.rules.items()]
+    lines = [f"root ::= {root}"] + [
+        f"{name} ::= {body}" for name, body in builder.rules.items()
+    ]
     return "\n".join(lines) + "\n"
 
 
 def max_json_chars(schema: dict[str, Any], string_chars: int) -> float:
     """The longest JSON text the structured-output grammar allows for ``schema`` (inf if unbounded)."""
     if schema.get("enum"):
-        return max(len(json.dumps(value, ensure_ascii=False)) for value in schema["enum"])
+        return max(
+            len(json.dumps(value, ensure_ascii=False)) for value in schema["enum"]
+        )
     kind = schema.get("type")
     if kind == "string":
         return 2 * string_chars + 2
@@ -347,7 +422,9 @@ def max_json_chars(schema: dict[str, Any], string_chars: int) -> float:
         if "minimum" in schema or "maximum" in schema:
             low = math.ceil(float(schema.get("minimum", -_LARGEST)))
             high = math.floor(float(schema.get("maximum", _LARGEST)))
-            return max(len(str(low)), len(str(high))) + (0 if kind == "integer" else len(".0000"))
+            return max(len(str(low)), len(str(high))) + (
+                0 if kind == "integer" else len(".0000")
+            )
         return 17 if kind == "integer" else 34
     if kind == "boolean":
         return 5
@@ -361,5 +438,7 @@ def max_json_chars(schema: dict[str, Any], string_chars: int) -> float:
         )
     for union_key in ("anyOf", "oneOf"):
         if schema.get(union_key):
-            return max(max_json_chars(option, string_chars) for option in schema[union_key])
+            return max(
+                max_json_chars(option, string_chars) for option in schema[union_key]
+            )
     return math.inf

@@ -20,9 +20,27 @@ _MUSL_VERSION = re.compile(rb"Version (\d+)\.(\d+)")
 # features each needs (llama.cpp's ggml/src/ggml-cpu/arch/*/cpu-feats.cpp). ggml itself picks the
 # variant at run time; we name it so diagnostics say how fast this CPU will be.
 X86_VARIANTS: tuple[tuple[str, frozenset[str]], ...] = (
-    ("sapphirerapids", frozenset({"avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "amx_int8"})),
-    ("icelake", frozenset({"avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512vbmi"})),
-    ("skylakex", frozenset({"avx512f", "avx512bw", "avx512vl", "avx512cd", "avx512dq"})),
+    (
+        "sapphirerapids",
+        frozenset(
+            {
+                "avx512f",
+                "avx512bw",
+                "avx512vl",
+                "avx512_vnni",
+                "avx512_bf16",
+                "amx_int8",
+            }
+        ),
+    ),
+    (
+        "icelake",
+        frozenset({"avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512vbmi"}),
+    ),
+    (
+        "skylakex",
+        frozenset({"avx512f", "avx512bw", "avx512vl", "avx512cd", "avx512dq"}),
+    ),
     ("alderlake", frozenset({"avx2", "fma", "f16c", "bmi2", "avx_vnni"})),
     ("haswell", frozenset({"avx2", "fma", "f16c", "bmi2"})),
     ("sandybridge", frozenset({"avx"})),
@@ -67,7 +85,9 @@ def parse_cpuinfo(text: str) -> tuple[frozenset[str], str]:
             features = frozenset(value.split())
         elif key == "model name" and not name:
             name = value.strip()
-        elif key == "Model" and not name:  # Raspberry Pi kernels: "Raspberry Pi 5 Model B Rev 1.0"
+        elif (
+            key == "Model" and not name
+        ):  # Raspberry Pi kernels: "Raspberry Pi 5 Model B Rev 1.0"
             name = value.strip()
     return features, name
 
@@ -79,11 +99,11 @@ def ggml_cpu_variant(host: HostPlatform) -> str | None:
 
 
 def _musl_version(loader: str) -> tuple[int, int]:
-    """musl's loader prints "Version 1.2.5" on stderr when run without arguments."""
+    """Musl's loader prints "Version 1.2.5" on stderr when run without arguments."""
     import subprocess  # noqa: PLC0415
 
     try:
-        result = subprocess.run([loader], capture_output=True, timeout=10, check=False)  # noqa: S603
+        result = subprocess.run([loader], capture_output=True, timeout=10, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return (1, 2)
     match = _MUSL_VERSION.search(result.stderr)
@@ -117,7 +137,11 @@ def platform_tags(host: HostPlatform) -> list[str]:
     elif host.libc == "glibc":
         tags = [f"manylinux_{major}_{m}_{host.machine}" for m in range(minor, 4, -1)]
         legacy = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
-        tags += [f"{name}_{host.machine}" for glibc_minor, name in legacy.items() if minor >= glibc_minor]
+        tags += [
+            f"{name}_{host.machine}"
+            for glibc_minor, name in legacy.items()
+            if minor >= glibc_minor
+        ]
     else:
         tags = []
     return [*tags, f"linux_{host.machine}"]
@@ -127,8 +151,14 @@ def interpreter_tags(host: HostPlatform) -> list[tuple[str, str]]:
     """(python tag, abi tag) pairs this host's CPython accepts, most specific first."""
     cp = f"cp{host.python[0]}{host.python[1]}"
     pairs = [(cp, cp), (cp, "abi3"), (cp, "none")]
-    pairs += [(f"cp{host.python[0]}{m}", "abi3") for m in range(host.python[1] - 1, 1, -1)]
-    return [*pairs, (f"py{host.python[0]}", "none"), (f"py{host.python[0]}{host.python[1]}", "none")]
+    pairs += [
+        (f"cp{host.python[0]}{m}", "abi3") for m in range(host.python[1] - 1, 1, -1)
+    ]
+    return [
+        *pairs,
+        (f"py{host.python[0]}", "none"),
+        (f"py{host.python[0]}{host.python[1]}", "none"),
+    ]
 
 
 def wheel_fits(filename: str, host: HostPlatform) -> bool:

@@ -58,18 +58,30 @@ def prepare_image(data: bytes, max_side: int = DEFAULT_MAX_SIDE) -> PreparedImag
                 source_format = source.format or "unknown"
                 width, height = source.size
                 if width * height > MAX_INPUT_PIXELS:
-                    raise ImageError(f"the image is too large ({width}x{height} pixels)")
+                    raise ImageError(
+                        f"the image is too large ({width}x{height} pixels)"
+                    )
                 source.seek(0)  # the first frame of an animation
                 image = ImageOps.exif_transpose(source)
                 image = _to_rgb(image)
-                image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=3.0)
+                image.thumbnail(
+                    (max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=3.0
+                )
                 out = io.BytesIO()
                 image.save(out, format="JPEG", quality=JPEG_QUALITY)
     except ImageError:
         raise
     except UnidentifiedImageError as err:
-        raise ImageError(f"the data is not an image Pillow can read ({len(data)} bytes)") from err
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageError(
+            f"the data is not an image Pillow can read ({len(data)} bytes)"
+        ) from err
+    except (
+        OSError,
+        ValueError,
+        SyntaxError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as err:
         raise ImageError(f"the image could not be decoded: {err}") from err
     return PreparedImage(
         jpeg=out.getvalue(),
@@ -89,7 +101,9 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         image = image.point(lambda value: value * (1 / 256)).convert("L")
     elif image.mode == "F":
         image = image.convert("L")
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+    if image.mode in ("RGBA", "LA", "PA") or (
+        image.mode == "P" and "transparency" in image.info
+    ):
         rgba = image.convert("RGBA")
         background = Image.new("RGB", rgba.size, (255, 255, 255))
         background.paste(rgba, mask=rgba.getchannel("A"))

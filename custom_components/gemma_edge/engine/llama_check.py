@@ -34,7 +34,8 @@ def loaded_ggml(lib_dir: Path) -> ctypes.CDLL | None:
 
 def backend_folder(lib_dir: Path) -> Path | None:
     """Where the build's CPU backend modules are: llama_cpp/lib, or the bin folder ggml's own
-    install rule uses (``<site-packages>/bin``) when the wheel was built without moving them."""
+    install rule uses (``<site-packages>/bin``) when the wheel was built without moving them.
+    """
     for folder in (lib_dir, lib_dir.parent.parent / "bin"):
         if any(folder.glob("libggml-cpu*.so")):
             return folder
@@ -43,9 +44,21 @@ def backend_folder(lib_dir: Path) -> Path | None:
 
 # ggml's x86 CPU variants, best first (ARM's names sort by themselves: armv9.2_2 > ... > armv8.0_1)
 X86_VARIANT_ORDER = (
-    "sapphirerapids", "zen4", "cooperlake", "cascadelake", "icelake", "cannonlake", "skylakex", "alderlake",
-    "haswell", "piledriver", "ivybridge", "sandybridge", "sse42", "x64",
-)  # fmt: skip
+    "sapphirerapids",
+    "zen4",
+    "cooperlake",
+    "cascadelake",
+    "icelake",
+    "cannonlake",
+    "skylakex",
+    "alderlake",
+    "haswell",
+    "piledriver",
+    "ivybridge",
+    "sandybridge",
+    "sse42",
+    "x64",
+)
 
 
 def variant_name(module: Path) -> str:
@@ -74,7 +87,10 @@ def load_ggml_backends(llama_cpp: Any, cpu_variant: str | None = None) -> int:
     if ggml is None:
         return -1
     ggml.ggml_backend_reg_count.restype = ctypes.c_size_t
-    if ggml.ggml_backend_reg_count() == 0 and (folder := backend_folder(lib_dir)) is not None:
+    if (
+        ggml.ggml_backend_reg_count() == 0
+        and (folder := backend_folder(lib_dir)) is not None
+    ):
         module = folder / f"libggml-cpu-{cpu_variant}.so"
         if cpu_variant and module.exists():
             # a lower variant than ggml's own pick, which the check saw die on this machine
@@ -94,10 +110,16 @@ def run_check(model_path: str, cpu_variant: str | None = None) -> str:
     llama_cpp.llama_backend_init()
     if load_ggml_backends(llama_cpp, cpu_variant) == 0:
         raise RuntimeError("llama.cpp found no backend for this CPU")
-    llm = llama_cpp.Llama(model_path=model_path, n_ctx=64, n_threads=1, logits_all=True, verbose=False)
+    llm = llama_cpp.Llama(
+        model_path=model_path, n_ctx=64, n_threads=1, logits_all=True, verbose=False
+    )
     llm.eval([1, 5, 6, 7])
     logits = [float(value) for value in llm.scores[llm.n_tokens - 1]]
-    if not logits or not all(math.isfinite(value) for value in logits) or not any(logits):
+    if (
+        not logits
+        or not all(math.isfinite(value) for value in logits)
+        or not any(logits)
+    ):
         raise RuntimeError("llama.cpp computed invalid numbers on this CPU")
     return str(llama_cpp.__version__)
 
@@ -114,6 +136,6 @@ def _variants_of_installed_build() -> list[str]:
 if __name__ == "__main__":
     # the parent reads the result from stdout
     if sys.argv[1] == "--variants":
-        print(" ".join(_variants_of_installed_build()))  # noqa: T201
+        print(" ".join(_variants_of_installed_build()))
     else:
-        print(run_check(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None))  # noqa: T201
+        print(run_check(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None))

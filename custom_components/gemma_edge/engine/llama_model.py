@@ -6,8 +6,8 @@ Every method that touches llama.cpp runs on the worker thread (``SerialWorker``)
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import codecs
+from collections.abc import Callable
 import ctypes
 from dataclasses import dataclass, field
 import logging
@@ -34,7 +34,13 @@ _LLAMA_LOGGER = logging.getLogger(__name__.rsplit(".", 2)[0] + ".llama_cpp")
 # llama.cpp's info level is chatty (and mtmd logs prompt text there): it goes to debug. Its
 # warnings are notes about the model file ("full-size SWA cache", token types) for developers:
 # info. Errors stay errors.
-_GGML_LEVELS = {0: logging.DEBUG, 1: logging.DEBUG, 2: logging.DEBUG, 3: logging.INFO, 4: logging.ERROR}
+_GGML_LEVELS = {
+    0: logging.DEBUG,
+    1: logging.DEBUG,
+    2: logging.DEBUG,
+    3: logging.INFO,
+    4: logging.ERROR,
+}
 
 
 class EngineError(Exception):
@@ -116,7 +122,9 @@ class GenerationRequest:
     top_p: float = 0.95
     top_k: int = 64
     stop: tuple[str, ...] = field(default_factory=tuple)
-    images: tuple[bytes, ...] = ()  # JPEG bytes, one per media marker in the prompt, in order
+    images: tuple[
+        bytes, ...
+    ] = ()  # JPEG bytes, one per media marker in the prompt, in order
 
 
 def physical_cores() -> int:
@@ -168,7 +176,9 @@ def route_llama_logs() -> None:
     @llama_cpp.llama_log_callback
     def _callback(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
         global _last_level  # noqa: PLW0603
-        log_level = _last_level if level == 5 else _GGML_LEVELS.get(level, logging.DEBUG)
+        log_level = (
+            _last_level if level == 5 else _GGML_LEVELS.get(level, logging.DEBUG)
+        )
         _last_level = log_level
         if _LLAMA_LOGGER.isEnabledFor(log_level):
             message = text.decode("utf-8", errors="replace").rstrip()
@@ -181,7 +191,8 @@ def route_llama_logs() -> None:
 
 def _control_token_texts(llm: Any) -> tuple[str, ...]:
     """The texts of the vocabulary's control tokens that look like markers (``<|im_end|>``,
-    ``[INST]``): content containing them would otherwise tokenize into the real special token."""
+    ``[INST]``): content containing them would otherwise tokenize into the real special token.
+    """
     import llama_cpp  # noqa: PLC0415
 
     vocab = llm._model.vocab  # noqa: SLF001
@@ -189,7 +200,9 @@ def _control_token_texts(llm: Any) -> tuple[str, ...]:
     texts = set()
     for token in range(llama_cpp.llama_vocab_n_tokens(vocab)):
         if llama_cpp.llama_vocab_get_attr(vocab, token) & special:
-            text = (llama_cpp.llama_vocab_get_text(vocab, token) or b"").decode("utf-8", "replace")
+            text = (llama_cpp.llama_vocab_get_text(vocab, token) or b"").decode(
+                "utf-8", "replace"
+            )
             if len(text) >= 3 and any(c in text for c in "<>[]|"):
                 texts.add(text)
     return tuple(sorted(texts))
@@ -198,7 +211,9 @@ def _control_token_texts(llm: Any) -> tuple[str, ...]:
 class LlamaModel:
     """A loaded GGUF model. All methods must run on the owning worker thread."""
 
-    def __init__(self, settings: EngineSettings, owner: Callable[[], bool] | None = None) -> None:
+    def __init__(
+        self, settings: EngineSettings, owner: Callable[[], bool] | None = None
+    ) -> None:
         self.settings = settings
         self._owner = owner
         self._llm: Any = None
@@ -253,36 +268,53 @@ class LlamaModel:
                 verbose=False,
             )
         except (ValueError, RuntimeError, OSError) as err:
-            raise ModelLoadError(f"llama.cpp could not load {os.path.basename(self.settings.model_path)}: {err}") from err
+            raise ModelLoadError(
+                f"llama.cpp could not load {os.path.basename(self.settings.model_path)}: {err}"
+            ) from err
         vocab = llm._model  # noqa: SLF001 - token texts are only on the internal wrapper
         bos = vocab.token_get_text(llm.token_bos()) if llm.token_bos() >= 0 else ""
         eos = vocab.token_get_text(llm.token_eos()) if llm.token_eos() >= 0 else ""
-        self.chat_format = select_chat_format(info.architecture, info.chat_template, bos=bos, eos=eos)
+        self.chat_format = select_chat_format(
+            info.architecture, info.chat_template, bos=bos, eos=eos
+        )
         self.architecture = info.architecture
         self.native_markers = info.architecture == "gemma4"
         self.markers = TEMPLATE_MARKERS + _control_token_texts(llm)
         self._llm = llm
         _LOGGER.info(
             "Loaded %s (%s, format %s) in %.1f s: n_ctx=%d threads=%d flash_attn=%s",
-            os.path.basename(self.settings.model_path), info.architecture, self.chat_format.name,
-            time.monotonic() - started, self.settings.n_ctx, self.settings.resolved_threads(), self.settings.flash_attn,
-        )  # fmt: skip
+            os.path.basename(self.settings.model_path),
+            info.architecture,
+            self.chat_format.name,
+            time.monotonic() - started,
+            self.settings.n_ctx,
+            self.settings.resolved_threads(),
+            self.settings.flash_attn,
+        )
 
     def _vision(self) -> VisionProjector:
         """The vision projector, loaded on first use (it costs memory only when images are used)."""
         if self._projector is None:
             if not self.settings.mmproj_path:
-                raise VisionUnavailableError("this model has no vision projector (mmproj) configured, so it cannot see images")
+                raise VisionUnavailableError(
+                    "this model has no vision projector (mmproj) configured, so it cannot see images"
+                )
             route_logs(_log_callback)
             started = time.monotonic()
             try:
                 self._projector = VisionProjector(
-                    self.settings.mmproj_path, self._require(),
-                    n_threads=self.settings.resolved_threads(), flash_attn=self.settings.flash_attn,
-                )  # fmt: skip
+                    self.settings.mmproj_path,
+                    self._require(),
+                    n_threads=self.settings.resolved_threads(),
+                    flash_attn=self.settings.flash_attn,
+                )
             except VisionError as err:
                 raise VisionUnavailableError(str(err)) from err
-            _LOGGER.info("Loaded vision projector %s in %.1f s", os.path.basename(self.settings.mmproj_path), time.monotonic() - started)
+            _LOGGER.info(
+                "Loaded vision projector %s in %.1f s",
+                os.path.basename(self.settings.mmproj_path),
+                time.monotonic() - started,
+            )
         return self._projector
 
     @property
@@ -343,14 +375,17 @@ class LlamaModel:
         llm = self._require()
         n = 0
         for cached, token in zip(llm._input_ids[: llm.n_tokens], tokens):  # noqa: SLF001
-            if cached != token:  # an image's positions match only the same image at the same place
+            if (
+                cached != token
+            ):  # an image's positions match only the same image at the same place
                 break
             n += 1
         return n
 
     def prime(self, prompt: str, should_stop: Callable[[], bool]) -> int:
         """Evaluate a prompt into the KV cache (no generation), a batch at a time, stopping early
-        when should_stop() says a user request is waiting. Returns the tokens now cached."""
+        when should_stop() says a user request is waiting. Returns the tokens now cached.
+        """
         self._on_worker()
         llm = self._require()
         tokens = self.tokenize(prompt)[: self.settings.n_ctx - 1]
@@ -364,7 +399,9 @@ class LlamaModel:
             llm.eval(tokens[offset : offset + self.settings.n_batch])
         return llm.n_tokens
 
-    def generate(self, request: GenerationRequest, on_text: Callable[[str], bool]) -> GenerationStats:
+    def generate(
+        self, request: GenerationRequest, on_text: Callable[[str], bool]
+    ) -> GenerationStats:
         """Generate, calling on_text with each decoded piece; on_text returns False to stop early."""
         self._on_worker()
         llm = self._require()
@@ -423,7 +460,9 @@ class LlamaModel:
                 stats.decode_tokens_per_s = (stats.completion_tokens - 1) / decode_time
         return stats
 
-    def first_token_logits(self, request: GenerationRequest) -> tuple[Any, GenerationStats]:
+    def first_token_logits(
+        self, request: GenerationRequest
+    ) -> tuple[Any, GenerationStats]:
         """The logits the first answer token is sampled from, and the prompt's token counts.
 
         The prompt goes the way ``generate`` sends it (cached prefix reused, images through mtmd,
@@ -441,12 +480,16 @@ class LlamaModel:
         steps = llm.generate(tokens, top_k=1, temp=0.0, repeat_penalty=1.0)
         try:
             next(steps)
-            logits = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(llm.n_vocab(),)).copy()  # noqa: SLF001
+            logits = np.ctypeslib.as_array(
+                llm._ctx.get_logits_ith(-1), shape=(llm.n_vocab(),)
+            ).copy()
         finally:
             steps.close()
         return logits, stats
 
-    def _prepare_prompt(self, request: GenerationRequest) -> tuple[list[int], GenerationStats]:
+    def _prepare_prompt(
+        self, request: GenerationRequest
+    ) -> tuple[list[int], GenerationStats]:
         """The prompt's tokens, its images already evaluated; counts of reused and evaluated tokens."""
         if request.images:
             tokens, stats = self._evaluate_with_images(request)
@@ -463,7 +506,9 @@ class LlamaModel:
         if prompt_tokens + max_tokens > self.settings.n_ctx:
             raise ContextOverflowError(prompt_tokens, self.settings.n_ctx, max_tokens)
 
-    def _evaluate_with_images(self, request: GenerationRequest) -> tuple[list[int], GenerationStats]:
+    def _evaluate_with_images(
+        self, request: GenerationRequest
+    ) -> tuple[list[int], GenerationStats]:
         """Evaluate a prompt with images, all but its last token (generation evaluates that one).
 
         The cached prefix is reused up to the first difference (an image matches only the same
@@ -482,11 +527,18 @@ class LlamaModel:
             self._check_fits(len(tokens), request.max_tokens)
             if not prompt.chunks or prompt.chunks[-1].image is not None:
                 raise ImageInputError("a prompt must end with text after its images")
-            stats = GenerationStats(prompt_tokens=len(tokens), image_tokens=prompt.image_tokens)
+            stats = GenerationStats(
+                prompt_tokens=len(tokens), image_tokens=prompt.image_tokens
+            )
             reused = min(self.cached_prefix(tokens), len(tokens) - 1)
             position = 0
-            for chunk in prompt.chunks:  # never start evaluating in the middle of an image
-                if chunk.image is not None and position < reused < position + chunk.n_pos:
+            for (
+                chunk
+            ) in prompt.chunks:  # never start evaluating in the middle of an image
+                if (
+                    chunk.image is not None
+                    and position < reused < position + chunk.n_pos
+                ):
                     reused = position
                 position += chunk.n_pos
             stats.reused_tokens = reused

@@ -31,12 +31,18 @@ class LlamaCppCrashedError(PreflightError):
         self.signal = signal
 
 
-def _run_check_script(args: list[str], python: str | None, extra_paths: tuple[str, ...]) -> subprocess.CompletedProcess[str]:
+def _run_check_script(
+    args: list[str], python: str | None, extra_paths: tuple[str, ...]
+) -> subprocess.CompletedProcess[str]:
     """Run llama_check.py in a child with this process's import path (``extra_paths`` first)."""
-    paths = [*extra_paths, *os.environ.get("PYTHONPATH", "").split(os.pathsep), *sys.path]
+    paths = [
+        *extra_paths,
+        *os.environ.get("PYTHONPATH", "").split(os.pathsep),
+        *sys.path,
+    ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(path for path in paths if path)}
     try:
-        return subprocess.run(  # noqa: S603 - fixed command, our own interpreter and script
+        return subprocess.run(
             [python or sys.executable, str(_CHECK_SCRIPT), *args],
             capture_output=True,
             text=True,
@@ -45,13 +51,17 @@ def _run_check_script(args: list[str], python: str | None, extra_paths: tuple[st
             env=env,
         )
     except subprocess.TimeoutExpired as err:
-        raise PreflightError("checking llama-cpp-python did not finish in time") from err
+        raise PreflightError(
+            "checking llama-cpp-python did not finish in time"
+        ) from err
     except OSError as err:
         raise PreflightError(f"the check process could not be started: {err}") from err
 
 
 def check_llama_cpp(
-    python: str | None = None, extra_paths: tuple[str, ...] = (), cpu_variant: str | None = None
+    python: str | None = None,
+    extra_paths: tuple[str, ...] = (),
+    cpu_variant: str | None = None,
 ) -> str:
     """Import llama_cpp and run a tiny model in a child process; return its version.
 
@@ -62,9 +72,15 @@ def check_llama_cpp(
     """
     with tempfile.TemporaryDirectory(prefix="gemma_edge_check_") as folder:
         model = write_tiny_model(Path(folder) / "cpu-check.gguf")
-        result = _run_check_script([str(model), *([cpu_variant] if cpu_variant else [])], python, extra_paths)
+        result = _run_check_script(
+            [str(model), *([cpu_variant] if cpu_variant else [])], python, extra_paths
+        )
     if result.returncode == 0:
-        return result.stdout.strip().splitlines()[-1] if result.stdout.strip() else "unknown"
+        return (
+            result.stdout.strip().splitlines()[-1]
+            if result.stdout.strip()
+            else "unknown"
+        )
     if result.returncode < 0:
         signal = -result.returncode
         raise LlamaCppCrashedError(
@@ -78,9 +94,12 @@ def check_llama_cpp(
     raise PreflightError(f"llama-cpp-python does not work: {last_line}")
 
 
-def installed_cpu_variants(python: str | None = None, extra_paths: tuple[str, ...] = ()) -> list[str]:
+def installed_cpu_variants(
+    python: str | None = None, extra_paths: tuple[str, ...] = ()
+) -> list[str]:
     """The ggml CPU variants the installed build carries, best first (none for a build with the
-    CPU backend linked in). Read without importing llama_cpp."""
+    CPU backend linked in). Read without importing llama_cpp.
+    """
     result = _run_check_script(["--variants"], python, extra_paths)
     return result.stdout.split() if result.returncode == 0 else []
 

@@ -24,8 +24,13 @@ from typing import Any
 
 import httpx
 
-from .chat_format import TEMPLATE_MARKERS, ChatFormat, Gemma4Format, GemmaTurnFormat, JinjaFormat
-from .vision import MEDIA_MARKER
+from .chat_format import (
+    TEMPLATE_MARKERS,
+    ChatFormat,
+    Gemma4Format,
+    GemmaTurnFormat,
+    JinjaFormat,
+)
 from .llama_model import (
     ContextOverflowError,
     EngineError,
@@ -35,6 +40,7 @@ from .llama_model import (
     ModelLoadError,
     VisionUnavailableError,
 )
+from .vision import MEDIA_MARKER
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -61,7 +67,9 @@ class ServerAuthError(EngineError):
 
 def _refused(response: httpx.Response, url: str) -> None:
     if response.status_code in (401, 403):
-        raise ServerAuthError(f"the llama.cpp server at {url} refused the API key (HTTP {response.status_code})")
+        raise ServerAuthError(
+            f"the llama.cpp server at {url} refused the API key (HTTP {response.status_code})"
+        )
 
 
 class ServerModel:
@@ -69,7 +77,9 @@ class ServerModel:
 
     vision_loaded = False
 
-    def __init__(self, settings: EngineSettings, owner: Callable[[], bool] | None = None) -> None:
+    def __init__(
+        self, settings: EngineSettings, owner: Callable[[], bool] | None = None
+    ) -> None:
         if not settings.server_url:
             raise ValueError("a server model needs the server's URL")
         self.settings = settings
@@ -102,7 +112,9 @@ class ServerModel:
         try:
             response = self._client.request(method, path, **kwargs)
         except httpx.HTTPError as err:
-            raise ServerUnavailableError(f"the llama.cpp server at {self.settings.server_url} cannot be reached: {err}") from err
+            raise ServerUnavailableError(
+                f"the llama.cpp server at {self.settings.server_url} cannot be reached: {err}"
+            ) from err
         _refused(response, str(self.settings.server_url))
         if response.status_code >= 400:
             raise ServerUnavailableError(
@@ -111,14 +123,20 @@ class ServerModel:
         try:
             return response.json()
         except ValueError as err:
-            raise ServerUnavailableError(f"the llama.cpp server sent no JSON for {path}") from err
+            raise ServerUnavailableError(
+                f"the llama.cpp server sent no JSON for {path}"
+            ) from err
 
     def load(self) -> None:
         """Connect: which server, which model, its tokenizer and chat format, its context size."""
         self._on_worker()
         if self.loaded:
             return
-        headers = {"Authorization": f"Bearer {self.settings.server_api_key}"} if self.settings.server_api_key else {}
+        headers = (
+            {"Authorization": f"Bearer {self.settings.server_api_key}"}
+            if self.settings.server_api_key
+            else {}
+        )
         self._client = httpx.Client(
             base_url=str(self.settings.server_url).rstrip("/"),
             headers=headers,
@@ -133,21 +151,32 @@ class ServerModel:
     def _connect(self) -> None:
         models = self._request("GET", "/v1/models").get("data") or []
         if not models:
-            raise ModelLoadError(f"the llama.cpp server at {self.settings.server_url} has no model loaded")
+            raise ModelLoadError(
+                f"the llama.cpp server at {self.settings.server_url} has no model loaded"
+            )
         self.model_id = str(models[0].get("id", ""))
         props = self._props()
         self.kind = "llama-server" if props is not None else "llama_cpp.server"
         template = str(props.get("chat_template") or "") if props else ""
         if props:
-            self.n_ctx = int((props.get("default_generation_settings") or {}).get("n_ctx") or self.settings.n_ctx)
+            self.n_ctx = int(
+                (props.get("default_generation_settings") or {}).get("n_ctx")
+                or self.settings.n_ctx
+            )
             self.has_vision = bool((props.get("modalities") or {}).get("vision"))
             self._media_marker = str(props.get("media_marker") or MEDIA_MARKER)
-        self.chat_format = self._chat_format(template, str((props or {}).get("eos_token") or ""))
+        self.chat_format = self._chat_format(
+            template, str((props or {}).get("eos_token") or "")
+        )
         _LOGGER.info(
             "Connected to %s at %s: model %s (%s, format %s), n_ctx=%d",
-            self.kind, self.settings.server_url, self.model_id, self.architecture or "architecture unknown",
-            self.chat_format.name, self.n_ctx,
-        )  # fmt: skip
+            self.kind,
+            self.settings.server_url,
+            self.model_id,
+            self.architecture or "architecture unknown",
+            self.chat_format.name,
+            self.n_ctx,
+        )
 
     def _props(self) -> dict[str, Any] | None:
         """llama-server's /props (model template, context size, modalities); None elsewhere."""
@@ -155,7 +184,9 @@ class ServerModel:
         try:
             response = self._client.get("/props")
         except httpx.HTTPError as err:
-            raise ServerUnavailableError(f"the llama.cpp server at {self.settings.server_url} cannot be reached: {err}") from err
+            raise ServerUnavailableError(
+                f"the llama.cpp server at {self.settings.server_url} cannot be reached: {err}"
+            ) from err
         _refused(response, str(self.settings.server_url))
         if response.status_code != 200:
             return None
@@ -163,7 +194,11 @@ class ServerModel:
             props = response.json()
         except ValueError:
             return None
-        return props if isinstance(props, dict) and "default_generation_settings" in props else None
+        return (
+            props
+            if isinstance(props, dict) and "default_generation_settings" in props
+            else None
+        )
 
     def _chat_format(self, template: str, eos: str) -> ChatFormat:
         """Gemma's formats by their turn tokens; the server's template otherwise."""
@@ -173,7 +208,11 @@ class ServerModel:
             return len(self._tokenize_raw(marker)) - added == 1
 
         if one_token("<|turn>"):
-            self.architecture, self.native_markers, self._bos_text = "gemma4", True, "<bos>"
+            self.architecture, self.native_markers, self._bos_text = (
+                "gemma4",
+                True,
+                "<bos>",
+            )
             return Gemma4Format()
         if one_token("<start_of_turn>"):
             self.architecture, self._bos_text = "gemma3", "<bos>"
@@ -204,11 +243,19 @@ class ServerModel:
         if self.kind == "llama-server":
             body = {"content": text, "add_special": True, "parse_special": True}
             return list(self._request("POST", "/tokenize", json=body)["tokens"])
-        return list(self._request("POST", "/extras/tokenize", json={"input": text, "model": self.model_id})["tokens"])
+        return list(
+            self._request(
+                "POST", "/extras/tokenize", json={"input": text, "model": self.model_id}
+            )["tokens"]
+        )
 
     def _wire_prompt(self, prompt: str) -> str:
         """The rendered prompt as sent: without a BOS written as text (the server adds the token)."""
-        return prompt[len(self._bos_text) :] if self._bos_text and prompt.startswith(self._bos_text) else prompt
+        return (
+            prompt[len(self._bos_text) :]
+            if self._bos_text and prompt.startswith(self._bos_text)
+            else prompt
+        )
 
     def tokenize(self, text: str) -> list[int]:
         self._on_worker()
@@ -219,22 +266,30 @@ class ServerModel:
     def prime(self, prompt: str, should_stop: Callable[[], bool]) -> int:
         """Have the server evaluate the prompt into its cache (one token is generated: a request
         for none means "until the context is full" to llama_cpp.server). Background work: a
-        server that is down or a prompt that does not fit only means nothing is primed."""
+        server that is down or a prompt that does not fit only means nothing is primed.
+        """
         self._on_worker()
         if should_stop():
             return 0
         try:
-            stats = self.generate(GenerationRequest(prompt=prompt, max_tokens=1, temperature=0.0), lambda _piece: True)
+            stats = self.generate(
+                GenerationRequest(prompt=prompt, max_tokens=1, temperature=0.0),
+                lambda _piece: True,
+            )
         except EngineError as err:
             _LOGGER.debug("Priming the server's cache failed: %s", err)
             return 0
         return stats.prompt_tokens
 
-    def generate(self, request: GenerationRequest, on_text: Callable[[str], bool]) -> GenerationStats:
+    def generate(
+        self, request: GenerationRequest, on_text: Callable[[str], bool]
+    ) -> GenerationStats:
         """Stream one completion; on_text gets each piece and returns False to stop early."""
         self._on_worker()
         if request.images and not self.has_vision:
-            raise VisionUnavailableError(f"the {self.kind or 'server'} at {self.settings.server_url} cannot see images")
+            raise VisionUnavailableError(
+                f"the {self.kind or 'server'} at {self.settings.server_url} cannot see images"
+            )
         started = time.monotonic()
         # the text's tokens (an image's are counted by the server, which refuses what does not fit)
         tokens = self.tokenize(request.prompt.replace(MEDIA_MARKER, ""))
@@ -266,7 +321,9 @@ class ServerModel:
         if first_token_at:
             stats.time_to_first_token_s = first_token_at - started
             if stats.completion_tokens > 1 and finished > first_token_at:
-                stats.decode_tokens_per_s = (stats.completion_tokens - 1) / (finished - first_token_at)
+                stats.decode_tokens_per_s = (stats.completion_tokens - 1) / (
+                    finished - first_token_at
+                )
         return stats
 
     def _sampling(self, request: GenerationRequest) -> dict[str, Any]:
@@ -286,9 +343,16 @@ class ServerModel:
         if request.images:
             prompt = {
                 "prompt_string": prompt.replace(MEDIA_MARKER, self._media_marker),
-                "multimodal_data": [base64.b64encode(image).decode("ascii") for image in request.images],
+                "multimodal_data": [
+                    base64.b64encode(image).decode("ascii") for image in request.images
+                ],
             }
-        return {"prompt": prompt, "n_predict": request.max_tokens, "cache_prompt": True, **self._sampling(request)}
+        return {
+            "prompt": prompt,
+            "n_predict": request.max_tokens,
+            "cache_prompt": True,
+            **self._sampling(request),
+        }
 
     def _openai_body(self, request: GenerationRequest) -> dict[str, Any]:
         """The OpenAI-style /v1/completions of llama_cpp.server (it keeps its prefix by itself)."""
@@ -299,7 +363,13 @@ class ServerModel:
             **self._sampling(request),
         }
 
-    def _stream(self, path: str, body: dict[str, Any], stats: GenerationStats, on_text: Callable[[str], bool]) -> float:
+    def _stream(
+        self,
+        path: str,
+        body: dict[str, Any],
+        stats: GenerationStats,
+        on_text: Callable[[str], bool],
+    ) -> float:
         """Read the server-sent events; returns when the first text came (0.0 if none)."""
         assert self._client is not None
         first_token_at = 0.0
@@ -319,7 +389,9 @@ class ServerModel:
                         break
                     chunk = json.loads(data)
                     if "error" in chunk:
-                        raise ServerUnavailableError(f"the llama.cpp server failed: {chunk['error']}")
+                        raise ServerUnavailableError(
+                            f"the llama.cpp server failed: {chunk['error']}"
+                        )
                     piece, finished = _read_chunk(chunk, stats)
                     if piece:
                         first_token_at = first_token_at or time.monotonic()
@@ -329,19 +401,28 @@ class ServerModel:
                             break  # closing the stream stops the server's generation
                     if finished:
                         # llama-server's own count (a streamed piece can hold several tokens)
-                        stats.completion_tokens = int((chunk.get("timings") or {}).get("predicted_n", stats.completion_tokens))
+                        stats.completion_tokens = int(
+                            (chunk.get("timings") or {}).get(
+                                "predicted_n", stats.completion_tokens
+                            )
+                        )
                         break
         except httpx.HTTPError as err:
-            raise ServerUnavailableError(f"the llama.cpp server connection broke: {err}") from err
+            raise ServerUnavailableError(
+                f"the llama.cpp server connection broke: {err}"
+            ) from err
         except ValueError as err:
-            raise ServerUnavailableError(f"the llama.cpp server sent a malformed event: {err}") from err
+            raise ServerUnavailableError(
+                f"the llama.cpp server sent a malformed event: {err}"
+            ) from err
         return first_token_at
 
 
 def _read_chunk(chunk: dict[str, Any], stats: GenerationStats) -> tuple[str, bool]:
     """One streamed event of either API: its text, and whether it was the last one. The last
     event's counts (llama-server: prompt tokens taken from the cache and evaluated, images
-    included) replace the estimates."""
+    included) replace the estimates.
+    """
     if "choices" in chunk:  # OpenAI style
         choice = (chunk.get("choices") or [{}])[0]
         reason = choice.get("finish_reason")
@@ -358,9 +439,11 @@ def _read_chunk(chunk: dict[str, Any], stats: GenerationStats) -> tuple[str, boo
 
     return str(chunk.get("content") or ""), finished
 
+
 def probe_server(settings: EngineSettings) -> tuple[str, str]:
     """Connect once (blocking): the server's kind and model name, or ServerUnavailableError /
-    ModelLoadError saying what is wrong. For the config flow."""
+    ModelLoadError saying what is wrong. For the config flow.
+    """
     model = ServerModel(settings)
     model.load()
     try:

@@ -47,7 +47,9 @@ class Transcript:
 
     @property
     def real_time_factor(self) -> float:
-        return self.transcribe_seconds / self.audio_seconds if self.audio_seconds else 0.0
+        return (
+            self.transcribe_seconds / self.audio_seconds if self.audio_seconds else 0.0
+        )
 
 
 def pcm16_to_float(pcm: bytes) -> Any:
@@ -74,7 +76,7 @@ class WhisperTranscriber:
     def _load(self) -> None:
         if self._model is not None:
             return
-        from faster_whisper import WhisperModel  # noqa: PLC0415 - heavy import, worker thread only
+        from faster_whisper import WhisperModel
         import tqdm  # noqa: PLC0415
 
         # faster-whisper's progress bars would start tqdm's monitor thread, which never ends
@@ -83,16 +85,26 @@ class WhisperTranscriber:
         started = time.monotonic()
         try:
             self._model = WhisperModel(
-                self.settings.model, device="cpu", compute_type=self.settings.compute_type,
+                self.settings.model,
+                device="cpu",
+                compute_type=self.settings.compute_type,
                 cpu_threads=self.settings.threads,
-            )  # fmt: skip
+            )
         except (RuntimeError, ValueError, OSError) as err:
-            raise SpeechError(f"cannot load the speech model {self.settings.model}: {err}") from err
-        _LOGGER.info("Loaded speech model %s in %.1f s", self.settings.model, time.monotonic() - started)
+            raise SpeechError(
+                f"cannot load the speech model {self.settings.model}: {err}"
+            ) from err
+        _LOGGER.info(
+            "Loaded speech model %s in %.1f s",
+            self.settings.model,
+            time.monotonic() - started,
+        )
 
     async def async_load(self) -> None:
         """Load (once); concurrent callers wait for the same load."""
-        if self._loading is None or (self._loading.done() and self._loading.exception()):
+        if self._loading is None or (
+            self._loading.done() and self._loading.exception()
+        ):
             self._loading = asyncio.wrap_future(self._submit(self._load))
         await asyncio.shield(self._loading)
 
@@ -101,7 +113,9 @@ class WhisperTranscriber:
         try:
             return self._worker.submit(job)
         except (WorkerBusyError, WorkerStoppedError) as err:
-            raise SpeechError(f"speech recognition is not available right now: {err}") from err
+            raise SpeechError(
+                f"speech recognition is not available right now: {err}"
+            ) from err
 
     def _transcribe(self, pcm: bytes, hotwords: str | None) -> Transcript:
         self._load()
@@ -120,13 +134,22 @@ class WhisperTranscriber:
                 condition_on_previous_text=False,
                 hotwords=hotwords or None,
             )
-            text = "".join(segment.text for segment in segments).strip()  # the generator is lazy
-        except (RuntimeError, ValueError) as err:  # e.g. a language code Whisper does not know
+            text = "".join(
+                segment.text for segment in segments
+            ).strip()  # the generator is lazy
+        except (
+            RuntimeError,
+            ValueError,
+        ) as err:  # e.g. a language code Whisper does not know
             raise SpeechError(f"transcription failed: {err}") from err
         return Transcript(text, seconds, time.monotonic() - started)
 
-    async def async_transcribe(self, pcm: bytes, hotwords: str | None = None) -> Transcript:
-        return await asyncio.wrap_future(self._submit(lambda: self._transcribe(pcm, hotwords)))
+    async def async_transcribe(
+        self, pcm: bytes, hotwords: str | None = None
+    ) -> Transcript:
+        return await asyncio.wrap_future(
+            self._submit(lambda: self._transcribe(pcm, hotwords))
+        )
 
     async def async_unload(self) -> None:
         """Free the model's memory (it loads again with the next audio)."""

@@ -34,11 +34,17 @@ def _value(value: object) -> bytes:
     if isinstance(value, int):
         return struct.pack("<II", _U32, value)
     if isinstance(value, tuple) and value[0] == "f32":
-        return struct.pack("<IIQ", _ARRAY, _F32, len(value[1])) + struct.pack(f"<{len(value[1])}f", *value[1])
+        return struct.pack("<IIQ", _ARRAY, _F32, len(value[1])) + struct.pack(
+            f"<{len(value[1])}f", *value[1]
+        )
     if isinstance(value, tuple) and value[0] == "i32":
-        return struct.pack("<IIQ", _ARRAY, _I32, len(value[1])) + struct.pack(f"<{len(value[1])}i", *value[1])
+        return struct.pack("<IIQ", _ARRAY, _I32, len(value[1])) + struct.pack(
+            f"<{len(value[1])}i", *value[1]
+        )
     if isinstance(value, list):
-        return struct.pack("<IIQ", _ARRAY, _STRING, len(value)) + b"".join(_string(v) for v in value)
+        return struct.pack("<IIQ", _ARRAY, _STRING, len(value)) + b"".join(
+            _string(v) for v in value
+        )
     raise TypeError(value)
 
 
@@ -61,7 +67,13 @@ def _tensor_data(rng: random.Random, kind: int, dims: tuple[int, ...]) -> bytes:
 def _vocabulary() -> tuple[list[str], list[float], list[int]]:
     """Unknown, BOS, EOS, the 256 byte tokens (so any text tokenizes), a few words."""
     words = [f"\u2581{chr(ord('a') + i)}" for i in range(N_VOCAB - 3 - 256)]
-    tokens = ["<unk>", "<s>", "</s>", *(f"<0x{byte:02X}>" for byte in range(256)), *words]
+    tokens = [
+        "<unk>",
+        "<s>",
+        "</s>",
+        *(f"<0x{byte:02X}>" for byte in range(256)),
+        *words,
+    ]
     types = [2, 3, 3] + [6] * 256 + [1] * len(words)  # unknown, control, byte, normal
     return tokens, [0.0] * N_VOCAB, types
 
@@ -90,7 +102,10 @@ def write_tiny_model(path: Path, seed: int = 0) -> Path:
     tensors: list[tuple[str, int, tuple[int, ...]]] = [
         ("token_embd.weight", _GGML_Q8_0, (N_EMBD, N_VOCAB)),
         ("blk.0.attn_norm.weight", _GGML_F32, (N_EMBD,)),
-        *((f"blk.0.attn_{part}.weight", _GGML_Q8_0, (N_EMBD, N_EMBD)) for part in ("q", "k", "v", "output")),
+        *(
+            (f"blk.0.attn_{part}.weight", _GGML_Q8_0, (N_EMBD, N_EMBD))
+            for part in ("q", "k", "v", "output")
+        ),
         ("blk.0.ffn_norm.weight", _GGML_F32, (N_EMBD,)),
         ("blk.0.ffn_gate.weight", _GGML_Q4_0, (N_EMBD, N_FF)),
         ("blk.0.ffn_up.weight", _GGML_Q4_0, (N_EMBD, N_FF)),
@@ -102,10 +117,17 @@ def write_tiny_model(path: Path, seed: int = 0) -> Path:
     blobs = [_tensor_data(rng, kind, dims) for _, kind, dims in tensors]
     infos, offset = [], 0
     for (name, kind, dims), blob in zip(tensors, blobs, strict=True):
-        infos.append(_string(name) + struct.pack("<I", len(dims)) + struct.pack(f"<{len(dims)}Q", *dims) + struct.pack("<IQ", kind, offset))
+        infos.append(
+            _string(name)
+            + struct.pack("<I", len(dims))
+            + struct.pack(f"<{len(dims)}Q", *dims)
+            + struct.pack("<IQ", kind, offset)
+        )
         offset += -(-len(blob) // _ALIGNMENT) * _ALIGNMENT
     header = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(metadata))
-    header += b"".join(_string(key) + _value(value) for key, value in metadata.items()) + b"".join(infos)
+    header += b"".join(
+        _string(key) + _value(value) for key, value in metadata.items()
+    ) + b"".join(infos)
     data = b"".join(blob + bytes(-len(blob) % _ALIGNMENT) for blob in blobs)
     path.write_bytes(header + bytes(-len(header) % _ALIGNMENT) + data)
     return path

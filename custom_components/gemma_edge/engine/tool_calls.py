@@ -49,7 +49,13 @@ def format_native_value(value: Any) -> str:
     if isinstance(value, str):
         return f"{STRING_QUOTE}{value}{STRING_QUOTE}"
     if isinstance(value, dict):  # keys sorted, as Gemma's template writes them
-        return "{" + ",".join(f"{key}:{format_native_value(value[key])}" for key in sorted(value)) + "}"
+        return (
+            "{"
+            + ",".join(
+                f"{key}:{format_native_value(value[key])}" for key in sorted(value)
+            )
+            + "}"
+        )
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(format_native_value(item) for item in value) + "]"
     return format_native_value(str(value))
@@ -57,7 +63,9 @@ def format_native_value(value: Any) -> str:
 
 def format_native_call(call: ToolCall) -> str:
     """Render a call the way Gemma 4 writes it."""
-    return f"{CALL_START}call:{call.name}{format_native_value(call.arguments)}{CALL_END}"
+    return (
+        f"{CALL_START}call:{call.name}{format_native_value(call.arguments)}{CALL_END}"
+    )
 
 
 class _NativeReader:
@@ -69,7 +77,9 @@ class _NativeReader:
 
     def fail(self, what: str) -> ToolCallSyntaxError:
         snippet = self.text[self.pos : self.pos + 20]
-        return ToolCallSyntaxError(f"expected {what} at position {self.pos} (near {snippet!r})")
+        return ToolCallSyntaxError(
+            f"expected {what} at position {self.pos} (near {snippet!r})"
+        )
 
     def skip_space(self) -> None:
         while self.pos < len(self.text) and self.text[self.pos] in " \t\r\n":
@@ -180,7 +190,9 @@ def _parse_native_calls(text: str, calls: list[ToolCall]) -> None:
 
 def format_json_call(call: ToolCall) -> str:
     """Render a call in the plain JSON form used by models without native tool tokens."""
-    return json.dumps({"name": call.name, "arguments": call.arguments}, ensure_ascii=False)
+    return json.dumps(
+        {"name": call.name, "arguments": call.arguments}, ensure_ascii=False
+    )
 
 
 def _parse_json_calls(text: str, calls: list[ToolCall]) -> None:
@@ -194,15 +206,21 @@ def _parse_json_calls(text: str, calls: list[ToolCall]) -> None:
         try:
             obj, pos = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as err:
-            raise ToolCallSyntaxError(f"invalid JSON tool call: {err.msg} at position {err.pos}") from err
+            raise ToolCallSyntaxError(
+                f"invalid JSON tool call: {err.msg} at position {err.pos}"
+            ) from err
         if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
-            raise ToolCallSyntaxError('a JSON tool call must be an object with a "name" string')
+            raise ToolCallSyntaxError(
+                'a JSON tool call must be an object with a "name" string'
+            )
         arguments = obj.get("arguments", obj.get("parameters", {}))
         if isinstance(arguments, str):
             try:
                 arguments = json.loads(arguments)
             except json.JSONDecodeError as err:
-                raise ToolCallSyntaxError(f"tool call arguments are not JSON: {err.msg}") from err
+                raise ToolCallSyntaxError(
+                    f"tool call arguments are not JSON: {err.msg}"
+                ) from err
         if not isinstance(arguments, dict):
             raise ToolCallSyntaxError("tool call arguments must be an object")
         calls.append(ToolCall(obj["name"], arguments))
@@ -246,6 +264,8 @@ def parse_tool_calls(text: str, *, truncated: bool = False) -> list[ToolCall]:
     except ToolCallSyntaxError as err:
         if not (truncated and calls):
             if truncated:
-                raise ToolCallSyntaxError(f"the answer was cut off inside a tool call ({err})") from err
+                raise ToolCallSyntaxError(
+                    f"the answer was cut off inside a tool call ({err})"
+                ) from err
             raise
     return calls

@@ -25,7 +25,9 @@ from typing import Any
 
 _LOGGER = logging.getLogger(__name__)
 
-MEDIA_MARKER = "<__media__>"  # mtmd's default marker; checked against the library when loading
+MEDIA_MARKER = (
+    "<__media__>"  # mtmd's default marker; checked against the library when loading
+)
 
 
 def image_key(data: bytes) -> int:
@@ -68,7 +70,9 @@ class TokenizedPrompt:
     def tokens(self) -> list[int]:
         out: list[int] = []
         for chunk in self.chunks:
-            out.extend(chunk.tokens if chunk.image is None else [chunk.key] * chunk.n_pos)
+            out.extend(
+                chunk.tokens if chunk.image is None else [chunk.key] * chunk.n_pos
+            )
         return out
 
     @property
@@ -82,7 +86,7 @@ class TokenizedPrompt:
 
 
 def route_logs(callback: Any) -> None:
-    """mtmd logs through the same callback as llama.cpp (its info level carries prompt text)."""
+    """Mtmd logs through the same callback as llama.cpp (its info level carries prompt text)."""
     import llama_cpp.mtmd_cpp as mtmd  # noqa: PLC0415
 
     mtmd.mtmd_log_set(callback, ctypes.c_void_p(0))
@@ -92,14 +96,18 @@ def route_logs(callback: Any) -> None:
 class VisionProjector:
     """An mmproj loaded for one llama model."""
 
-    def __init__(self, path: str, llm: Any, *, n_threads: int, flash_attn: bool) -> None:
+    def __init__(
+        self, path: str, llm: Any, *, n_threads: int, flash_attn: bool
+    ) -> None:
         import llama_cpp  # noqa: PLC0415
         import llama_cpp.mtmd_cpp as mtmd  # noqa: PLC0415
 
         self._mtmd = mtmd
         marker = mtmd.mtmd_default_marker().decode("utf-8")
         if marker != MEDIA_MARKER:
-            raise ProjectorLoadError(f"this llama-cpp-python uses the media marker {marker!r}, not {MEDIA_MARKER!r}")
+            raise ProjectorLoadError(
+                f"this llama-cpp-python uses the media marker {marker!r}, not {MEDIA_MARKER!r}"
+            )
         if not os.path.isfile(path):
             raise ProjectorLoadError(f"the vision projector {path} does not exist")
         params = mtmd.mtmd_context_params_default()
@@ -108,7 +116,9 @@ class VisionProjector:
         params.warmup = False
         params.n_threads = n_threads
         params.flash_attn_type = (
-            llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+            llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+            if flash_attn
+            else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
         )
         self._ctx = mtmd.mtmd_init_from_file(path.encode(), llm.model, params)
         if not self._ctx:
@@ -118,7 +128,9 @@ class VisionProjector:
             )
         if not mtmd.mtmd_support_vision(self._ctx):
             self.close()
-            raise ProjectorLoadError(f"{os.path.basename(path)} is not a vision projector")
+            raise ProjectorLoadError(
+                f"{os.path.basename(path)} is not a vision projector"
+            )
 
     def close(self) -> None:
         if self._ctx:
@@ -136,9 +148,13 @@ class VisionProjector:
         try:
             for index, data in enumerate(images, start=1):
                 buffer = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
-                bitmap = mtmd.mtmd_helper_bitmap_init_from_buf(self._ctx, buffer, len(data), False)
+                bitmap = mtmd.mtmd_helper_bitmap_init_from_buf(
+                    self._ctx, buffer, len(data), False
+                )
                 if not bitmap:
-                    raise ImageDecodeError(f"llama.cpp could not decode image {index} ({len(data)} bytes)")
+                    raise ImageDecodeError(
+                        f"llama.cpp could not decode image {index} ({len(data)} bytes)"
+                    )
                 bitmaps.append(bitmap)
             encoded = prompt.encode("utf-8")
             text = mtmd.mtmd_input_text()
@@ -148,19 +164,30 @@ class VisionProjector:
             text.parse_special = True
             handle = mtmd.mtmd_input_chunks_init()
             array = (mtmd.mtmd_bitmap_p_ctypes * max(1, len(bitmaps)))(*bitmaps)
-            result = mtmd.mtmd_tokenize(self._ctx, handle, ctypes.byref(text), array, len(bitmaps))
+            result = mtmd.mtmd_tokenize(
+                self._ctx, handle, ctypes.byref(text), array, len(bitmaps)
+            )
             prompt_chunks = TokenizedPrompt([], handle, mtmd.mtmd_input_chunks_free)
             if result != 0:
                 prompt_chunks.close()
-                raise ImageDecodeError(f"llama.cpp could not prepare the images (mtmd_tokenize error {result})")
+                raise ImageDecodeError(
+                    f"llama.cpp could not prepare the images (mtmd_tokenize error {result})"
+                )
             keys = iter([image_key(data) for data in images])
             for index in range(mtmd.mtmd_input_chunks_size(handle)):
                 chunk = mtmd.mtmd_input_chunks_get(handle, index)
-                if mtmd.mtmd_input_chunk_get_type(chunk) == mtmd.MTMD_INPUT_CHUNK_TYPE_TEXT:
+                if (
+                    mtmd.mtmd_input_chunk_get_type(chunk)
+                    == mtmd.MTMD_INPUT_CHUNK_TYPE_TEXT
+                ):
                     count = ctypes.c_size_t()
-                    pointer = mtmd.mtmd_input_chunk_get_tokens_text(chunk, ctypes.byref(count))
+                    pointer = mtmd.mtmd_input_chunk_get_tokens_text(
+                        chunk, ctypes.byref(count)
+                    )
                     tokens = [pointer[i] for i in range(count.value)]
-                    prompt_chunks.chunks.append(PromptChunk(tokens=tokens, n_pos=len(tokens)))
+                    prompt_chunks.chunks.append(
+                        PromptChunk(tokens=tokens, n_pos=len(tokens))
+                    )
                 else:
                     prompt_chunks.chunks.append(
                         PromptChunk(
@@ -182,9 +209,18 @@ class VisionProjector:
         start = llm.n_tokens
         new_n_past = llama_cpp.llama_pos(0)
         result = self._mtmd.mtmd_helper_eval_chunk_single(
-            self._ctx, llm._ctx.ctx, chunk.image, start, 0, n_batch, False, ctypes.byref(new_n_past)  # noqa: SLF001
+            self._ctx,
+            llm._ctx.ctx,
+            chunk.image,
+            start,
+            0,
+            n_batch,
+            False,
+            ctypes.byref(new_n_past),
         )
         if result != 0:
-            raise ImageDecodeError(f"llama.cpp could not evaluate the image (error {result})")
+            raise ImageDecodeError(
+                f"llama.cpp could not evaluate the image (error {result})"
+            )
         llm.input_ids[start : new_n_past.value] = chunk.key
         llm.n_tokens = new_n_past.value

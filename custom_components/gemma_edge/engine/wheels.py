@@ -55,11 +55,17 @@ def _entry(raw: dict[str, Any]) -> WheelEntry:
     size = int(raw["size"])
     if not file.endswith(".whl") or "/" in file or not url.startswith("https://"):
         raise ValueError(f"bad wheel entry {file!r}")
-    if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256) or size <= 0:
+    if (
+        len(sha256) != 64
+        or any(c not in "0123456789abcdef" for c in sha256)
+        or size <= 0
+    ):
         raise ValueError(f"bad size or sha256 for {file}")
     if file.split("-")[-1].startswith("linux_"):
         # uv prefers a generic linux_* wheel over musllinux_*, and musl cannot load it
-        raise ValueError(f"{file} is a generic linux wheel; publish manylinux or musllinux wheels only")
+        raise ValueError(
+            f"{file} is a generic linux wheel; publish manylinux or musllinux wheels only"
+        )
     return WheelEntry(file, url, size, sha256, frozenset(raw.get("cpu_features", ())))
 
 
@@ -68,17 +74,24 @@ def load_manifest(path: Path = WHEEL_MANIFEST) -> WheelManifest:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
         return WheelManifest(
-            str(raw["package"]), str(raw["version"]), tuple(_entry(item) for item in raw.get("wheels", ()))
+            str(raw["package"]),
+            str(raw["version"]),
+            tuple(_entry(item) for item in raw.get("wheels", ())),
         )
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise WheelChoiceError(f"the wheel list {path.name} is unusable: {err}") from err
+        raise WheelChoiceError(
+            f"the wheel list {path.name} is unusable: {err}"
+        ) from err
 
 
 def choose_wheel(manifest: WheelManifest, host: HostPlatform) -> WheelEntry | None:
     """The wheel for this hub: tags it accepts, CPU features it has; the most specific build first
-    (a wheel that needs AVX2 beats the all-CPU one only where the CPU has AVX2)."""
+    (a wheel that needs AVX2 beats the all-CPU one only where the CPU has AVX2).
+    """
     fitting = [
-        wheel for wheel in manifest.wheels if wheel_fits(wheel.file, host) and wheel.cpu_features <= host.cpu_features
+        wheel
+        for wheel in manifest.wheels
+        if wheel_fits(wheel.file, host) and wheel.cpu_features <= host.cpu_features
     ]
     return max(fitting, key=lambda wheel: len(wheel.cpu_features), default=None)
 
@@ -91,7 +104,11 @@ class InstallPlan:
     requirement: str
 
     def describe(self) -> str:
-        return f"{self.wheel.file} ({self.wheel.size / 1e6:.0f} MB)" if self.wheel else f"{self.requirement} from source"
+        return (
+            f"{self.wheel.file} ({self.wheel.size / 1e6:.0f} MB)"
+            if self.wheel
+            else f"{self.requirement} from source"
+        )
 
 
 def plan_install(manifest: WheelManifest, host: HostPlatform) -> InstallPlan:
@@ -113,8 +130,15 @@ def fetch_wheel(
     cancelled: threading.Event | None = None,
 ) -> Path:
     """Download the wheel into ``folder`` (or reuse a kept copy); its size and sha256 are checked
-    before it is returned (blocking). Raises DownloadError."""
-    remote = RemoteFile(repo_id="", filename=wheel.file, url=wheel.url, size=wheel.size, sha256=wheel.sha256)
+    before it is returned (blocking). Raises DownloadError.
+    """
+    remote = RemoteFile(
+        repo_id="",
+        filename=wheel.file,
+        url=wheel.url,
+        size=wheel.size,
+        sha256=wheel.sha256,
+    )
     return download_file(remote, folder, progress, cancelled)
 
 

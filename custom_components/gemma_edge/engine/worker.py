@@ -13,14 +13,16 @@ import itertools
 import logging
 import queue
 import threading
-from typing import Any, TypeVar
+from typing import TypeVar
 
 _LOGGER = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 PRIORITY_USER = 0
-PRIORITY_AUTOMATION = 5  # automations and AI Tasks: after a person talking, before background work
+PRIORITY_AUTOMATION = (
+    5  # automations and AI Tasks: after a person talking, before background work
+)
 PRIORITY_BACKGROUND = 10
 
 
@@ -36,7 +38,9 @@ class SerialWorker:
     """A single worker thread with a bounded priority queue of jobs."""
 
     def __init__(self, name: str = "gemma_edge_model", max_pending: int = 4) -> None:
-        self._queue: queue.PriorityQueue[tuple[int, int, Callable[[], None] | None]] = queue.PriorityQueue()
+        self._queue: queue.PriorityQueue[tuple[int, int, Callable[[], None] | None]] = (
+            queue.PriorityQueue()
+        )
         self._max_pending = max_pending
         self._pending = 0
         self._lock = threading.Lock()
@@ -58,7 +62,9 @@ class SerialWorker:
     def user_waiting(self) -> bool:
         """Whether a job more urgent than background work is queued (background jobs yield to it)."""
         with self._queue.mutex:
-            return any(priority < PRIORITY_BACKGROUND for priority, _, _ in self._queue.queue)
+            return any(
+                priority < PRIORITY_BACKGROUND for priority, _, _ in self._queue.queue
+            )
 
     def in_worker(self) -> bool:
         return threading.current_thread() is self._thread
@@ -70,7 +76,9 @@ class SerialWorker:
             if self._stopped:
                 raise WorkerStoppedError("the model worker is stopped")
             if self._pending >= self._max_pending:
-                raise WorkerBusyError(f"{self._pending} requests are already waiting for the model")
+                raise WorkerBusyError(
+                    f"{self._pending} requests are already waiting for the model"
+                )
             self._pending += 1
 
         def job() -> None:
@@ -124,5 +132,3 @@ class SerialWorker:
         if self.in_worker():
             return func()
         return self.submit(func, priority).result()
-
-

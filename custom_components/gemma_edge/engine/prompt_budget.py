@@ -8,11 +8,14 @@ an instruction to look devices up with GetLiveContext, and raises a Repairs issu
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import yaml
 
-OVERVIEW_HEADER = "Static Context: An overview of the areas and the devices in this smart home:"
+OVERVIEW_HEADER = (
+    "Static Context: An overview of the areas and the devices in this smart home:"
+)
 FETCH_ON_DEMAND = (
     "The list of devices is too long for this model's memory: call GetLiveContext to find devices "
     "and their names before acting."
@@ -56,7 +59,11 @@ def compact_overview(text: str) -> str:
     lines = []
     for entry in overview.entries:
         details = ", ".join(v for v in (entry.get("domain"), entry.get("areas")) if v)
-        lines.append(f"{entry.get('names', '?')} ({details})" if details else entry.get("names", "?"))
+        lines.append(
+            f"{entry.get('names', '?')} ({details})"
+            if details
+            else entry.get("names", "?")
+        )
     compact = "Devices (name (domain, area)): " + "; ".join(lines) + "\n"
     return text[: overview.start] + compact + text[overview.end :]
 
@@ -69,32 +76,80 @@ def drop_overview(text: str) -> str:
     return text[: overview.start] + FETCH_ON_DEMAND + "\n" + text[overview.end :]
 
 
-def overview_size(text: str) -> int:
+def overview_entity_count(text: str) -> int:
+    """How many entities Assist's device overview in ``text`` lists (0 without one)."""
     overview = find_overview(text)
     return len(overview.entries) if overview else 0
 
 
-LIVE_CONTEXT_HEADER = "Live Context: An overview of the areas and the devices in this smart home:"
+# How a system prompt was made to fit (the Repairs issue names it).
+FIT_COMPACT = "compact device list"
+FIT_LOOKUP = "devices looked up with GetLiveContext"
+
+
+@dataclass(frozen=True)
+class FittedPrompt:
+    """A system prompt made to fit a token budget, with the figures that decided it."""
+
+    text: str
+    mode: str | None  # None: kept as it was; FIT_COMPACT or FIT_LOOKUP
+    needed: int  # tokens of the prompt as it was
+    compact: int  # tokens with the compact device list (== needed when not tried)
+    budget: int
+    entities: int  # entities in the device overview
+
+
+async def fit_system_prompt(
+    text: str, budget: int, count: Callable[[str], Awaitable[int]]
+) -> FittedPrompt:
+    """The prompt as is when it fits ``budget`` tokens; else with a compact device list;
+    else with the list replaced by "use GetLiveContext". Never silent truncation.
+    """
+    needed = await count(text)
+    entities = overview_entity_count(text)
+    if needed <= budget or not entities:
+        return FittedPrompt(text, None, needed, needed, budget, entities)
+    fitted, mode = compact_overview(text), FIT_COMPACT
+    compact = await count(fitted)
+    if compact > budget:
+        fitted, mode = drop_overview(text), FIT_LOOKUP
+    return FittedPrompt(fitted, mode, needed, compact, budget, entities)
+
+
+LIVE_CONTEXT_HEADER = (
+    "Live Context: An overview of the areas and the devices in this smart home:"
+)
 
 
 def compact_live_context(text: str) -> str:
     """GetLiveContext's YAML as one short line per entity ("Kitchen Lights (light, Kitchen): on,
     brightness 180"): the same facts in about half the tokens, which the model re-reads in every
-    later step of the turn. Anything not in the expected shape is returned unchanged."""
+    later step of the turn. Anything not in the expected shape is returned unchanged.
+    """
     if not text.startswith(LIVE_CONTEXT_HEADER):
         return text
     try:
         entries = yaml.safe_load(text[len(LIVE_CONTEXT_HEADER) :])
     except yaml.YAMLError:
         return text
-    if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
+    if not isinstance(entries, list) or not all(
+        isinstance(entry, dict) for entry in entries
+    ):
         return text
     lines = []
     for entry in entries:
-        kind = ", ".join(str(entry[key]) for key in ("domain", "areas") if entry.get(key))
+        kind = ", ".join(
+            str(entry[key]) for key in ("domain", "areas") if entry.get(key)
+        )
         details = [str(entry["state"])] if "state" in entry else []
-        attributes = entry.get("attributes") if isinstance(entry.get("attributes"), dict) else {}
-        details += [f"{key} {value}" for key, value in attributes.items() if value not in (None, "", [], {})]
+        attributes = (
+            entry.get("attributes") if isinstance(entry.get("attributes"), dict) else {}
+        )
+        details += [
+            f"{key} {value}"
+            for key, value in attributes.items()
+            if value not in (None, "", [], {})
+        ]
         lines.append(f"{entry.get('names', '?')} ({kind}): {', '.join(details)}")
     return "Live states (name (kind, area): state, attributes): " + "; ".join(lines)
 
