@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from custom_components.gemma_edge import config_flow
 from custom_components.gemma_edge.const import (
     CONF_MAX_TOKENS,
     CONF_MODEL_PATH,
@@ -252,3 +253,17 @@ async def test_image_options_do_not_reload_the_model(hass: HomeAssistant, smollm
     assert entry.runtime_data.engine is engine
     assert (entry.runtime_data.vision.max_side, entry.runtime_data.vision.min_interval) == (512, 30)
     await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_unexpected_error_is_an_unknown_form_error(
+    hass: HomeAssistant, smollm2_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failure nobody foresaw leaves the form open with "unknown" and the traceback in the log."""
+
+    def broken(path: str) -> None:
+        raise RuntimeError("disk controller on fire")
+
+    monkeypatch.setattr(config_flow, "read_gguf_info", broken)
+    result = await _local_step(hass, {CONF_MODEL_PATH: str(smollm2_path)})
+    assert result["type"] is FlowResultType.FORM and result["errors"] == {"base": "unknown"}
+    assert "disk controller on fire" in caplog.text and "Traceback" in caplog.text

@@ -234,3 +234,28 @@ async def test_where_faster_whisper_cannot_be_installed_the_flow_points_to_wyomi
     assert result["type"] == "abort" and result["reason"] == "speech_needs_wyoming"
     assert "no builds for musl" in result["description_placeholders"]["error"]
     assert not [s for s in entry.subentries.values() if s.subentry_type == "stt"]
+
+
+async def test_speech_subentry_reconfigure(hass: HomeAssistant, smollm2_path: Path) -> None:
+    """The speech entity's settings can be changed later; the entity comes back with them."""
+    entry = await async_create_local_entry(hass, smollm2_path)
+    await add_stt(hass, entry)
+    subentry = next(s for s in entry.subentries.values() if s.subentry_type == "stt")
+    result = await hass.config_entries.subentries.async_init(
+        (entry.entry_id, "stt"), context={"source": "reconfigure", "subentry_id": subentry.subentry_id}
+    )
+    assert result["step_id"] == "user" and "name" not in result["data_schema"].schema
+    bad = await hass.config_entries.subentries.async_configure(
+        result["flow_id"], {"model": str(WHISPER_TINY_EN), "language": "xx", "beam_size": 2, "vad_filter": False}
+    )
+    assert bad["errors"] == {"language": "unknown_language"}
+    done = await hass.config_entries.subentries.async_configure(
+        result["flow_id"], {"model": str(WHISPER_TINY_EN), "language": "de", "beam_size": 2, "vad_filter": False}
+    )
+    assert done["type"] == "abort" and done["reason"] == "reconfigure_successful"
+    await hass.async_block_till_done()
+    data = entry.subentries[subentry.subentry_id].data
+    assert data == {"model": str(WHISPER_TINY_EN), "language": "de", "beam_size": 2, "vad_filter": False}
+    entity = stt.async_get_speech_to_text_entity(hass, "stt.speech")
+    assert entity is not None and entity.supported_languages == ["de"]
+    await hass.config_entries.async_unload(entry.entry_id)
