@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.const import Platform
@@ -40,7 +40,7 @@ from .const import (
     SOURCE_SERVER,
 )
 from .engine.engine import LocalEngine
-from .engine.gguf_info import GGUFError, read_gguf_info
+from .engine.gguf_info import GGUFError, GGUFInfo, read_gguf_info
 from .engine.llama_model import EngineError, EngineSettings
 from .engine.preflight import PreflightError, check_memory_for
 from .engine.server_model import ServerAuthError, ServerUnavailableError
@@ -55,6 +55,9 @@ from .repairs import (
     raise_issue,
 )
 from .services import async_register_services
+
+if TYPE_CHECKING:
+    from .conversation import GemmaConversationEntity
 
 PLATFORMS = (
     Platform.AI_TASK,
@@ -77,8 +80,8 @@ class GemmaRuntimeData:
     engine: LocalEngine
     executor: ActionExecutor
     vision: CameraVision
-    # conversation entities by entity id (the ask service talks to them)
-    agents: dict[str, Any] = field(default_factory=dict)
+    # conversation entities by entity id (the ask action talks to them)
+    agents: dict[str, GemmaConversationEntity] = field(default_factory=dict)
 
 
 type GemmaConfigEntry = ConfigEntry[GemmaRuntimeData]
@@ -91,14 +94,20 @@ async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
 
 
 def ledger_path(hass: HomeAssistant, entry_id: str) -> Path:
-    """One SQLite action ledger per entry, in Home Assistant's storage folder."""
+    """Return the path of the entry's own SQLite action ledger.
+
+    One ledger per entry, in Home Assistant's storage folder.
+    """
     return Path(hass.config.path(".storage", DOMAIN, f"ledger_{entry_id}.db"))
 
 
 async def _async_start_executor(
     hass: HomeAssistant, entry: ConfigEntry
 ) -> ActionExecutor:
-    """Open the ledger and settle interrupted actions. An unusable ledger fails closed: no actions."""
+    """Open the ledger and settle interrupted actions.
+
+    An unusable ledger fails closed: no actions.
+    """
     executor = ActionExecutor(
         ActionLedger(ledger_path(hass, entry.entry_id)),
         HassHome(hass),
@@ -126,7 +135,7 @@ async def _async_start_executor(
 
 
 def engine_settings(entry: ConfigEntry) -> EngineSettings:
-    """Engine settings from the entry's data and options."""
+    """Return the engine settings from the entry's data and options."""
     options = {**entry.data, **entry.options}
     return EngineSettings(
         model_path=entry.data.get(CONF_MODEL_PATH, ""),
@@ -142,17 +151,16 @@ def engine_settings(entry: ConfigEntry) -> EngineSettings:
 async def _async_check_projector(
     hass: HomeAssistant, entry: ConfigEntry, settings: EngineSettings, model_bytes: int
 ) -> EngineSettings:
-    """A missing or unreadable vision projector, or no memory left for it, costs vision only:
-    Repairs issue, text keeps working.
+    """Check the vision projector; drop it from the settings when it cannot be used.
+
+    A missing or unreadable vision projector, or no memory left for it, costs vision
+    only: Repairs issue, text keeps working.
     """
     if settings.mmproj_path is None:
         return settings
     try:
         info = await hass.async_add_executor_job(read_gguf_info, settings.mmproj_path)
-        if info.architecture != "clip":
-            raise GGUFError(
-                f"architecture {info.architecture!r} is not a vision projector (clip)"
-            )
+        _check_is_projector(info)
         await hass.async_add_executor_job(
             check_memory_for, model_bytes + info.size_bytes
         )
@@ -170,10 +178,21 @@ async def _async_check_projector(
     return settings
 
 
+def _check_is_projector(info: GGUFInfo) -> None:
+    """Raise GGUFError unless the file is a vision projector (clip architecture)."""
+    if info.architecture != "clip":
+        raise GGUFError(
+            f"architecture {info.architecture!r} is not a vision projector (clip)"
+        )
+
+
 async def _async_local_settings(
     hass: HomeAssistant, entry: GemmaConfigEntry
 ) -> EngineSettings:
-    """An in-process model: llama-cpp-python installed and working, the file usable, memory free."""
+    """Return the settings of an in-process model, after checking it can run.
+
+    llama-cpp-python installed and working, the model file usable, memory free.
+    """
     await async_ensure_llama_cpp(hass)
     settings = engine_settings(entry)
     try:
@@ -207,6 +226,7 @@ async def _async_local_settings(
 async def _async_load_engine(
     hass: HomeAssistant, entry: GemmaConfigEntry, settings: EngineSettings
 ) -> LocalEngine:
+    """Load the model (or reach the server); a failure fails or retries the entry."""
     engine = LocalEngine(settings)
     try:
         await engine.async_load()
@@ -215,9 +235,8 @@ async def _async_load_engine(
         raise ConfigEntryNotReady(str(err)) from err  # the server may still be starting
     except ServerAuthError as err:
         await engine.async_unload()
-        raise ConfigEntryAuthFailed(
-            str(err)
-        ) from err  # Home Assistant asks for the new key
+        # Home Assistant asks for the new key
+        raise ConfigEntryAuthFailed(str(err)) from err
     except EngineError as err:
         await engine.async_unload()
         where = settings.server_url or settings.model_path
@@ -237,7 +256,11 @@ async def _async_load_engine(
 
 
 async def async_setup_entry(hass: HomeAssistant, entry: GemmaConfigEntry) -> bool:
-    """Check the environment and the model (or reach the server), then load it on its worker thread."""
+    """Set up an entry: check the model and load it, or reach the server.
+
+    The environment and the model are checked (or the server reached), then the model is
+    loaded on its worker thread.
+    """
     if entry.data.get(CONF_MODEL_SOURCE) == SOURCE_SERVER:
         settings = engine_settings(entry)
         clear_issues(hass, entry.entry_id)
@@ -260,7 +283,10 @@ def _schedule_housekeeping(
     engine: LocalEngine,
     executor: ActionExecutor,
 ) -> None:
-    """Prune the ledger every few hours and free an idle vision projector, on the event loop."""
+    """Schedule housekeeping on the event loop.
+
+    Prune the ledger every few hours and free an idle vision projector.
+    """
 
     @callback
     def prune(_now: datetime) -> None:
@@ -285,7 +311,11 @@ def _schedule_housekeeping(
 
 
 async def _async_reload_on_update(hass: HomeAssistant, entry: GemmaConfigEntry) -> None:
-    """Engine options changed: reload everything. Only agents changed: keep the loaded model."""
+    """Reload what changed in the entry.
+
+    Engine options changed: reload everything. Only agents changed: keep the loaded
+    model.
+    """
     if replace(engine_settings(entry), mmproj_path=None, cpu_variant=None) != replace(
         entry.runtime_data.engine.settings, mmproj_path=None, cpu_variant=None
     ):

@@ -50,7 +50,7 @@ def _failed(key: str, **placeholders: str) -> HomeAssistantError:
 
 
 def structure_schema(structure: vol.Schema) -> dict[str, Any]:
-    """The JSON schema of an AI Task structure (selectors included)."""
+    """Return the JSON schema of an AI Task structure (selectors included)."""
     schema: dict[str, Any] = convert(
         structure, custom_serializer=llm.selector_serializer
     )
@@ -103,7 +103,7 @@ class GemmaAITaskEntity(ai_task.AITaskEntity, GemmaLLMEntity):
             ValueError,
             vol.Invalid,
         ) as err:  # the grammar prevents it, unless cut off
-            # the caller gets the error; the answer itself may be private: debug log only
+            # the caller gets the error; the answer itself may be private: debug only
             LOGGER.debug("Structured answer does not validate: %s: %s", err, text)
             raise _failed(
                 "generation_failed",

@@ -16,7 +16,7 @@ from homeassistant.util import dt as dt_util
 from . import GemmaConfigEntry
 from .actions.executor import ActionOutcome
 from .activity import keeps_words, outcome_sentence, signal_action
-from .entity import engine_device_info
+from .entity import GemmaEngineEntity
 
 EVENT_LENGTH = timedelta(minutes=1)
 
@@ -26,22 +26,20 @@ async def async_setup_entry(
     entry: GemmaConfigEntry,
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
+    """Add the engine's activity calendar."""
     async_add_entities([AgentActivityCalendar(entry)])
 
 
-class AgentActivityCalendar(CalendarEntity):
+class AgentActivityCalendar(GemmaEngineEntity, CalendarEntity):
     """Actions of the agent, newest last."""
 
-    _attr_has_entity_name = True
-    _attr_translation_key = "agent_activity"
-
     def __init__(self, entry: GemmaConfigEntry) -> None:
-        self._entry = entry
-        self._attr_unique_id = f"{entry.entry_id}_agent_activity"
-        self._attr_device_info = engine_device_info(entry)
+        """Set up the calendar of the entry's actions."""
+        super().__init__(entry, "agent_activity")
         self._last: ActionOutcome | None = None
 
     async def async_added_to_hass(self) -> None:
+        """Read the last action from the ledger, then follow new ones."""
         recent = (
             await self._entry.runtime_data.executor.async_recent(1)
             if self._executor_open
@@ -87,6 +85,7 @@ class AgentActivityCalendar(CalendarEntity):
     async def async_get_events(
         self, hass: HomeAssistant, start_date: datetime, end_date: datetime
     ) -> list[CalendarEvent]:
+        """Return the actions recorded between the two times."""
         if not self._executor_open:
             return []
         since = (start_date - EVENT_LENGTH).timestamp()

@@ -74,8 +74,11 @@ from .subentry_flow import (
 
 
 def validate_model_file(path: str) -> GGUFInfo:
-    """Check a local model file (blocking). Raises GGUFError with a form error key in args[0]."""
-    if not path or not os.path.isfile(path):
+    """Check a local model file (blocking).
+
+    Raises GGUFError with the form's error key in args[0].
+    """
+    if not path or not Path(path).is_file():
         raise GGUFError("model_not_found")
     try:
         info = read_gguf_info(path)
@@ -88,12 +91,13 @@ def validate_model_file(path: str) -> GGUFInfo:
 
 
 class GemmaEdgeConfigFlow(ConfigFlow, domain=DOMAIN):
-    """Create a model engine: a Gemma 4 preset downloaded from Hugging Face, or a local GGUF."""
+    """Create a model engine: a Gemma 4 preset, a local GGUF or a llama.cpp server."""
 
     VERSION = 1
     MINOR_VERSION = 1
 
     def __init__(self) -> None:
+        """Start with nothing chosen and no download."""
         self._preset: ModelPreset | None = None
         self._download_dir = ""
         self._remotes: list[RemoteFile] = []
@@ -107,7 +111,7 @@ class GemmaEdgeConfigFlow(ConfigFlow, domain=DOMAIN):
     async def async_step_user(
         self, user_input: dict[str, Any] | None = None
     ) -> ConfigFlowResult:
-        """Choose where the model comes from (only a server where no model can run in here)."""
+        """Choose where the model comes from (a server only where none can run here)."""
         if problem := await async_llama_cpp_problem(self.hass):
             LOGGER.warning("Models cannot run inside this Home Assistant: %s", problem)
             return self.async_show_menu(
@@ -124,7 +128,7 @@ class GemmaEdgeConfigFlow(ConfigFlow, domain=DOMAIN):
     async def async_step_reauth(
         self, entry_data: Mapping[str, Any]
     ) -> ConfigFlowResult:
-        """A server entry's API key was refused."""
+        """Start reauthentication: the server refused the entry's API key."""
         return await self.async_step_reauth_confirm()
 
     async def async_step_reauth_confirm(
@@ -174,7 +178,7 @@ class GemmaEdgeConfigFlow(ConfigFlow, domain=DOMAIN):
     async def async_step_server(
         self, user_input: dict[str, Any] | None = None
     ) -> ConfigFlowResult:
-        """A llama.cpp server on this hub or the LAN runs the model (no llama-cpp-python here)."""
+        """Use a llama.cpp server on this hub or the LAN to run the model."""
         errors: dict[str, str] = {}
         if user_input is not None:
             url = user_input[CONF_SERVER_URL].strip().rstrip("/")
@@ -235,7 +239,7 @@ class GemmaEdgeConfigFlow(ConfigFlow, domain=DOMAIN):
     async def async_step_local(
         self, user_input: dict[str, Any] | None = None
     ) -> ConfigFlowResult:
-        """A GGUF file already on this machine."""
+        """Use a GGUF file already on this machine."""
         errors: dict[str, str] = {}
         if user_input is not None:
             path = user_input[CONF_MODEL_PATH].strip()
@@ -439,7 +443,10 @@ class GemmaEdgeConfigFlow(ConfigFlow, domain=DOMAIN):
 
 
 def _existing_bytes(path: Path, expected: int) -> int:
-    """Bytes already on disk for this file (complete or partial), so the disk check counts only the rest."""
+    """Return the bytes of this file already on disk (complete or partial).
+
+    The disk check counts only the rest.
+    """
     for candidate in (path, path.with_name(path.name + ".part")):
         if candidate.exists():
             return min(candidate.stat().st_size, expected)

@@ -22,7 +22,8 @@ CONF_THREADS: Final = "threads"
 CONF_FLASH_ATTN: Final = "flash_attention"
 
 SOURCE_LOCAL: Final = "local"
-# A llama.cpp server (llama-server, or llama-cpp-python's llama_cpp.server) runs the model instead
+# A llama.cpp server (llama-server, or llama-cpp-python's llama_cpp.server) runs the
+# model instead
 SOURCE_SERVER: Final = "server"
 CONF_SERVER_URL: Final = "server_url"
 CONF_SERVER_API_KEY: Final = "server_api_key"
@@ -30,8 +31,8 @@ CONF_SERVER_API_KEY: Final = "server_api_key"
 # Vision (entry options; read live, no reload)
 CONF_IMAGE_MAX_SIDE: Final = "image_max_side"
 CONF_CAMERA_MIN_INTERVAL: Final = "camera_min_interval"
-# Keep the user's words with the agent's actions in events, the Last action sensor and the
-# activity calendar (all recorded, readable by every user): off by default.
+# Keep the user's words with the agent's actions in events, the Last action sensor and
+# the activity calendar (all recorded, readable by every user): off by default.
 CONF_KEEP_WORDS: Final = "keep_words"
 DEFAULT_KEEP_WORDS: Final = False
 DEFAULT_IMAGE_MAX_SIDE: Final = (

@@ -86,13 +86,13 @@ class GemmaConversationEntity(
             primer.async_schedule_call()
 
         self.async_on_remove(async_at_started(self.hass, schedule_priming))
-        for event_type in (
-            er.EVENT_ENTITY_REGISTRY_UPDATED,
-            ar.EVENT_AREA_REGISTRY_UPDATED,
-        ):
-            self.async_on_remove(
-                self.hass.bus.async_listen(event_type, schedule_priming)
-            )
+        bus = self.hass.bus
+        self.async_on_remove(
+            bus.async_listen(er.EVENT_ENTITY_REGISTRY_UPDATED, schedule_priming)
+        )
+        self.async_on_remove(
+            bus.async_listen(ar.EVENT_AREA_REGISTRY_UPDATED, schedule_priming)
+        )
 
     async def async_will_remove_from_hass(self) -> None:
         """Unregister the agent."""
@@ -101,7 +101,7 @@ class GemmaConversationEntity(
         await super().async_will_remove_from_hass()
 
     async def _async_prime(self) -> None:
-        """Evaluate the prompt prefix a new conversation starts with, in the background."""
+        """Evaluate the prompt prefix of a new conversation, in the background."""
         chat_log = conversation.ChatLog(self.hass, ulid_now())
         user_input = self._input("", Context(), chat_log.conversation_id)
         if await self._async_provide(user_input, chat_log) is not None:
@@ -174,7 +174,7 @@ class GemmaConversationEntity(
     async def _async_provide(
         self, user_input: conversation.ConversationInput, chat_log: conversation.ChatLog
     ) -> conversation.ConversationResult | None:
-        """Instructions, API prompt and tools into the chat log (the same every turn)."""
+        """Put instructions, API prompt and tools in the chat log (same every turn)."""
         options = self.subentry.data
         instructions = options.get(CONF_PROMPT) or llm.DEFAULT_INSTRUCTIONS_PROMPT
         if user_input.language and user_input.language != MATCH_ALL:

@@ -1,4 +1,7 @@
-"""Diagnostics: engine settings, state and the last generation's figures (nothing secret)."""
+"""Diagnostics: engine settings, state and the last generation's figures.
+
+Nothing secret: personal details and the server's API key are redacted.
+"""
 
 from __future__ import annotations
 
@@ -14,14 +17,15 @@ from .engine.host_platform import detect_host
 from .engine.server_model import ServerModel
 from .llama_runtime import checked_cpu_variant, checked_version
 
-# Conversation instructions and what people said can hold personal details; a server's API key
-# is a secret.
+# Conversation instructions and what people said can hold personal details; a server's
+# API key is a secret.
 TO_REDACT = {"prompt", "reason", CONF_SERVER_API_KEY}
 
 
 async def async_get_config_entry_diagnostics(
     hass: HomeAssistant, entry: GemmaConfigEntry
 ) -> dict[str, Any]:
+    """Return the entry's settings, engine state, hub and recent actions, redacted."""
     engine = entry.runtime_data.engine
     executor = entry.runtime_data.executor
     model = engine.model

@@ -60,7 +60,8 @@ from .repairs import ISSUE_PROMPT_TOO_LARGE, raise_issue
 from .tool_runner import ToolRunner
 from .tools import tool_specs
 
-# Context kept free for the conversation itself (history, the user's words, tool results).
+# Context kept free for the conversation itself (history, the user's words, tool
+# results).
 CONVERSATION_ROOM_TOKENS = 512
 # A step that must call tools gets at least this many tokens: the answer limit is for
 # speech, and a call cut off by it is lost.
@@ -72,7 +73,7 @@ UNUSABLE_ANSWER = (
 
 
 def engine_device_info(entry: GemmaConfigEntry) -> dr.DeviceInfo:
-    """The device of an engine entry (the loaded model): its sensors and calendar."""
+    """Return the device of an engine entry (the loaded model): sensors, calendar."""
     model = entry.runtime_data.engine.model
     return dr.DeviceInfo(
         identifiers={(DOMAIN, entry.entry_id)},
@@ -86,7 +87,7 @@ def engine_device_info(entry: GemmaConfigEntry) -> dr.DeviceInfo:
 def model_service_device_info(
     entry: GemmaConfigEntry, subentry: ConfigSubentry
 ) -> dr.DeviceInfo:
-    """The device of an agent or AI Task subentry: a service run by the entry's model."""
+    """Return the device of an agent or AI Task subentry: a service of the model."""
     return dr.DeviceInfo(
         identifiers={(DOMAIN, subentry.subentry_id)},
         name=subentry.title,
@@ -97,7 +98,7 @@ def model_service_device_info(
 
 
 def speech_device_info(subentry: ConfigSubentry) -> dr.DeviceInfo:
-    """The device of a speech-to-text subentry: the Whisper model it runs."""
+    """Return the device of a speech-to-text subentry: the Whisper model it runs."""
     return dr.DeviceInfo(
         identifiers={(DOMAIN, subentry.subentry_id)},
         name=subentry.title,
@@ -107,10 +108,23 @@ def speech_device_info(subentry: ConfigSubentry) -> dr.DeviceInfo:
     )
 
 
+class GemmaEngineEntity(Entity):
+    """An entity of the engine entry itself: its sensors and its calendar."""
+
+    _attr_has_entity_name = True
+
+    def __init__(self, entry: GemmaConfigEntry, key: str) -> None:
+        """Set up the entity ``key`` (its translation key) on the engine's device."""
+        self._entry = entry
+        self._attr_translation_key = key
+        self._attr_unique_id = f"{entry.entry_id}_{key}"
+        self._attr_device_info = engine_device_info(entry)
+
+
 def chat_log_messages(
     chat_log: conversation.ChatLog, max_history: int
 ) -> list[Message]:
-    """The chat log as engine messages, keeping the system prompt and the last turns."""
+    """Return the chat log as engine messages: the system prompt and the last turns."""
     messages: list[Message] = []
     for content in chat_log.content:
         if isinstance(content, conversation.SystemContent):
@@ -147,7 +161,7 @@ def chat_log_messages(
 
 
 def turn_error(err: EngineError | ToolCallSyntaxError) -> HomeAssistantError:
-    """A failed turn as Home Assistant's error, which Assist speaks in its language."""
+    """Return a failed turn as Home Assistant's error, which Assist speaks."""
     if isinstance(err, ContextOverflowError):
         key, placeholders = "context_overflow", {"error": str(err)}
     elif isinstance(err, EngineBusyError):
@@ -258,7 +272,8 @@ class GemmaLLMEntity(Entity):
             source=turn.source,
             vision=runtime.vision if self._engine.has_vision else None,
             device_id=turn.device_id,
-            # a very small model dedicated to home control names only what the user named
+            # a very small model dedicated to home control names only what the user
+            # named
             strict_names=self._act_first,
         )
 
@@ -319,7 +334,8 @@ class GemmaLLMEntity(Entity):
                 if runner is None or not (runner.outcomes or runner.notes):
                     raise
                 LOGGER.warning(
-                    "Unreadable model output after acting (%s); answering from the outcomes",
+                    "Unreadable model output after acting (%s); "
+                    "answering from the outcomes",
                     err,
                 )
                 await self._async_say(chat_log, runner.spoken(turn.language))
@@ -357,7 +373,7 @@ class GemmaLLMEntity(Entity):
         return finished[-1] if finished else None
 
     async def _async_say(self, chat_log: conversation.ChatLog, text: str) -> None:
-        """An answer of our own, streamed like the model's."""
+        """Say an answer of our own, streamed like the model's."""
 
         async def deltas() -> AsyncGenerator[conversation.AssistantContentDeltaDict]:
             yield {"role": "assistant"}
@@ -430,7 +446,7 @@ class GemmaLLMEntity(Entity):
     async def _async_fit_prompt(
         self, messages: list[Message], tools: list[ToolSpec]
     ) -> list[Message]:
-        """The system prompt made to fit the context (``fit_system_prompt``).
+        """Return the messages with the system prompt fitted to the context.
 
         Decided once per distinct system prompt. The lines that depend on the asking
         device leave the system prompt (one cached prefix for every satellite); the area
@@ -453,7 +469,7 @@ class GemmaLLMEntity(Entity):
         return out
 
     async def _async_fit_system(self, text: str, tools: list[ToolSpec]) -> str:
-        """Fit the system prompt; a Repairs issue with the figures when it was changed."""
+        """Fit the system prompt; a Repairs issue gives the figures when it changed."""
         engine = self._engine
         max_tokens = int(
             self.subentry.data.get(CONF_MAX_TOKENS, self._default_max_tokens)
@@ -506,7 +522,7 @@ def _system_text(messages: list[Message]) -> str:
 
 
 def _final_words(runner: ToolRunner | None, language: str) -> str:
-    """The answer when the model gave none: what the turn did, or that it found none."""
+    """Return the answer when the model gave none: what the turn did, or "sorry"."""
     if runner is not None and (runner.outcomes or runner.notes):
         return runner.spoken(language)
     return UNUSABLE_ANSWER

@@ -9,7 +9,7 @@ import threading
 from typing import Any
 
 from homeassistant.core import HomeAssistant
-from homeassistant.data_entry_flow import FlowHandler
+from homeassistant.data_entry_flow import FlowHandler, FlowResult
 
 from .const import DOMAIN, LOGGER
 from .engine.download import ChecksumMismatchError, DownloadError, NotEnoughDiskError
@@ -81,7 +81,7 @@ class FlowDownload[ResultT]:
             run(), f"{DOMAIN} download {name}"
         )
 
-    def async_progress[FlowResultT](
+    def async_progress[FlowResultT: FlowResult[Any, Any]](
         self, flow: FlowHandler[Any, FlowResultT, Any], model: str
     ) -> FlowResultT:
         """Show the progress bar while running; when done, go on to the next step."""

@@ -1,9 +1,10 @@
 """llama-cpp-python at run time: checked at every start, installed when missing.
 
-It is not a manifest requirement (Home Assistant would try to compile it on Alpine and refuse to
-load the integration). A recreated container loses run-time installs, so every start checks it
-in a child process (import and a tiny inference) and installs it again when it is gone. Any
-failure is a Repairs issue and a failed entry; Home Assistant and the other entries keep running.
+It is not a manifest requirement (Home Assistant would try to compile it on Alpine and
+refuse to load the integration). A recreated container loses run-time installs, so every
+start checks it in a child process (import and a tiny inference) and installs it again
+when it is gone. Any failure is a Repairs issue and a failed entry; Home Assistant and
+the other entries keep running.
 """
 
 from __future__ import annotations
@@ -45,9 +46,13 @@ from .repairs import ISSUE_LLAMA_CPP, raise_issue
 
 
 class _RuntimeState:
-    """What this Home Assistant run found out about llama-cpp-python (checked once per run)."""
+    """What this Home Assistant run found out about llama-cpp-python.
+
+    Checked once per run.
+    """
 
     def __init__(self) -> None:
+        """Start with nothing checked yet."""
         self.lock = asyncio.Lock()
         self.version: str | None = None
         # a lower ggml CPU variant than ggml's own pick, which died on this machine
@@ -58,10 +63,12 @@ _STATE: HassKey[_RuntimeState] = HassKey(f"{DOMAIN}_llama_cpp")
 
 
 def check_fitting(extra_paths: tuple[str, ...] = ()) -> tuple[str, str | None]:
-    """Check the installed llama-cpp-python (blocking). When ggml's own pick of CPU variant dies
-    with an illegal instruction (a CPU that reports a feature its hypervisor or kernel does not
-    enable, seen with AMX), the build's variants are tried from the best down; returns the
-    version and the variant that ran (None: ggml's own pick). Otherwise the first error stands.
+    """Check the installed llama-cpp-python (blocking).
+
+    When ggml's own pick of CPU variant dies with an illegal instruction (a CPU that
+    reports a feature its hypervisor or kernel does not enable, seen with AMX), the
+    build's variants are tried from the best down; returns the version and the variant
+    that ran (None: ggml's own pick). Otherwise the first error stands.
     """
     try:
         return check_llama_cpp(extra_paths=extra_paths), None
@@ -87,28 +94,31 @@ class _InstalledButBrokenError(ConfigEntryError):
 
 
 def read_hub() -> tuple[HostPlatform, WheelManifest]:
-    """This hub and the wheel list (blocking: files and musl's loader); WheelChoiceError when the
-    list is damaged.
+    """Return this hub and the wheel list.
+
+    Blocking: files and musl's loader. Raises WheelChoiceError when the list is damaged.
     """
     return detect_host(), load_manifest()
 
 
 def install_kwargs(hass: HomeAssistant) -> dict[str, Any]:
-    """Where and how Home Assistant installs packages here (its own rules for venv, container
-    and config/deps).
+    """Return where and how Home Assistant installs packages here.
+
+    Its own rules for venv, container and config/deps.
     """
     return pip_kwargs(hass.config.config_dir)
 
 
 def wheel_folder(hass: HomeAssistant) -> Path:
+    """Return the folder downloaded wheels are kept in until installed."""
     return Path(hass.config.path(".storage", DOMAIN, "wheels"))
 
 
 async def async_ensure_llama_cpp(hass: HomeAssistant) -> str:
-    """Return the working llama-cpp-python's version, installing it first when it is missing.
+    """Return the working llama-cpp-python's version, installing it first if missing.
 
-    Raises ConfigEntryError (a Repairs issue says why and what to do) or ConfigEntryNotReady (the
-    download failed: Home Assistant retries the entry later).
+    Raises ConfigEntryError (a Repairs issue says why and what to do) or
+    ConfigEntryNotReady (the download failed: Home Assistant retries the entry later).
     """
     state = hass.data.setdefault(_STATE, _RuntimeState())
     async with state.lock:
@@ -135,10 +145,11 @@ async def async_ensure_llama_cpp(hass: HomeAssistant) -> str:
 
 
 async def async_llama_cpp_problem(hass: HomeAssistant) -> str | None:
-    """Why a model cannot run inside this Home Assistant (None: it can, or can be installed).
+    """Return why a model cannot run inside this Home Assistant.
 
-    For the config flow, before anything is downloaded: a hub with no fitting build is offered
-    the llama.cpp server entry instead of a model it could never load.
+    None: it can, or can be installed. For the config flow, before anything is
+    downloaded: a hub with no fitting build is offered the llama.cpp server entry
+    instead of a model it could never load.
     """
     state = hass.data.setdefault(_STATE, _RuntimeState())
     if state.version is not None:
@@ -164,9 +175,11 @@ def _fail(hass: HomeAssistant, error: str, *, retry: bool = False) -> NoReturn:
 
 
 async def _async_pinned(hass: HomeAssistant, version: str) -> str:
-    """Another version than the pinned one (installed by hand, or before the pin moved: the
-    engine uses llama-cpp-python internals) is replaced by the pinned one; where that cannot be
-    installed, the working one stays.
+    """Replace another version than the pinned one with the pinned one.
+
+    Another version was installed by hand, or before the pin moved (the engine uses
+    llama-cpp-python internals). Where the pinned one cannot be installed, the working
+    one stays.
     """
     try:
         host, manifest = await hass.async_add_executor_job(read_hub)
@@ -188,14 +201,16 @@ async def _async_pinned(hass: HomeAssistant, version: str) -> str:
         )
         return version
     LOGGER.warning(
-        "llama-cpp-python %s is installed; this integration is made for %s: installing it",
+        "llama-cpp-python %s is installed; this integration is made for %s: "
+        "installing it",
         version,
         manifest.version,
     )
     try:
         return await _async_install(hass, host, plan)
     except _InstalledButBrokenError:
-        raise  # the working one is gone: loading the broken one could kill Home Assistant
+        # the working one is gone: loading the broken one could kill Home Assistant
+        raise
     except (ConfigEntryError, ConfigEntryNotReady) as err:
         LOGGER.warning("Keeping llama-cpp-python %s, which works: %s", version, err)
         return version
@@ -217,7 +232,8 @@ async def _async_install(
     if not installed:
         _fail(
             hass,
-            f"installing {plan.describe()} failed (Home Assistant's log has the installer's output)",
+            f"installing {plan.describe()} failed "
+            "(Home Assistant's log has the installer's output)",
         )
     importlib.invalidate_caches()
     target = kwargs.get("target")
@@ -237,7 +253,10 @@ async def _async_install(
 
 
 async def _async_fetch(hass: HomeAssistant, plan: InstallPlan) -> str:
-    """The package to hand the installer: the checked wheel's path, or the source requirement."""
+    """Return the package to hand the installer.
+
+    The checked wheel's path, or the source requirement.
+    """
     wheel = plan.wheel
     if wheel is None:
         return plan.requirement
@@ -256,18 +275,22 @@ async def _async_fetch(hass: HomeAssistant, plan: InstallPlan) -> str:
         await hass.async_add_executor_job(
             partial(shutil.rmtree, wheel_folder(hass), ignore_errors=True)
         )
-        # the network may come back; a file that is not the listed one will not change by waiting
+        # the network may come back; a file that is not the listed one will not change
+        # by waiting
         _fail(hass, str(err), retry=not isinstance(err, ChecksumMismatchError))
     return str(path)
 
 
 def checked_version(hass: HomeAssistant) -> str | None:
-    """The llama-cpp-python version this run checked (None: not checked or not needed)."""
+    """Return the llama-cpp-python version this run checked.
+
+    None: not checked or not needed.
+    """
     state = hass.data.get(_STATE)
     return state.version if state else None
 
 
 def checked_cpu_variant(hass: HomeAssistant) -> str | None:
-    """The ggml CPU variant the check fell back to (None: ggml's own pick)."""
+    """Return the ggml CPU variant the check fell back to (None: ggml's own pick)."""
     state = hass.data.get(_STATE)
     return state.cpu_variant if state else None

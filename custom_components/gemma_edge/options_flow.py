@@ -50,6 +50,7 @@ class GemmaEdgeOptionsFlow(OptionsFlow):
     async def async_step_init(
         self, user_input: dict[str, Any] | None = None
     ) -> ConfigFlowResult:
+        """Show the engine, image and activity options; save them when submitted."""
         if user_input is not None:
             return self.async_create_entry(data=user_input)
         current = {

@@ -1,4 +1,7 @@
-"""Repairs issues for problems the user must fix (missing library, bad model file, memory)."""
+"""Repairs issues for problems the user must fix.
+
+A missing library, a bad model file, not enough memory.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ ISSUE_VISION_UNAVAILABLE = "vision_unavailable"
 
 
 def issue_id(kind: str, entry_id: str | None = None) -> str:
+    """Return the issue id of a kind of issue, per entry when an entry id is given."""
     return f"{kind}_{entry_id}" if entry_id else kind
 
 

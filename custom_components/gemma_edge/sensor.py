@@ -1,4 +1,4 @@
-"""Model status sensor: unloaded/loading/ready/busy/error, with the last generation's figures."""
+"""Sensors of an engine: the model's status and figures, actions today, last action."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from . import GemmaConfigEntry
 from .actions.executor import ActionOutcome
 from .activity import event_data, keeps_words, outcome_sentence, signal_action
 from .engine.engine import EngineStatus
-from .entity import engine_device_info
+from .entity import GemmaEngineEntity
 
 
 async def async_setup_entry(
@@ -24,35 +24,37 @@ async def async_setup_entry(
     entry: GemmaConfigEntry,
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
+    """Add the engine's sensors."""
     async_add_entities(
         [ModelStatusSensor(entry), ActionsTodaySensor(entry), LastActionSensor(entry)]
     )
 
 
-class ModelStatusSensor(SensorEntity):
+class ModelStatusSensor(GemmaEngineEntity, SensorEntity):
     """What the model is doing, and how the last generation step went."""
 
-    _attr_has_entity_name = True
-    _attr_translation_key = "model_status"
     _attr_device_class = SensorDeviceClass.ENUM
     _attr_options = [status.value for status in EngineStatus]
     _attr_entity_category = EntityCategory.DIAGNOSTIC
     _attr_should_poll = False
 
     def __init__(self, entry: GemmaConfigEntry) -> None:
+        """Set up the status sensor of the entry's engine."""
+        super().__init__(entry, "model_status")
         self._engine = entry.runtime_data.engine
-        self._attr_unique_id = f"{entry.entry_id}_model_status"
-        self._attr_device_info = engine_device_info(entry)
 
     async def async_added_to_hass(self) -> None:
+        """Follow the engine's status."""
         self.async_on_remove(self._engine.add_listener(self.async_write_ha_state))
 
     @property
     def native_value(self) -> str:
+        """Return the engine's status."""
         return self._engine.status.value
 
     @property
     def extra_state_attributes(self) -> dict[str, Any]:
+        """Return the context size and the last step's token counts and timings."""
         stats = self._engine.last_stats
         attributes: dict[str, Any] = {"context_size": self._engine.n_ctx}
         if stats is not None:
@@ -69,19 +71,13 @@ class ModelStatusSensor(SensorEntity):
         return attributes
 
 
-class _ActionSensor(SensorEntity):
+class _ActionSensor(GemmaEngineEntity, SensorEntity):
     """Base of the sensors fed by action outcomes."""
 
-    _attr_has_entity_name = True
     _attr_should_poll = False
 
-    def __init__(self, entry: GemmaConfigEntry, key: str) -> None:
-        self._entry = entry
-        self._attr_translation_key = key
-        self._attr_unique_id = f"{entry.entry_id}_{key}"
-        self._attr_device_info = engine_device_info(entry)
-
     async def async_added_to_hass(self) -> None:
+        """Read today's actions from the ledger, then follow new ones."""
         executor = self._entry.runtime_data.executor
         if executor.error is None:
             midnight = dt_util.start_of_local_day().timestamp()
@@ -109,6 +105,7 @@ class ActionsTodaySensor(_ActionSensor):
     _attr_native_unit_of_measurement = "actions"
 
     def __init__(self, entry: GemmaConfigEntry) -> None:
+        """Start counting from the beginning of today."""
         super().__init__(entry, "actions_today")
         self._day = dt_util.start_of_local_day()
         self._counts: Counter[str] = Counter()
@@ -122,12 +119,14 @@ class ActionsTodaySensor(_ActionSensor):
 
     @property
     def native_value(self) -> int:
+        """Return how many actions were handled today."""
         if dt_util.start_of_local_day() != self._day:
             return 0
         return sum(self._counts.values())
 
     @property
     def extra_state_attributes(self) -> dict[str, Any]:
+        """Return today's count of each outcome."""
         return dict(self._counts)
 
 
@@ -135,6 +134,7 @@ class LastActionSensor(_ActionSensor):
     """The last action as a sentence, with its details."""
 
     def __init__(self, entry: GemmaConfigEntry) -> None:
+        """Start without a last action."""
         super().__init__(entry, "last_action")
         self._last: ActionOutcome | None = None
 
@@ -143,10 +143,12 @@ class LastActionSensor(_ActionSensor):
 
     @property
     def native_value(self) -> str | None:
+        """Return the last action as a sentence."""
         return outcome_sentence(self.hass, self._last)[:255] if self._last else None
 
     @property
     def extra_state_attributes(self) -> dict[str, Any]:
+        """Return the last action's event fields and time."""
         if self._last is None:
             return {}
         return {

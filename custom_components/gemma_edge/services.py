@@ -1,10 +1,12 @@
-"""The ``gemma_edge.ask`` action: ask an agent (optionally showing it camera snapshots) from an
-automation and get ``{text, actions, conversation_id}`` back.
+"""The ``gemma_edge.ask`` action.
+
+Ask an agent (optionally showing it camera snapshots) from an automation and get
+``{text, actions, conversation_id}`` back.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import voluptuous as vol
 
@@ -20,6 +22,10 @@ from homeassistant.helpers import config_validation as cv
 
 from .activity import event_data
 from .const import DOMAIN
+
+if TYPE_CHECKING:
+    from . import GemmaConfigEntry
+    from .conversation import GemmaConversationEntity
 
 SERVICE_ASK = "ask"
 ATTR_AGENT_ID = "agent_id"
@@ -37,8 +43,13 @@ ASK_SCHEMA = vol.Schema(
 )
 
 
-def _find_agent(hass: HomeAssistant, agent_id: str | None) -> tuple[Any, Any]:
-    """(entry, conversation entity) for the agent id, or the first agent of a loaded entry."""
+def _find_agent(
+    hass: HomeAssistant, agent_id: str | None
+) -> tuple[GemmaConfigEntry, GemmaConversationEntity]:
+    """Return the entry and conversation entity of an agent.
+
+    The agent with the given id, or the first agent of a loaded entry.
+    """
     for entry in hass.config_entries.async_entries(DOMAIN):
         if entry.state is not ConfigEntryState.LOADED:
             continue

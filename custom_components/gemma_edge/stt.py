@@ -1,4 +1,7 @@
-"""Speech-to-text entity (faster-whisper) for Assist pipelines, one per `stt` subentry."""
+"""Speech-to-text entities (faster-whisper) for Assist pipelines.
+
+One entity per `stt` subentry.
+"""
 
 from __future__ import annotations
 
@@ -32,13 +35,15 @@ from .speech_runtime import async_install_faster_whisper
 from .tools import exposed_names
 
 IDLE_UNLOAD_S = 600
-MAX_HOTWORD_CHARS = (
-    400  # whisper's prompt window is short; names beyond this are left out
-)
+# whisper's prompt window is short; names beyond this are left out
+MAX_HOTWORD_CHARS = 400
 
 
 def speech_hotwords(hass: HomeAssistant) -> str | None:
-    """Exposed entity and area names, so "Kitchen Light" is heard as a name."""
+    """Return the exposed entity and area names as hotwords.
+
+    Whisper is prompted with them, so "Kitchen Light" is heard as a name.
+    """
     names = exposed_names(hass)
     return ", ".join([*names["entities"], *names["areas"]])[:MAX_HOTWORD_CHARS] or None
 
@@ -48,11 +53,12 @@ async def async_setup_entry(
     entry: GemmaConfigEntry,
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
+    """Set up the speech-to-text entities of the entry's stt subentries."""
     subentries = [s for s in entry.subentries.values() if s.subentry_type == "stt"]
     if not subentries:
         return
-    # Installed only when speech is wanted: CTranslate2 has no wheels for every platform (musl),
-    # and the agent must keep working where it cannot be installed.
+    # Installed only when speech is wanted: CTranslate2 has no wheels for every platform
+    # (musl), and the agent must keep working where it cannot be installed.
     try:
         await async_install_faster_whisper(hass)
     except HomeAssistantError as err:
@@ -72,12 +78,16 @@ async def async_setup_entry(
 
 
 class WhisperSTTEntity(stt.SpeechToTextEntity):
-    """Transcribes Assist audio on the hub; exposed device and area names are hotwords."""
+    """Speech-to-text entity that transcribes Assist audio on the hub.
+
+    Exposed device and area names are hotwords.
+    """
 
     _attr_has_entity_name = True
     _attr_name = None
 
     def __init__(self, subentry: ConfigSubentry) -> None:
+        """Set up the entity from the subentry's model, language and decoding."""
         self._attr_unique_id = subentry.subentry_id
         self._attr_device_info = speech_device_info(subentry)
         language = subentry.data.get(CONF_STT_LANGUAGE) or None
@@ -93,6 +103,7 @@ class WhisperSTTEntity(stt.SpeechToTextEntity):
         )
 
     async def async_will_remove_from_hass(self) -> None:
+        """Cancel the idle unload and close the transcriber."""
         self._cancel_unload()
         await self._transcriber.async_close()
 
@@ -102,7 +113,10 @@ class WhisperSTTEntity(stt.SpeechToTextEntity):
             self._unload_timer = None
 
     def _schedule_unload(self) -> None:
-        """Free the model after IDLE_UNLOAD_S without audio: the LLM shares the hub's memory."""
+        """Free the model after IDLE_UNLOAD_S without audio.
+
+        The LLM shares the hub's memory.
+        """
         self._cancel_unload()
 
         async def unload(_now: object) -> None:
@@ -114,6 +128,7 @@ class WhisperSTTEntity(stt.SpeechToTextEntity):
 
     @property
     def supported_languages(self) -> list[str]:
+        """Return the configured language, or the languages offered without one."""
         return (
             [self._language]
             if self._language
@@ -122,28 +137,37 @@ class WhisperSTTEntity(stt.SpeechToTextEntity):
 
     @property
     def supported_formats(self) -> list[stt.AudioFormats]:
+        """Return the audio formats the model accepts."""
         return [stt.AudioFormats.WAV]
 
     @property
     def supported_codecs(self) -> list[stt.AudioCodecs]:
+        """Return the audio codecs the model accepts."""
         return [stt.AudioCodecs.PCM]
 
     @property
     def supported_bit_rates(self) -> list[stt.AudioBitRates]:
+        """Return the audio bit rates the model accepts."""
         return [stt.AudioBitRates.BITRATE_16]
 
     @property
     def supported_sample_rates(self) -> list[stt.AudioSampleRates]:
+        """Return the audio sample rates the model accepts."""
         return [stt.AudioSampleRates.SAMPLERATE_16000]
 
     @property
     def supported_channels(self) -> list[stt.AudioChannels]:
+        """Return the audio channel counts the model accepts."""
         return [stt.AudioChannels.CHANNEL_MONO]
 
     async def async_process_audio_stream(
         self, metadata: stt.SpeechMetadata, stream: AsyncIterable[bytes]
     ) -> stt.SpeechResult:
-        """Collect at most MAX_AUDIO_SECONDS of audio (loading the model meanwhile), then transcribe."""
+        """Transcribe the audio stream.
+
+        Collect at most MAX_AUDIO_SECONDS of audio (loading the model meanwhile), then
+        transcribe.
+        """
         self._cancel_unload()
         loading = self.hass.async_create_task(
             self._transcriber.async_load(), eager_start=True

@@ -1,4 +1,4 @@
-"""Subentry flows: conversation agents and AI Tasks on the entry's model, speech-to-text."""
+"""Subentry flows: agents and AI Tasks on the entry's model, speech-to-text."""
 
 from __future__ import annotations
 
@@ -218,7 +218,7 @@ def download_whisper(
     progress: Callable[[float], None],
     cancelled: threading.Event,
 ) -> Path:
-    """Download a faster-whisper size from Hugging Face, each file resumed and verified."""
+    """Download a faster-whisper size from Hugging Face, resumed and verified."""
     repo = WHISPER_REPO.format(size=size)
     target = folder / f"faster-whisper-{size}"
     files = [resolve_remote_file(repo, name) for name in WHISPER_FILES]

@@ -1,1 +1,4 @@
-"""Engine: plain-Python model loading, prompt formats, grammars and tool-call parsing (no Home Assistant)."""
+"""Engine: plain-Python model loading, prompt formats, grammars, tool-call parsing.
+
+Nothing here depends on Home Assistant.
+"""

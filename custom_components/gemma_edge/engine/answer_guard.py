@@ -1,8 +1,9 @@
 """Keeps what is not a sentence out of the spoken answer.
 
-Small models sometimes answer with tool-call syntax, JSON, template markers or the instructions
-they were given. The answer streams sentence by sentence; each sentence is checked before it is
-released, and the first bad one ends the answer (the caller then answers from what it knows).
+Small models sometimes answer with tool-call syntax, JSON, template markers or the
+instructions they were given. The answer streams sentence by sentence; each sentence is
+checked before it is released, and the first bad one ends the answer (the caller then
+answers from what it knows).
 """
 
 from __future__ import annotations
@@ -26,13 +27,13 @@ class AnswerGuard:
     """Feed streamed answer text; get back the part that is safe to show or speak."""
 
     def __init__(self, prompt_text: str = "") -> None:
+        """Start a guard for an answer to the prompt text (used to spot copying)."""
         self._prompt = _normal(prompt_text)
         self._pending = ""
         self.released = ""
         self.rejected = False
-        self.rejected_text = (
-            ""  # the first sentence that was kept back (for the debug log)
-        )
+        # The first sentence that was kept back (for the debug log).
+        self.rejected_text = ""
 
     def _acceptable(self, sentence: str) -> bool:
         if _SYNTAX.search(sentence):
@@ -64,7 +65,7 @@ class AnswerGuard:
         return out
 
     def finish(self) -> str:
-        """The rest of the answer, if acceptable."""
+        """Return the rest of the answer, if acceptable."""
         rest, self._pending = self._pending, ""
         return self._release(rest)
 

@@ -1,10 +1,11 @@
-"""Prompt rendering: Gemma 4's native format, Gemma's turn format, and GGUF Jinja templates.
+"""Prompt rendering: Gemma 4's native format, Gemma's turn format, GGUF Jinja templates.
 
-Messages are plain dicts: ``{"role": "system"|"user"|"assistant"|"tool", "content": str}``;
-assistant messages may carry ``"tool_calls": [ToolCall, ...]``; tool messages carry
-``"tool_name"`` and a JSON-able ``"result"``; user messages may carry ``"images"`` (JPEG bytes),
-rendered as media markers before the text (the engine hands the images to the vision projector
-in the same order).
+Messages are plain dicts:
+``{"role": "system"|"user"|"assistant"|"tool", "content": str}``; assistant messages may
+carry ``"tool_calls": [ToolCall, ...]``; tool messages carry ``"tool_name"`` and a
+JSON-able ``"result"``; user messages may carry ``"images"`` (JPEG bytes), rendered as
+media markers before the text (the engine hands the images to the vision projector in
+the same order).
 """
 
 from __future__ import annotations
@@ -44,7 +45,10 @@ class UnsupportedModelError(ValueError):
 
 
 class ChatFormat(Protocol):
-    """Renders messages and tools to prompt text ending where the model must continue."""
+    """A chat format.
+
+    Renders messages and tools to prompt text ending where the model must continue.
+    """
 
     name: str
     syntax: CallSyntax
@@ -58,21 +62,27 @@ def _json(value: Any) -> str:
 
 
 def json_tool_instructions(tools: Sequence[ToolSpec]) -> str:
-    """System-prompt text that declares tools to a model without native tool tokens."""
+    """Return system-prompt text that declares tools to a model without tool tokens.
+
+    The model has no native tool tokens; it is told to reply with only a JSON object.
+    """
     lines = [
-        "You can control the home with these tools. To use one, reply with only a JSON object",
+        (
+            "You can control the home with these tools. To use one, reply with only a"
+            " JSON object"
+        ),
         '{"name": <tool name>, "arguments": {<arguments>}} and nothing else.',
         "Tools:",
     ]
-    for tool in sorted(tools, key=lambda t: t.name):
-        lines.append(
-            f"- {tool.name}: {tool.description} Arguments: {_json(tool.parameters or {})}"
-        )
+    lines.extend(
+        f"- {tool.name}: {tool.description} Arguments: {_json(tool.parameters or {})}"
+        for tool in sorted(tools, key=lambda t: t.name)
+    )
     return "\n".join(lines)
 
 
 def message_text(message: Message) -> str:
-    """A message's text, with a media marker for each of its images in front."""
+    """Return a message's text, with a media marker for each of its images in front."""
     return (
         MEDIA_MARKER * len(message.get("images") or ())
         + str(message.get("content") or "").strip()
@@ -80,11 +90,12 @@ def message_text(message: Message) -> str:
 
 
 def message_images(messages: Sequence[Message]) -> tuple[bytes, ...]:
-    """The images of all messages, in the order their markers are rendered."""
+    """Return the images of all messages, in the order their markers are rendered."""
     return tuple(image for message in messages for image in message.get("images") or ())
 
 
 def tool_result_text(message: Message) -> str:
+    """Return a tool message's result as plain text, for formats without tool tokens."""
     return (
         f"Result of {message.get('tool_name', 'tool')}: {_json(message.get('result'))}"
     )
@@ -96,7 +107,7 @@ def _system_text(messages: Sequence[Message]) -> tuple[str, list[Message]]:
     return "", list(messages)
 
 
-# --- Gemma 4, built in -----------------------------------------------------------------------
+# --- Gemma 4, built in ---------------------------------------------------------------
 
 
 def _gemma4_schema(properties: dict[str, Any], required: Sequence[str]) -> str:
@@ -126,8 +137,11 @@ def _gemma4_schema(properties: dict[str, Any], required: Sequence[str]) -> str:
 
 
 def gemma4_declaration(tool: ToolSpec) -> str:
-    """A tool declaration in Gemma 4's syntax (mirrors the official template)."""
-    text = f"<|tool>declaration:{tool.name}{{description:{STRING_QUOTE}{tool.description}{STRING_QUOTE}"
+    """Return a tool declaration in Gemma 4's syntax (mirrors the official template)."""
+    text = (
+        f"<|tool>declaration:{tool.name}"
+        f"{{description:{STRING_QUOTE}{tool.description}{STRING_QUOTE}"
+    )
     params = tool.parameters or {}
     if params:
         text += ",parameters:{"
@@ -145,11 +159,15 @@ def gemma4_declaration(tool: ToolSpec) -> str:
                 )
                 + "],"
             )
-        text += f"type:{STRING_QUOTE}{str(params.get('type', 'object')).upper()}{STRING_QUOTE}}}"
+        text += (
+            f"type:{STRING_QUOTE}{str(params.get('type', 'object')).upper()}"
+            f"{STRING_QUOTE}}}"
+        )
     return text + "}<tool|>"
 
 
 def gemma4_response(message: Message) -> str:
+    """Return a tool message as a tool response in Gemma 4's syntax."""
     result = message.get("result")
     name = message.get("tool_name", "unknown")
     body = format_native_value(
@@ -167,6 +185,7 @@ class Gemma4Format:
     bos: str = "<bos>"
 
     def render(self, messages: Sequence[Message], tools: Sequence[ToolSpec]) -> str:
+        """Return the prompt text in Gemma 4's format."""
         system, rest = _system_text(messages)
         out = [self.bos]
         if system or tools:
@@ -194,7 +213,8 @@ class Gemma4Format:
                     in_model_turn = False
                 continue
             if in_model_turn:
-                # The official template leaves a model turn that ends in tool responses open.
+                # The official template leaves a model turn that ends in tool responses
+                # open.
                 if not out[-1].endswith(RESPONSE_END):
                     out.append("<turn|>\n")
                 in_model_turn = False
@@ -204,18 +224,22 @@ class Gemma4Format:
         return "".join(out)
 
 
-# --- Gemma 2/3 turn format (no tool tokens) ---------------------------------------------------
+# --- Gemma 2/3 turn format (no tool tokens) ------------------------------------------
 
 
 @dataclass
 class GemmaTurnFormat:
-    """Gemma 2/3's turn format: system text folded into the first user turn, JSON tool calls."""
+    """Gemma 2/3's turn format.
+
+    System text is folded into the first user turn; tool calls are JSON.
+    """
 
     name: str = "gemma-turns"
     syntax: CallSyntax = "json"
     bos: str = "<bos>"
 
     def render(self, messages: Sequence[Message], tools: Sequence[ToolSpec]) -> str:
+        """Return the prompt text in Gemma's turn format."""
         system, rest = _system_text(messages)
         preamble = "\n\n".join(
             part
@@ -250,7 +274,7 @@ class GemmaTurnFormat:
         return "".join(out)
 
 
-# --- GGUF Jinja templates ---------------------------------------------------------------------
+# --- GGUF Jinja templates ------------------------------------------------------------
 
 
 def _raise_exception(message: str) -> None:
@@ -267,6 +291,7 @@ class JinjaFormat:
     name: str = "gguf-template"
 
     def __post_init__(self) -> None:
+        """Compile the template and pick the tool-call syntax it expects."""
         env = ImmutableSandboxedEnvironment(
             trim_blocks=True, lstrip_blocks=True, loader=jinja2.BaseLoader()
         )
@@ -275,6 +300,7 @@ class JinjaFormat:
         self.syntax: CallSyntax = "native" if CALL_START in self.template else "json"
 
     def render(self, messages: Sequence[Message], tools: Sequence[ToolSpec]) -> str:
+        """Return the prompt text rendered by the model's own template."""
         if self.syntax == "native":
             return self._compiled.render(
                 messages=self._native_messages(messages),
@@ -303,8 +329,10 @@ class JinjaFormat:
 
     @staticmethod
     def _native_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
-        """OpenAI-style messages; tool results ride on their call's message as Gemma's
-        ``tool_responses`` so that structured results render natively, not as a JSON string.
+        """Return OpenAI-style messages for a template with native tool calls.
+
+        Tool results ride on their call's message as Gemma's ``tool_responses`` so that
+        structured results render natively, not as a JSON string.
         """
         out: list[dict[str, Any]] = []
         for message in messages:
@@ -369,7 +397,10 @@ class JinjaFormat:
 def select_chat_format(
     architecture: str, template: str | None, bos: str = "", eos: str = ""
 ) -> ChatFormat:
-    """Pick the format for a model: its own template when it has one, else Gemma's built-in one."""
+    """Pick the format for a model.
+
+    The model's own template when it has one, else Gemma's built-in one.
+    """
     if template:
         return JinjaFormat(template, bos=bos, eos=eos)
     if architecture == "gemma4":
@@ -377,13 +408,16 @@ def select_chat_format(
     if architecture in GEMMA_FAMILY:
         return GemmaTurnFormat()
     raise UnsupportedModelError(
-        f"the model (architecture {architecture!r}) has no chat template and is not a Gemma model"
+        f"the model (architecture {architecture!r}) has no chat template and is not"
+        " a Gemma model"
     )
 
 
-# Put inside a marker found in content, it keeps the text readable but no longer the marker.
+# Put inside a marker found in content, it keeps the text readable but no longer the
+# marker.
 WORD_JOINER = "\u2060"
-# What our renderers write around content (the model's own special tokens are added at load).
+# What our renderers write around content (the model's own special tokens are added at
+# load).
 TEMPLATE_MARKERS = (
     "<bos>",
     "<eos>",
@@ -410,14 +444,18 @@ TEMPLATE_MARKERS = (
 )
 
 
-# Marker-shaped spans: <...> and [...] without spaces. Each is looked up in the marker set, so a
-# vocabulary with thousands of control tokens costs one scan per string.
+# Marker-shaped spans: <...> and [...] without spaces. Each is looked up in the marker
+# set, so a vocabulary with thousands of control tokens costs one scan per string.
 _MARKER_SHAPE = re.compile(r"<[^<>\s]{1,64}>|\[[^\[\]\s]{1,64}\]")
 
 
 @functools.lru_cache(maxsize=8)
 def _marker_sets(markers: tuple[str, ...]) -> tuple[frozenset[str], tuple[str, ...]]:
-    """Markers of the usual shape (looked up per span) and the odd ones (replaced literally)."""
+    """Split the markers into those of the usual shape and the odd ones.
+
+    Markers of the usual shape are looked up per span; the odd ones are replaced
+    literally.
+    """
     shaped = frozenset(m for m in markers if _MARKER_SHAPE.fullmatch(m))
     odd = tuple(
         sorted(
@@ -436,10 +474,12 @@ def _break(marker: str) -> str:
 def neutralize_markers(
     messages: Sequence[Message], markers: Sequence[str]
 ) -> list[Message]:
-    """The messages with every template marker or special token text inside their content (the
-    user's words, tool results, call arguments, entity names in the system prompt) broken by an
-    invisible character, so content can never become a turn boundary, a tool call or an image
-    position. Only what the renderer itself writes is a marker.
+    """Return the messages with every marker inside their content broken.
+
+    Every template marker or special token text inside their content (the user's words,
+    tool results, call arguments, entity names in the system prompt) is broken by an
+    invisible character, so content can never become a turn boundary, a tool call or an
+    image position. Only what the renderer itself writes is a marker.
     """
     shaped, odd = _marker_sets(tuple(markers))
 

@@ -1,9 +1,9 @@
-"""Download a model file from Hugging Face with progress, resume, and size and sha256 checks.
+"""Download a Hugging Face model file with progress, resume, size and sha256 checks.
 
-huggingface_hub resolves the file (URL, size and the LFS sha256 from the hub's own metadata) and
-provides the HTTP session; the transfer itself streams into ``<name>.part`` with HTTP Range
-requests so an interrupted download continues where it stopped. The final file appears only after
-its size and sha256 match.
+huggingface_hub resolves the file (URL, size and the LFS sha256 from the hub's own
+metadata) and provides the HTTP session; the transfer itself streams into
+``<name>.part`` with HTTP Range requests so an interrupted download continues where it
+stopped. The final file appears only after its size and sha256 match.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ class NotEnoughDiskError(DownloadError):
     """The target folder lacks the space for the file."""
 
     def __init__(self, needed: int, free: int) -> None:
+        """Record the bytes needed and the bytes free, and say both in the message."""
         super().__init__(
             f"needs {needed / 1e9:.2f} GB free, {free / 1e9:.2f} GB available"
         )
@@ -70,7 +71,10 @@ class RemoteFile:
 def resolve_remote_file(
     repo_id: str, filename: str, *, endpoint: str | None = None, revision: str = "main"
 ) -> RemoteFile:
-    """Ask the hub for the file's URL, size and sha256 (blocking: run in an executor)."""
+    """Ask the hub for the file's URL, size and sha256.
+
+    Blocking: run it in an executor.
+    """
     from huggingface_hub import get_hf_file_metadata, hf_hub_url  # noqa: PLC0415
     from huggingface_hub.errors import HfHubHTTPError  # noqa: PLC0415
 
@@ -118,10 +122,10 @@ def download_file(
 ) -> Path:
     """Download (or resume) ``remote`` into ``folder``; return the verified file's path.
 
-    Blocking: run it in an executor or worker thread. ``progress`` receives 0.0-1.0. Setting
-    ``cancelled`` stops it at the next block (DownloadCancelledError; the part file stays for a
-    later resume). Only one download writes a given part file at a time: a second one waits for
-    the first, then finds the file done or continues it.
+    Blocking: run it in an executor or worker thread. ``progress`` receives 0.0-1.0.
+    Setting ``cancelled`` stops it at the next block (DownloadCancelledError; the part
+    file stays for a later resume). Only one download writes a given part file at a
+    time: a second one waits for the first, then finds the file done or continues it.
     """
     partial = folder / f"{remote.filename}.part"
     with _part_lock(partial):
@@ -166,7 +170,8 @@ def _download_file(
                     have = 0
                 elif response.status_code not in (200, 206):
                     raise DownloadError(
-                        f"download of {remote.filename} failed: HTTP {response.status_code}"
+                        f"download of {remote.filename} failed:"
+                        f" HTTP {response.status_code}"
                     )
                 with partial.open("r+b" if have else "wb") as handle:
                     handle.seek(have)
@@ -199,7 +204,8 @@ def _download_file(
             attempts += 1
             if attempts >= MAX_ATTEMPTS:
                 raise DownloadError(
-                    f"download of {remote.filename} ended early at {have} of {remote.size} bytes"
+                    f"download of {remote.filename} ended early at {have}"
+                    f" of {remote.size} bytes"
                 )
     if have != remote.size:
         partial.unlink()
@@ -211,7 +217,8 @@ def _download_file(
         if digest != remote.sha256:
             partial.unlink()
             raise ChecksumMismatchError(
-                f"{remote.filename}: sha256 {digest[:12]}... does not match the hub's {remote.sha256[:12]}..."
+                f"{remote.filename}: sha256 {digest[:12]}... does not match the hub's"
+                f" {remote.sha256[:12]}..."
             )
     partial.replace(target)
     if progress:
@@ -225,20 +232,20 @@ def download_files(
     progress: Callable[[float], None],
     cancelled: threading.Event | None = None,
 ) -> list[Path]:
-    """Download several files into one folder, reporting progress over their total size."""
+    """Download several files into one folder.
+
+    Progress is reported over their total size.
+    """
     total = sum(remote.size for remote in remotes) or 1
     done = 0
     paths = []
     for remote in remotes:
-        paths.append(
-            download_file(
-                remote,
-                folder,
-                lambda fraction, base=done, size=remote.size: progress(
-                    (base + fraction * size) / total
-                ),
-                cancelled,
-            )
-        )
+
+        def file_progress(
+            fraction: float, base: int = done, size: int = remote.size
+        ) -> None:
+            progress((base + fraction * size) / total)
+
+        paths.append(download_file(remote, folder, file_progress, cancelled))
         done += remote.size
     return paths

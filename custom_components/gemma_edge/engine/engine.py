@@ -1,12 +1,14 @@
-"""The local model engine: an asyncio-facing facade over one worker thread and a loaded model.
+"""The local model engine: an asyncio facade over one worker thread and a loaded model.
 
-Plain Python (no Home Assistant): the conversation entity, services and tests use it alike.
+Plain Python (no Home Assistant): the conversation entity, services and tests use it
+alike.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
+import contextlib
 from dataclasses import dataclass
 import enum
 import logging
@@ -93,16 +95,22 @@ class StepOptions:
     top_p: float = 0.95
     top_k: int = 64
     tool_choice: ToolChoice = "auto"
-    # The answer must be one JSON value matching this schema (structured output; no tool calls).
+    # The answer must be one JSON value matching this schema (structured output; no tool
+    # calls).
     json_schema: dict[str, Any] | None = None
-    # PRIORITY_USER for a person waiting; PRIORITY_AUTOMATION for automations and AI Tasks.
+    # PRIORITY_USER for a person waiting; PRIORITY_AUTOMATION for automations and AI
+    # Tasks.
     priority: int = PRIORITY_USER
 
 
 class OutputSplitter:
-    """Separates streamed answer text from tool-call text, which is held back and parsed at the end."""
+    """Separates streamed answer text from tool-call text.
+
+    Tool-call text is held back and parsed at the end.
+    """
 
     def __init__(self, tools_offered: bool) -> None:
+        """Start splitting; without tools offered, all text is answer text."""
         self._tools_offered = tools_offered
         self._buffer = ""
         self._is_call: bool | None = None if tools_offered else False
@@ -120,7 +128,10 @@ class OutputSplitter:
         return ""
 
     def finish(self, truncated: bool = False) -> tuple[str, list[ToolCall]]:
-        """Remaining text and the parsed tool calls (raises ToolCallSyntaxError on bad calls)."""
+        """Return the remaining text and the parsed tool calls.
+
+        Raises ToolCallSyntaxError on bad calls.
+        """
         if self._is_call:
             return "", parse_tool_calls(self._buffer, truncated=truncated)
         text, self._buffer = self._buffer, ""
@@ -135,11 +146,14 @@ def _strip_turn_end(text: str) -> str:
 
 
 class LocalEngine:
-    """Loads one GGUF model (or connects to a llama.cpp server that runs it) and runs generation
-    steps on its worker thread, one at a time, in priority order.
+    """Loads one GGUF model and runs generation steps on its worker thread.
+
+    The model is loaded here or runs in a llama.cpp server this connects to. Steps run
+    one at a time, in priority order.
     """
 
     def __init__(self, settings: EngineSettings, *, max_pending: int = 4) -> None:
+        """Set up an unloaded engine; at most max_pending requests may wait."""
         self.settings = settings
         self._max_pending = max_pending
         self._worker: SerialWorker | None = None
@@ -149,13 +163,15 @@ class LocalEngine:
         self.last_error: str | None = None
         self.last_stats: GenerationStats | None = None
         self._load_lock = asyncio.Lock()
-        # At most one step with images at a time: each holds its images and their image tokens.
+        # At most one step with images at a time: each holds its images and their image
+        # tokens.
         self._vision_lock = asyncio.Lock()
         self._last_vision = 0.0  # monotonic time of the last step with images
         self._listeners: list[Callable[[], None]] = []
 
     @property
     def status(self) -> EngineStatus:
+        """What the model is doing; setting it notifies the listeners on a change."""
         return self._status
 
     @status.setter
@@ -165,7 +181,10 @@ class LocalEngine:
             self._notify()
 
     def add_listener(self, listener: Callable[[], None]) -> Callable[[], None]:
-        """Call listener (on the event loop) when the status or the last stats change; returns a remover."""
+        """Call listener (on the event loop) when the status or the last stats change.
+
+        Return a function that removes the listener.
+        """
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
 
@@ -175,15 +194,20 @@ class LocalEngine:
 
     @property
     def model(self) -> LlamaModel | ServerModel | None:
+        """The loaded model (or server connection), None when unloaded."""
         return self._model
 
     @property
     def worker(self) -> SerialWorker | None:
+        """The model's worker, None before the first load and after unloading."""
         return self._worker
 
     @property
     def n_ctx(self) -> int:
-        """The context the prompt must fit in: the settings', or what a llama-server reports."""
+        """The context the prompt must fit in.
+
+        The settings' context, or what a llama-server reports.
+        """
         return (
             self._model.n_ctx
             if isinstance(self._model, ServerModel)
@@ -192,11 +216,12 @@ class LocalEngine:
 
     @property
     def has_vision(self) -> bool:
-        """A vision projector is configured (or the server has one): steps may carry images."""
-        return (
-            bool(self.settings.mmproj_path)
-            or (isinstance(self._model, ServerModel)
-            and self._model.has_vision)
+        """A vision projector is configured (or the server has one).
+
+        Steps may then carry images.
+        """
+        return bool(self.settings.mmproj_path) or (
+            isinstance(self._model, ServerModel) and self._model.has_vision
         )
 
     async def async_load(self) -> None:
@@ -227,12 +252,10 @@ class LocalEngine:
         if worker is None:
             return
         if model is not None:
-            try:
+            with contextlib.suppress(WorkerStoppedError, WorkerBusyError):
                 await asyncio.wrap_future(
                     worker.submit(model.close, priority=PRIORITY_USER)
                 )
-            except (WorkerStoppedError, WorkerBusyError):
-                pass
         await asyncio.get_running_loop().run_in_executor(None, worker.stop)
         self.status = EngineStatus.UNLOADED
 
@@ -242,7 +265,10 @@ class LocalEngine:
         tools: Sequence[ToolSpec],
         options: StepOptions,
     ) -> AsyncIterator[StreamEvent]:
-        """Run one generation step; yield text deltas, then tool calls (if any), then the stats."""
+        """Run one generation step.
+
+        Yield text deltas, then tool calls (if any), then the stats.
+        """
         images = message_images(messages)
         if not images:
             async for event in self._stream_step(messages, tools, options, images):
@@ -256,7 +282,10 @@ class LocalEngine:
                 self._last_vision = time.monotonic()
 
     async def async_release_idle_vision(self, idle_s: float) -> bool:
-        """Free the vision projector when no image was seen for idle_s seconds (background work)."""
+        """Free the vision projector when no image was seen for idle_s seconds.
+
+        This is background work.
+        """
         worker, model = self._worker, self._model
         if (
             worker is None
@@ -289,8 +318,8 @@ class LocalEngine:
         loop = asyncio.get_running_loop()
         pieces: asyncio.Queue[str | None] = asyncio.Queue()
         cancelled = threading.Event()
-        # Pieces wait in a buffer; the loop is woken once per batch, not once per token, so the
-        # event loop does not compete with llama.cpp's threads for every token.
+        # Pieces wait in a buffer; the loop is woken once per batch, not once per token,
+        # so the event loop does not compete with llama.cpp's threads for every token.
         buffer: list[str] = []
         buffer_lock = threading.Lock()
 
@@ -313,6 +342,7 @@ class LocalEngine:
         def run() -> GenerationStats:
             chat_format = model.chat_format
             assert chat_format is not None
+            grammar: str | None
             if options.json_schema is not None:
                 try:
                     grammar = build_json_grammar(
@@ -382,7 +412,10 @@ class LocalEngine:
     async def async_count_tokens(
         self, messages: Sequence[Message], tools: Sequence[ToolSpec]
     ) -> int:
-        """Prompt tokens of these messages and tools (rendered and tokenized on the worker)."""
+        """Count the prompt tokens of these messages and tools.
+
+        They are rendered and tokenized on the worker.
+        """
         worker, model = self._worker, self._model
         if worker is None or model is None:
             raise EngineError("the model is not loaded")
@@ -407,10 +440,11 @@ class LocalEngine:
     async def async_prime(
         self, messages: Sequence[Message], tools: Sequence[ToolSpec]
     ) -> int:
-        """Evaluate the static prompt prefix in the background so the next turn starts warm.
+        """Evaluate the static prompt prefix in advance so the next turn starts warm.
 
-        Runs at background priority and yields to any user request queued meanwhile (the rest is
-        evaluated by that request anyway). Returns how many tokens the cache holds afterwards.
+        Runs at background priority and yields to any user request queued meanwhile
+        (the rest is evaluated by that request anyway). Returns how many tokens the
+        cache holds afterwards.
         """
         worker, model = self._worker, self._model
         if worker is None or model is None:

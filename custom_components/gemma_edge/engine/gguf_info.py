@@ -1,4 +1,7 @@
-"""Read a GGUF file's header metadata without loading the model (for validation and templates)."""
+"""Read a GGUF file's header metadata without loading the model.
+
+Used to validate a model file and to find its chat template.
+"""
 
 from __future__ import annotations
 
@@ -26,7 +29,8 @@ _SCALARS = {
 _STRING = 8
 _ARRAY = 9
 
-# Architectures llama.cpp can run as chat models (a subset we accept for a conversation agent).
+# Architectures llama.cpp can run as chat models (a subset we accept for a conversation
+# agent).
 TEXT_ARCHITECTURES = frozenset(
     {
         "gemma",
@@ -65,6 +69,7 @@ class GGUFInfo:
 
     @property
     def is_text_model(self) -> bool:
+        """The architecture is one we accept as a chat model."""
         return self.architecture in TEXT_ARCHITECTURES
 
 

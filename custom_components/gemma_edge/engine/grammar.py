@@ -1,8 +1,8 @@
 """GBNF grammars that make every tool call syntactically valid.
 
-The grammar names only declared tools and gives each argument the type (and enum) its JSON schema
-declares, in Gemma 4's native call syntax or in plain JSON. ``auto`` also allows a plain-text
-answer; ``required`` forces at least one call.
+The grammar names only declared tools and gives each argument the type (and enum) its
+JSON schema declares, in Gemma 4's native call syntax or in plain JSON. ``auto`` also
+allows a plain-text answer; ``required`` forces at least one call.
 """
 
 from __future__ import annotations
@@ -17,12 +17,14 @@ from .tool_calls import CALL_END, CALL_START, STRING_QUOTE
 CallSyntax = Literal["native", "json"]
 ToolChoice = Literal["auto", "required", "none"]
 
-# Gemma 4 may issue parallel calls; models without native tool tokens get one call per step
-# (they tend to repeat a call, and each result is shown to them before the next).
+# Gemma 4 may issue parallel calls; models without native tool tokens get one call per
+# step (they tend to repeat a call, and each result is shown to them before the next).
 MAX_CALLS_PER_STEP = {"native": 3, "json": 1}
-# Tool argument strings are names and short texts; a bound keeps a rambling model inside max_tokens.
+# Tool argument strings are names and short texts; a bound keeps a rambling model inside
+# max_tokens.
 MAX_STRING_CHARS = 256
-# Arrays in tool arguments are short lists (domains, device classes); small models otherwise ramble.
+# Arrays in tool arguments are short lists (domains, device classes); small models
+# otherwise ramble.
 MAX_ARRAY_ITEMS = 4
 # Optional arguments are written in a fixed order; the most telling ones first.
 PREFERRED_FIRST = ("name", "area", "floor", "domain")
@@ -36,9 +38,10 @@ _JSON_CHAR = r'[^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})'
 class ToolSpec:
     """A tool offered to the model: name, description, JSON schema of its arguments.
 
-    ``constraints``, when given, is the stricter schema the grammar enforces (e.g. names as enums
-    of what is exposed) while the prompt declares the lighter ``parameters``: the names are already
-    in the prompt once, and repeating them in every declaration would cost prompt tokens.
+    ``constraints``, when given, is the stricter schema the grammar enforces (e.g. names
+    as enums of what is exposed) while the prompt declares the lighter ``parameters``:
+    the names are already in the prompt once, and repeating them in every declaration
+    would cost prompt tokens.
     """
 
     name: str
@@ -48,6 +51,7 @@ class ToolSpec:
 
     @property
     def grammar_schema(self) -> dict[str, Any]:
+        """The schema the grammar enforces: constraints if given, else parameters."""
         return self.constraints if self.constraints is not None else self.parameters
 
 
@@ -80,7 +84,10 @@ class _GrammarBuilder:
         self.rules: dict[str, str] = {}
 
     def marker(self, text: str) -> str:
-        """A Gemma control marker: matched as the single special token when the vocab has it."""
+        """Return a Gemma control marker for the grammar.
+
+        It is matched as the single special token when the vocab has it.
+        """
         return text if self.markers_as_tokens else gbnf_literal(text)
 
     def add(self, name: str, body: str) -> str:
@@ -195,8 +202,8 @@ class _GrammarBuilder:
             f"{sep} {members[key]}" if i else members[key]
             for i, key in enumerate(required)
         )
-        # A schema whose anyOf lists single required keys ("at least one of") makes one of those
-        # the first optional member present.
+        # A schema whose anyOf lists single required keys ("at least one of") makes one
+        # of those the first optional member present.
         leaders = _at_least_one_of(schema)
         if required and not leaders:
             body += "".join(f" ({sep} {members[key]})?" for key in optional)
@@ -228,21 +235,29 @@ class _GrammarBuilder:
             else self.add("empty-object", '"{" "}"')
         )
         if self.syntax == "json":
-            body = f'"{{\\"name\\": " {gbnf_literal(json.dumps(tool.name))} ", \\"arguments\\": " {args} "}}"'
+            body = (
+                f'"{{\\"name\\": " {gbnf_literal(json.dumps(tool.name))}'
+                f' ", \\"arguments\\": " {args} "}}"'
+            )
         else:
-            body = f'{self.marker(CALL_START)} "call:" {gbnf_literal(tool.name)} {args} {self.marker(CALL_END)}'
+            body = (
+                f'{self.marker(CALL_START)} "call:" {gbnf_literal(tool.name)}'
+                f" {args} {self.marker(CALL_END)}"
+            )
         return self.unique(hint, body)
 
 
-# Bounds of numbers without a declared minimum or maximum (16 digits, as the unbounded rules).
+# Bounds of numbers without a declared minimum or maximum (16 digits, as the unbounded
+# rules).
 _LARGEST = 10**16 - 1
 _FRACTION = '"." [0-9]{1,4}'
 
 
 def _digit_patterns(low: int, high: int) -> list[str]:
-    """GBNF sequences matching exactly the integers low..high (0 <= low <= high), without leading
-    zeros: the range is split where digits roll over (199|200-299|300-349 ...), each piece a
-    sequence of fixed digits and digit classes.
+    """Return GBNF sequences matching exactly the integers low..high.
+
+    0 <= low <= high. Without leading zeros: the range is split where digits roll over
+    (199|200-299|300-349 ...), each piece a sequence of fixed digits and digit classes.
     """
     stops = {high}
     nines = 1
@@ -265,9 +280,8 @@ def _digit_patterns(low: int, high: int) -> list[str]:
     start = low
     for stop in sorted(stops):
         first, last = str(start), str(stop)
-        if len(first) != len(
-            last
-        ):  # only when start is 0..9 below a longer stop; split once more
+        if len(first) != len(last):
+            # Only when start is 0..9 below a longer stop; split once more.
             patterns.extend(_digit_patterns(start, 10 ** len(first) - 1))
             patterns.extend(_digit_patterns(10 ** len(first), stop))
         else:
@@ -282,7 +296,7 @@ def _digit_patterns(low: int, high: int) -> list[str]:
 
 
 def _int_range(low: int, high: int) -> list[str]:
-    """Alternatives for the integers low..high (either may be negative)."""
+    """Return the alternatives for the integers low..high (either may be negative)."""
     options = []
     if low < 0:
         negative = _digit_patterns(max(1, -high) if high < 0 else 1, -low)
@@ -297,10 +311,12 @@ class GrammarError(ValueError):
 
 
 def bounded_number_rule(schema: dict[str, Any], *, integer: bool) -> str:
-    """A number within the schema's minimum/maximum. Integers always; a decimal fraction only on
-    non-negative integer parts below the maximum, so every value the rule allows is in range.
-    Bounds with no whole number between them (0.1 to 0.9) allow that integer part with any
-    fraction: the few values just outside (0.05) are then refused by the structure's validation.
+    """Return a rule for a number within the schema's minimum/maximum.
+
+    Integers always; a decimal fraction only on non-negative integer parts below the
+    maximum, so every value the rule allows is in range. Bounds with no whole number
+    between them (0.1 to 0.9) allow that integer part with any fraction: the few values
+    just outside (0.05) are then refused by the structure's validation.
     """
     minimum, maximum = (
         float(schema.get("minimum", -_LARGEST)),
@@ -323,7 +339,10 @@ def bounded_number_rule(schema: dict[str, Any], *, integer: bool) -> str:
 
 
 def _at_least_one_of(schema: dict[str, Any]) -> set[str]:
-    """Keys of an ``anyOf: [{"required": [k]}, ...]`` clause (JSON schema's "at least one of")."""
+    """Return the keys of an ``anyOf: [{"required": [k]}, ...]`` clause.
+
+    That is JSON schema's "at least one of".
+    """
     keys: set[str] = set()
     for option in schema.get("anyOf") or []:
         required = option.get("required") if isinstance(option, dict) else None
@@ -345,7 +364,10 @@ def build_output_grammar(
     *,
     markers_as_tokens: bool = False,
 ) -> str | None:
-    """Grammar for one generation step, or None when no constraint applies (no tools offered)."""
+    """Return the grammar for one generation step, or None when no constraint applies.
+
+    No constraint applies when no tools are offered.
+    """
     if not tools or tool_choice == "none":
         return None
     builder = _GrammarBuilder(syntax, markers_as_tokens)
@@ -377,12 +399,14 @@ _STRUCTURED_JSON_CHAR = r'[^"\\\x7F\x00-\x1F] | "\\" ["\\/bfnrt]'
 
 
 def build_json_grammar(schema: dict[str, Any], max_chars: int | None = None) -> str:
-    """Grammar for one JSON value matching ``schema`` (objects, arrays, enums, bounded numbers,
-    anyOf); the answer is that value and nothing else.
+    """Return the grammar for one JSON value matching ``schema``.
 
-    With ``max_chars`` (the answer's token budget: every token writes at least one character of
-    ASCII text), string lengths are chosen so that the longest answer the grammar allows fits, so
-    an answer is not cut off before it is complete.
+    The schema may use objects, arrays, enums, bounded numbers and anyOf; the answer is
+    that value and nothing else.
+
+    With ``max_chars`` (the answer's token budget: every token writes at least one
+    character of ASCII text), string lengths are chosen so that the longest answer the
+    grammar allows fits, so an answer is not cut off before it is complete.
     """
     string_chars = STRUCTURED_MAX_STRING_CHARS
     if max_chars is not None:
@@ -410,7 +434,10 @@ def build_json_grammar(schema: dict[str, Any], max_chars: int | None = None) -> 
 
 
 def max_json_chars(schema: dict[str, Any], string_chars: int) -> float:
-    """The longest JSON text the structured-output grammar allows for ``schema`` (inf if unbounded)."""
+    """Return the length of the longest JSON text the grammar allows for ``schema``.
+
+    The grammar is the structured-output one; the length is inf if unbounded.
+    """
     if schema.get("enum"):
         return max(
             len(json.dumps(value, ensure_ascii=False)) for value in schema["enum"]

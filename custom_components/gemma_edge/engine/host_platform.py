@@ -1,14 +1,15 @@
-"""What this hub is, for choosing a llama-cpp-python wheel: C library, architecture, Python, CPU.
+"""What this hub is, for choosing a llama-cpp-python wheel.
 
-Plain Python, no Home Assistant. Home Assistant OS and Container are Alpine (musl) on x86_64 or
-aarch64; a Core install is usually glibc. A wheel fits when one of its tags is one this host takes
-(the same rules pip and uv apply) and the CPU has every feature the wheel's entry requires.
+Its C library, architecture, Python and CPU. Plain Python, no Home Assistant. Home
+Assistant OS and Container are Alpine (musl) on x86_64 or aarch64; a Core install is
+usually glibc. A wheel fits when one of its tags is one this host takes (the same rules
+pip and uv apply) and the CPU has every feature the wheel's entry requires.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-import os
+from pathlib import Path
 import platform
 import re
 import sys
@@ -16,9 +17,10 @@ import sys
 MUSL_LOADERS = ("/lib/ld-musl-x86_64.so.1", "/lib/ld-musl-aarch64.so.1")
 _MUSL_VERSION = re.compile(rb"Version (\d+)\.(\d+)")
 
-# The CPU variants ggml builds with GGML_CPU_ALL_VARIANTS, best first, with the /proc/cpuinfo
-# features each needs (llama.cpp's ggml/src/ggml-cpu/arch/*/cpu-feats.cpp). ggml itself picks the
-# variant at run time; we name it so diagnostics say how fast this CPU will be.
+# The CPU variants ggml builds with GGML_CPU_ALL_VARIANTS, best first, with the
+# /proc/cpuinfo features each needs (llama.cpp's
+# ggml/src/ggml-cpu/arch/*/cpu-feats.cpp). ggml itself picks the variant at run time; we
+# name it so diagnostics say how fast this CPU will be.
 X86_VARIANTS: tuple[tuple[str, frozenset[str]], ...] = (
     (
         "sapphirerapids",
@@ -67,15 +69,21 @@ class HostPlatform:
     cpu_name: str = ""
 
     def describe(self) -> str:
+        """Return a one-line description of the host (for diagnostics and logs)."""
         major, minor = self.libc_version
         return (
-            f"{self.machine}, {self.libc} {major}.{minor}, Python {self.python[0]}.{self.python[1]}, "
-            f"{self.cpu_name or 'unknown CPU'} (llama.cpp CPU level {ggml_cpu_variant(self) or 'none'})"
+            f"{self.machine}, {self.libc} {major}.{minor},"
+            f" Python {self.python[0]}.{self.python[1]},"
+            f" {self.cpu_name or 'unknown CPU'}"
+            f" (llama.cpp CPU level {ggml_cpu_variant(self) or 'none'})"
         )
 
 
 def parse_cpuinfo(text: str) -> tuple[frozenset[str], str]:
-    """The CPU's feature flags and name from /proc/cpuinfo text (x86 "flags", ARM "Features")."""
+    """Return the CPU's feature flags and name from /proc/cpuinfo text.
+
+    The flags are x86's "flags" or ARM's "Features".
+    """
     features: frozenset[str] = frozenset()
     name = ""
     for line in text.splitlines():
@@ -85,21 +93,26 @@ def parse_cpuinfo(text: str) -> tuple[frozenset[str], str]:
             features = frozenset(value.split())
         elif key == "model name" and not name:
             name = value.strip()
-        elif (
-            key == "Model" and not name
-        ):  # Raspberry Pi kernels: "Raspberry Pi 5 Model B Rev 1.0"
+        elif key == "Model" and not name:
+            # Raspberry Pi kernels: "Raspberry Pi 5 Model B Rev 1.0"
             name = value.strip()
     return features, name
 
 
 def ggml_cpu_variant(host: HostPlatform) -> str | None:
-    """The best ggml CPU variant this CPU can run (None: not a CPU ggml has variants for)."""
+    """Return the best ggml CPU variant this CPU can run.
+
+    None: not a CPU ggml has variants for.
+    """
     variants = {"x86_64": X86_VARIANTS, "aarch64": ARM_VARIANTS}.get(host.machine, ())
     return next((name for name, needs in variants if needs <= host.cpu_features), None)
 
 
 def _musl_version(loader: str) -> tuple[int, int]:
-    """Musl's loader prints "Version 1.2.5" on stderr when run without arguments."""
+    """Return musl's version, as its loader reports it.
+
+    Musl's loader prints "Version 1.2.5" on stderr when run without arguments.
+    """
     import subprocess  # noqa: PLC0415
 
     try:
@@ -111,7 +124,10 @@ def _musl_version(loader: str) -> tuple[int, int]:
 
 
 def detect_host(cpuinfo_path: str = "/proc/cpuinfo") -> HostPlatform:
-    """This machine (blocking: reads files and may run musl's loader)."""
+    """Detect the platform of this machine.
+
+    Blocking: reads files and may run musl's loader.
+    """
     machine = platform.machine().lower()
     machine = {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
     libc_name, libc_release = platform.libc_ver()
@@ -119,10 +135,10 @@ def detect_host(cpuinfo_path: str = "/proc/cpuinfo") -> HostPlatform:
         major, minor = (int(part) for part in libc_release.split(".")[:2])
         libc: tuple[str, tuple[int, int]] = ("glibc", (major, minor))
     else:
-        loader = next((path for path in MUSL_LOADERS if os.path.exists(path)), None)
+        loader = next((path for path in MUSL_LOADERS if Path(path).exists()), None)
         libc = ("musl", _musl_version(loader)) if loader else ("unknown", (0, 0))
     try:
-        with open(cpuinfo_path, encoding="utf-8", errors="replace") as handle:
+        with Path(cpuinfo_path).open(encoding="utf-8", errors="replace") as handle:
             features, name = parse_cpuinfo(handle.read())
     except OSError:
         features, name = frozenset(), ""
@@ -130,7 +146,10 @@ def detect_host(cpuinfo_path: str = "/proc/cpuinfo") -> HostPlatform:
 
 
 def platform_tags(host: HostPlatform) -> list[str]:
-    """Wheel platform tags this host accepts, most specific first (PEP 600 and PEP 656)."""
+    """Return the wheel platform tags this host accepts, most specific first.
+
+    The tags follow PEP 600 and PEP 656.
+    """
     major, minor = host.libc_version
     if host.libc == "musl":
         tags = [f"musllinux_{major}_{m}_{host.machine}" for m in range(minor, -1, -1)]
@@ -162,7 +181,10 @@ def interpreter_tags(host: HostPlatform) -> list[tuple[str, str]]:
 
 
 def wheel_fits(filename: str, host: HostPlatform) -> bool:
-    """Whether a wheel file name's tags (compressed sets allowed) include one this host takes."""
+    """Return whether a wheel file name's tags include one this host takes.
+
+    Compressed tag sets are allowed.
+    """
     parts = filename.removesuffix(".whl").split("-")
     if len(parts) < 5:
         return False

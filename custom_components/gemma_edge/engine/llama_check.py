@@ -1,11 +1,12 @@
 """llama.cpp's backends, and the check that llama-cpp-python runs on this CPU.
 
-Run as a script in a child process (``python llama_check.py MODEL [CPU_VARIANT]``): it imports
-llama_cpp, loads ggml's backends (all of them, or the one CPU variant named), evaluates a few
-tokens of the tiny check model and prints the version. A build for a newer CPU dies there with
-SIGILL, not in Home Assistant. ``python llama_check.py --variants`` lists the CPU variants a
-backend-DL build carries, best first. Only the standard library and llama_cpp are imported, so
-the script runs by path without our package.
+Run as a script in a child process (``python llama_check.py MODEL [CPU_VARIANT]``): it
+imports llama_cpp, loads ggml's backends (all of them, or the one CPU variant named),
+evaluates a few tokens of the tiny check model and prints the version. A build for a
+newer CPU dies there with SIGILL, not in Home Assistant. ``python llama_check.py
+--variants`` lists the CPU variants a backend-DL build carries, best first. Only the
+standard library and llama_cpp are imported, so the script runs by path without our
+package.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from typing import Any
 
 
 def loaded_ggml(lib_dir: Path) -> ctypes.CDLL | None:
-    """The libggml that llama_cpp's libllama was linked with, already in this process.
+    """Return the libggml that llama_cpp's libllama was linked with, in this process.
 
-    Found by its soname with RTLD_NOLOAD: a wheel stores libggml.so, .so.0 and .so.0.x as separate
-    files (zip has no symlinks), and opening another of them by path would map a second copy with
-    a registry of its own that libllama never sees.
+    It is already loaded, and found by its soname with RTLD_NOLOAD: a wheel stores
+    libggml.so, .so.0 and .so.0.x as separate files (zip has no symlinks), and opening
+    another of them by path would map a second copy with a registry of its own that
+    libllama never sees.
     """
     try:
         return ctypes.CDLL("libggml.so.0", mode=os.RTLD_NOLOAD | ctypes.RTLD_GLOBAL)
@@ -33,8 +35,10 @@ def loaded_ggml(lib_dir: Path) -> ctypes.CDLL | None:
 
 
 def backend_folder(lib_dir: Path) -> Path | None:
-    """Where the build's CPU backend modules are: llama_cpp/lib, or the bin folder ggml's own
-    install rule uses (``<site-packages>/bin``) when the wheel was built without moving them.
+    """Return the folder of the build's CPU backend modules.
+
+    That is llama_cpp/lib, or the bin folder ggml's own install rule uses
+    (``<site-packages>/bin``) when the wheel was built without moving them.
     """
     for folder in (lib_dir, lib_dir.parent.parent / "bin"):
         if any(folder.glob("libggml-cpu*.so")):
@@ -42,7 +46,8 @@ def backend_folder(lib_dir: Path) -> Path | None:
     return None
 
 
-# ggml's x86 CPU variants, best first (ARM's names sort by themselves: armv9.2_2 > ... > armv8.0_1)
+# ggml's x86 CPU variants, best first (ARM's names sort by themselves:
+# armv9.2_2 > ... > armv8.0_1)
 X86_VARIANT_ORDER = (
     "sapphirerapids",
     "zen4",
@@ -62,11 +67,12 @@ X86_VARIANT_ORDER = (
 
 
 def variant_name(module: Path) -> str:
+    """Return the CPU variant of a ``libggml-cpu-<variant>.so`` module."""
     return module.name.removeprefix("libggml-cpu-").removesuffix(".so")
 
 
 def cpu_variants(folder: Path | None) -> list[str]:
-    """The CPU variants in a backend folder, best first."""
+    """Return the CPU variants in a backend folder, best first."""
     if folder is None:
         return []
     names = [variant_name(module) for module in folder.glob("libggml-cpu-*.so")]
@@ -75,12 +81,13 @@ def cpu_variants(folder: Path | None) -> list[str]:
 
 
 def load_ggml_backends(llama_cpp: Any, cpu_variant: str | None = None) -> int:
-    """Register ggml's backends when the build loads them dynamically; return how many there are.
+    """Register ggml's backends when the build loads them dynamically; return the count.
 
-    A wheel built with GGML_BACKEND_DL=ON and GGML_CPU_ALL_VARIANTS=ON carries its CPU code as
-    ``libggml-cpu-<variant>.so`` modules and registers none until asked: ggml's
-    ``ggml_backend_load_all_from_path`` loads the best variant this CPU can run. A build with the
-    CPU backend linked in (ours from source) already has it, and nothing is loaded.
+    A wheel built with GGML_BACKEND_DL=ON and GGML_CPU_ALL_VARIANTS=ON carries its CPU
+    code as ``libggml-cpu-<variant>.so`` modules and registers none until asked: ggml's
+    ``ggml_backend_load_all_from_path`` loads the best variant this CPU can run. A build
+    with the CPU backend linked in (ours from source) already has it, and nothing is
+    loaded.
     """
     lib_dir = Path(llama_cpp.__file__).parent / "lib"
     ggml = loaded_ggml(lib_dir)
@@ -93,7 +100,8 @@ def load_ggml_backends(llama_cpp: Any, cpu_variant: str | None = None) -> int:
     ):
         module = folder / f"libggml-cpu-{cpu_variant}.so"
         if cpu_variant and module.exists():
-            # a lower variant than ggml's own pick, which the check saw die on this machine
+            # a lower variant than ggml's own pick, which the check saw die on this
+            # machine
             ggml.ggml_backend_load.argtypes = [ctypes.c_char_p]
             ggml.ggml_backend_load.restype = ctypes.c_void_p
             ggml.ggml_backend_load(str(module).encode())
@@ -104,7 +112,10 @@ def load_ggml_backends(llama_cpp: Any, cpu_variant: str | None = None) -> int:
 
 
 def run_check(model_path: str, cpu_variant: str | None = None) -> str:
-    """Evaluate four tokens of the tiny model; return llama_cpp's version or raise RuntimeError."""
+    """Evaluate four tokens of the tiny model; return llama_cpp's version.
+
+    Raise RuntimeError when there is no backend or the numbers are invalid.
+    """
     import llama_cpp  # noqa: PLC0415
 
     llama_cpp.llama_backend_init()

@@ -1,7 +1,8 @@
-"""llama-cpp-python behind one worker thread: loading, tokenizing, grammar-constrained generation.
+"""llama-cpp-python behind one worker thread.
 
-Every method that touches llama.cpp runs on the worker thread (``SerialWorker``); the guard in
-``_on_worker`` makes a call from any other thread an error instead of a crash or a race.
+Loading, tokenizing and grammar-constrained generation. Every method that touches
+llama.cpp runs on the worker thread (``SerialWorker``); the guard in ``_on_worker``
+makes a call from any other thread an error instead of a crash or a race.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import ctypes
 from dataclasses import dataclass, field
 import logging
 import os
+from pathlib import Path
 import threading
 import time
 from typing import Any
@@ -31,9 +33,9 @@ _LOGGER = logging.getLogger(__name__)
 _LLAMA_LOGGER = logging.getLogger(__name__.rsplit(".", 2)[0] + ".llama_cpp")
 
 # ggml log levels: 0 none, 1 debug, 2 info, 3 warn, 4 error, 5 continue previous line.
-# llama.cpp's info level is chatty (and mtmd logs prompt text there): it goes to debug. Its
-# warnings are notes about the model file ("full-size SWA cache", token types) for developers:
-# info. Errors stay errors.
+# llama.cpp's info level is chatty (and mtmd logs prompt text there): it goes to debug.
+# Its warnings are notes about the model file ("full-size SWA cache", token types) for
+# developers: info. Errors stay errors.
 _GGML_LEVELS = {
     0: logging.DEBUG,
     1: logging.DEBUG,
@@ -63,9 +65,10 @@ class ContextOverflowError(EngineError):
     """The prompt does not fit in the context window."""
 
     def __init__(self, prompt_tokens: int, n_ctx: int, reserved: int) -> None:
+        """Record the prompt and context sizes; the message says what does not fit."""
         super().__init__(
-            f"the conversation needs {prompt_tokens} tokens plus {reserved} for the answer, "
-            f"but the context holds {n_ctx}"
+            f"the conversation needs {prompt_tokens} tokens plus {reserved}"
+            f" for the answer, but the context holds {n_ctx}"
         )
         self.prompt_tokens = prompt_tokens
         self.n_ctx = n_ctx
@@ -73,7 +76,10 @@ class ContextOverflowError(EngineError):
 
 @dataclass(frozen=True)
 class EngineSettings:
-    """How to load a model. Explicit values for everything llama-cpp-python defaults badly."""
+    """How to load a model.
+
+    Explicit values for everything llama-cpp-python defaults badly.
+    """
 
     model_path: str
     mmproj_path: str | None = None  # vision projector; images are refused without one
@@ -83,13 +89,16 @@ class EngineSettings:
     use_mmap: bool = True
     n_batch: int = 512
     seed: int = 0
-    # A llama.cpp server to use instead of loading model_path in this process (ServerModel).
+    # A llama.cpp server to use instead of loading model_path in this process
+    # (ServerModel).
     server_url: str | None = None
     server_api_key: str | None = None
-    # A backend-DL build's ggml CPU variant to load instead of ggml's own pick (see llama_check.py)
+    # A backend-DL build's ggml CPU variant to load instead of ggml's own pick (see
+    # llama_check.py)
     cpu_variant: str | None = None
 
     def resolved_threads(self) -> int:
+        """Return the thread count: the configured one, else the physical cores."""
         return self.n_threads or physical_cores()
 
 
@@ -108,6 +117,7 @@ class GenerationStats:
     stop_reason: str = ""
 
     def as_dict(self) -> dict[str, Any]:
+        """Return the stats as a dict."""
         return dict(self.__dict__)
 
 
@@ -122,19 +132,19 @@ class GenerationRequest:
     top_p: float = 0.95
     top_k: int = 64
     stop: tuple[str, ...] = field(default_factory=tuple)
-    images: tuple[
-        bytes, ...
-    ] = ()  # JPEG bytes, one per media marker in the prompt, in order
+    # JPEG bytes, one per media marker in the prompt, in order
+    images: tuple[bytes, ...] = ()
 
 
 def physical_cores() -> int:
-    """Physical CPU cores (hyper-threads do not speed up llama.cpp), at least 1.
+    """Count the physical CPU cores, at least 1.
 
-    x86 lists "physical id"/"core id" per logical CPU; ARM boards (Raspberry Pi) have no SMT and
-    no such lines, so every CPU counts.
+    Hyper-threads do not speed up llama.cpp. x86 lists "physical id"/"core id" per
+    logical CPU; ARM boards (Raspberry Pi) have no SMT and no such lines, so every CPU
+    counts.
     """
     try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
+        with Path("/proc/cpuinfo").open(encoding="ascii", errors="replace") as handle:
             pairs = set()
             physical = "0"
             for line in handle:
@@ -155,12 +165,13 @@ _last_level = logging.DEBUG
 
 
 def route_llama_logs() -> None:
-    """Send llama.cpp's C logs to Python logging; never redirect the process's stdout/stderr.
+    """Send llama.cpp's C logs to Python logging; never redirect stdout/stderr.
 
-    llama-cpp-python silences C output by dup2-ing file descriptors 1 and 2 around loads, process
-    wide and without locking; in Home Assistant that can swallow or misdirect the whole log. We
-    route logs through a callback instead and turn that redirection off. llama.cpp's info level
-    (which includes prompt text in mtmd) goes to debug.
+    llama-cpp-python silences C output by dup2-ing file descriptors 1 and 2 around
+    loads, process wide and without locking; in Home Assistant that can swallow or
+    misdirect the whole log. We route logs through a callback instead and turn that
+    redirection off. llama.cpp's info level (which includes prompt text in mtmd) goes to
+    debug.
     """
     global _log_callback  # noqa: PLW0603 - the ctypes callback must stay alive
     if _log_callback is not None:
@@ -173,7 +184,8 @@ def route_llama_logs() -> None:
 
     _utils.suppress_stdout_stderr.__init__ = _never_redirect  # type: ignore[method-assign]
 
-    @llama_cpp.llama_log_callback
+    # llama_cpp's ctypes callback factory is untyped.
+    @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
     def _callback(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
         global _last_level  # noqa: PLW0603
         log_level = (
@@ -190,8 +202,10 @@ def route_llama_logs() -> None:
 
 
 def _control_token_texts(llm: Any) -> tuple[str, ...]:
-    """The texts of the vocabulary's control tokens that look like markers (``<|im_end|>``,
-    ``[INST]``): content containing them would otherwise tokenize into the real special token.
+    """Return the texts of the vocabulary's control tokens that look like markers.
+
+    Such as ``<|im_end|>`` or ``[INST]``: content containing them would otherwise
+    tokenize into the real special token.
     """
     import llama_cpp  # noqa: PLC0415
 
@@ -214,14 +228,15 @@ class LlamaModel:
     def __init__(
         self, settings: EngineSettings, owner: Callable[[], bool] | None = None
     ) -> None:
+        """Set up an unloaded model; owner tells whether a call is on its worker."""
         self.settings = settings
         self._owner = owner
         self._llm: Any = None
         self.chat_format: ChatFormat | None = None
         self.architecture = ""
         self.native_markers = False
-        # Texts that must never come from content: the template's markers and the model's
-        # control tokens (see chat_format.neutralize_markers).
+        # Texts that must never come from content: the template's markers and the
+        # model's control tokens (see chat_format.neutralize_markers).
         self.markers: tuple[str, ...] = TEMPLATE_MARKERS
         self.threads_used: set[str] = set()
         self._pieces: dict[int, bytes] = {}
@@ -234,13 +249,16 @@ class LlamaModel:
 
     @property
     def loaded(self) -> bool:
+        """The model is loaded."""
         return self._llm is not None
 
     @property
     def n_ctx(self) -> int:
+        """The context size the model was loaded with."""
         return self.settings.n_ctx
 
     def load(self) -> None:
+        """Load the model file and pick its chat format (no-op when loaded)."""
         self._on_worker()
         if self._llm is not None:
             return
@@ -261,15 +279,16 @@ class LlamaModel:
                 flash_attn=self.settings.flash_attn,
                 use_mmap=self.settings.use_mmap,
                 seed=self.settings.seed,
-                # Prefix reuse rolls the cache back to where prompts differ; with a sliding-window
-                # cache (Gemma) that is only correct when the window keeps every position.
+                # Prefix reuse rolls the cache back to where prompts differ; with a
+                # sliding-window cache (Gemma) that is only correct when the window
+                # keeps every position.
                 swa_full=True,
                 logits_all=False,
                 verbose=False,
             )
         except (ValueError, RuntimeError, OSError) as err:
             raise ModelLoadError(
-                f"llama.cpp could not load {os.path.basename(self.settings.model_path)}: {err}"
+                f"llama.cpp could not load {Path(self.settings.model_path).name}: {err}"
             ) from err
         vocab = llm._model  # noqa: SLF001 - token texts are only on the internal wrapper
         bos = vocab.token_get_text(llm.token_bos()) if llm.token_bos() >= 0 else ""
@@ -283,7 +302,7 @@ class LlamaModel:
         self._llm = llm
         _LOGGER.info(
             "Loaded %s (%s, format %s) in %.1f s: n_ctx=%d threads=%d flash_attn=%s",
-            os.path.basename(self.settings.model_path),
+            Path(self.settings.model_path).name,
             info.architecture,
             self.chat_format.name,
             time.monotonic() - started,
@@ -293,11 +312,15 @@ class LlamaModel:
         )
 
     def _vision(self) -> VisionProjector:
-        """The vision projector, loaded on first use (it costs memory only when images are used)."""
+        """Return the vision projector, loaded on first use.
+
+        It costs memory only when images are used.
+        """
         if self._projector is None:
             if not self.settings.mmproj_path:
                 raise VisionUnavailableError(
-                    "this model has no vision projector (mmproj) configured, so it cannot see images"
+                    "this model has no vision projector (mmproj) configured, so it"
+                    " cannot see images"
                 )
             route_logs(_log_callback)
             started = time.monotonic()
@@ -312,13 +335,14 @@ class LlamaModel:
                 raise VisionUnavailableError(str(err)) from err
             _LOGGER.info(
                 "Loaded vision projector %s in %.1f s",
-                os.path.basename(self.settings.mmproj_path),
+                Path(self.settings.mmproj_path).name,
                 time.monotonic() - started,
             )
         return self._projector
 
     @property
     def vision_loaded(self) -> bool:
+        """The vision projector is loaded."""
         return self._projector is not None
 
     def release_vision(self) -> bool:
@@ -332,6 +356,7 @@ class LlamaModel:
         return True
 
     def close(self) -> None:
+        """Free the vision projector and the model."""
         self._on_worker()
         self.release_vision()
         if self._llm is not None:
@@ -344,17 +369,22 @@ class LlamaModel:
         return self._llm
 
     def tokenize(self, text: str) -> list[int]:
-        """Tokenize prompt text (special tokens parsed, BOS added if the model wants one)."""
+        """Tokenize prompt text, special tokens parsed.
+
+        BOS is added if the model wants one.
+        """
         self._on_worker()
         llm = self._require()
-        tokens = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        tokens: list[int] = llm.tokenize(
+            text.encode("utf-8"), add_bos=False, special=True
+        )
         bos = llm.token_bos()
         if llm._model.add_bos_token() and bos >= 0 and (not tokens or tokens[0] != bos):  # noqa: SLF001
             tokens.insert(0, bos)
         return tokens
 
     def _piece(self, token: int) -> bytes:
-        """The bytes of one token, special tokens included (cached)."""
+        """Return the bytes of one token, special tokens included (cached)."""
         piece = self._pieces.get(token)
         if piece is None:
             import llama_cpp  # noqa: PLC0415
@@ -371,20 +401,25 @@ class LlamaModel:
         return piece
 
     def cached_prefix(self, tokens: list[int]) -> int:
-        """How many leading tokens of ``tokens`` the KV cache already holds."""
+        """Count the leading tokens of ``tokens`` the KV cache already holds."""
         llm = self._require()
         n = 0
-        for cached, token in zip(llm._input_ids[: llm.n_tokens], tokens):  # noqa: SLF001
-            if (
-                cached != token
-            ):  # an image's positions match only the same image at the same place
+        for cached, token in zip(
+            llm._input_ids[: llm.n_tokens],  # noqa: SLF001
+            tokens,
+            strict=False,
+        ):
+            # an image's positions match only the same image at the same place
+            if cached != token:
                 break
             n += 1
         return n
 
     def prime(self, prompt: str, should_stop: Callable[[], bool]) -> int:
-        """Evaluate a prompt into the KV cache (no generation), a batch at a time, stopping early
-        when should_stop() says a user request is waiting. Returns the tokens now cached.
+        """Evaluate a prompt into the KV cache (no generation), a batch at a time.
+
+        Stops early when should_stop() says a user request is waiting. Returns the
+        tokens now cached.
         """
         self._on_worker()
         llm = self._require()
@@ -397,12 +432,16 @@ class LlamaModel:
             if should_stop():
                 break
             llm.eval(tokens[offset : offset + self.settings.n_batch])
-        return llm.n_tokens
+        cached: int = llm.n_tokens
+        return cached
 
     def generate(
         self, request: GenerationRequest, on_text: Callable[[str], bool]
     ) -> GenerationStats:
-        """Generate, calling on_text with each decoded piece; on_text returns False to stop early."""
+        """Generate, calling on_text with each decoded piece.
+
+        on_text returns False to stop early.
+        """
         self._on_worker()
         llm = self._require()
         import llama_cpp  # noqa: PLC0415
@@ -463,14 +502,16 @@ class LlamaModel:
     def first_token_logits(
         self, request: GenerationRequest
     ) -> tuple[Any, GenerationStats]:
-        """The logits the first answer token is sampled from, and the prompt's token counts.
+        """Return the first answer token's logits and the prompt's token counts.
 
-        The prompt goes the way ``generate`` sends it (cached prefix reused, images through mtmd,
-        the rest through llama-cpp-python's ``generate``), which stops at its first sampled token
-        before evaluating it, so llama.cpp's last output row is the last prompt position's. Returns
-        a float32 numpy copy (one value per vocabulary entry). Sampling options and grammar are
-        ignored; nothing is generated. For comparing cached and fresh evaluation by numbers: greedy
-        text is not comparable across CPUs whose SIMD kernels round differently.
+        The logits are those the first answer token is sampled from. The prompt goes
+        the way ``generate`` sends it (cached prefix reused, images through mtmd, the
+        rest through llama-cpp-python's ``generate``), which stops at its first sampled
+        token before evaluating it, so llama.cpp's last output row is the last prompt
+        position's. Returns a float32 numpy copy (one value per vocabulary entry).
+        Sampling options and grammar are ignored; nothing is generated. For comparing
+        cached and fresh evaluation by numbers: greedy text is not comparable across
+        CPUs whose SIMD kernels round differently.
         """
         self._on_worker()
         llm = self._require()
@@ -481,7 +522,9 @@ class LlamaModel:
         try:
             next(steps)
             logits = np.ctypeslib.as_array(
-                llm._ctx.get_logits_ith(-1), shape=(llm.n_vocab(),)
+                # One row's logits are only on llama-cpp-python's internal context.
+                llm._ctx.get_logits_ith(-1),  # noqa: SLF001
+                shape=(llm.n_vocab(),),
             ).copy()
         finally:
             steps.close()
@@ -490,14 +533,18 @@ class LlamaModel:
     def _prepare_prompt(
         self, request: GenerationRequest
     ) -> tuple[list[int], GenerationStats]:
-        """The prompt's tokens, its images already evaluated; counts of reused and evaluated tokens."""
+        """Return the prompt's tokens, its images already evaluated, and token counts.
+
+        The counts include the reused and the evaluated tokens.
+        """
         if request.images:
             tokens, stats = self._evaluate_with_images(request)
         else:
             tokens = self.tokenize(request.prompt)
             self._check_fits(len(tokens), request.max_tokens)
             stats = GenerationStats(prompt_tokens=len(tokens))
-            # llama-cpp-python re-evaluates the last prompt token when the whole prompt is cached
+            # llama-cpp-python re-evaluates the last prompt token when the whole prompt
+            # is cached
             stats.reused_tokens = min(self.cached_prefix(tokens), len(tokens) - 1)
         stats.evaluated_tokens = len(tokens) - stats.reused_tokens
         return tokens, stats
@@ -509,11 +556,11 @@ class LlamaModel:
     def _evaluate_with_images(
         self, request: GenerationRequest
     ) -> tuple[list[int], GenerationStats]:
-        """Evaluate a prompt with images, all but its last token (generation evaluates that one).
+        """Evaluate a prompt with images, all but its last token.
 
-        The cached prefix is reused up to the first difference (an image matches only the same
-        image at the same place); text chunks go through llama-cpp-python's eval, images through
-        mtmd into the same sequence.
+        Generation evaluates the last one. The cached prefix is reused up to the first
+        difference (an image matches only the same image at the same place); text chunks
+        go through llama-cpp-python's eval, images through mtmd into the same sequence.
         """
         llm = self._require()
         projector = self._vision()
@@ -532,9 +579,8 @@ class LlamaModel:
             )
             reused = min(self.cached_prefix(tokens), len(tokens) - 1)
             position = 0
-            for (
-                chunk
-            ) in prompt.chunks:  # never start evaluating in the middle of an image
+            # never start evaluating in the middle of an image
+            for chunk in prompt.chunks:
                 if (
                     chunk.image is not None
                     and position < reused < position + chunk.n_pos
@@ -566,7 +612,10 @@ class LlamaModel:
             prompt.close()
 
     def _add_bos(self, prompt: TokenizedPrompt) -> None:
-        """The BOS token first when the model wants one and the rendered prompt lacks it."""
+        """Insert the BOS token first when the model wants one.
+
+        Only when the rendered prompt lacks it.
+        """
         llm = self._require()
         bos = llm.token_bos()
         first = prompt.chunks[0] if prompt.chunks else None

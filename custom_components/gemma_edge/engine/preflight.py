@@ -20,13 +20,20 @@ class PreflightError(Exception):
 
 
 class LlamaCppMissingError(PreflightError):
-    """llama-cpp-python is not installed (it is installed at run time, not from the manifest)."""
+    """llama-cpp-python is not installed.
+
+    It is installed at run time, not from the manifest.
+    """
 
 
 class LlamaCppCrashedError(PreflightError):
-    """The check process died from a signal: the installed build does not fit this CPU."""
+    """The check process died from a signal.
+
+    The installed build does not fit this CPU.
+    """
 
     def __init__(self, message: str, signal: int = 0) -> None:
+        """Keep the message and the number of the signal the check died from."""
         super().__init__(message)
         self.signal = signal
 
@@ -34,7 +41,10 @@ class LlamaCppCrashedError(PreflightError):
 def _run_check_script(
     args: list[str], python: str | None, extra_paths: tuple[str, ...]
 ) -> subprocess.CompletedProcess[str]:
-    """Run llama_check.py in a child with this process's import path (``extra_paths`` first)."""
+    """Run llama_check.py in a child with this process's import path.
+
+    ``extra_paths`` come first on that path.
+    """
     paths = [
         *extra_paths,
         *os.environ.get("PYTHONPATH", "").split(os.pathsep),
@@ -65,10 +75,10 @@ def check_llama_cpp(
 ) -> str:
     """Import llama_cpp and run a tiny model in a child process; return its version.
 
-    The child sees this process's import path (plus ``extra_paths`` first), so it checks exactly
-    the llama_cpp Home Assistant would load; ``cpu_variant`` makes a backend-DL build use that
-    ggml CPU variant instead of its own pick. Raises LlamaCppMissingError, LlamaCppCrashedError or
-    PreflightError.
+    The child sees this process's import path (plus ``extra_paths`` first), so it checks
+    exactly the llama_cpp Home Assistant would load; ``cpu_variant`` makes a backend-DL
+    build use that ggml CPU variant instead of its own pick. Raises
+    LlamaCppMissingError, LlamaCppCrashedError or PreflightError.
     """
     with tempfile.TemporaryDirectory(prefix="gemma_edge_check_") as folder:
         model = write_tiny_model(Path(folder) / "cpu-check.gguf")
@@ -84,7 +94,8 @@ def check_llama_cpp(
     if result.returncode < 0:
         signal = -result.returncode
         raise LlamaCppCrashedError(
-            f"llama-cpp-python crashed the check process ({_SIGNALS.get(signal, f'signal {signal}')}); "
+            "llama-cpp-python crashed the check process"
+            f" ({_SIGNALS.get(signal, f'signal {signal}')}); "
             "the installed build does not fit this CPU",
             signal,
         )
@@ -97,17 +108,18 @@ def check_llama_cpp(
 def installed_cpu_variants(
     python: str | None = None, extra_paths: tuple[str, ...] = ()
 ) -> list[str]:
-    """The ggml CPU variants the installed build carries, best first (none for a build with the
-    CPU backend linked in). Read without importing llama_cpp.
+    """Return the ggml CPU variants the installed build carries, best first.
+
+    None for a build with the CPU backend linked in. Read without importing llama_cpp.
     """
     result = _run_check_script(["--variants"], python, extra_paths)
     return result.stdout.split() if result.returncode == 0 else []
 
 
 def available_memory_bytes() -> int | None:
-    """MemAvailable from /proc/meminfo (None where unknown)."""
+    """Return MemAvailable from /proc/meminfo (None where unknown)."""
     try:
-        with open("/proc/meminfo", encoding="ascii") as handle:
+        with Path("/proc/meminfo").open(encoding="ascii") as handle:
             for line in handle:
                 if line.startswith("MemAvailable:"):
                     return int(line.split()[1]) * 1024
@@ -124,5 +136,6 @@ def check_memory_for(model_bytes: int, available: int | None = None) -> None:
     needed = int(model_bytes * 1.1) + (300 << 20)
     if available < needed:
         raise PreflightError(
-            f"the model needs about {needed / 1e9:.1f} GB of memory, {available / 1e9:.1f} GB is available"
+            f"the model needs about {needed / 1e9:.1f} GB of memory,"
+            f" {available / 1e9:.1f} GB is available"
         )

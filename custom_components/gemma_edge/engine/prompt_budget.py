@@ -1,9 +1,10 @@
-"""Fit the prompt into the context: compact Assist's device overview, or leave it to a tool.
+"""Fit the prompt into the context: compact Assist's device overview, or use a tool.
 
-Assist's API prompt ends with a YAML overview of every exposed entity. With hundreds of entities
-that overview alone can exceed a small context. Rather than truncating silently, the agent first
-writes it compactly (one short line per entity), then, if that is still too long, replaces it with
-an instruction to look devices up with GetLiveContext, and raises a Repairs issue with the numbers.
+Assist's API prompt ends with a YAML overview of every exposed entity. With hundreds of
+entities that overview alone can exceed a small context. Rather than truncating
+silently, the agent first writes it compactly (one short line per entity), then, if that
+is still too long, replaces it with an instruction to look devices up with
+GetLiveContext (leaving it to a tool), and raises a Repairs issue with the numbers.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ OVERVIEW_HEADER = (
     "Static Context: An overview of the areas and the devices in this smart home:"
 )
 FETCH_ON_DEMAND = (
-    "The list of devices is too long for this model's memory: call GetLiveContext to find devices "
-    "and their names before acting."
+    "The list of devices is too long for this model's memory: call GetLiveContext to"
+    " find devices and their names before acting."
 )
 
 
@@ -32,6 +33,7 @@ class Overview:
 
 
 def find_overview(text: str) -> Overview | None:
+    """Find Assist's device overview in a system prompt (None without one)."""
     start = text.find(OVERVIEW_HEADER)
     if start < 0:
         return None
@@ -52,7 +54,10 @@ def find_overview(text: str) -> Overview | None:
 
 
 def compact_overview(text: str) -> str:
-    """The overview as one short line per entity: "Kitchen Light (light, Kitchen)"."""
+    """Rewrite the overview as one short line per entity.
+
+    For example "Kitchen Light (light, Kitchen)".
+    """
     overview = find_overview(text)
     if overview is None:
         return text
@@ -69,7 +74,7 @@ def compact_overview(text: str) -> str:
 
 
 def drop_overview(text: str) -> str:
-    """No overview at all: the model looks devices up with GetLiveContext."""
+    """Replace the overview; the model looks devices up with GetLiveContext instead."""
     overview = find_overview(text)
     if overview is None:
         return text
@@ -102,8 +107,10 @@ class FittedPrompt:
 async def fit_system_prompt(
     text: str, budget: int, count: Callable[[str], Awaitable[int]]
 ) -> FittedPrompt:
-    """The prompt as is when it fits ``budget`` tokens; else with a compact device list;
-    else with the list replaced by "use GetLiveContext". Never silent truncation.
+    """Return the system prompt made to fit ``budget`` tokens.
+
+    The prompt as is when it fits; else with a compact device list; else with the list
+    replaced by "use GetLiveContext". Never silent truncation.
     """
     needed = await count(text)
     entities = overview_entity_count(text)
@@ -122,9 +129,11 @@ LIVE_CONTEXT_HEADER = (
 
 
 def compact_live_context(text: str) -> str:
-    """GetLiveContext's YAML as one short line per entity ("Kitchen Lights (light, Kitchen): on,
-    brightness 180"): the same facts in about half the tokens, which the model re-reads in every
-    later step of the turn. Anything not in the expected shape is returned unchanged.
+    """Rewrite GetLiveContext's YAML as one short line per entity.
+
+    For example "Kitchen Lights (light, Kitchen): on, brightness 180": the same facts in
+    about half the tokens, which the model re-reads in every later step of the turn.
+    Anything not in the expected shape is returned unchanged.
     """
     if not text.startswith(LIVE_CONTEXT_HEADER):
         return text
@@ -154,19 +163,25 @@ def compact_live_context(text: str) -> str:
     return "Live states (name (kind, area): state, attributes): " + "; ".join(lines)
 
 
-# Lines of Assist's prompt that depend on the requesting device. They sit near the top, so a
-# satellite in an area would share no cached prefix with a primed prompt; they are taken out of
-# the system prompt, and the area line goes in front of the user's words instead.
+# Lines of Assist's prompt that depend on the requesting device. They sit near the top,
+# so a satellite in an area would share no cached prefix with a primed prompt; they are
+# taken out of the system prompt, and the area line goes in front of the user's words
+# instead.
 _AREA_LINE = "You are in area "
 _DEVICE_LINES = (
-    "When a user asks to turn on all devices of a specific type, ask user to specify an area, "
-    "unless there is only one device of that type.",  # no area: the agent asks "which device" itself
-    "This device is not able to start timers.",  # the timer tools are simply not offered
+    # no area: the agent asks "which device" itself
+    "When a user asks to turn on all devices of a specific type, ask user to specify an"
+    " area, unless there is only one device of that type.",
+    # the timer tools are simply not offered
+    "This device is not able to start timers.",
 )
 
 
 def without_device_lines(text: str) -> tuple[str, str]:
-    """The system prompt without its device-dependent lines, and the area line (or "")."""
+    """Split off the system prompt's device-dependent lines.
+
+    Return the prompt without them, and the area line (or "").
+    """
     kept, area = [], ""
     for line in text.split("\n"):
         if line.startswith(_AREA_LINE):

@@ -1,14 +1,16 @@
-"""A model behind a llama.cpp server, used exactly like a loaded one (plain Python, blocking).
+"""A model behind a llama.cpp server, used exactly like a loaded one.
 
-For hubs where llama-cpp-python cannot be installed (or a stronger machine on the LAN runs the
-model): llama.cpp's ``llama-server`` (the llama.cpp add-on) or llama-cpp-python's
-``python -m llama_cpp.server``. The engine keeps rendering prompts itself (the same chat formats,
-so the prompt is byte for byte what the in-process model would see and its prefix stays stable)
-and sends them to ``/v1/completions`` with the tool-call or JSON grammar in ``grammar``, streamed.
-The server keeps the evaluated prefix of its slot (``cache_prompt``; llama-cpp-python always
-does), so a turn re-evaluates only what changed. Token counts come from the server's tokenizer;
-reused/evaluated counts from the server's timings where it reports them (llama-server), else from
-the previous prompt's common prefix (llama_cpp.server keeps that prefix too).
+Plain Python, blocking. For hubs where llama-cpp-python cannot be installed (or a
+stronger machine on the LAN runs the model): llama.cpp's ``llama-server`` (the llama.cpp
+add-on) or llama-cpp-python's ``python -m llama_cpp.server``. The engine keeps rendering
+prompts itself (the same chat formats, so the prompt is byte for byte what the
+in-process model would see and its prefix stays stable) and sends them to
+``/v1/completions`` with the tool-call or JSON grammar in ``grammar``, streamed. The
+server keeps the evaluated prefix of its slot (``cache_prompt``; llama-cpp-python always
+does), so a turn re-evaluates only what changed. Token counts come from the server's
+tokenizer; reused/evaluated counts from the server's timings where it reports them
+(llama-server), else from the previous prompt's common prefix (llama_cpp.server keeps
+that prefix too).
 
 All methods run on the engine's worker thread, one request at a time, like LlamaModel's.
 """
@@ -47,18 +49,23 @@ _LOGGER = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 10.0
 # A step may wait for the server's other clients; tokens then stream continuously.
 READ_TIMEOUT_S = 300.0
-# The ChatML template (SmolLM2 and other models without Gemma's turns) for servers that do not
-# report their model's own template (llama_cpp.server).
+# The ChatML template (SmolLM2 and other models without Gemma's turns) for servers that
+# do not report their model's own template (llama_cpp.server).
 CHATML_TEMPLATE = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n'"
+    " + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 _FINISH_REASONS = {"stop": "end", "length": "length"}
 _STOP_TYPES = {"eos": "end", "word": "stop", "limit": "length"}
 
 
 class ServerUnavailableError(EngineError):
-    """The server cannot be reached or answered with an error; the message says which."""
+    """The server cannot be reached or answered with an error.
+
+    The message says which.
+    """
 
 
 class ServerAuthError(EngineError):
@@ -68,18 +75,23 @@ class ServerAuthError(EngineError):
 def _refused(response: httpx.Response, url: str) -> None:
     if response.status_code in (401, 403):
         raise ServerAuthError(
-            f"the llama.cpp server at {url} refused the API key (HTTP {response.status_code})"
+            f"the llama.cpp server at {url} refused the API key"
+            f" (HTTP {response.status_code})"
         )
 
 
 class ServerModel:
-    """A llama.cpp server's model with LlamaModel's interface (load, tokenize, prime, generate)."""
+    """A llama.cpp server's model with LlamaModel's interface.
+
+    That is load, tokenize, prime and generate.
+    """
 
     vision_loaded = False
 
     def __init__(
         self, settings: EngineSettings, owner: Callable[[], bool] | None = None
     ) -> None:
+        """Set up a model for the server in the settings; load connects to it."""
         if not settings.server_url:
             raise ValueError("a server model needs the server's URL")
         self.settings = settings
@@ -99,13 +111,14 @@ class ServerModel:
 
     @property
     def loaded(self) -> bool:
+        """Connected, with a chat format."""
         return self._client is not None and self.chat_format is not None
 
     def _on_worker(self) -> None:
         if self._owner is not None and not self._owner():
             raise RuntimeError("ServerModel used outside its worker thread")
 
-    # -- connection -------------------------------------------------------------------------
+    # -- connection -------------------------------------------------------------------
 
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         assert self._client is not None
@@ -113,12 +126,14 @@ class ServerModel:
             response = self._client.request(method, path, **kwargs)
         except httpx.HTTPError as err:
             raise ServerUnavailableError(
-                f"the llama.cpp server at {self.settings.server_url} cannot be reached: {err}"
+                f"the llama.cpp server at {self.settings.server_url} cannot be reached:"
+                f" {err}"
             ) from err
         _refused(response, str(self.settings.server_url))
         if response.status_code >= 400:
             raise ServerUnavailableError(
-                f"the llama.cpp server answered {method} {path} with HTTP {response.status_code}: {response.text[:200]}"
+                f"the llama.cpp server answered {method} {path}"
+                f" with HTTP {response.status_code}: {response.text[:200]}"
             )
         try:
             return response.json()
@@ -128,7 +143,10 @@ class ServerModel:
             ) from err
 
     def load(self) -> None:
-        """Connect: which server, which model, its tokenizer and chat format, its context size."""
+        """Connect to the server.
+
+        Find which server, which model, its tokenizer and chat format, its context size.
+        """
         self._on_worker()
         if self.loaded:
             return
@@ -152,7 +170,8 @@ class ServerModel:
         models = self._request("GET", "/v1/models").get("data") or []
         if not models:
             raise ModelLoadError(
-                f"the llama.cpp server at {self.settings.server_url} has no model loaded"
+                f"the llama.cpp server at {self.settings.server_url}"
+                " has no model loaded"
             )
         self.model_id = str(models[0].get("id", ""))
         props = self._props()
@@ -179,13 +198,17 @@ class ServerModel:
         )
 
     def _props(self) -> dict[str, Any] | None:
-        """llama-server's /props (model template, context size, modalities); None elsewhere."""
+        """Return llama-server's /props; None elsewhere.
+
+        The props hold the model's template, the context size and the modalities.
+        """
         assert self._client is not None
         try:
             response = self._client.get("/props")
         except httpx.HTTPError as err:
             raise ServerUnavailableError(
-                f"the llama.cpp server at {self.settings.server_url} cannot be reached: {err}"
+                f"the llama.cpp server at {self.settings.server_url} cannot be reached:"
+                f" {err}"
             ) from err
         _refused(response, str(self.settings.server_url))
         if response.status_code != 200:
@@ -201,7 +224,7 @@ class ServerModel:
         )
 
     def _chat_format(self, template: str, eos: str) -> ChatFormat:
-        """Gemma's formats by their turn tokens; the server's template otherwise."""
+        """Pick Gemma's format by its turn tokens; the server's template otherwise."""
         added = len(self._tokenize_raw(""))  # BOS, where the model adds one
 
         def one_token(marker: str) -> bool:
@@ -223,23 +246,28 @@ class ServerModel:
         if one_token("<|im_start|>"):
             return JinjaFormat(CHATML_TEMPLATE)
         raise ModelLoadError(
-            f"the model of the {self.kind} at {self.settings.server_url} is not a Gemma model and the server does "
-            "not report a chat template (llama-server does)"
+            f"the model of the {self.kind} at {self.settings.server_url} is not a Gemma"
+            " model and the server does not report a chat template (llama-server does)"
         )
 
     def close(self) -> None:
+        """Close the connection; the model is then no longer loaded."""
         if self._client is not None:
             self._client.close()
         self._client = None
         self.chat_format = None
 
     def release_vision(self) -> bool:
+        """Return False: the server's vision projector is not ours to free."""
         return False
 
-    # -- tokens ------------------------------------------------------------------------------
+    # -- tokens -----------------------------------------------------------------------
 
     def _tokenize_raw(self, text: str) -> list[int]:
-        """The server's own tokens for a prompt string (BOS as its completions add it)."""
+        """Return the server's own tokens for a prompt string.
+
+        BOS is included as its completions add it.
+        """
         if self.kind == "llama-server":
             body = {"content": text, "add_special": True, "parse_special": True}
             return list(self._request("POST", "/tokenize", json=body)["tokens"])
@@ -250,7 +278,10 @@ class ServerModel:
         )
 
     def _wire_prompt(self, prompt: str) -> str:
-        """The rendered prompt as sent: without a BOS written as text (the server adds the token)."""
+        """Return the rendered prompt as sent.
+
+        That is without a BOS written as text (the server adds the token).
+        """
         return (
             prompt[len(self._bos_text) :]
             if self._bos_text and prompt.startswith(self._bos_text)
@@ -258,15 +289,18 @@ class ServerModel:
         )
 
     def tokenize(self, text: str) -> list[int]:
+        """Tokenize a rendered prompt with the server's tokenizer, as it is sent."""
         self._on_worker()
         return self._tokenize_raw(self._wire_prompt(text))
 
-    # -- generation --------------------------------------------------------------------------
+    # -- generation -------------------------------------------------------------------
 
     def prime(self, prompt: str, should_stop: Callable[[], bool]) -> int:
-        """Have the server evaluate the prompt into its cache (one token is generated: a request
-        for none means "until the context is full" to llama_cpp.server). Background work: a
-        server that is down or a prompt that does not fit only means nothing is primed.
+        """Have the server evaluate the prompt into its cache.
+
+        One token is generated: a request for none means "until the context is full" to
+        llama_cpp.server. Background work: a server that is down or a prompt that does
+        not fit only means nothing is primed.
         """
         self._on_worker()
         if should_stop():
@@ -284,20 +318,25 @@ class ServerModel:
     def generate(
         self, request: GenerationRequest, on_text: Callable[[str], bool]
     ) -> GenerationStats:
-        """Stream one completion; on_text gets each piece and returns False to stop early."""
+        """Stream one completion.
+
+        on_text gets each piece and returns False to stop early.
+        """
         self._on_worker()
         if request.images and not self.has_vision:
             raise VisionUnavailableError(
-                f"the {self.kind or 'server'} at {self.settings.server_url} cannot see images"
+                f"the {self.kind or 'server'} at {self.settings.server_url}"
+                " cannot see images"
             )
         started = time.monotonic()
-        # the text's tokens (an image's are counted by the server, which refuses what does not fit)
+        # the text's tokens (an image's are counted by the server, which refuses what
+        # does not fit)
         tokens = self.tokenize(request.prompt.replace(MEDIA_MARKER, ""))
         if not request.images and len(tokens) + request.max_tokens > self.n_ctx:
             raise ContextOverflowError(len(tokens), self.n_ctx, request.max_tokens)
         stats = GenerationStats(prompt_tokens=len(tokens), stop_reason="length")
         common = 0
-        for cached, token in zip(self._last_prompt, tokens):
+        for cached, token in zip(self._last_prompt, tokens, strict=False):
             if cached != token:
                 break
             common += 1
@@ -338,7 +377,10 @@ class ServerModel:
         }
 
     def _native_body(self, request: GenerationRequest) -> dict[str, Any]:
-        """llama-server's own /completion: prompt caching, grammar, images with its media marker."""
+        """Return the body for llama-server's own /completion.
+
+        It has prompt caching, grammar, and images with its media marker.
+        """
         prompt: Any = self._wire_prompt(request.prompt)
         if request.images:
             prompt = {
@@ -355,7 +397,10 @@ class ServerModel:
         }
 
     def _openai_body(self, request: GenerationRequest) -> dict[str, Any]:
-        """The OpenAI-style /v1/completions of llama_cpp.server (it keeps its prefix by itself)."""
+        """Return the body for llama_cpp.server's OpenAI-style /v1/completions.
+
+        That server keeps its prefix by itself.
+        """
         return {
             "model": self.model_id,
             "prompt": self._wire_prompt(request.prompt),
@@ -370,7 +415,10 @@ class ServerModel:
         stats: GenerationStats,
         on_text: Callable[[str], bool],
     ) -> float:
-        """Read the server-sent events; returns when the first text came (0.0 if none)."""
+        """Read the server-sent events.
+
+        Return when the first text came (0.0 if none).
+        """
         assert self._client is not None
         first_token_at = 0.0
         try:
@@ -379,7 +427,8 @@ class ServerModel:
                     response.read()
                     _refused(response, str(self.settings.server_url))
                     raise ServerUnavailableError(
-                        f"the llama.cpp server refused the request (HTTP {response.status_code}): {response.text[:200]}"
+                        "the llama.cpp server refused the request"
+                        f" (HTTP {response.status_code}): {response.text[:200]}"
                     )
                 for line in response.iter_lines():
                     if not line.startswith("data:"):
@@ -400,7 +449,8 @@ class ServerModel:
                             stats.stop_reason = "cancelled"
                             break  # closing the stream stops the server's generation
                     if finished:
-                        # llama-server's own count (a streamed piece can hold several tokens)
+                        # llama-server's own count (a streamed piece can hold several
+                        # tokens)
                         stats.completion_tokens = int(
                             (chunk.get("timings") or {}).get(
                                 "predicted_n", stats.completion_tokens
@@ -419,9 +469,10 @@ class ServerModel:
 
 
 def _read_chunk(chunk: dict[str, Any], stats: GenerationStats) -> tuple[str, bool]:
-    """One streamed event of either API: its text, and whether it was the last one. The last
-    event's counts (llama-server: prompt tokens taken from the cache and evaluated, images
-    included) replace the estimates.
+    """Read one streamed event of either API: its text, and whether it was the last one.
+
+    The last event's counts (llama-server: prompt tokens taken from the cache and
+    evaluated, images included) replace the estimates.
     """
     if "choices" in chunk:  # OpenAI style
         choice = (chunk.get("choices") or [{}])[0]
@@ -441,8 +492,10 @@ def _read_chunk(chunk: dict[str, Any], stats: GenerationStats) -> tuple[str, boo
 
 
 def probe_server(settings: EngineSettings) -> tuple[str, str]:
-    """Connect once (blocking): the server's kind and model name, or ServerUnavailableError /
-    ModelLoadError saying what is wrong. For the config flow.
+    """Connect once (blocking); return the server's kind and model name.
+
+    Or raise ServerUnavailableError / ModelLoadError saying what is wrong. For the
+    config flow.
     """
     model = ServerModel(settings)
     model.load()

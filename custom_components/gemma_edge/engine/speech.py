@@ -1,7 +1,8 @@
-"""Speech to text with faster-whisper on its own worker thread (plain Python, no Home Assistant).
+"""Speech to text with faster-whisper on its own worker thread.
 
-Home Assistant hands STT 16 kHz 16-bit mono PCM; it is converted with numpy, never through a file
-(faster-whisper's own decoding breaks with PyAV 19). Transcription is bounded in duration.
+Plain Python, no Home Assistant. Home Assistant hands STT 16 kHz 16-bit mono PCM; it is
+converted with numpy, never through a file (faster-whisper's own decoding breaks with
+PyAV 19). Transcription is bounded in duration.
 """
 
 from __future__ import annotations
@@ -29,7 +30,10 @@ class SpeechError(Exception):
 
 @dataclass(frozen=True)
 class SpeechSettings:
-    """A faster-whisper model (local CTranslate2 folder or a size name) and how to decode."""
+    """A faster-whisper model and how to decode.
+
+    The model is a local CTranslate2 folder or a size name.
+    """
 
     model: str
     language: str | None = "en"
@@ -41,19 +45,25 @@ class SpeechSettings:
 
 @dataclass(frozen=True)
 class Transcript:
+    """The text of an audio clip, its duration and how long transcribing it took."""
+
     text: str
     audio_seconds: float
     transcribe_seconds: float
 
     @property
     def real_time_factor(self) -> float:
+        """Seconds of transcribing per second of audio (0.0 without audio)."""
         return (
             self.transcribe_seconds / self.audio_seconds if self.audio_seconds else 0.0
         )
 
 
 def pcm16_to_float(pcm: bytes) -> Any:
-    """16-bit little-endian mono PCM -> float32 in [-1, 1] (an odd trailing byte is dropped)."""
+    """Convert 16-bit little-endian mono PCM to float32 in [-1, 1].
+
+    An odd trailing byte is dropped.
+    """
     import numpy as np  # noqa: PLC0415
 
     usable = len(pcm) - len(pcm) % 2
@@ -61,9 +71,14 @@ def pcm16_to_float(pcm: bytes) -> Any:
 
 
 class WhisperTranscriber:
-    """Loads the model lazily (or ahead, when the first audio chunk arrives) and transcribes."""
+    """Loads the model lazily and transcribes.
+
+    The model loads ahead when the first audio chunk arrives, or with the first
+    transcription.
+    """
 
     def __init__(self, settings: SpeechSettings) -> None:
+        """Set up the speech worker thread; the model is not loaded yet."""
         self.settings = settings
         self._worker = SerialWorker(name="gemma_edge_whisper", max_pending=4)
         self._model: Any = None
@@ -71,15 +86,18 @@ class WhisperTranscriber:
 
     @property
     def loaded(self) -> bool:
+        """The model is loaded."""
         return self._model is not None
 
     def _load(self) -> None:
         if self._model is not None:
             return
-        from faster_whisper import WhisperModel
+        # Heavy imports, only on the speech thread when the model is needed.
+        from faster_whisper import WhisperModel  # noqa: PLC0415
         import tqdm  # noqa: PLC0415
 
-        # faster-whisper's progress bars would start tqdm's monitor thread, which never ends
+        # faster-whisper's progress bars would start tqdm's monitor thread, which never
+        # ends
         tqdm.tqdm.monitor_interval = 0
 
         started = time.monotonic()
@@ -109,7 +127,10 @@ class WhisperTranscriber:
         await asyncio.shield(self._loading)
 
     def _submit(self, job: Callable[[], Any]) -> Future[Any]:
-        """A job for the speech thread; a full or stopped thread is a SpeechError."""
+        """Submit a job to the speech thread.
+
+        A full or stopped thread is a SpeechError.
+        """
         try:
             return self._worker.submit(job)
         except (WorkerBusyError, WorkerStoppedError) as err:
@@ -134,19 +155,17 @@ class WhisperTranscriber:
                 condition_on_previous_text=False,
                 hotwords=hotwords or None,
             )
-            text = "".join(
-                segment.text for segment in segments
-            ).strip()  # the generator is lazy
-        except (
-            RuntimeError,
-            ValueError,
-        ) as err:  # e.g. a language code Whisper does not know
+            # the generator is lazy
+            text = "".join(segment.text for segment in segments).strip()
+        except (RuntimeError, ValueError) as err:
+            # e.g. a language code Whisper does not know
             raise SpeechError(f"transcription failed: {err}") from err
         return Transcript(text, seconds, time.monotonic() - started)
 
     async def async_transcribe(
         self, pcm: bytes, hotwords: str | None = None
     ) -> Transcript:
+        """Transcribe 16 kHz 16-bit mono PCM on the speech thread."""
         return await asyncio.wrap_future(
             self._submit(lambda: self._transcribe(pcm, hotwords))
         )
@@ -161,5 +180,6 @@ class WhisperTranscriber:
         self._loading = None
 
     async def async_close(self) -> None:
+        """Drop the model and stop the speech thread."""
         self._model = None
         await asyncio.get_running_loop().run_in_executor(None, self._worker.stop)

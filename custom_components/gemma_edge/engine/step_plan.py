@@ -1,7 +1,7 @@
 """What each generation step of a turn is given, beyond the conversation so far.
 
-Plain Python: the tool choice of a step, the images of the turn placed in the messages, and
-the hint that asks for structured output (the grammar enforces it).
+Plain Python: the tool choice of a step, the images of the turn placed in the messages,
+and the hint that asks for structured output (the grammar enforces it).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from .images import PreparedImage
 
 
 def step_tool_choice(act_first: bool, iteration: int, *, acted: bool) -> ToolChoice:
-    """The tool choice of one step.
+    """Return the tool choice of one step.
 
-    In "always act first" mode the first step must call tools; after acting, the answer is
-    in words; after only looking something up (``acted`` False), the model may act or
+    In "always act first" mode the first step must call tools; after acting, the answer
+    is in words; after only looking something up (``acted`` False), the model may act or
     answer. Otherwise the model chooses.
     """
     if not act_first:
@@ -33,11 +33,11 @@ def with_images(
     user_images: Sequence[PreparedImage],
     snapshots: Mapping[str, tuple[str, PreparedImage]],
 ) -> list[Message]:
-    """The turn's images placed in the messages.
+    """Return the messages with the turn's images placed in them.
 
     The user's images go on their last message, each camera snapshot in a user message
-    right after the tool result that took it. They are not kept in the chat log, so later
-    turns do not evaluate them again.
+    right after the tool result that took it. They are not kept in the chat log, so
+    later turns do not evaluate them again.
     """
     out: list[Message] = []
     last_user = max(
@@ -61,7 +61,10 @@ def with_images(
 
 
 def structure_hint(schema: Mapping[str, Any]) -> str:
-    """A short description of the wanted fields for the prompt (the grammar enforces them)."""
+    """Return a short description of the wanted fields for the prompt.
+
+    The grammar enforces them.
+    """
     fields = []
     for key, spec in (schema.get("properties") or {}).items():
         kind = spec.get("type", "value")
@@ -75,7 +78,10 @@ def structure_hint(schema: Mapping[str, Any]) -> str:
 def with_structure_hint(
     messages: list[Message], schema: Mapping[str, Any] | None
 ) -> list[Message]:
-    """The last user message asks for the structure's fields (unchanged without one)."""
+    """Make the last user message ask for the structure's fields.
+
+    The messages are returned unchanged without a structure.
+    """
     if schema is None:
         return messages
     last_user = max(

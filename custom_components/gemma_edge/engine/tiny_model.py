@@ -1,9 +1,11 @@
-"""A tiny random-weight llama model (~60 KB GGUF) for checking that llama.cpp runs on this CPU.
+"""A tiny random-weight llama model (~60 KB GGUF).
 
-Importing llama-cpp-python only loads libraries; the instructions a build was compiled for run in
-its matrix kernels. Evaluating a few tokens of this model in a child process runs the quantized
-(Q8_0 and Q4_0) and float kernels a real model uses, so a build that needs a newer CPU dies there
-with SIGILL instead of in Home Assistant's process. Plain Python, written with ``struct``.
+It is for checking that llama.cpp runs on this CPU. Importing llama-cpp-python only
+loads libraries; the instructions a build was compiled for run in its matrix kernels.
+Evaluating a few tokens of this model in a child process runs the quantized (Q8_0 and
+Q4_0) and float kernels a real model uses, so a build that needs a newer CPU dies there
+with SIGILL instead of in Home Assistant's process. Plain Python, written with
+``struct``.
 """
 
 from __future__ import annotations
@@ -49,7 +51,10 @@ def _value(value: object) -> bytes:
 
 
 def _quantized(rng: random.Random, kind: int, values: int) -> bytes:
-    """Blocks of 32 values: an fp16 scale and 32 int8 (Q8_0) or 32 packed 4-bit (Q4_0) weights."""
+    """Return random quantized blocks of 32 values each.
+
+    A block is an fp16 scale and 32 int8 (Q8_0) or 32 packed 4-bit (Q4_0) weights.
+    """
     scale = struct.pack("<e", 0.02)
     per_block = 32 if kind == _GGML_Q8_0 else 16
     return b"".join(scale + rng.randbytes(per_block) for _ in range(values // 32))

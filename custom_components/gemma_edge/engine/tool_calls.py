@@ -1,9 +1,10 @@
 """Tool calls: the data type, Gemma 4's native call syntax, and plain JSON calls.
 
-Gemma 4 writes a call as ``<|tool_call>call:NAME{key:<|"|>text<|"|>,n:5}<tool_call|>``: keys are
-bare, strings are wrapped in ``<|"|>``. Its markers are control tokens that a detokenizer may drop,
-so the parser accepts the marked form and the bare ``call:NAME{...}`` form alike. Other models
-write ``{"name": NAME, "arguments": {...}}``.
+Gemma 4 writes a call as ``<|tool_call>call:NAME{key:<|"|>text<|"|>,n:5}<tool_call|>``:
+keys are bare, strings are wrapped in ``<|"|>``. Its markers are control tokens that a
+detokenizer may drop, so the parser accepts the marked form and the bare
+``call:NAME{...}`` form alike. Other models write
+``{"name": NAME, "arguments": {...}}``.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class ToolCall:
     arguments: dict[str, Any] = field(default_factory=dict)
 
 
-# --- Gemma 4 native syntax -------------------------------------------------------------------
+# --- Gemma 4 native syntax -----------------------------------------------------------
 
 
 def format_native_value(value: Any) -> str:
@@ -122,9 +123,9 @@ class _NativeReader:
             return self.object_body()
         if self.take("["):
             return self.array_body()
-        for literal, value in (("true", True), ("false", False), ("null", None)):
+        for literal, constant in (("true", True), ("false", False), ("null", None)):
             if self.take(literal):
-                return value
+                return constant
         match = _NUMBER.match(self.text, self.pos)
         if match:
             self.pos = match.end()
@@ -185,11 +186,11 @@ def _parse_native_calls(text: str, calls: list[ToolCall]) -> None:
         reader.take(CALL_END)
 
 
-# --- JSON calls --------------------------------------------------------------------------------
+# --- JSON calls ----------------------------------------------------------------------
 
 
 def format_json_call(call: ToolCall) -> str:
-    """Render a call in the plain JSON form used by models without native tool tokens."""
+    """Render a call in the plain JSON form of models without native tool tokens."""
     return json.dumps(
         {"name": call.name, "arguments": call.arguments}, ensure_ascii=False
     )
@@ -226,11 +227,14 @@ def _parse_json_calls(text: str, calls: list[ToolCall]) -> None:
         calls.append(ToolCall(obj["name"], arguments))
 
 
-# --- Detection --------------------------------------------------------------------------------
+# --- Detection -----------------------------------------------------------------------
 
 
 def looks_like_call(text: str) -> bool | None:
-    """Whether generated text is (the start of) tool calls: True, False, or None (undecided yet)."""
+    """Return whether generated text is (the start of) tool calls.
+
+    True, False, or None (undecided yet).
+    """
     stripped = text.lstrip()
     if not stripped:
         return None
@@ -245,9 +249,10 @@ def looks_like_call(text: str) -> bool | None:
 def parse_tool_calls(text: str, *, truncated: bool = False) -> list[ToolCall]:
     """Parse model output made of one or more tool calls, native or JSON.
 
-    Raises ToolCallSyntaxError with a readable reason when the text is not a valid call. When the
-    generation was cut off (``truncated``), the complete calls before the cut are returned and the
-    unfinished last one is dropped; with no complete call it is still an error.
+    Raises ToolCallSyntaxError with a readable reason when the text is not a valid
+    call. When the generation was cut off (``truncated``), the complete calls before the
+    cut are returned and the unfinished last one is dropped; with no complete call it is
+    still an error.
     """
     stripped = text.strip()
     if not stripped:

@@ -1,14 +1,16 @@
-"""Images into the model's context through llama.cpp's mtmd library and a vision projector (mmproj).
+"""Images into the model's context through llama.cpp's mtmd library.
 
-We do not use llama-cpp-python's ``MTMDChatHandler``: it clears the KV cache on every call (so the
-agent's cached prompt prefix would be evaluated again after every image), renders prompts with
-its own template handling, and silences C output by redirecting the process's file descriptors.
-Instead the prompt (rendered by our chat formats, with ``MEDIA_MARKER`` where an image goes) is
-split by mtmd into text and image chunks; text chunks are evaluated like any prompt text (the
-cached prefix is reused), image chunks by mtmd into the same context. Positions holding image
-embeddings are recorded in the model's token history as a negative key derived from the image's
-bytes (``image_key``), which no text token equals: prefix reuse continues over the same picture at
-the same place (a second step of a turn that looked at a camera) and stops before any other.
+The images go in through mtmd and a vision projector (mmproj). We do not use
+llama-cpp-python's ``MTMDChatHandler``: it clears the KV cache on every call (so the
+agent's cached prompt prefix would be evaluated again after every image), renders
+prompts with its own template handling, and silences C output by redirecting the
+process's file descriptors. Instead the prompt (rendered by our chat formats, with
+``MEDIA_MARKER`` where an image goes) is split by mtmd into text and image chunks; text
+chunks are evaluated like any prompt text (the cached prefix is reused), image chunks by
+mtmd into the same context. Positions holding image embeddings are recorded in the
+model's token history as a negative key derived from the image's bytes (``image_key``),
+which no text token equals: prefix reuse continues over the same picture at the same
+place (a second step of a turn that looked at a camera) and stops before any other.
 
 Every function here runs on the model's worker thread.
 """
@@ -20,18 +22,20 @@ import ctypes
 from dataclasses import dataclass, field
 import hashlib
 import logging
-import os
+from pathlib import Path
 from typing import Any
 
 _LOGGER = logging.getLogger(__name__)
 
-MEDIA_MARKER = (
-    "<__media__>"  # mtmd's default marker; checked against the library when loading
-)
+# mtmd's default marker; checked against the library when loading
+MEDIA_MARKER = "<__media__>"
 
 
 def image_key(data: bytes) -> int:
-    """The token-history value of an image's positions: negative (no text token), from its bytes."""
+    """Return the token-history value of an image's positions.
+
+    It is negative (no text token equals it) and derived from the image's bytes.
+    """
     return -2 - (int.from_bytes(hashlib.sha256(data).digest()[:4], "big") & 0x3FFFFFFF)
 
 
@@ -60,7 +64,10 @@ class PromptChunk:
 
 @dataclass
 class TokenizedPrompt:
-    """A prompt split into chunks; ``tokens`` holds text tokens and the image's key per image position."""
+    """A prompt split into chunks.
+
+    ``tokens`` holds text tokens and the image's key per image position.
+    """
 
     chunks: list[PromptChunk]
     handle: Any
@@ -68,6 +75,7 @@ class TokenizedPrompt:
 
     @property
     def tokens(self) -> list[int]:
+        """The text tokens, and the image's key at each image position."""
         out: list[int] = []
         for chunk in self.chunks:
             out.extend(
@@ -77,16 +85,21 @@ class TokenizedPrompt:
 
     @property
     def image_tokens(self) -> int:
+        """The number of image tokens in all chunks."""
         return sum(chunk.n_image_tokens for chunk in self.chunks)
 
     def close(self) -> None:
+        """Free mtmd's chunks (the image chunks are invalid afterwards)."""
         if self.handle is not None:
             self.free(self.handle)
             self.handle = None
 
 
 def route_logs(callback: Any) -> None:
-    """Mtmd logs through the same callback as llama.cpp (its info level carries prompt text)."""
+    """Route mtmd's logs through the same callback as llama.cpp's.
+
+    Its info level carries prompt text.
+    """
     import llama_cpp.mtmd_cpp as mtmd  # noqa: PLC0415
 
     mtmd.mtmd_log_set(callback, ctypes.c_void_p(0))
@@ -99,6 +112,7 @@ class VisionProjector:
     def __init__(
         self, path: str, llm: Any, *, n_threads: int, flash_attn: bool
     ) -> None:
+        """Load the mmproj file at path for the llama model llm (CPU only)."""
         import llama_cpp  # noqa: PLC0415
         import llama_cpp.mtmd_cpp as mtmd  # noqa: PLC0415
 
@@ -106,9 +120,10 @@ class VisionProjector:
         marker = mtmd.mtmd_default_marker().decode("utf-8")
         if marker != MEDIA_MARKER:
             raise ProjectorLoadError(
-                f"this llama-cpp-python uses the media marker {marker!r}, not {MEDIA_MARKER!r}"
+                f"this llama-cpp-python uses the media marker {marker!r},"
+                f" not {MEDIA_MARKER!r}"
             )
-        if not os.path.isfile(path):
+        if not Path(path).is_file():
             raise ProjectorLoadError(f"the vision projector {path} does not exist")
         params = mtmd.mtmd_context_params_default()
         params.use_gpu = False
@@ -123,16 +138,16 @@ class VisionProjector:
         self._ctx = mtmd.mtmd_init_from_file(path.encode(), llm.model, params)
         if not self._ctx:
             raise ProjectorLoadError(
-                f"llama.cpp could not load the vision projector {os.path.basename(path)} for this model "
+                "llama.cpp could not load the vision projector"
+                f" {Path(path).name} for this model "
                 "(is it the projector of this model? the reason is in the log)"
             )
         if not mtmd.mtmd_support_vision(self._ctx):
             self.close()
-            raise ProjectorLoadError(
-                f"{os.path.basename(path)} is not a vision projector"
-            )
+            raise ProjectorLoadError(f"{Path(path).name} is not a vision projector")
 
     def close(self) -> None:
+        """Free the projector (safe to call twice)."""
         if self._ctx:
             self._mtmd.mtmd_free(self._ctx)
             self._ctx = None
@@ -142,7 +157,8 @@ class VisionProjector:
         mtmd = self._mtmd
         if prompt.count(MEDIA_MARKER) != len(images):
             raise ImageDecodeError(
-                f"the prompt has {prompt.count(MEDIA_MARKER)} image places for {len(images)} images"
+                f"the prompt has {prompt.count(MEDIA_MARKER)} image places"
+                f" for {len(images)} images"
             )
         bitmaps: list[Any] = []
         try:
@@ -171,7 +187,8 @@ class VisionProjector:
             if result != 0:
                 prompt_chunks.close()
                 raise ImageDecodeError(
-                    f"llama.cpp could not prepare the images (mtmd_tokenize error {result})"
+                    "llama.cpp could not prepare the images"
+                    f" (mtmd_tokenize error {result})"
                 )
             keys = iter([image_key(data) for data in images])
             for index in range(mtmd.mtmd_input_chunks_size(handle)):
@@ -203,14 +220,15 @@ class VisionProjector:
                 mtmd.mtmd_bitmap_free(bitmap)
 
     def evaluate_image(self, llm: Any, chunk: PromptChunk, n_batch: int) -> None:
-        """Encode the image and decode its embeddings at the model's current position."""
+        """Encode the image; decode its embeddings at the model's current position."""
         import llama_cpp  # noqa: PLC0415
 
         start = llm.n_tokens
         new_n_past = llama_cpp.llama_pos(0)
         result = self._mtmd.mtmd_helper_eval_chunk_single(
             self._ctx,
-            llm._ctx.ctx,
+            # The llama_context pointer is only on llama-cpp-python's internal wrapper.
+            llm._ctx.ctx,  # noqa: SLF001
             chunk.image,
             start,
             0,

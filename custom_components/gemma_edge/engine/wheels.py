@@ -1,12 +1,14 @@
-"""Which llama-cpp-python to install on this hub, fetched and checked before it is installed.
+"""Which llama-cpp-python to install on this hub, fetched and checked before installing.
 
-Plain Python, no Home Assistant. llama-cpp-python is not in manifest.json: PyPI has only its
-source, which Home Assistant OS and Container (Alpine, no compiler) cannot build, and a failed
-manifest requirement stops the whole integration from loading. ``llama_wheels.json`` lists the
-prebuilt wheels (built by .github/workflows/llama-wheels.yml, published as release assets) with
-their size and sha256; the integration picks the one that fits this hub, downloads it, checks it
-in Python (uv does not check hashes of local files) and installs it by path. A glibc hub without
-a fitting wheel builds the pinned source release instead, as Home Assistant Core installs can.
+Plain Python, no Home Assistant. llama-cpp-python is not in manifest.json: PyPI has only
+its source, which Home Assistant OS and Container (Alpine, no compiler) cannot build,
+and a failed manifest requirement stops the whole integration from loading.
+``llama_wheels.json`` lists the prebuilt wheels (built by
+.github/workflows/llama-wheels.yml, published as release assets) with their size and
+sha256; the integration picks the one that fits this hub, downloads it, checks it in
+Python (uv does not check hashes of local files) and installs it by path. A glibc hub
+without a fitting wheel builds the pinned source release instead, as Home Assistant Core
+installs can.
 """
 
 from __future__ import annotations
@@ -41,12 +43,15 @@ class WheelEntry:
 
 @dataclass(frozen=True)
 class WheelManifest:
+    """The wheel list: the pinned llama-cpp-python release and its prebuilt wheels."""
+
     package: str
     version: str
     wheels: tuple[WheelEntry, ...]
 
     @property
     def requirement(self) -> str:
+        """The pinned requirement, ``package==version``."""
         return f"{self.package}=={self.version}"
 
 
@@ -64,7 +69,8 @@ def _entry(raw: dict[str, Any]) -> WheelEntry:
     if file.split("-")[-1].startswith("linux_"):
         # uv prefers a generic linux_* wheel over musllinux_*, and musl cannot load it
         raise ValueError(
-            f"{file} is a generic linux wheel; publish manylinux or musllinux wheels only"
+            f"{file} is a generic linux wheel;"
+            " publish manylinux or musllinux wheels only"
         )
     return WheelEntry(file, url, size, sha256, frozenset(raw.get("cpu_features", ())))
 
@@ -85,8 +91,11 @@ def load_manifest(path: Path = WHEEL_MANIFEST) -> WheelManifest:
 
 
 def choose_wheel(manifest: WheelManifest, host: HostPlatform) -> WheelEntry | None:
-    """The wheel for this hub: tags it accepts, CPU features it has; the most specific build first
-    (a wheel that needs AVX2 beats the all-CPU one only where the CPU has AVX2).
+    """Choose the wheel for this hub (None when none fits).
+
+    The wheel's tags must be ones the hub accepts and its CPU features ones the hub has;
+    the most specific build comes first (a wheel that needs AVX2 beats the all-CPU one
+    only where the CPU has AVX2).
     """
     fitting = [
         wheel
@@ -98,12 +107,16 @@ def choose_wheel(manifest: WheelManifest, host: HostPlatform) -> WheelEntry | No
 
 @dataclass(frozen=True)
 class InstallPlan:
-    """What to hand Home Assistant's installer: a checked wheel file, or the source requirement."""
+    """What to hand Home Assistant's installer.
+
+    A checked wheel file, or the source requirement.
+    """
 
     wheel: WheelEntry | None
     requirement: str
 
     def describe(self) -> str:
+        """Return what will be installed, in a few words."""
         return (
             f"{self.wheel.file} ({self.wheel.size / 1e6:.0f} MB)"
             if self.wheel
@@ -112,14 +125,17 @@ class InstallPlan:
 
 
 def plan_install(manifest: WheelManifest, host: HostPlatform) -> InstallPlan:
-    """A prebuilt wheel where one fits; building from source only where that can work (glibc)."""
+    """Plan the install: a prebuilt wheel where one fits, else a build from source.
+
+    Building from source is planned only where that can work (glibc).
+    """
     if (wheel := choose_wheel(manifest, host)) is not None:
         return InstallPlan(wheel, manifest.requirement)
     if host.libc == "glibc":
         return InstallPlan(None, manifest.requirement)
     raise WheelChoiceError(
-        f"no prebuilt {manifest.requirement} fits this hub ({host.describe()}), and it cannot be "
-        "compiled here (no compiler on Home Assistant OS or Container)"
+        f"no prebuilt {manifest.requirement} fits this hub ({host.describe()}), and it"
+        " cannot be compiled here (no compiler on Home Assistant OS or Container)"
     )
 
 
@@ -129,8 +145,10 @@ def fetch_wheel(
     progress: Callable[[float], None] | None = None,
     cancelled: threading.Event | None = None,
 ) -> Path:
-    """Download the wheel into ``folder`` (or reuse a kept copy); its size and sha256 are checked
-    before it is returned (blocking). Raises DownloadError.
+    """Download the wheel into ``folder`` (or reuse a kept copy).
+
+    Its size and sha256 are checked before it is returned (blocking). Raises
+    DownloadError.
     """
     remote = RemoteFile(
         repo_id="",

@@ -1,7 +1,8 @@
-"""One dedicated thread that runs jobs one at a time from a bounded priority queue (model calls, ledger writes).
+"""One dedicated thread that runs jobs one at a time from a bounded priority queue.
 
-llama.cpp contexts are not thread-safe and their calls block for seconds, so nothing of theirs may
-run on Home Assistant's event loop or on two threads at once. Jobs carry a priority: a user request
+The jobs are model calls and ledger writes. llama.cpp contexts are not thread-safe and
+their calls block for seconds, so nothing of theirs may run on Home Assistant's event
+loop or on two threads at once. Jobs carry a priority: a user request
 (``PRIORITY_USER``) is always taken before background work (``PRIORITY_BACKGROUND``).
 """
 
@@ -20,9 +21,8 @@ _LOGGER = logging.getLogger(__name__)
 T = TypeVar("T")
 
 PRIORITY_USER = 0
-PRIORITY_AUTOMATION = (
-    5  # automations and AI Tasks: after a person talking, before background work
-)
+# automations and AI Tasks: after a person talking, before background work
+PRIORITY_AUTOMATION = 5
 PRIORITY_BACKGROUND = 10
 
 
@@ -38,6 +38,7 @@ class SerialWorker:
     """A single worker thread with a bounded priority queue of jobs."""
 
     def __init__(self, name: str = "gemma_edge_model", max_pending: int = 4) -> None:
+        """Start the thread; at most max_pending jobs may be queued or running."""
         self._queue: queue.PriorityQueue[tuple[int, int, Callable[[], None] | None]] = (
             queue.PriorityQueue()
         )
@@ -52,6 +53,7 @@ class SerialWorker:
 
     @property
     def thread(self) -> threading.Thread:
+        """The worker thread."""
         return self._thread
 
     @property
@@ -60,13 +62,17 @@ class SerialWorker:
         return self._pending
 
     def user_waiting(self) -> bool:
-        """Whether a job more urgent than background work is queued (background jobs yield to it)."""
+        """Return whether a job more urgent than background work is queued.
+
+        Background jobs yield to it.
+        """
         with self._queue.mutex:
             return any(
                 priority < PRIORITY_BACKGROUND for priority, _, _ in self._queue.queue
             )
 
     def in_worker(self) -> bool:
+        """Return whether the caller runs on the worker thread."""
         return threading.current_thread() is self._thread
 
     def submit(self, func: Callable[[], T], priority: int = PRIORITY_USER) -> Future[T]:
@@ -91,7 +97,8 @@ class SerialWorker:
                     self._done()
                     future.set_exception(err)
                     return
-                # free the slot before the caller hears back, so its next request is not "busy"
+                # free the slot before the caller hears back, so its next request is not
+                # "busy"
                 self._done()
                 future.set_result(result)
             finally:
