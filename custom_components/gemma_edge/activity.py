@@ -1,4 +1,7 @@
-"""What the agent did, told to Home Assistant: the gemma_edge_action event and a dispatcher signal."""
+"""What the agent did, told to Home Assistant.
+
+The gemma_edge_action event and a dispatcher signal.
+"""
 
 from __future__ import annotations
 
@@ -16,18 +19,22 @@ EVENT_ACTION = f"{DOMAIN}_action"
 
 
 def signal_action(entry_id: str) -> str:
-    """Dispatcher signal carrying each ActionOutcome of an entry."""
+    """Return the dispatcher signal carrying each ActionOutcome of an entry."""
     return f"{DOMAIN}_{entry_id}_action"
 
 
 def keeps_words(entry: ConfigEntry) -> bool:
-    """Whether the user chose to keep their words with the actions (recorded for everyone)."""
+    """Return whether the user chose to keep their words with the actions.
+
+    Those words are recorded for everyone to read.
+    """
     return bool(entry.options.get(CONF_KEEP_WORDS, DEFAULT_KEEP_WORDS))
 
 
 def event_data(outcome: ActionOutcome, *, with_words: bool = True) -> dict[str, Any]:
-    """The documented fields of a gemma_edge_action event; ``reason`` (the user's words) is None
-    unless ``with_words``.
+    """Return the documented fields of a gemma_edge_action event.
+
+    ``reason`` (the user's words) is None unless ``with_words``.
     """
     action = outcome.action
     return {
@@ -50,7 +57,10 @@ def event_data(outcome: ActionOutcome, *, with_words: bool = True) -> dict[str, 
 def announce_outcome(
     hass: HomeAssistant, entry: ConfigEntry, outcome: ActionOutcome
 ) -> None:
-    """Fire the event (in the action's own context, so logbook and traces link up) and tell the entities."""
+    """Fire the event and tell the entities.
+
+    The event is fired in the action's own context, so logbook and traces link up.
+    """
     context = Context(id=outcome.action_id) if outcome.action_id else None
     hass.bus.async_fire(
         EVENT_ACTION,
@@ -61,12 +71,16 @@ def announce_outcome(
 
 
 def friendly_name(hass: HomeAssistant, entity_id: str) -> str:
+    """Return the entity's friendly name, or its id when it has no state."""
     state = hass.states.get(entity_id)
     return state.name if state is not None else entity_id
 
 
 def outcome_sentence(hass: HomeAssistant, outcome: ActionOutcome) -> str:
-    """E.g. "turned on Kitchen Light (asked in Assist)"."""
+    """Describe the outcome in one sentence.
+
+    E.g. "turned on Kitchen Light (asked in Assist)".
+    """
     action = outcome.action
     return describe_action(
         f"{action.domain}.{action.service}",

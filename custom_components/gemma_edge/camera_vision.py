@@ -1,9 +1,10 @@
-"""Camera snapshots for the model: fetch, check, convert, downscale, and keep automations in check.
+"""Camera snapshots for the model.
 
-The conversation tool, the AI Task entity and the ``gemma_edge.ask`` service all get images here.
-Automation-driven analysis (the service and AI Tasks) is limited to one snapshot per camera per
-configurable interval, so a motion automation firing every second cannot pin the CPU; a person
-asking in a conversation is not limited.
+Fetch, check, convert, downscale, and keep automations in check. The conversation tool,
+the AI Task entity and the ``gemma_edge.ask`` service all get images here.
+Automation-driven analysis (the service and AI Tasks) is limited to one snapshot per
+camera per configurable interval, so a motion automation firing every second cannot pin
+the CPU; a person asking in a conversation is not limited.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 import time
 from typing import Any
+
+import aiohttp
 
 from homeassistant.components import camera
 from homeassistant.components.conversation import DOMAIN as CONVERSATION_DOMAIN
@@ -51,7 +54,7 @@ def _error(
 
 
 def exposed_cameras(hass: HomeAssistant) -> dict[str, str]:
-    """Cameras exposed to Assist: friendly name -> entity id."""
+    """Return the cameras exposed to Assist: friendly name -> entity id."""
     return {
         state.name: state.entity_id
         for state in hass.states.async_all(camera.DOMAIN)
@@ -60,19 +63,25 @@ def exposed_cameras(hass: HomeAssistant) -> dict[str, str]:
 
 
 class CameraVision:
-    """Snapshots and images for one entry, with its size limit and per-camera interval."""
+    """Snapshots and images for one entry.
+
+    With the entry's image size limit and its per-camera interval.
+    """
 
     def __init__(self, hass: HomeAssistant, entry: ConfigEntry) -> None:
+        """Serve the entry, with no camera analysed yet."""
         self.hass = hass
         self.entry = entry
         self._last_analysed: dict[str, float] = {}
 
     @property
     def max_side(self) -> int:
+        """The longest side, in pixels, of an image given to the model."""
         return int(self.entry.options.get(CONF_IMAGE_MAX_SIDE, DEFAULT_IMAGE_MAX_SIDE))
 
     @property
     def min_interval(self) -> float:
+        """The seconds between two automation-driven analyses of one camera."""
         return float(
             self.entry.options.get(
                 CONF_CAMERA_MIN_INTERVAL, DEFAULT_CAMERA_MIN_INTERVAL
@@ -80,7 +89,10 @@ class CameraVision:
         )
 
     def claim_camera(self, entity_id: str) -> None:
-        """Count an automation-driven analysis of this camera; refuse it within the interval."""
+        """Count an automation-driven analysis of this camera.
+
+        Refuse it (CameraRateLimitedError) within the interval.
+        """
         now = time.monotonic()
         last = self._last_analysed.get(entity_id)
         if last is not None and now - last < self.min_interval:
@@ -96,14 +108,16 @@ class CameraVision:
     async def async_snapshot(
         self, entity_id: str, *, automation: bool
     ) -> PreparedImage:
-        """A camera's current picture, ready for the model."""
+        """Return a camera's current picture, ready for the model."""
         if automation:
             self.claim_camera(entity_id)
         try:
             image = await camera.async_get_image(
                 self.hass, entity_id, timeout=SNAPSHOT_TIMEOUT_S
             )
-        except Exception as err:
+        except (HomeAssistantError, OSError, aiohttp.ClientError) as err:
+            # No such camera, no image in time, or the camera's own error (a camera
+            # platform raises HomeAssistantError, or its connection's error).
             LOGGER.warning("No snapshot from %s: %s", entity_id, err)
             raise _error(
                 VisionInputError,
@@ -114,7 +128,10 @@ class CameraVision:
         return await self.async_prepare(image.content, entity_id)
 
     async def async_snapshot_exposed(self, name: str) -> tuple[str, PreparedImage]:
-        """A snapshot of a camera exposed to Assist, by its name (the conversation tool)."""
+        """Return a snapshot of a camera exposed to Assist, by its name.
+
+        Used by the conversation tool.
+        """
         cameras = exposed_cameras(self.hass)
         entity_id = cameras.get(name) or (name if name in cameras.values() else None)
         if entity_id is None:
@@ -122,8 +139,10 @@ class CameraVision:
         return entity_id, await self.async_snapshot(entity_id, automation=False)
 
     async def async_prepare(self, data: bytes | Path, source: str) -> PreparedImage:
-        """Any image (bytes, or a file read in the same executor job) -> JPEG within the size
-        limit; decoding blocks, so it runs in the executor.
+        """Turn any image into a JPEG within the size limit.
+
+        The image is bytes, or a file read in the same executor job; decoding blocks,
+        so it runs in the executor.
         """
         max_side = self.max_side
 

@@ -1,4 +1,7 @@
-"""Home Assistant as the executor's HomePort: states, exposure, service calls, state waits."""
+"""Home Assistant as the executor's HomePort.
+
+States, exposure, service calls and waits for a state.
+"""
 
 from __future__ import annotations
 
@@ -25,18 +28,22 @@ class HassHome:
     """The executor's view of Home Assistant."""
 
     def __init__(self, hass: HomeAssistant) -> None:
+        """Act on this Home Assistant instance."""
         self.hass = hass
 
     def state(self, entity_id: str) -> EntityState | None:
+        """Return the entity's current state, or None if it does not exist."""
         state = self.hass.states.get(entity_id)
         return (
             None if state is None else EntityState(state.state, dict(state.attributes))
         )
 
     def is_exposed(self, entity_id: str) -> bool:
+        """Return whether the entity is exposed to Assist (the agent may act on it)."""
         return async_should_expose(self.hass, CONVERSATION_DOMAIN, entity_id)
 
     def new_action_id(self) -> str:
+        """Return a fresh ULID (the service call's context id)."""
         return ulid_now()
 
     async def call(
@@ -46,8 +53,10 @@ class HassHome:
         parent_context_id: str | None,
         user_id: str | None,
     ) -> None:
-        """Call the service; the action's ULID is the context id (the recorder keeps ULIDs only),
-        the requesting user its user: the logbook names them, and Home Assistant refuses an
+        """Call the service and wait for it.
+
+        The action's ULID is the context id (the recorder keeps ULIDs only), the
+        requesting user its user: the logbook names them, and Home Assistant refuses an
         entity that user may not control.
         """
         await self.hass.services.async_call(
@@ -58,12 +67,15 @@ class HassHome:
             context=Context(id=action_id, parent_id=parent_context_id, user_id=user_id),
         )
 
-    async def wait_for_state(self, action: ServiceAction, timeout: float) -> bool:
-        """True once the entity shows the action's target state (slow devices get ``timeout``)."""
+    async def wait_for_state(self, action: ServiceAction, timeout_s: float) -> bool:
+        """Return True once the entity shows the action's target state.
+
+        Slow devices get ``timeout_s`` seconds; False if it is not shown by then.
+        """
         current = self.state(action.entity_id)
         if current is not None and expected_state_holds(action, current):
             return True
-        if timeout <= 0:
+        if timeout_s <= 0:
             return False
         reached = asyncio.Event()
 
@@ -77,10 +89,11 @@ class HassHome:
 
         remove = async_track_state_change_event(self.hass, action.entity_id, changed)
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(timeout_s):
                 await reached.wait()
-            return True
         except TimeoutError:
             return False
+        else:
+            return True
         finally:
             remove()

@@ -1,13 +1,17 @@
-"""Assist intents resolved to entities: one list of service actions per matched, exposed entity.
+"""Assist intents resolved to entities.
 
-Every state-changing Assist intent of Home Assistant is matched here with Home Assistant's own
-target matching and the intent handler's own constraints (domains, features, states, slot
-validation), then turned into plain ``ServiceAction``s that the idempotent executor runs one
-entity at a time. Nothing goes to an intent handler that could act on many entities at once.
+One list of service actions per matched, exposed entity.
 
-Targeting rule: a call must name an entity, an area or a floor. A call that names none acts only
-on the requesting satellite's area, or on every match when the user's words say "all"; otherwise
-it acts on nothing and the model reads why. A name that matches several entities asks which one.
+Every state-changing Assist intent of Home Assistant is matched here with Home
+Assistant's own target matching and the intent handler's own constraints (domains,
+features, states, slot validation), then turned into plain ``ServiceAction``s that the
+idempotent executor runs one entity at a time. Nothing goes to an intent handler that
+could act on many entities at once.
+
+Targeting rule: a call must name an entity, an area or a floor. A call that names none
+acts only on the requesting satellite's area, or on every match when the user's words
+say "all"; otherwise it acts on nothing and the model reads why. A name that matches
+several entities asks which one.
 """
 
 from __future__ import annotations
@@ -26,8 +30,8 @@ from homeassistant.helpers import area_registry as ar, device_registry as dr, in
 
 from .actions.model import ServiceAction
 
-# Intents that act on no entity (timers, lists, broadcasts): one-shot actions passed to Home
-# Assistant's handler. Their "name" is a timer's or a list's name, not a device's.
+# Intents that act on no entity (timers, lists, broadcasts): one-shot actions passed to
+# Home Assistant's handler. Their "name" is a timer's or a list's name, not a device's.
 ONE_SHOT_INTENTS = frozenset(
     {
         "HassStartTimer",
@@ -55,11 +59,13 @@ FREE_NAME_INTENTS = frozenset(
         "HassUnpauseTimer",
     }
 )
-# Resolved to a single media player, then run by Home Assistant's handler as a one-shot action.
+# Resolved to a single media player, then run by Home Assistant's
+# handler as a one-shot action.
 SEARCH_AND_PLAY = "HassMediaSearchAndPlay"
 TARGET_ARGUMENTS = ("name", "area", "floor")
 
-# "All" in the languages Assist users speak most; a targetless call acts on every match only then.
+# "All" in the languages Assist users speak most; a targetless call acts
+# on every match only then.
 _ALL_WORDS = re.compile(
     r"\b(all|every|everything|everywhere|alle|alles|überall|tous|toutes|tout|partout|todos|todas|todo|"
     r"tutti|tutte|tutto|allemaal|overal|wszystkie|wszystko|todas|všechny|alla|allt|kaikki)\b",
@@ -83,16 +89,23 @@ _PRESS = ("button", "input_button")
 
 
 class TargetError(HomeAssistantError):
-    """The call cannot be resolved to entities; the message tells the model what to do."""
+    """The call cannot be resolved to entities.
+
+    The message tells the model what to do; ``reason`` is a short code for why.
+    """
 
     def __init__(self, message: str, reason: str = "") -> None:
+        """Keep the message for the model and the reason code."""
         super().__init__(message)
         self.reason = reason
 
 
 @dataclass(frozen=True)
 class _Special:
-    """An intent whose handler is not a plain service handler: its own constraints and actions."""
+    """An intent whose handler is not a plain service handler.
+
+    It comes with its own constraints and actions.
+    """
 
     domains: frozenset[str]
     schema: dict[Any, Any]
@@ -185,7 +198,7 @@ _SPECIALS: dict[str, _Special] = {
 
 
 def is_resolved_intent(hass: HomeAssistant, tool: str) -> bool:
-    """Whether the tool is an Assist intent acting on entities, resolved here."""
+    """Return whether the tool is an Assist intent on entities, resolved here."""
     if tool in _SPECIALS:
         return True
     handler = hass.data.get(intent.DATA_KEY, {}).get(tool)
@@ -193,7 +206,7 @@ def is_resolved_intent(hass: HomeAssistant, tool: str) -> bool:
 
 
 def intent_domains(hass: HomeAssistant, tool: str) -> set[str] | None:
-    """The only domains an intent acts on (None: any)."""
+    """Return the only domains an intent acts on (None: any)."""
     if (special := _SPECIALS.get(tool)) is not None:
         return set(special.domains)
     handler = hass.data.get(intent.DATA_KEY, {}).get(tool)
@@ -205,21 +218,60 @@ def intent_domains(hass: HomeAssistant, tool: str) -> set[str] | None:
 
 
 def _handler_domains(handler: intent.DynamicServiceIntentHandler) -> set[str] | None:
-    """The domains an intent acts on: its required domains, else the platforms it is for
-    (HassLightSet declares only ``platforms={"light"}``; HA would send light.turn_on to a cover).
+    """Return the domains an intent acts on.
+
+    Its required domains, else the platforms it is for (HassLightSet declares only
+    ``platforms={"light"}``; HA would send light.turn_on to a cover).
     """
     domains = handler.required_domains or handler.platforms
     return set(domains) if domains else None
 
 
 def says_all(text: str) -> bool:
-    """Whether the user's words ask for every matching device ("all the lights")."""
+    """Return whether the user's words ask for every matching device.
+
+    E.g. "all the lights".
+    """
     return bool(_ALL_WORDS.search(text))
 
 
-# Words that name a kind of device, not a device: they do not show which device the user meant.
+# Words that name a kind of device, not a device: they do not show
+# which device the user meant.
 _GENERIC_WORDS = frozenset(
-    ["the", "and", "all", "light", "lights", "lamp", "lamps", "fan", "fans", "window", "windows", "door", "doors", "switch", "switches", "speaker", "speakers", "player", "players", "cover", "covers", "blind", "blinds", "shade", "shades", "tv", "room", "please", "turn", "set", "open", "close"]
+    [
+        "the",
+        "and",
+        "all",
+        "light",
+        "lights",
+        "lamp",
+        "lamps",
+        "fan",
+        "fans",
+        "window",
+        "windows",
+        "door",
+        "doors",
+        "switch",
+        "switches",
+        "speaker",
+        "speakers",
+        "player",
+        "players",
+        "cover",
+        "covers",
+        "blind",
+        "blinds",
+        "shade",
+        "shades",
+        "tv",
+        "room",
+        "please",
+        "turn",
+        "set",
+        "open",
+        "close",
+    ]
 )
 
 
@@ -231,7 +283,8 @@ def _words(text: str) -> set[str]:
     }
 
 
-# Kinds of device a name or the user's words can mention ("Kitchen Window" is not "kitchen lights").
+# Kinds of device a name or the user's words can mention ("Kitchen
+# Window" is not "kitchen lights").
 _KINDS = {
     "light": "light",
     "lights": "light",
@@ -261,9 +314,9 @@ def _kinds(text: str) -> set[str]:
 class IntentTargets:
     """Resolves one turn's intent calls to per-entity service actions.
 
-    ``strict_names`` (the "always act first" mode for very small models): a call naming a device
-    or an area acts only if the user said that name (see ``_said_name``); a tiny model otherwise
-    picks any name the grammar allows.
+    ``strict_names`` (the "always act first" mode for very small models): a call naming
+    a device or an area acts only if the user said that name (see ``_said_name``); a
+    tiny model otherwise picks any name the grammar allows.
     """
 
     def __init__(
@@ -275,6 +328,7 @@ class IntentTargets:
         strict_names: bool = False,
         said: str | None = None,
     ) -> None:
+        """Set up for one turn; ``said``: the words names are looked for in."""
         self.hass = hass
         self.turn_text = turn_text
         self.area_id, self.floor_id = self._device_area(device_id)
@@ -297,12 +351,14 @@ class IntentTargets:
     def resolve(
         self, tool: str, args: dict[str, Any]
     ) -> list[tuple[State, list[ServiceAction]]]:
-        """The matched entities and, for each, the service actions to run (raises TargetError)."""
+        """Return the matched entities and, for each, the service actions to run.
+
+        Raises TargetError when the call cannot be resolved.
+        """
         if self.strict_names:
             self._check_named(args)
-            if args.get(
-                "name"
-            ):  # the name says which device; a tiny model's added kinds are noise
+            if args.get("name"):
+                # The name says which device; a tiny model's added kinds are noise.
                 args = {
                     key: value
                     for key, value in args.items()
@@ -332,19 +388,17 @@ class IntentTargets:
         }
         if tool in ("HassMediaPlayerMute", "HassMediaPlayerUnmute"):
             slots["is_volume_muted"] = tool == "HassMediaPlayerMute"
-        own = _handler_domains(
-            handler
-        )  # the model's domains narrow the intent's own, never widen them
+        # The model's domains narrow the intent's own, never widen them.
+        own = _handler_domains(handler)
         domains = (
             (set(slots["domain"]) & own if own else set(slots["domain"]))
             if slots.get("domain")
             else own
         )
-        if domains is not None and not domains:  # an empty set would match every domain
-            raise TargetError(
-                f"that cannot be done with {' or '.join(sorted(map(str, slots['domain'])))} devices",
-                "domain",
-            )
+        if domains is not None and not domains:
+            # An empty set would match every domain.
+            kinds = " or ".join(sorted(map(str, slots["domain"])))
+            raise TargetError(f"that cannot be done with {kinds} devices", "domain")
         states = self._match(
             tool, args, domains, handler.required_features, handler.required_states
         )
@@ -424,7 +478,10 @@ class IntentTargets:
         return list(match.states)
 
     def _check_named(self, args: dict[str, Any]) -> None:
-        """Strict names: each name, area or floor in the call was said by the user."""
+        """Check that the user said each name, area or floor in the call.
+
+        Strict names: raise TargetError if not.
+        """
         for key in TARGET_ARGUMENTS:
             if (value := args.get(key)) and not self._said_name(str(value)):
                 raise TargetError(
@@ -433,9 +490,12 @@ class IntentTargets:
                 )
 
     def _said_name(self, name: str) -> bool:
-        """Every distinctive word of the name ("Living Room RGBWW Lights": living, rgbww), or the
-        whole name as one word or apart ("heat pump" = HeatPump), is in the user's words, and a
-        kind of device the name mentions is not contradicted by the kind the user said.
+        """Return whether the user said the name.
+
+        Every distinctive word of the name ("Living Room RGBWW Lights": living, rgbww),
+        or the whole name as one word or apart ("heat pump" = HeatPump), is in the
+        user's words, and a kind of device the name mentions is not contradicted by the
+        kind the user said.
         """
         joined = re.sub(r"\W+", "", name.lower())
         words = _words(name)
@@ -449,6 +509,7 @@ class IntentTargets:
         return not (named and said and not named & said)
 
     def area_id_name(self) -> str | None:
+        """Return the name of the requesting satellite's area (None: no area)."""
         area = (
             ar.async_get(self.hass).async_get_area(self.area_id)
             if self.area_id
@@ -495,11 +556,15 @@ _REASONS = {
     "DOMAIN": "no exposed device of that kind ({domain})",
     "DEVICE_CLASS": "no exposed device of that class",
     "FEATURE": "{name} cannot do that",
-    "STATE": "the matching device is not in a state where that applies (e.g. not playing)",
+    "STATE": (
+        "the matching device is not in a state where that applies (e.g. not playing)"
+    ),
     "ASSISTANT": "{name} is not exposed to the assistant",
     "INVALID_AREA": "there is no area {area}",
     "INVALID_FLOOR": "there is no floor {floor}",
-    "DUPLICATE_NAME": "several devices are called {name}: which one do you mean (in which area)?",
+    "DUPLICATE_NAME": (
+        "several devices are called {name}: which one do you mean (in which area)?"
+    ),
     "MULTIPLE_TARGETS": "several devices match: which one do you mean?",
 }
 

@@ -22,7 +22,10 @@ def async_describe_events(
     hass: HomeAssistant,
     async_describe_event: Callable[[str, str, Callable[[Event], dict[str, Any]]], None],
 ) -> None:
-    """ "Gemma turned on Kitchen Light (asked in Assist)"."""
+    """Describe the agent's actions in the logbook.
+
+    E.g. "Gemma turned on Kitchen Light (asked in Assist)".
+    """
 
     @callback
     def describe(event: Event) -> dict[str, Any]:

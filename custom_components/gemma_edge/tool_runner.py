@@ -1,11 +1,13 @@
-"""Run the model's tool calls: Assist intents become service actions through the idempotent executor.
+"""Run the model's tool calls.
 
-Every Assist intent that acts on entities (HassTurnOn, HassFanSetSpeed, HassSetVolumeRelative, ...)
-is resolved to exposed entities by ``intent_targets`` and runs as one ServiceAction per entity.
-Other tools that change something (scripts, broadcasts, timers, lists, media search) run through
-the executor as one-shot actions: at most once per key. Tools that only read go to Home
-Assistant's LLM API directly. Other APIs' tools, which may do either, run once per turn (a retry
-never runs them twice) and again, without a question, when asked again.
+Assist intents become service actions through the idempotent executor. Every Assist
+intent that acts on entities (HassTurnOn, HassFanSetSpeed, HassSetVolumeRelative, ...)
+is resolved to exposed entities by ``intent_targets`` and runs as one ServiceAction per
+entity. Other tools that change something (scripts, broadcasts, timers, lists, media
+search) run through the executor as one-shot actions: at most once per key. Tools that
+only read go to Home Assistant's LLM API directly. Other APIs' tools, which may do
+either, run once per turn (a retry never runs them twice) and again, without a
+question, when asked again.
 """
 
 from __future__ import annotations
@@ -40,9 +42,11 @@ from .intent_targets import (
 )
 
 CONFIRM_ARGUMENT = "confirm"
-# Our own read-only tool: a snapshot of an exposed camera, shown to the model in the next step.
+# Our own read-only tool: a snapshot of an exposed camera, shown to
+# the model in the next step.
 LOOK_TOOL = "LookAtCamera"
-# Home Assistant's tools that only read (the rest of its intents and every script change something).
+# Home Assistant's tools that only read (the rest of its intents and
+# every script change something).
 READ_ONLY_TOOLS = frozenset(
     {
         "GetLiveContext",
@@ -63,9 +67,11 @@ READ_ONLY_TOOLS = frozenset(
 
 
 def is_action_tool(hass: HomeAssistant, tool: llm.Tool) -> bool:
-    """Tools known to change something: they run through the executor as one-shot actions (at
-    most once per key, a quick repeat and sensitive ones confirmed) and get the ``confirm``
-    argument: scripts, Assist's acting intents, timers, lists, broadcasts, intent scripts.
+    """Return whether the tool is known to change something.
+
+    Such tools run through the executor as one-shot actions (at most once per key, a
+    quick repeat and sensitive ones confirmed) and get the ``confirm`` argument:
+    scripts, Assist's acting intents, timers, lists, broadcasts, intent scripts.
     """
     tool = _unwrapped(tool)
     name = tool.name
@@ -80,14 +86,16 @@ def is_action_tool(hass: HomeAssistant, tool: llm.Tool) -> bool:
         name in ONE_SHOT_INTENTS
         or is_resolved_intent(hass, name)
         or isinstance(handler, intent.ServiceIntentHandler)
-        or type(handler).__name__
-        == "ScriptIntentHandler"  # intent_script: runs the user's actions
+        # intent_script: runs the user's actions
+        or type(handler).__name__ == "ScriptIntentHandler"
     )
 
 
 def is_read_tool(hass: HomeAssistant, tool: llm.Tool) -> bool:
-    """Tools known only to read (Home Assistant's context, calendar, to-do and question intents):
-    they pass straight through, as often as asked.
+    """Return whether the tool is known only to read.
+
+    Home Assistant's context, calendar, to-do and question intents: they pass straight
+    through, as often as asked.
     """
     tool = _unwrapped(tool)
     if tool.name in READ_ONLY_TOOLS or isinstance(tool, _READ_TOOL_CLASSES):
@@ -126,6 +134,7 @@ class ToolRunner:
         device_id: str | None = None,
         strict_names: bool = False,
     ) -> None:
+        """Start the turn: its idempotency scope, and the names the user may mean."""
         self.hass = hass
         self.executor = executor
         self.api = api
@@ -137,7 +146,8 @@ class ToolRunner:
         self.source = source
         self.vision = vision
         self._tools = {tool.name: tool for tool in api.tools}
-        # What this turn did and saw: outcomes of actions, snapshots by the tool call that took them.
+        # What this turn did and saw: outcomes of actions, snapshots by the
+        # tool call that took them.
         self.outcomes: list[ActionOutcome] = []
         self.snapshots: dict[str, tuple[str, PreparedImage]] = {}
         # Why a call acted on nothing, said to the user when the model cannot say it.
@@ -146,13 +156,16 @@ class ToolRunner:
         # Calls made this turn; a model repeating one is going round in circles.
         self._made: set[str] = set()
         self.repeated_call = False
-        # One turn is one scope: the same request repeated in it (by the model, or by a retry of
-        # the turn seconds later) gets the same idempotency key; a later turn gets new keys.
+        # One turn is one scope: the same request repeated in it (by the model,
+        # or by a retry of the turn seconds later) gets the same idempotency key;
+        # a later turn gets new keys.
         self.scope = executor.turns.scope(source, conversation_id, turn_text)
-        # A confirmation answers the question of the turn right before, with the user's own "yes".
+        # A confirmation answers the question of the turn right before,
+        # with the user's own "yes".
         self.confirms_scope = executor.turns.previous(source, conversation_id)
         self.affirmed = is_affirmation(turn_text)
-        # names the user may mean: this turn's words and the last turns' ("yes", "turn it off")
+        # names the user may mean: this turn's words and the last turns'
+        # ("yes", "turn it off")
         said = f"{turn_text}\n{executor.turns.earlier_words(source, conversation_id)}"
         self.targets = IntentTargets(
             hass,
@@ -172,7 +185,9 @@ class ToolRunner:
             self.repeated_call = True
             return {
                 "error": "repeated call",
-                "error_text": "this call was already made in this turn; answer with its result",
+                "error_text": (
+                    "this call was already made in this turn; answer with its result"
+                ),
             }
         self._made.add(signature)
         try:
@@ -190,21 +205,17 @@ class ToolRunner:
                     llm.ToolInput(name, args, id=tool_input.id)
                 )
                 if isinstance(_unwrapped(tool), llm.GetLiveContextTool) and isinstance(
-                    result.get("result"), str
+                    live := result.get("result"), str
                 ):
-                    result = {
-                        **result,
-                        "result": compact_live_context(result["result"]),
-                    }
+                    result = {**result, "result": compact_live_context(live)}
                 return result
-            if (
-                name == SEARCH_AND_PLAY
-            ):  # resolved to one exposed player, then played by HA's handler
+            if name == SEARCH_AND_PLAY:
+                # Resolved to one exposed player, then played by HA's handler.
                 self.targets.resolve(name, args)
             elif is_resolved_intent(self.hass, name):
                 return await self._run_intent(name, args, confirmed)
-            # A tool of another API may act or only read: a retry of the turn never runs it twice,
-            # a new request runs it again without a question.
+            # A tool of another API may act or only read: a retry of the turn never
+            # runs it twice, a new request runs it again without a question.
             outcome = await self._execute(
                 self._request(
                     ServiceAction("tool", name, f"tool.{name.lower()}", args),
@@ -219,9 +230,8 @@ class ToolRunner:
             return {"results": [outcome.for_model()]}
         except TargetError as err:
             said = f"{str(err)[:1].upper()}{str(err)[1:]}"
-            if (
-                err.reason == "invalid_arguments"
-            ):  # the model's own words: not for the user
+            if err.reason == "invalid_arguments":
+                # The model's own words: not for the user.
                 said = "Sorry, I could not work out how to do that"
             self.notes.append(said if said.endswith(("?", ".", "!")) else f"{said}.")
             return {
@@ -232,30 +242,31 @@ class ToolRunner:
         except (HomeAssistantError, ValueError, KeyError, TypeError) as err:
             self.notes.append(f"I could not do that: {err}.")
             return {"error": type(err).__name__, "error_text": str(err)}
-        except (
-            Exception
-        ) as err:  # any other tool's bug is an answer, never a failed turn
+        except Exception as err:
+            # Any other tool's bug is an answer, never a failed turn.
             LOGGER.exception("Tool %s failed", name)
             self.notes.append("Sorry, that did not work.")
             return {"error": type(err).__name__, "error_text": str(err)}
 
     def finish(self) -> None:
-        """The turn is over: a retry of it counts from now."""
+        """End the turn: a retry of it counts from now."""
         self.executor.turns.finish(self.source, self.conversation_id)
 
     @property
     def answers_from_outcomes(self) -> bool:
-        """The turn only acted (no reads): its outcomes say everything the user needs to hear."""
+        """Whether the turn only acted (no reads).
+
+        Then its outcomes say everything the user needs to hear.
+        """
         return bool(self.outcomes or self.notes) and not self.read_calls
 
     def spoken(self, language: str) -> str:
-        """What this turn did, as sentences in the user's language."""
+        """Return what this turn did, as sentences in the user's language."""
         sentences = []
         for outcome in self.outcomes:
             action = outcome.action
-            if (
-                action.domain == "tool"
-            ):  # Home Assistant's own answer for timers, lists, scripts
+            if action.domain == "tool":
+                # Home Assistant's own answer for timers, lists, scripts.
                 executed = outcome.status.value == "executed"
                 said = (
                     outcome.message.removeprefix("done: ")
@@ -289,21 +300,26 @@ class ToolRunner:
         return spoken_summary([*sentences, *self.notes], language)
 
     def _tool_name(self, tool: str) -> str:
-        """A tool's name for people: a script's friendly name ("Morning Routine")."""
+        """Return a tool's name for people.
+
+        A script's friendly name ("Morning Routine").
+        """
         state = self.hass.states.get(f"script.{tool}")
         return state.name if state is not None else tool.replace("_", " ")
 
     async def _execute(self, request: ActionRequest) -> ActionOutcome:
         outcome = await self.executor.execute(request)
         self.outcomes.append(outcome)
-        if outcome.message.startswith(
-            RESULT_PREFIX
-        ):  # a script answered with data: the model says it
+        if outcome.message.startswith(RESULT_PREFIX):
+            # A script answered with data: the model says it.
             self.read_calls += 1
         return outcome
 
     async def _look(self, call_id: str, args: dict[str, Any]) -> dict[str, Any]:
-        """Take the snapshot; the conversation shows it to the model right after this result."""
+        """Take the snapshot.
+
+        The conversation shows it to the model right after this result.
+        """
         if self.vision is None:
             return {"error": "this model cannot see images"}
         entity_id, image = await self.vision.async_snapshot_exposed(
@@ -339,7 +355,10 @@ class ToolRunner:
     async def _run_intent(
         self, tool: str, args: dict[str, Any], confirmed: bool
     ) -> dict[str, Any]:
-        """One entity at a time through the executor: exposure, policy and desired state per entity."""
+        """Run an intent one entity at a time through the executor.
+
+        Exposure, policy and desired state are checked per entity.
+        """
         outcomes: list[ActionOutcome] = []
         for _state, actions in self.targets.resolve(tool, args):
             for action in actions:
@@ -351,5 +370,6 @@ class ToolRunner:
                     "needs_confirmation",
                     "indeterminate",
                 ):
-                    break  # the next step for this entity (e.g. a mode after turning on) waits
+                    # The next step for this entity (a mode after turning on) waits.
+                    break
         return {"results": [outcome.for_model() for outcome in outcomes]}

@@ -1,7 +1,8 @@
-"""Home Assistant LLM tools as engine ToolSpecs, with names constrained to what is exposed.
+"""Home Assistant LLM tools as engine ToolSpecs.
 
-Small models invent names; the grammar built from these specs only lets them write the names of
-entities, areas and floors exposed to Assist, so a call can always be matched.
+Their names are constrained to what is exposed. Small models invent names; the grammar
+built from these specs only lets them write the names of entities, areas and floors
+exposed to Assist, so a call can always be matched.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ from .tool_runner import CONFIRM_ARGUMENT, LOOK_TOOL, is_action_tool
 
 CONFIRM_SCHEMA = {
     "type": "boolean",
-    "description": "true only when the user has just confirmed this action after you asked",
+    "description": (
+        "true only when the user has just confirmed this action after you asked"
+    ),
 }
 
 # Tool parameters whose values name an exposed thing, by the kind of thing they name.
@@ -42,7 +45,10 @@ _TARGET_PARAMETERS = ("name", "area", "floor")
 
 
 def exposed_names(hass: HomeAssistant) -> dict[str, list[str]]:
-    """Sorted names (and aliases) of exposed entities, and of all areas and floors."""
+    """Return the sorted names (and aliases) the model may use.
+
+    Those of exposed entities, and of all areas and floors.
+    """
     entity_registry = er.async_get(hass)
     entities: set[str] = set()
     domains: set[str] = set()
@@ -85,10 +91,11 @@ def _constrain(
     targeted: bool = True,
     domains: set[str] | None = None,
 ) -> dict[str, Any]:
-    """Give name-like parameters the enum of what exists; drop optional ones naming nothing that exists.
+    """Give name-like parameters the enum of what exists.
 
-    ``free_name``: the tool's ``name`` is not a device's (a timer's). ``targeted``: a call that can
-    target by name, area or floor must name one of them. ``domains``: the intent acts only on
+    Optional ones that name nothing that exists are dropped. ``free_name``: the tool's
+    ``name`` is not a device's (a timer's). ``targeted``: a call that can target by
+    name, area or floor must name one of them. ``domains``: the intent acts only on
     these domains, so only their devices' names are offered.
     """
     properties = schema.get("properties")
@@ -111,9 +118,8 @@ def _constrain(
             )
         elif kind == "domains" and domains:
             allowed = [domain for domain in allowed if domain in domains]
-        if (
-            "enum" in target
-        ):  # a fixed list (device classes): keep the values that exist here
+        if "enum" in target:
+            # A fixed list (device classes): keep the values that exist here.
             allowed = [value for value in target["enum"] if value in set(allowed)]
         if not allowed:
             if key not in required:
@@ -125,11 +131,12 @@ def _constrain(
             else {**spec, "enum": allowed}
         )
     result = {**schema, "properties": constrained}
-    # A call that can target by name, area or floor must name at least one of them: a bare domain
-    # ("all lights") is what HA's own prompt tells models to ask about first, and a small model's
-    # favourite way to act on everything at once.
-    # The runner enforces the same rule (intent_targets.py); the grammar keeps the model from
-    # wasting a step. Left out when the user said "all" or speaks through a satellite in an area.
+    # A call that can target by name, area or floor must name at least one of them:
+    # a bare domain ("all lights") is what HA's own prompt tells models to ask
+    # about first, and a small model's favourite way to act on everything at once.
+    # The runner enforces the same rule (intent_targets.py); the grammar keeps the
+    # model from wasting a step. Left out when the user said "all" or speaks
+    # through a satellite in an area.
     targets = [key for key in _TARGET_PARAMETERS if key in constrained]
     if targets and targeted and not free_name and not required & set(targets):
         result["anyOf"] = [{"required": [key]} for key in targets]
@@ -147,7 +154,10 @@ def _with_confirm(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def look_tool_spec(camera_names: list[str]) -> ToolSpec:
-    """Our camera tool: the model names an exposed camera and sees its snapshot in the next step."""
+    """Return our camera tool's spec.
+
+    The model names an exposed camera and sees its snapshot in the next step.
+    """
     declared = {
         "type": "object",
         "properties": {
@@ -188,9 +198,11 @@ def tool_specs(
     vision: bool = False,
     targeted: bool = True,
 ) -> list[ToolSpec]:
-    """ToolSpecs for every tool of the API (plus the camera tool when the model sees images and
-    cameras are exposed), sorted by name (a stable prompt prefix). ``targeted=False`` lets calls
-    name only a kind of device (the grammar only; the prompt is the same).
+    """Return ToolSpecs for every tool of the API.
+
+    Plus the camera tool when the model sees images and cameras are exposed; sorted by
+    name (a stable prompt prefix). ``targeted=False`` lets calls name only a kind of
+    device (the grammar only; the prompt is the same).
     """
     names = exposed_names(hass)
     specs = []
@@ -207,11 +219,12 @@ def tool_specs(
         if acts:
             declared = _with_confirm(declared)
             constrained = _with_confirm(constrained)
-        # The prompt declares the plain schema (the names are in the prompt's overview already);
-        # the grammar enforces the constrained one.
+        # The prompt declares the plain schema (the names are in the prompt's overview
+        # already); the grammar enforces the constrained one.
         specs.append(ToolSpec(tool.name, tool.description or "", declared, constrained))
     if vision and (cameras := exposed_cameras(hass)):
         specs.append(look_tool_spec(list(cameras)))
-    # Timer tools are offered only to satellites that can ring: they go last, after what every
-    # device shares, so that a satellite's prompt shares the primed prefix up to them.
+    # Timer tools are offered only to satellites that can ring: they go last,
+    # after what every device shares, so that a satellite's prompt shares the
+    # primed prefix up to them.
     return sorted(specs, key=lambda spec: (spec.name in DEVICE_TOOLS, spec.name))

@@ -1,1 +1,4 @@
-"""Actions: plain-Python core of idempotent execution (ledger, normalisation, policy, executor)."""
+"""Actions: the plain-Python core of idempotent execution.
+
+The ledger, normalisation, policy and the executor.
+"""

@@ -49,7 +49,10 @@ _SOURCES = {
 def describe_action(
     service: str, target: str, status: str, message: str, source: str
 ) -> str:
-    """E.g. "turned on Kitchen Light (asked in Assist)"; ``target`` is a friendly name."""
+    """Describe what was done with an action, for the logbook and the dashboards.
+
+    E.g. "turned on Kitchen Light (asked in Assist)"; ``target`` is a friendly name.
+    """
     domain, _, name = service.partition(".")
     if domain == "tool":
         infinitive, past, target = f"run {name}", f"ran {name}", ""
@@ -72,7 +75,7 @@ def describe_action(
     return f"{sentence} ({_SOURCES.get(source, source)})" if source else sentence
 
 
-# --- what the agent says about its actions ------------------------------------------------------
+# --- what the agent says about its actions ----------------------------------------
 # service -> the state it leaves an entity in, for "X is already on"
 _RESULT_STATE = {
     "turn_on": "on",
@@ -109,10 +112,14 @@ _SPOKEN = {
         "unconfirmed": "{Past} {name}{to}, but it has not confirmed the change yet.",
         "no_op": "{Name} is already {state}.",
         "deduplicated": "I already did that: {name}.",
-        "needs_confirmation": "I need your confirmation to {verb} {name}. Should I go ahead?",
+        "needs_confirmation": (
+            "I need your confirmation to {verb} {name}. Should I go ahead?"
+        ),
         "rejected": "I did not {verb} {name}: {message}.",
         "failed": "I could not {verb} {name}: {message}.",
-        "indeterminate": "I tried to {verb} {name}, but I cannot tell whether it worked.",
+        "indeterminate": (
+            "I tried to {verb} {name}, but I cannot tell whether it worked."
+        ),
         "running": "I started to {verb} {name}; it is still running.",
         "nothing": "I did not change anything.",
     },
@@ -124,7 +131,9 @@ _SPOKEN = {
         "needs_confirmation": "Soll ich {name} wirklich {verb}? Bitte bestätige.",
         "rejected": "Ich habe {name} nicht {past}: {message}.",
         "failed": "Ich konnte {name} nicht {verb}: {message}.",
-        "indeterminate": "Ich habe versucht, {name} zu {verb}, weiß aber nicht, ob es geklappt hat.",
+        "indeterminate": (
+            "Ich habe versucht, {name} zu {verb}, weiß aber nicht, ob es geklappt hat."
+        ),
         "running": "Ich habe begonnen, {name} zu {verb}; das läuft noch.",
         "nothing": "Ich habe nichts geändert.",
     },
@@ -150,9 +159,8 @@ _VALUES = {
 
 
 def _value(action: str, data: dict[str, Any]) -> str:
-    if (
-        action == "turn_on"
-    ):  # a fan's speed or a light's brightness set with turning it on
+    if action == "turn_on":
+        # A fan's speed or a light's brightness set with turning it on.
         value = data.get("percentage", data.get("brightness_pct"))
         return "" if value is None else f" at {round(float(value)):d}%"
     key, unit, scale = _VALUES.get(action, ("", "", 1))
@@ -172,7 +180,10 @@ def spoken_outcome(
     language: str = "en",
     data: dict[str, Any] | None = None,
 ) -> str:
-    """One sentence about one action's outcome, in the user's language (English when unknown)."""
+    """Say one action's outcome in one sentence.
+
+    In the user's language (English when unknown).
+    """
     lang = language.split("-")[0].lower()
     templates = _SPOKEN.get(lang, _SPOKEN["en"])
     if status == "deduplicated":  # a retry: say what the first attempt's outcome was
@@ -200,9 +211,8 @@ def spoken_outcome(
             verb, past = "unmute", "unmuted"
     state = _RESULT_STATE.get(action) or message.removeprefix("already ") or "as asked"
     message = message.removeprefix("failed: ").rstrip(".") or status
-    if (
-        " @ data[" in message or "exclusion" in message
-    ):  # Home Assistant's schema text is not for people
+    if " @ data[" in message or "exclusion" in message:
+        # Home Assistant's schema text is not for people.
         message = "it did not accept those settings"
     return templates.get(status, templates["failed"]).format(
         Past=_capital(past),
@@ -217,7 +227,7 @@ def spoken_outcome(
 
 
 def spoken_summary(sentences: list[str], language: str = "en") -> str:
-    """The outcomes of a turn as one answer (each sentence once, in order)."""
+    """Join the outcomes of a turn into one answer (each sentence once, in order)."""
     unique = list(dict.fromkeys(s for s in sentences if s))
     if not unique:
         return _SPOKEN.get(language.split("-")[0].lower(), _SPOKEN["en"])["nothing"]

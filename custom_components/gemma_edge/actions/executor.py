@@ -1,13 +1,14 @@
-"""The one path every action takes: resolve, normalise, claim, check policy and state, call, verify.
+"""The one path every action takes.
 
-Plain Python. Home Assistant is reached through the ``HomePort`` protocol, the ledger through one
-serial worker thread, so the event loop never blocks on SQLite.
+Resolve, normalise, claim, check policy and state, call, verify. Plain Python. Home
+Assistant is reached through the ``HomePort`` protocol, the ledger through one serial
+worker thread, so the event loop never blocks on SQLite.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 import contextlib
 from dataclasses import dataclass, field, replace
 import json
@@ -37,13 +38,13 @@ class HomePort(Protocol):
     """What the executor needs from the home (Home Assistant in production)."""
 
     def state(self, entity_id: str) -> EntityState | None:
-        """Current state, or None if the entity does not exist."""
+        """Return the current state, or None if the entity does not exist."""
 
     def is_exposed(self, entity_id: str) -> bool:
-        """Whether the agent may act on the entity."""
+        """Return whether the agent may act on the entity."""
 
     def new_action_id(self) -> str:
-        """A fresh ULID (used as the service call's context id)."""
+        """Return a fresh ULID (used as the service call's context id)."""
 
     async def call(
         self,
@@ -52,12 +53,16 @@ class HomePort(Protocol):
         parent_context_id: str | None,
         user_id: str | None,
     ) -> None:
-        """Call the service as the requesting user and wait for it (raises on failure, also when
-        that user may not control the entity).
+        """Call the service as the requesting user and wait for it.
+
+        Raises on failure, also when that user may not control the entity.
         """
 
-    async def wait_for_state(self, action: ServiceAction, timeout: float) -> bool:
-        """Wait until the entity reaches the action's target state; False on timeout."""
+    async def wait_for_state(self, action: ServiceAction, timeout_s: float) -> bool:
+        """Wait until the entity reaches the action's target state.
+
+        Return False if it has not within ``timeout_s`` seconds (0: check once).
+        """
 
 
 @dataclass(frozen=True)
@@ -67,26 +72,29 @@ class ActionRequest:
     action: ServiceAction
     scope: str  # requests in one scope with the same action share a key
     source: str  # conversation, ai_task, service, cloud
-    key: str | None = None  # a caller's own idempotency key (a cloud command's id)
-    # The user confirmed (the model's flag and the user's own "yes") an action asked about in the
-    # scope ``confirms_scope`` (the turn right before this one); nothing else can confirm.
+    # A caller's own idempotency key (a cloud command's id).
+    key: str | None = None
+    # The user confirmed (the model's flag and the user's own "yes") an action
+    # asked about in the scope ``confirms_scope`` (the turn right before this
+    # one); nothing else can confirm.
     confirmed: bool = False
     confirms_scope: str | None = None
     conversation_id: str | None = None
     parent_context_id: str | None = None
-    user_id: str | None = (
-        None  # the Home Assistant user who asked (permissions, logbook)
-    )
+    # The Home Assistant user who asked (permissions, logbook).
+    user_id: str | None = None
     tool: str = ""
     reason: str = ""
-    sensitive_policy: SensitivePolicy | None = (
-        None  # the asking agent's; default: the executor's
+    # The asking agent's; default: the executor's.
+    sensitive_policy: SensitivePolicy | None = None
+    # An effect that is not a service call on one entity (a script tool, a
+    # broadcast): it runs as a one-shot action through the same ledger, in
+    # place of ``HomePort.call``.
+    effect: Callable[[], Coroutine[Any, Any, Any]] | None = field(
+        default=None, compare=False
     )
-    # An effect that is not a service call on one entity (a script tool, a broadcast): it runs as a
-    # one-shot action through the same ledger, in place of ``HomePort.call``.
-    effect: Callable[[], Awaitable[Any]] | None = field(default=None, compare=False)
-    # A one-shot effect that may run again in a new turn without confirmation (a tool not known
-    # to act); within its scope it still runs at most once.
+    # A one-shot effect that may run again in a new turn without confirmation (a tool
+    # not known to act); within its scope it still runs at most once.
     repeatable: bool = False
 
 
@@ -107,6 +115,7 @@ class ActionOutcome:
     created_at: float = field(default_factory=time.time)
 
     def for_model(self) -> dict[str, Any]:
+        """Return what the model reads of the outcome: entity, status and message."""
         return {
             "entity_id": self.action.entity_id,
             "status": self.status.value,
@@ -115,7 +124,10 @@ class ActionOutcome:
 
     @classmethod
     def from_record(cls, record: LedgerRecord) -> ActionOutcome:
-        """The outcome a ledger record holds (an unfinished one reads as indeterminate)."""
+        """Return the outcome a ledger record holds.
+
+        An unfinished one reads as indeterminate.
+        """
         request = record.request
         status = (
             ActionStatus.INDETERMINATE
@@ -154,6 +166,7 @@ class ActionExecutor:
         spawn: Callable[[Coroutine[Any, Any, Any], str], asyncio.Future[Any]]
         | None = None,
     ) -> None:
+        """Set up the executor; ``async_start`` opens the ledger."""
         self.ledger = ledger
         self.home = home
         self.sensitive_policy = sensitive_policy
@@ -171,12 +184,12 @@ class ActionExecutor:
         self.error: str | None = None
         # Conversation turns: the scope of their requests' keys.
         self.turns = TurnScopes()
-        # One-shot calls still running after call_timeout_s (by action id), and the tasks that
-        # record their outcomes when they end.
+        # One-shot calls still running after call_timeout_s (by action id), and the
+        # tasks that record their outcomes when they end.
         self._still_running: dict[str, asyncio.Future[Any]] = {}
         self._settling: set[asyncio.Future[Any]] = set()
 
-    # --- lifecycle --------------------------------------------------------------------------
+    # --- lifecycle ------------------------------------------------------------
 
     async def _db(self, func: Callable[..., Any], *args: Any) -> Any:
         if self._worker is None:
@@ -184,7 +197,10 @@ class ActionExecutor:
         return await asyncio.wrap_future(self._worker.submit(lambda: func(*args)))
 
     async def async_start(self) -> list[ActionOutcome]:
-        """Open the ledger and settle what a crash left in progress; returns those outcomes."""
+        """Open the ledger and settle what a crash left in progress.
+
+        Return the outcomes of those settled actions.
+        """
         self._worker = SerialWorker(name="gemma_edge_ledger", max_pending=64)
         try:
             await self._db(self.ledger.open)
@@ -198,8 +214,9 @@ class ActionExecutor:
         ]
 
     async def async_stop(self) -> None:
-        # Calls still running are not cancelled; their keys stay in progress and are settled
-        # (not repeated) at the next start.
+        """Stop settling late outcomes, close the ledger and stop its worker."""
+        # Calls still running are not cancelled; their keys stay in progress and are
+        # settled (not repeated) at the next start.
         for task in list(self._settling):
             task.cancel()
         worker, self._worker = self._worker, None
@@ -236,8 +253,9 @@ class ActionExecutor:
         return outcome
 
     async def async_prune(self) -> int:
-        """Forget finished keys past the retention (72 h); a ledger error is logged, not raised
-        (this runs in the background).
+        """Forget finished keys past the retention (72 h).
+
+        A ledger error is logged, not raised (this runs in the background).
         """
         try:
             return int(await self._db(self.ledger.prune, self.clock()))
@@ -248,8 +266,10 @@ class ActionExecutor:
     async def async_recent(
         self, limit: int = 50, since: float | None = None
     ) -> list[ActionOutcome]:
-        """Recorded outcomes, newest first (for dashboards and diagnostics); none, with a warning,
-        when the ledger cannot be read (acting is refused separately, by the claim).
+        """Return the recorded outcomes, newest first (for dashboards and diagnostics).
+
+        None, with a warning, when the ledger cannot be read (acting is refused
+        separately, by the claim).
         """
         try:
             return [
@@ -260,14 +280,17 @@ class ActionExecutor:
             _LOGGER.warning("Could not read the agent's recent actions: %s", err)
             return []
 
-    # --- execution --------------------------------------------------------------------------
+    # --- execution ------------------------------------------------------------
 
     def _emit(self, outcome: ActionOutcome) -> None:
         if self.on_outcome is not None:
             self.on_outcome(outcome)
 
     async def execute(self, request: ActionRequest) -> ActionOutcome:
-        """Run one action; never raises for bad input (the outcome says what went wrong)."""
+        """Run one action.
+
+        Never raises for bad input (the outcome says what went wrong).
+        """
         outcome = await self._execute(request)
         self._emit(outcome)
         return outcome
@@ -302,19 +325,21 @@ class ActionExecutor:
         if request.effect is not None:
             state, action, kind = EntityState("unknown"), original, ActionKind.ONE_SHOT
         else:
-            state = self.home.state(entity_id)
-            if state is None or not self.home.is_exposed(entity_id):
+            current = self.home.state(entity_id)
+            if current is None or not self.home.is_exposed(entity_id):
                 return self._unrecorded(
                     request,
                     ActionStatus.REJECTED,
                     f"{entity_id} is unknown or not exposed to the agent",
                 )
+            state = current
             try:
                 action = normalize(original, state)
             except NormalizeError as err:
                 return self._unrecorded(request, ActionStatus.REJECTED, str(err))
             kind = action_kind(action)
-        # The key comes from the request as asked (a toggle stays the same toggle after it ran).
+        # The key comes from the request as asked (a toggle stays the
+        # same toggle after it ran).
         key = (
             f"{request.key}:{entity_id}"
             if request.key
@@ -336,8 +361,8 @@ class ActionExecutor:
         }
         now = self.clock()
         try:
-            # What the ledger says about earlier turns is read before the key is claimed: a ledger
-            # failing here leaves nothing claimed.
+            # What the ledger says about earlier turns is read before the key is
+            # claimed: a ledger failing here leaves nothing claimed.
             confirmed = request.confirmed and await self._confirmation_pending(
                 request, action
             )
@@ -391,12 +416,10 @@ class ActionExecutor:
                 confirmed,
                 repeated,
             )
-        except (
-            asyncio.CancelledError
-        ):  # the turn was cancelled: the key must not stay in progress
-            if (
-                claim.record.action_id in self._still_running
-            ):  # its call goes on; recorded when it ends
+        except asyncio.CancelledError:
+            # The turn was cancelled: the key must not stay in progress.
+            if claim.record.action_id in self._still_running:
+                # Its call goes on; recorded when it ends.
                 self._settle_later(key, outcome_of(ActionStatus.RUNNING, ""))
             else:
                 with contextlib.suppress(LedgerError):
@@ -408,9 +431,8 @@ class ActionExecutor:
                         self.clock(),
                     )
             raise
-        except (
-            Exception
-        ) as err:  # a bug must not leave the key in progress until a restart
+        except Exception as err:
+            # A bug must not leave the key in progress until a restart.
             _LOGGER.exception("Action %s failed unexpectedly", key)
             status, message = (
                 ActionStatus.INDETERMINATE,
@@ -471,7 +493,7 @@ class ActionExecutor:
     async def _confirmation_pending(
         self, request: ActionRequest, action: ServiceAction
     ) -> bool:
-        """A question about this very action was asked in the turn this request answers."""
+        """Return whether the turn this request answers asked about this very action."""
         if request.confirms_scope is None:
             return False
         since = self.clock() - CONFIRMATION_WINDOW_S
@@ -483,7 +505,10 @@ class ActionExecutor:
         )
 
     async def _recently_executed(self, request: ActionRequest) -> bool:
-        """The same one-shot action ran (or still runs) in another scope within the repeat window."""
+        """Return whether the same one-shot action ran in another scope just now.
+
+        Just now: within the repeat window; a call that still runs counts too.
+        """
         since = self.clock() - self.repeat_window_s
         return any(
             record.status in (ActionStatus.EXECUTED, IN_PROGRESS)
@@ -512,14 +537,16 @@ class ActionExecutor:
             if policy is SensitivePolicy.CONFIRM and not confirmed:
                 return (
                     ActionStatus.NEEDS_CONFIRMATION,
-                    "needs your confirmation: ask the user, then call again with confirm",
+                    "needs your confirmation: ask the user, "
+                    "then call again with confirm",
                 )
         if kind is ActionKind.DESIRED_STATE and expected_state_holds(action, state):
             return ActionStatus.NO_OP, f"already {state.state}"
         if repeated:
             return (
                 ActionStatus.NEEDS_CONFIRMATION,
-                "this was just done (or still runs); needs your confirmation to do it again",
+                "this was just done (or still runs); "
+                "needs your confirmation to do it again",
             )
         if kind is ActionKind.ONE_SHOT:
             return await self._run_one_shot(request, action, action_id)
@@ -532,7 +559,8 @@ class ActionExecutor:
             if await self.home.wait_for_state(verifiable_part(action)[0], 0):
                 return ActionStatus.EXECUTED, "done (the service answered late)"
             return ActionStatus.INDETERMINATE, "the service did not answer in time"
-        except Exception as err:  # noqa: BLE001 - any service error is an outcome for the model
+        # Any service error is an outcome for the model (integrations raise anything).
+        except Exception as err:  # noqa: BLE001
             return ActionStatus.FAILED, f"failed: {err}"
         target, skipped = verifiable_part(action)
         unchecked = f" ({', '.join(skipped)} not checkable)" if skipped else ""
@@ -545,8 +573,10 @@ class ActionExecutor:
     async def _run_one_shot(
         self, request: ActionRequest, action: ServiceAction, action_id: str
     ) -> tuple[ActionStatus, str]:
-        """Start the call and wait a while; a long one (a script with a delay) is never cancelled:
-        it is reported running, its key stays claimed, and its outcome is recorded when it ends.
+        """Start the call and wait a while.
+
+        A long one (a script with a delay) is never cancelled: it is reported running,
+        its key stays claimed, and its outcome is recorded when it ends.
         """
         call = self.spawn(
             request.effect()
@@ -559,9 +589,8 @@ class ActionExecutor:
         try:
             done, _ = await asyncio.wait({call}, timeout=self.call_timeout_s)
         except asyncio.CancelledError:
-            self._still_running[action_id] = (
-                call  # the call is not cancelled with the turn
-            )
+            # The call is not cancelled with the turn.
+            self._still_running[action_id] = call
             raise
         if not done:
             self._still_running[action_id] = call
@@ -572,7 +601,7 @@ class ActionExecutor:
         return _one_shot_result(call)
 
     def _settle_later(self, key: str, outcome: ActionOutcome) -> None:
-        """Record and announce the outcome of a one-shot call that is still running when it ends."""
+        """Record and announce a still-running one-shot call's outcome when it ends."""
         call = self._still_running.pop(outcome.action_id)
 
         async def settle() -> None:
@@ -615,8 +644,10 @@ MAX_RESULT_CHARS = 600
 
 
 def _effect_message(result: Any) -> str:
-    """A tool's own result, compacted for the ledger and the model: Home Assistant's sentence
-    for an intent, the response data (compact JSON, cut at MAX_RESULT_CHARS) for a script.
+    """Return a tool's own result, compacted for the ledger and the model.
+
+    Home Assistant's sentence for an intent, the response data (compact JSON, cut at
+    MAX_RESULT_CHARS) for a script.
     """
     if not isinstance(result, dict):
         return "done"

@@ -1,7 +1,8 @@
-"""The durable action ledger: one SQLite file, idempotency keys claimed with one atomic insert.
+"""The durable action ledger.
 
-All methods block; the executor runs them on one dedicated thread (never the event loop).
-WAL with ``synchronous=FULL``: a row reported written survives a crash or a power cut.
+One SQLite file, idempotency keys claimed with one atomic insert. All methods block; the
+executor runs them on one dedicated thread (never the event loop). WAL with
+``synchronous=FULL``: a row reported written survives a crash or a power cut.
 """
 
 from __future__ import annotations
@@ -54,14 +55,22 @@ class LedgerRecord:
 
 @dataclass(frozen=True)
 class Claim:
-    """Result of claiming a key: ``claimed`` (ours to run), or the existing record and why not."""
+    """Result of claiming a key.
+
+    ``claimed`` (ours to run), or the existing record and why not.
+    """
 
     claimed: bool
     record: LedgerRecord
     reason: str = ""  # "", "replay", "conflict" or "busy"
 
 
-_COLUMNS = "key, action_id, request_hash, request, kind, status, outcome, created_at, updated_at"
+_COLUMNS = (
+    "key, action_id, request_hash, request, kind, status, outcome, "
+    "created_at, updated_at"
+)
+# Built from constant column names only; every value is a bound parameter.
+_SELECT = f"SELECT {_COLUMNS} FROM actions"  # noqa: S608
 
 
 def _record(row: tuple[Any, ...]) -> LedgerRecord:
@@ -77,10 +86,8 @@ def _record(row: tuple[Any, ...]) -> LedgerRecord:
             row[7],
             row[8],
         )
-    except (
-        TypeError,
-        ValueError,
-    ) as err:  # a damaged row: the ledger cannot be trusted
+    except (TypeError, ValueError) as err:
+        # A damaged row: the ledger cannot be trusted.
         raise LedgerError(
             f"the action ledger holds a damaged record ({row[0]!r}): {err}"
         ) from err
@@ -90,11 +97,15 @@ class ActionLedger:
     """SQLite-backed record of every action, keyed by idempotency key."""
 
     def __init__(self, path: str | Path) -> None:
+        """Use the database at ``path``; ``open`` opens it."""
         self.path = Path(path)
         self._db: sqlite3.Connection | None = None
 
     def open(self) -> None:
-        """Open (creating if needed) and check the database; raises LedgerError if unusable."""
+        """Open (creating if needed) and check the database.
+
+        Raises LedgerError if it is unusable.
+        """
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(
@@ -116,6 +127,7 @@ class ActionLedger:
         self._db = db
 
     def close(self) -> None:
+        """Close the database (if open)."""
         if self._db is not None:
             self._db.close()
             self._db = None
@@ -128,9 +140,8 @@ class ActionLedger:
     def _write(self, sql: str, args: tuple[Any, ...]) -> int:
         try:
             return self._conn().execute(sql, args).rowcount
-        except (
-            sqlite3.DatabaseError
-        ) as err:  # disk full, I/O error, corruption: fail closed
+        except sqlite3.DatabaseError as err:
+            # Disk full, I/O error, corruption: fail closed.
             raise LedgerError(f"writing the action ledger failed: {err}") from err
 
     def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -140,7 +151,8 @@ class ActionLedger:
             raise LedgerError(f"reading the action ledger failed: {err}") from err
 
     def get(self, key: str) -> LedgerRecord | None:
-        rows = self._read(f"SELECT {_COLUMNS} FROM actions WHERE key = ?", (key,))
+        """Return the record of a key, or None if there is none."""
+        rows = self._read(f"{_SELECT} WHERE key = ?", (key,))
         return _record(rows[0]) if rows else None
 
     def claim(
@@ -154,14 +166,15 @@ class ActionLedger:
     ) -> Claim:
         """Atomically take a key (INSERT OR IGNORE), or report who holds it.
 
-        A finished key older than the retention is forgotten first, as if already pruned.
+        A finished key past the retention is forgotten first, as if already pruned.
         """
         self._write(
             "DELETE FROM actions WHERE key = ? AND created_at < ? AND status != ?",
             (key, now - RETENTION_S, IN_PROGRESS),
         )
         inserted = self._write(
-            "INSERT OR IGNORE INTO actions (key, action_id, request_hash, request, kind, status, created_at, updated_at)"
+            "INSERT OR IGNORE INTO actions (key, action_id, request_hash, request,"
+            " kind, status, created_at, updated_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 key,
@@ -175,9 +188,8 @@ class ActionLedger:
             ),
         )
         record = self.get(key)
-        if (
-            record is None
-        ):  # pragma: no cover - the insert or an existing row must be there
+        if record is None:  # pragma: no cover
+            # The insert or an existing row must be there.
             raise LedgerError("claimed key vanished")
         if inserted:
             return Claim(True, record)
@@ -197,18 +209,16 @@ class ActionLedger:
         )
 
     def unfinished(self) -> list[LedgerRecord]:
-        """Records a crash left in progress."""
+        """Return the records a crash left in progress."""
         return [
             _record(row)
-            for row in self._read(
-                f"SELECT {_COLUMNS} FROM actions WHERE status = ?", (IN_PROGRESS,)
-            )
+            for row in self._read(f"{_SELECT} WHERE status = ?", (IN_PROGRESS,))
         ]
 
     def recent(self, limit: int = 50, since: float | None = None) -> list[LedgerRecord]:
-        """Newest first."""
+        """Return at most ``limit`` records created since ``since``, newest first."""
         rows = self._read(
-            f"SELECT {_COLUMNS} FROM actions WHERE created_at >= ? ORDER BY created_at DESC, key LIMIT ?",
+            f"{_SELECT} WHERE created_at >= ? ORDER BY created_at DESC, key LIMIT ?",
             (since or 0.0, limit),
         )
         return [_record(row) for row in rows]
@@ -221,4 +231,5 @@ class ActionLedger:
         )
 
     def count(self) -> int:
+        """Return how many records the ledger holds."""
         return int(self._read("SELECT COUNT(*) FROM actions")[0][0])

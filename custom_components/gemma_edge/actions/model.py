@@ -20,15 +20,15 @@ class ActionStatus(enum.StrEnum):
     REJECTED = "rejected"
     FAILED = "failed"
     INDETERMINATE = "indeterminate"
-    RUNNING = "running"  # a one-shot call (a long script) started and still running; never repeated
+    # A one-shot call (a long script) started and still running; never repeated.
+    RUNNING = "running"
 
 
 class ActionKind(enum.StrEnum):
     """How an action may be repeated."""
 
-    DESIRED_STATE = (
-        "desired_state"  # absolute target state: verifiable, harmless to re-check
-    )
+    # Absolute target state: verifiable, harmless to re-check.
+    DESIRED_STATE = "desired_state"
     ONE_SHOT = "one_shot"  # acts each time it runs: at most once per key, never retried
 
 
@@ -60,6 +60,7 @@ class ServiceAction:
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
     def describe(self) -> dict[str, Any]:
+        """Return the action as recorded for people: service, entity and data."""
         return {
             "service": f"{self.domain}.{self.service}",
             "entity_id": self.entity_id,
@@ -68,5 +69,8 @@ class ServiceAction:
 
 
 def derive_key(scope: str, action: ServiceAction) -> str:
-    """The idempotency key: the same action in the same scope gets the same key."""
+    """Return the idempotency key.
+
+    The same action in the same scope gets the same key.
+    """
     return hashlib.sha256(f"{scope}\n{action.signature}".encode()).hexdigest()[:32]

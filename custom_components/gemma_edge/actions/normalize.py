@@ -1,4 +1,6 @@
-"""Turn non-idempotent service calls into absolute ones, from the entity's current state.
+"""Turn non-idempotent service calls into absolute ones.
+
+The absolute call is computed from the entity's current state:
 
 toggle -> turn_on/turn_off, brightness_step -> brightness, volume_up -> volume_set,
 increment -> set_value, select_next -> select_option, increase_speed -> set_percentage.
@@ -10,7 +12,10 @@ from .model import EntityState, ServiceAction
 
 
 class NormalizeError(ValueError):
-    """The call cannot be made absolute (e.g. toggling an entity whose state is unknown)."""
+    """The call cannot be made absolute.
+
+    E.g. toggling an entity whose state is unknown.
+    """
 
 
 _TOGGLES = {
@@ -29,13 +34,17 @@ def _clamp(value: float, low: float, high: float) -> float:
 
 
 def normalize(action: ServiceAction, state: EntityState | None) -> ServiceAction:
-    """The absolute equivalent of ``action`` given ``state`` (unchanged when already absolute)."""
+    """Return the absolute equivalent of ``action`` given ``state``.
+
+    An action that is already absolute is returned unchanged.
+    """
     domain, service, data = action.domain, action.service, dict(action.data)
 
     def need_state() -> EntityState:
         if state is None or state.state in ("unknown", "unavailable"):
             raise NormalizeError(
-                f"{action.entity_id} has no known state to compute {domain}.{service} from"
+                f"{action.entity_id} has no known state"
+                f" to compute {domain}.{service} from"
             )
         return state
 

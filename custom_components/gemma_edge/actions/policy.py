@@ -1,4 +1,7 @@
-"""Which services act once, which are sensitive, and when a desired state already holds."""
+"""Action policy.
+
+Which services act once, which are sensitive, and when a desired state already holds.
+"""
 
 from __future__ import annotations
 
@@ -43,6 +46,7 @@ class SensitivePolicy(enum.StrEnum):
 
 
 def action_kind(action: ServiceAction) -> ActionKind:
+    """Return whether the action acts once or sets a desired state."""
     if (
         action.domain in ONE_SHOT_DOMAINS
         or (action.domain, action.service) in ONE_SHOT_SERVICES
@@ -54,6 +58,10 @@ def action_kind(action: ServiceAction) -> ActionKind:
 
 
 def is_sensitive(action: ServiceAction, state: EntityState | None) -> bool:
+    """Return whether the action is sensitive.
+
+    Sensitive: on a lock, an alarm panel, a valve, a garage door or a gate.
+    """
     if action.domain in SENSITIVE_DOMAINS:
         return True
     return (
@@ -91,7 +99,8 @@ _SIMPLE_TARGETS = {
 }
 
 
-# Data a device does not report back as sent (colours, effects, transitions): acted on, not verified.
+# Data a device does not report back as sent (colours, effects,
+# transitions): acted on, not verified.
 UNVERIFIED_KEYS = frozenset(
     {
         "rgb_color",
@@ -110,13 +119,17 @@ UNVERIFIED_KEYS = frozenset(
         "profile",
     }
 )
-# Devices whose "on" is a mode or an activity (heat, cool, playing, idle), not the state "on".
+# Devices whose "on" is a mode or an activity (heat, cool, playing,
+# idle), not the state "on".
 _ON_IS_ANY_STATE = frozenset({"climate", "media_player", "water_heater", "remote"})
 _NOT_ON = frozenset({"off", "standby", "unavailable", "unknown"})
 
 
 def verifiable_part(action: ServiceAction) -> tuple[ServiceAction, list[str]]:
-    """What the device's state can confirm of the action, and the data keys it cannot."""
+    """Return what the device's state can confirm of the action.
+
+    Also return the data keys it cannot confirm.
+    """
     skipped = sorted(key for key in action.data if key in UNVERIFIED_KEYS)
     target = replace(
         action, data={k: v for k, v in action.data.items() if k not in UNVERIFIED_KEYS}
@@ -124,14 +137,16 @@ def verifiable_part(action: ServiceAction) -> tuple[ServiceAction, list[str]]:
     if action.service == "turn_on" and (
         target.data.get("brightness_pct") == 0 or target.data.get("brightness") == 0
     ):
-        target = replace(
-            target, service="turn_off", data={}
-        )  # brightness 0 turns a light off
+        # Brightness 0 turns a light off.
+        target = replace(target, service="turn_off", data={})
     return target, skipped
 
 
 def expected_state_holds(action: ServiceAction, state: EntityState) -> bool | None:
-    """Whether the entity is already where the action would take it; None: no checkable target."""
+    """Return whether the entity is already where the action would take it.
+
+    None: the action has no checkable target.
+    """
     data, attrs = action.data, state.attributes
     service = action.service
     if (
@@ -168,9 +183,8 @@ def expected_state_holds(action: ServiceAction, state: EntityState) -> bool | No
             attrs.get("percentage"), data["percentage"], 0.5
         ):
             return False
-        return not (
-            set(data) - {"brightness", "brightness_pct", "percentage"}
-        )  # colours etc.: act
+        # Colours etc.: act.
+        return not (set(data) - {"brightness", "brightness_pct", "percentage"})
     if service == "set_cover_position":
         return _close(attrs.get("current_position"), data.get("position"), 0.5)
     if service == "set_temperature" and "temperature" in data:

@@ -1,12 +1,15 @@
-"""Conversation turns: the idempotency scope of a request (one turn and its retries), the turn a
-confirmation answers (the one right before), and whether the user's words are a "yes".
+"""Conversation turns: idempotency scopes, confirmations and the user's "yes".
 
-A satellite or a client that did not get an answer sends the same words again within seconds;
-that retry belongs to the same turn, so its tool calls get the same keys and never act twice.
-The same words later, or after anything else was said in the conversation, are a new request: a
-desired-state action then converges (acts if the state no longer holds), a one-shot action asked
-again soon needs confirmation (the executor's repeat window), and no outcome of an earlier turn
-(failed, unconfirmed, needing confirmation, indeterminate) is replayed into it.
+The idempotency scope of a request (one turn and its retries), the turn a confirmation
+answers (the one right before), and whether the user's words are a "yes".
+
+A satellite or a client that did not get an answer sends the same words again within
+seconds; that retry belongs to the same turn, so its tool calls get the same keys and
+never act twice. The same words later, or after anything else was said in the
+conversation, are a new request: a desired-state action then converges (acts if the
+state no longer holds), a one-shot action asked again soon needs confirmation (the
+executor's repeat window), and no outcome of an earlier turn (failed, unconfirmed,
+needing confirmation, indeterminate) is replayed into it.
 """
 
 from __future__ import annotations
@@ -18,10 +21,11 @@ import re
 import time
 import uuid
 
-# Same words in the same conversation within this many seconds of the turn's end (or while it
-# runs), nothing in between: a retry.
+# Same words in the same conversation within this many seconds of the turn's end (or
+# while it runs), nothing in between: a retry.
 RETRY_WINDOW_S = 10.0
-# Turns whose words are remembered per conversation (the current one included): what "it" may mean.
+# Turns whose words are remembered per conversation (the current one
+# included): what "it" may mean.
 WORDS_REMEMBERED = 3
 # Conversations remembered (the oldest is forgotten first).
 MAX_CONVERSATIONS = 512
@@ -39,16 +43,21 @@ class TurnScopes:
         clock: Callable[[], float] = time.monotonic,
         retry_window_s: float = RETRY_WINDOW_S,
     ) -> None:
+        """Start with no turns remembered."""
         self.clock = clock
         self.retry_window_s = retry_window_s
-        # per conversation: (digest of the last turn's words, its time, its id, the turn before's id)
+        # Per conversation: (digest of the last turn's words, its time, its id, the
+        # turn before's id).
         self._last: OrderedDict[str, tuple[str, float, str, str | None]] = OrderedDict()
-        # per conversation: the words of its last few turns, the current one last ("open the
-        # garage door", "yes", "yes, open it")
+        # per conversation: the words of its last few turns, the current one last
+        # ("open the garage door", "yes", "yes, open it")
         self._words: dict[str, tuple[str, ...]] = {}
 
     def scope(self, source: str, conversation_id: str, words: str) -> str:
-        """The scope of a new turn with these words (the last turn's, if this is its retry)."""
+        """Return the scope of a new turn with these words.
+
+        The last turn's scope if this is its retry.
+        """
         key = f"{source}:{conversation_id}"
         digest, now = _digest(words), self.clock()
         last = self._last.pop(key, None)
@@ -74,39 +83,47 @@ class TurnScopes:
         return f"{key}:{turn}"
 
     def finish(self, source: str, conversation_id: str) -> None:
-        """The turn was answered: its retry window starts now (a slow turn is not retried early)."""
+        """Mark the turn answered: its retry window starts now.
+
+        A slow turn is not retried early.
+        """
         key = f"{source}:{conversation_id}"
         if (last := self._last.get(key)) is not None:
             self._last[key] = (last[0], self.clock(), last[2], last[3])
 
     def earlier_words(self, source: str, conversation_id: str) -> str:
-        """What the user said in the last turns before the current one ("" if nothing)."""
+        """Return the user's words in the turns before the current one ("" if none)."""
         return "\n".join(self._words.get(f"{source}:{conversation_id}", ())[:-1])
 
     def previous(self, source: str, conversation_id: str) -> str | None:
-        """The scope of the turn before the current one: the only turn whose question the
-        current turn can answer.
+        """Return the scope of the turn before the current one.
+
+        It is the only turn whose question the current turn can answer.
         """
         key = f"{source}:{conversation_id}"
         last = self._last.get(key)
         return f"{key}:{last[3]}" if last is not None and last[3] is not None else None
 
 
-# A confirmation must be the user's own "yes", not only the model's flag. Words of assent in the
-# languages Assist users speak most; any word of refusal makes the answer a "no".
+# A confirmation must be the user's own "yes", not only the model's flag.
+# Words of assent in the languages Assist users speak most; any word of
+# refusal makes the answer a "no".
 _YES = re.compile(
-    r"\b(yes|yeah|yep|yup|sure|ok|okay|confirm|confirmed|go ahead|do it|please do|affirmative|correct|"
-    r"ja|jawohl|klar|bestätigt|mach das|oui|d'accord|vas-y|confirme|sí|si|claro|dale|vale|confirmo|"
+    r"\b(yes|yeah|yep|yup|sure|ok|okay|confirm|confirmed|go ahead|do it|please do|"
+    r"affirmative|correct|"
+    r"ja|jawohl|klar|bestätigt|mach das|oui|d'accord|vas-y|confirme|sí|si|claro|dale|"
+    r"vale|confirmo|"
     r"certo|conferma|doe maar|zeker|tak)\b",
     re.IGNORECASE,
 )
 _NO = re.compile(
-    r"\b(no|nope|not|don't|dont|do not|cancel|stop|never|wait|nein|nicht|abbrechen|non|pas|annule|"
+    r"\b(no|nope|not|don't|dont|do not|cancel|stop|never|wait|nein|nicht|abbrechen|"
+    r"non|pas|annule|"
     r"nunca|cancela|annulla|nee|niet|nie)\b",
     re.IGNORECASE,
 )
 
 
 def is_affirmation(words: str) -> bool:
-    """Whether the user's words say yes (and nothing that says no)."""
+    """Return whether the user's words say yes (and nothing that says no)."""
     return bool(_YES.search(words)) and not _NO.search(words)
