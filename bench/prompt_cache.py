@@ -23,7 +23,7 @@ import time
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "custom_components" / "gemma_edge"))
 
-from engine.engine import LocalEngine, StepOptions  # noqa: E402
+from engine.local_engine import LocalEngine, StepOptions  # noqa: E402
 from engine.grammar import ToolSpec  # noqa: E402
 from engine.llama_model import EngineSettings  # noqa: E402
 

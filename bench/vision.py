@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from PIL import Image  # noqa: E402
 
-from engine.engine import LocalEngine, StepOptions  # noqa: E402
+from engine.local_engine import LocalEngine, StepOptions  # noqa: E402
 from engine.images import DEFAULT_MAX_SIDE, prepare_image  # noqa: E402
 from engine.llama_model import EngineSettings  # noqa: E402
 from tests.mmproj_files import write_tiny_mmproj  # noqa: E402

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import itertools
 from typing import Any
 
-from custom_components.gemma_edge.actions.model import EntityState, ServiceAction
+from custom_components.gemma_edge.actions.records import EntityState, ServiceAction
 from custom_components.gemma_edge.actions.policy import expected_state_holds
 
 _ids = itertools.count()
@@ -32,7 +32,7 @@ class SimHome:
     def new_action_id(self) -> str:
         return f"01SIM{next(_ids):021d}"
 
-    async def call(self, action: ServiceAction, action_id: str, parent_context_id: str | None, user_id: str | None) -> None:
+    async def async_call(self, action: ServiceAction, action_id: str, parent_context_id: str | None, user_id: str | None) -> None:
         self.calls[(action.domain, action.service, action.entity_id)] += 1
         if action.entity_id in self.hang:
             await asyncio.sleep(3600)
@@ -55,6 +55,6 @@ class SimHome:
             attrs["volume_level"] = action.data["volume_level"]
         self.states[action.entity_id] = EntityState(target, attrs)
 
-    async def wait_for_state(self, action: ServiceAction, timeout: float) -> bool:
+    async def wait_for_state(self, action: ServiceAction, timeout_s: float) -> bool:
         state = self.states.get(action.entity_id)
         return bool(state and expected_state_holds(action, state))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from custom_components.gemma_edge.engine.engine import LocalEngine
+from custom_components.gemma_edge.engine.local_engine import LocalEngine
 from custom_components.gemma_edge.engine.llama_model import GenerationRequest, GenerationStats
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from custom_components.gemma_edge.actions.executor import ActionExecutor, ActionOutcome, ActionRequest
 from custom_components.gemma_edge.actions.ledger import ActionLedger, LedgerError
-from custom_components.gemma_edge.actions.model import ActionStatus, EntityState, ServiceAction
+from custom_components.gemma_edge.actions.records import ActionStatus, EntityState, ServiceAction
 from custom_components.gemma_edge.actions.normalize import NormalizeError, normalize
 from custom_components.gemma_edge.actions.policy import SensitivePolicy
 
@@ -59,8 +59,8 @@ async def cancel_while_hanging(executor: ActionExecutor, home: SimHome) -> list[
     home.hang.update({BUTTON, LIGHT})
     executor.call_timeout_s = 3600
     tasks = [
-        asyncio.ensure_future(executor.execute(request(ServiceAction("button", "press", BUTTON)))),
-        asyncio.ensure_future(executor.execute(request(ServiceAction("light", "turn_on", LIGHT)))),
+        asyncio.ensure_future(executor.async_execute(request(ServiceAction("button", "press", BUTTON)))),
+        asyncio.ensure_future(executor.async_execute(request(ServiceAction("light", "turn_on", LIGHT)))),
     ]
     await asyncio.sleep(0.2)
     for task in tasks:
@@ -71,11 +71,11 @@ async def cancel_while_hanging(executor: ActionExecutor, home: SimHome) -> list[
 async def test_toggle_becomes_absolute_and_repeats_are_deduplicated(rig) -> None:  # noqa: ANN001
     executor, home, _, events = rig
     toggle = ServiceAction("light", "toggle", LIGHT)
-    first = await executor.execute(request(toggle))
+    first = await executor.async_execute(request(toggle))
     assert first.status is ActionStatus.EXECUTED
     assert first.action.service == "turn_on"
     # the model repeats the call in the same turn, and a satellite retries the turn: nothing acts again
-    second = await executor.execute(request(toggle))
+    second = await executor.async_execute(request(toggle))
     assert second.status is ActionStatus.DEDUPLICATED and "executed" in second.message
     assert home.calls[("light", "turn_on", LIGHT)] == 1 and home.states[LIGHT].state == "on"
     assert [e.status for e in events] == [ActionStatus.EXECUTED, ActionStatus.DEDUPLICATED]
@@ -84,7 +84,7 @@ async def test_toggle_becomes_absolute_and_repeats_are_deduplicated(rig) -> None
 async def test_desired_state_already_holds_is_a_no_op(rig) -> None:  # noqa: ANN001
     executor, home, _, _ = rig
     home.states[LIGHT] = EntityState("on", {"brightness": 255})
-    outcome = await executor.execute(request(ServiceAction("light", "turn_on", LIGHT)))
+    outcome = await executor.async_execute(request(ServiceAction("light", "turn_on", LIGHT)))
     assert outcome.status is ActionStatus.NO_OP and outcome.message == "already on"
     assert not home.calls
 
@@ -92,7 +92,7 @@ async def test_desired_state_already_holds_is_a_no_op(rig) -> None:  # noqa: ANN
 async def test_relative_brightness_becomes_absolute(rig) -> None:  # noqa: ANN001
     executor, home, _, _ = rig
     home.states[LIGHT] = EntityState("on", {"brightness": 100})
-    outcome = await executor.execute(request(ServiceAction("light", "turn_on", LIGHT, {"brightness_step_pct": 20})))
+    outcome = await executor.async_execute(request(ServiceAction("light", "turn_on", LIGHT, {"brightness_step_pct": 20})))
     assert outcome.action.data == {"brightness": 151}
     assert outcome.status is ActionStatus.EXECUTED and home.states[LIGHT].attributes["brightness"] == 151
 
@@ -100,77 +100,77 @@ async def test_relative_brightness_becomes_absolute(rig) -> None:  # noqa: ANN00
 async def test_one_shot_runs_once_and_a_quick_repeat_needs_confirmation(rig) -> None:  # noqa: ANN001
     executor, home, clock, _ = rig
     press = ServiceAction("button", "press", BUTTON)
-    assert (await executor.execute(request(press))).status is ActionStatus.EXECUTED
+    assert (await executor.async_execute(request(press))).status is ActionStatus.EXECUTED
     # the same press asked again in a new turn, seconds later: ask first
     clock.now += 5
-    again = await executor.execute(request(press, scope="conversation:c1:turn2"))
+    again = await executor.async_execute(request(press, scope="conversation:c1:turn2"))
     assert again.status is ActionStatus.NEEDS_CONFIRMATION
     # the user confirms in the following turn
     clock.now += 5
-    confirmed = await executor.execute(
+    confirmed = await executor.async_execute(
         request(press, scope="conversation:c1:turn3", confirmed=True, confirms_scope="conversation:c1:turn2")
     )
     assert confirmed.status is ActionStatus.EXECUTED
     assert home.calls[("button", "press", BUTTON)] == 2
     # well after the window, a new press just runs
     clock.now += 600
-    assert (await executor.execute(request(press, scope="conversation:c2:turn1"))).status is ActionStatus.EXECUTED
+    assert (await executor.async_execute(request(press, scope="conversation:c2:turn1"))).status is ActionStatus.EXECUTED
 
 
 async def test_sensitive_actions_follow_the_policy(rig) -> None:  # noqa: ANN001
     executor, home, clock, _ = rig
     lock = ServiceAction("lock", "lock", LOCK)
-    asked = await executor.execute(request(lock))
+    asked = await executor.async_execute(request(lock))
     assert asked.status is ActionStatus.NEEDS_CONFIRMATION and not home.calls
     # "confirm" in the same turn does not count: the user has not answered yet
-    same_turn = await executor.execute(request(lock, confirmed=True))
+    same_turn = await executor.async_execute(request(lock, confirmed=True))
     assert same_turn.status is ActionStatus.DEDUPLICATED and "needs_confirmation" in same_turn.message
     assert not home.calls
     clock.now += 10
     # a confirmation in a later turn than the next one does not count either
-    later = await executor.execute(
+    later = await executor.async_execute(
         request(lock, scope="conversation:c1:turn3", confirmed=True, confirms_scope="conversation:c1:turn2")
     )
     assert later.status is ActionStatus.NEEDS_CONFIRMATION and not home.calls
-    done = await executor.execute(
+    done = await executor.async_execute(
         request(lock, scope="conversation:c1:turn4", confirmed=True, confirms_scope="conversation:c1:turn3")
     )
     assert done.status in (ActionStatus.EXECUTED, ActionStatus.NO_OP)
     assert home.states[LOCK].state == "locked" and home.calls[("lock", "lock", LOCK)] == 1
     executor.sensitive_policy = SensitivePolicy.DENY
-    denied = await executor.execute(request(ServiceAction("lock", "unlock", LOCK), scope="s3", confirmed=True))
+    denied = await executor.async_execute(request(ServiceAction("lock", "unlock", LOCK), scope="s3", confirmed=True))
     assert denied.status is ActionStatus.REJECTED and "not allowed" in denied.message
 
 
 async def test_bad_input_gives_clear_outcomes(rig) -> None:  # noqa: ANN001
     executor, home, _, _ = rig
-    unknown = await executor.execute(request(ServiceAction("light", "turn_on", "light.nope")))
+    unknown = await executor.async_execute(request(ServiceAction("light", "turn_on", "light.nope")))
     assert unknown.status is ActionStatus.REJECTED and "unknown or not exposed" in unknown.message
-    hidden = await executor.execute(request(ServiceAction("light", "turn_on", "light.hidden")))
+    hidden = await executor.async_execute(request(ServiceAction("light", "turn_on", "light.hidden")))
     assert hidden.status is ActionStatus.REJECTED
     home.broken.add(LIGHT)
-    failed = await executor.execute(request(ServiceAction("light", "turn_on", LIGHT)))
+    failed = await executor.async_execute(request(ServiceAction("light", "turn_on", LIGHT)))
     assert failed.status is ActionStatus.FAILED and "device offline" in failed.message
     home.broken.clear()
     home.hang.add(SPEAKER)
-    hung = await executor.execute(request(ServiceAction("media_player", "media_next_track", SPEAKER)))
+    hung = await executor.async_execute(request(ServiceAction("media_player", "media_next_track", SPEAKER)))
     assert hung.status is ActionStatus.RUNNING  # a one-shot call is never cut off
     lazy = ServiceAction("light", "turn_on", LIGHT)
     home.lazy.add(LIGHT)
-    unconfirmed = await executor.execute(request(lazy, scope="other"))
+    unconfirmed = await executor.async_execute(request(lazy, scope="other"))
     assert unconfirmed.status is ActionStatus.UNCONFIRMED
     home.states[LIGHT] = EntityState("unavailable")
     with pytest.raises(NormalizeError):
         normalize(ServiceAction("light", "toggle", LIGHT), home.states[LIGHT])
-    toggled = await executor.execute(request(ServiceAction("light", "toggle", LIGHT), scope="x"))
+    toggled = await executor.async_execute(request(ServiceAction("light", "toggle", LIGHT), scope="x"))
     assert toggled.status is ActionStatus.REJECTED and "no known state" in toggled.message
 
 
 async def test_same_key_different_request_is_rejected(rig) -> None:  # noqa: ANN001
     executor, _, _, _ = rig
-    first = await executor.execute(request(ServiceAction("light", "turn_on", LIGHT), key="cmd-1"))
+    first = await executor.async_execute(request(ServiceAction("light", "turn_on", LIGHT), key="cmd-1"))
     assert first.status is ActionStatus.EXECUTED
-    other = await executor.execute(request(ServiceAction("light", "turn_off", LIGHT), key="cmd-1"))
+    other = await executor.async_execute(request(ServiceAction("light", "turn_off", LIGHT), key="cmd-1"))
     assert other.status is ActionStatus.REJECTED and "different request" in other.message
 
 
@@ -193,7 +193,7 @@ async def test_crash_between_claim_and_outcome_is_settled_on_restart(tmp_path: P
     }
     assert len(events) == 2
     # the same requests again: recorded outcomes, no second press
-    replay = await restarted.execute(request(ServiceAction("button", "press", BUTTON)))
+    replay = await restarted.async_execute(request(ServiceAction("button", "press", BUTTON)))
     assert replay.status is ActionStatus.DEDUPLICATED and "indeterminate" in replay.message
     assert home.calls[("button", "press", BUTTON)] == 1
     await restarted.async_stop()
@@ -201,7 +201,7 @@ async def test_crash_between_claim_and_outcome_is_settled_on_restart(tmp_path: P
 
 async def test_retention_prunes_old_keys(rig, tmp_path: Path) -> None:  # noqa: ANN001
     executor, _, clock, _ = rig
-    await executor.execute(request(ServiceAction("light", "turn_on", LIGHT)))
+    await executor.async_execute(request(ServiceAction("light", "turn_on", LIGHT)))
     await executor.async_stop()
     clock.now += 73 * 3600
     await executor.async_start()
@@ -214,7 +214,7 @@ async def test_corrupt_ledger_fails_closed(tmp_path: Path) -> None:
     executor = ActionExecutor(ActionLedger(path), make_home())
     with pytest.raises(LedgerError, match="cannot be used|corrupt"):
         await executor.async_start()
-    outcome = await executor.execute(request(ServiceAction("light", "turn_on", LIGHT)))
+    outcome = await executor.async_execute(request(ServiceAction("light", "turn_on", LIGHT)))
     assert outcome.status is ActionStatus.REJECTED and "ledger is unavailable" in outcome.message
     await executor.async_stop()
 
@@ -238,7 +238,7 @@ async def test_a_ledger_failing_mid_turn_leaves_nothing_claimed(rig) -> None:  #
         "INSERT INTO actions (key, action_id, request_hash, request, kind, status, created_at, updated_at)"
         " VALUES ('damaged', 'x', 'x', 'not json', 'one_shot', 'executed', ?, ?)", (clock.now, clock.now),
     ))  # fmt: skip
-    outcome = await executor.execute(request(ServiceAction("button", "press", BUTTON), confirmed=True, confirms_scope="earlier"))
+    outcome = await executor.async_execute(request(ServiceAction("button", "press", BUTTON), confirmed=True, confirms_scope="earlier"))
     assert outcome.status is ActionStatus.REJECTED and "ledger is unavailable" in outcome.message
     assert await executor.async_recent() == []  # dashboards show nothing rather than fail
     await executor._db(lambda: connection().execute("DELETE FROM actions WHERE key = 'damaged'"))  # noqa: SLF001

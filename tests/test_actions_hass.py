@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from custom_components.gemma_edge.actions.executor import ActionRequest
-from custom_components.gemma_edge.actions.model import ServiceAction
-from custom_components.gemma_edge.activity import EVENT_ACTION
+from custom_components.gemma_edge.actions.records import ServiceAction
+from custom_components.gemma_edge.action_events import EVENT_ACTION
 from custom_components.gemma_edge.const import CONF_KEEP_WORDS
 from custom_components.gemma_edge.tool_runner import ToolRunner
 from homeassistant.components.homeassistant.exposed_entities import async_expose_entity
@@ -117,7 +117,7 @@ async def test_toggle_and_brightness_become_absolute(hass: HomeAssistant, home) 
     # HassToggle is not among Assist's LLM tools: a model cannot call it
     assert (await run(hass, entry, "toggle the kitchen light", "HassToggle", {"name": "Kitchen Light"}))["error"] == "no such tool"
     # a toggle from elsewhere (a cloud command) becomes the absolute opposite of the current state
-    toggled = await entry.runtime_data.executor.execute(
+    toggled = await entry.runtime_data.executor.async_execute(
         ActionRequest(ServiceAction("light", "toggle", "light.kitchen_light"), scope="cloud-1", source="cloud")
     )
     assert toggled.status.value == "executed"

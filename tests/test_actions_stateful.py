@@ -21,7 +21,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from custom_components.gemma_edge.actions.executor import ActionExecutor, ActionOutcome, ActionRequest
 from custom_components.gemma_edge.actions.ledger import RETENTION_S, ActionLedger
-from custom_components.gemma_edge.actions.model import ActionKind, ActionStatus, EntityState, ServiceAction
+from custom_components.gemma_edge.actions.records import ActionKind, ActionStatus, EntityState, ServiceAction
 from custom_components.gemma_edge.actions.policy import expected_state_holds
 
 from .home_sim import SimHome
@@ -63,13 +63,13 @@ class ExecutorMachine(RuleBasedStateMachine):
             exposed={"light.a", "light.b", "button.bell", "media_player.radio", "lock.door"},
         )  # fmt: skip
         self.called_ids: Counter[str] = Counter()
-        original_call = self.home.call
+        original_call = self.home.async_call
 
         async def counting_call(action: ServiceAction, action_id: str, parent: str | None, user_id: str | None) -> None:
             self.called_ids[action_id] += 1
             await original_call(action, action_id, parent, user_id)
 
-        self.home.call = counting_call  # type: ignore[method-assign]
+        self.home.async_call = counting_call  # type: ignore[method-assign]
         self.claimed: dict[str, float] = {}  # key -> created_at
         self.turn_count = 0
         # the lock conversation: its last turn's scope, and the question that turn asked
@@ -95,11 +95,11 @@ class ExecutorMachine(RuleBasedStateMachine):
     def execute(self, action: ServiceAction, scope: str, confirmed: bool) -> None:
         conversation = scope.split(":")[1] if scope.startswith("conversation:") else None
         request = ActionRequest(action, scope, "conversation", confirmed=confirmed, conversation_id=conversation)
-        self._record(self.loop.run_until_complete(self.executor.execute(request)))
+        self._record(self.loop.run_until_complete(self.executor.async_execute(request)))
 
     @rule(action=st.sampled_from(ACTIONS), key=st.sampled_from(["cmd-1", "cmd-2"]))
     def execute_with_key(self, action: ServiceAction, key: str) -> None:
-        outcome = self.loop.run_until_complete(self.executor.execute(ActionRequest(action, "cloud", "cloud", key=key)))
+        outcome = self.loop.run_until_complete(self.executor.async_execute(ActionRequest(action, "cloud", "cloud", key=key)))
         self._record(outcome)
 
     @rule(action=st.sampled_from(ACTIONS), scope=st.sampled_from(SCOPES))
@@ -107,7 +107,7 @@ class ExecutorMachine(RuleBasedStateMachine):
         request = ActionRequest(action, scope, "conversation")
 
         async def both() -> list[ActionOutcome]:
-            return list(await asyncio.gather(self.executor.execute(request), self.executor.execute(request)))
+            return list(await asyncio.gather(self.executor.async_execute(request), self.executor.async_execute(request)))
 
         outcomes = self.loop.run_until_complete(both())
         for outcome in outcomes:
@@ -119,7 +119,7 @@ class ExecutorMachine(RuleBasedStateMachine):
         """The service hangs, the process dies (task cancelled, ledger left in progress), restart."""
         self.home.hang.add(action.entity_id)
         self.executor.call_timeout_s = 3600
-        task = self.loop.create_task(self.executor.execute(ActionRequest(action, scope, "conversation")))
+        task = self.loop.create_task(self.executor.async_execute(ActionRequest(action, scope, "conversation")))
         self.loop.run_until_complete(asyncio.sleep(0.01))
         task.cancel()
 
@@ -138,9 +138,9 @@ class ExecutorMachine(RuleBasedStateMachine):
     def ask_again_after_an_outside_change(self, service: str) -> None:
         """Asked, changed back by someone else, asked again in a new turn: the asked state."""
         action = ServiceAction("light", service, "light.a")
-        self._record(self.loop.run_until_complete(self.executor.execute(ActionRequest(action, self._new_turn("c3"), "conversation"))))
+        self._record(self.loop.run_until_complete(self.executor.async_execute(ActionRequest(action, self._new_turn("c3"), "conversation"))))
         self.home.states["light.a"] = EntityState("off" if service == "turn_on" else "on")
-        again = self.loop.run_until_complete(self.executor.execute(ActionRequest(action, self._new_turn("c3"), "conversation")))
+        again = self.loop.run_until_complete(self.executor.async_execute(ActionRequest(action, self._new_turn("c3"), "conversation")))
         self._record(again)
         assert again.status is ActionStatus.EXECUTED and expected_state_holds(action, self.home.states["light.a"]), again
 
@@ -151,7 +151,7 @@ class ExecutorMachine(RuleBasedStateMachine):
         if outside_change:
             self.home.states["lock.door"] = EntityState("unlocked" if self.home.states["lock.door"].state == "locked" else "locked")
         action, previous, scope = ServiceAction("lock", service, "lock.door"), self.lock_turn, self._new_turn("lockconv")
-        outcome = self.loop.run_until_complete(self.executor.execute(ActionRequest(
+        outcome = self.loop.run_until_complete(self.executor.async_execute(ActionRequest(
             action, scope, "conversation", confirmed=confirmed, confirms_scope=previous, conversation_id="lockconv"
         )))  # fmt: skip
         self._record(outcome)

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from custom_components.gemma_edge.engine.engine import (
+from custom_components.gemma_edge.engine.local_engine import (
     EngineBusyError,
     EngineStatus,
     LocalEngine,

@@ -14,8 +14,8 @@ import pytest
 
 from custom_components.gemma_edge import PRUNE_INTERVAL, VISION_CHECK_INTERVAL, VISION_IDLE
 from custom_components.gemma_edge.actions.executor import ActionRequest
-from custom_components.gemma_edge.actions.model import ActionStatus, ServiceAction
-from custom_components.gemma_edge.engine.engine import StepOptions
+from custom_components.gemma_edge.actions.records import ActionStatus, ServiceAction
+from custom_components.gemma_edge.engine.local_engine import StepOptions
 from homeassistant.core import HomeAssistant
 from homeassistant.util import dt as dt_util
 from pytest_homeassistant_custom_component.common import async_fire_time_changed
@@ -41,7 +41,7 @@ async def test_every_interval_runs_on_the_loop_and_does_its_work(
     entry = await async_create_local_entry(hass, smollm2_path, mmproj_path=projectors["smollm2"])
     engine, executor = entry.runtime_data.engine, entry.runtime_data.executor
     # one action on record and the projector loaded by one image step
-    outcome = await executor.execute(
+    outcome = await executor.async_execute(
         ActionRequest(ServiceAction("light", "turn_on", lights[0]), scope="t", source="service")
     )
     assert outcome.status is ActionStatus.EXECUTED

@@ -111,7 +111,7 @@ async def test_diagnostics(hass: HomeAssistant, hass_client, smollm2_path: Path)
 async def test_corrupt_ledger_fails_closed_with_a_repair(hass: HomeAssistant, smollm2_path: Path) -> None:
     """A damaged action ledger: the agent still loads, but refuses to act, and a Repairs issue says why."""
     from custom_components.gemma_edge import ledger_path  # noqa: PLC0415
-    from custom_components.gemma_edge.actions.model import ServiceAction  # noqa: PLC0415
+    from custom_components.gemma_edge.actions.records import ServiceAction  # noqa: PLC0415
     from custom_components.gemma_edge.actions.executor import ActionRequest  # noqa: PLC0415
 
     entry = _entry(hass, smollm2_path)
@@ -124,7 +124,7 @@ async def test_corrupt_ledger_fails_closed_with_a_repair(hass: HomeAssistant, sm
     issue = ir.async_get(hass).async_get_issue(DOMAIN, f"ledger_unavailable_{entry.entry_id}")
     assert issue is not None and "cannot be used" in issue.translation_placeholders["error"]
     hass.states.async_set("light.x", "off")
-    outcome = await entry.runtime_data.executor.execute(
+    outcome = await entry.runtime_data.executor.async_execute(
         ActionRequest(ServiceAction("light", "turn_on", "light.x"), "scope", "service")
     )
     assert outcome.status.value == "rejected" and "ledger is unavailable" in outcome.message

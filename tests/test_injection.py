@@ -15,7 +15,7 @@ from custom_components.gemma_edge.engine.chat_format import (
     Message,
     neutralize_markers,
 )
-from custom_components.gemma_edge.engine.engine import LocalEngine
+from custom_components.gemma_edge.engine.local_engine import LocalEngine
 from custom_components.gemma_edge.engine.llama_model import EngineSettings
 from custom_components.gemma_edge.engine.tool_calls import ToolCall
 

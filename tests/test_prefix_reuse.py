@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from custom_components.gemma_edge.engine.engine import LocalEngine, StepOptions
+from custom_components.gemma_edge.engine.local_engine import LocalEngine, StepOptions
 from custom_components.gemma_edge.engine.llama_model import EngineSettings
 
 WORDS = "kitchen light bedroom lamp porch light hallway sensor garage door thermostat".split()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from custom_components.gemma_edge.engine.engine import LocalEngine, StepOptions, TextDelta
+from custom_components.gemma_edge.engine.local_engine import LocalEngine, StepOptions, TextDelta
 from custom_components.gemma_edge.engine.grammar import ToolSpec
 from custom_components.gemma_edge.engine.images import prepare_image
 from custom_components.gemma_edge.engine.llama_model import (

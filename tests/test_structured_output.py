@@ -14,7 +14,7 @@ import pytest
 
 from custom_components.gemma_edge.ai_task import structure_schema
 from custom_components.gemma_edge.engine.step_plan import structure_hint
-from custom_components.gemma_edge.engine.engine import LocalEngine, StepOptions
+from custom_components.gemma_edge.engine.local_engine import LocalEngine, StepOptions
 from custom_components.gemma_edge.engine.llama_model import EngineSettings
 from homeassistant.components.ai_task import _validate_structure_fields
 

@@ -7,7 +7,7 @@ from typing import Any
 from hypothesis import given, settings, strategies as st
 import pytest
 
-from custom_components.gemma_edge.engine.engine import OutputSplitter
+from custom_components.gemma_edge.engine.local_engine import OutputSplitter
 from custom_components.gemma_edge.engine.tool_calls import (
     ToolCall,
     ToolCallSyntaxError,

@@ -18,7 +18,7 @@ from PIL import Image
 import pytest
 
 from custom_components.gemma_edge.engine.chat_format import message_images
-from custom_components.gemma_edge.engine.engine import LocalEngine, StepOptions
+from custom_components.gemma_edge.engine.local_engine import LocalEngine, StepOptions
 from custom_components.gemma_edge.engine.grammar import max_json_chars
 from custom_components.gemma_edge.engine.images import DEFAULT_MAX_SIDE, prepare_image
 from custom_components.gemma_edge.engine.llama_model import (

@@ -19,9 +19,9 @@ from homeassistant.helpers import config_validation as cv
 from homeassistant.helpers.event import async_track_time_interval
 from homeassistant.helpers.typing import ConfigType
 
+from .action_events import announce_outcome
 from .actions.executor import ActionExecutor
 from .actions.ledger import ActionLedger, LedgerError
-from .activity import announce_outcome
 from .camera_vision import CameraVision
 from .const import (
     CONF_FLASH_ATTN,
@@ -39,12 +39,12 @@ from .const import (
     LOGGER,
     SOURCE_SERVER,
 )
-from .engine.engine import LocalEngine
 from .engine.gguf_info import GGUFError, GGUFInfo, read_gguf_info
 from .engine.llama_model import EngineError, EngineSettings
+from .engine.local_engine import LocalEngine
 from .engine.preflight import PreflightError, check_memory_for
 from .engine.server_model import ServerAuthError, ServerUnavailableError
-from .home import HassHome
+from .hass_home import HassHome
 from .llama_runtime import async_ensure_llama_cpp, checked_cpu_variant
 from .repairs import (
     ISSUE_LEDGER,

@@ -134,7 +134,9 @@ class GemmaAITaskEntity(ai_task.AITaskEntity, GemmaLLMEntity):
                     mime_type=attachment.mime_type or "unknown",
                 )
             if source.startswith(CAMERA_MEDIA_PREFIX):
-                runtime.vision.claim_camera(source.removeprefix(CAMERA_MEDIA_PREFIX))
+                runtime.vision.rate_limit_camera(
+                    source.removeprefix(CAMERA_MEDIA_PREFIX)
+                )
             images.append(
                 await runtime.vision.async_prepare(Path(attachment.path), source)
             )

@@ -14,8 +14,8 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.util import dt as dt_util
 
 from . import GemmaConfigEntry
+from .action_events import keeps_words, outcome_sentence, signal_action
 from .actions.executor import ActionOutcome
-from .activity import keeps_words, outcome_sentence, signal_action
 from .entity import GemmaEngineEntity
 
 EVENT_LENGTH = timedelta(minutes=1)

@@ -88,7 +88,7 @@ class CameraVision:
             )
         )
 
-    def claim_camera(self, entity_id: str) -> None:
+    def rate_limit_camera(self, entity_id: str) -> None:
         """Count an automation-driven analysis of this camera.
 
         Refuse it (CameraRateLimitedError) within the interval.
@@ -110,7 +110,7 @@ class CameraVision:
     ) -> PreparedImage:
         """Return a camera's current picture, ready for the model."""
         if automation:
-            self.claim_camera(entity_id)
+            self.rate_limit_camera(entity_id)
         try:
             image = await camera.async_get_image(
                 self.hass, entity_id, timeout=SNAPSHOT_TIMEOUT_S

@@ -11,7 +11,7 @@ from homeassistant.components.diagnostics import async_redact_data
 from homeassistant.core import HomeAssistant
 
 from . import GemmaConfigEntry
-from .activity import event_data
+from .action_events import event_data
 from .const import CONF_SERVER_API_KEY
 from .engine.host_platform import detect_host
 from .engine.server_model import ServerModel

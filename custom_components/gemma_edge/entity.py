@@ -39,7 +39,10 @@ from .const import (
 )
 from .engine.answer_guard import AnswerGuard
 from .engine.chat_format import Message
-from .engine.engine import (
+from .engine.grammar import ToolSpec
+from .engine.images import PreparedImage
+from .engine.llama_model import ContextOverflowError, EngineError, GenerationStats
+from .engine.local_engine import (
     PRIORITY_AUTOMATION,
     EngineBusyError,
     LocalEngine,
@@ -48,9 +51,6 @@ from .engine.engine import (
     TextDelta,
     ToolCallsReady,
 )
-from .engine.grammar import ToolSpec
-from .engine.images import PreparedImage
-from .engine.llama_model import ContextOverflowError, EngineError, GenerationStats
 from .engine.prompt_budget import fit_system_prompt, without_device_lines
 from .engine.step_plan import step_tool_choice, with_images, with_structure_hint
 from .engine.tool_calls import ToolCall, ToolCallSyntaxError

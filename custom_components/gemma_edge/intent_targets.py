@@ -28,7 +28,7 @@ from homeassistant.core import Context, HomeAssistant, State
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import area_registry as ar, device_registry as dr, intent
 
-from .actions.model import ServiceAction
+from .actions.records import ServiceAction
 
 # Intents that act on no entity (timers, lists, broadcasts): one-shot actions passed to
 # Home Assistant's handler. Their "name" is a timer's or a list's name, not a device's.

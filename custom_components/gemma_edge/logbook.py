@@ -12,8 +12,8 @@ from homeassistant.components.logbook import (
 )
 from homeassistant.core import Event, HomeAssistant, callback
 
+from .action_events import EVENT_ACTION, friendly_name
 from .actions.describe import describe_action
-from .activity import EVENT_ACTION, friendly_name
 from .const import DOMAIN
 
 

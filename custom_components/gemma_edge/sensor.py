@@ -13,9 +13,9 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.util import dt as dt_util
 
 from . import GemmaConfigEntry
+from .action_events import event_data, keeps_words, outcome_sentence, signal_action
 from .actions.executor import ActionOutcome
-from .activity import event_data, keeps_words, outcome_sentence, signal_action
-from .engine.engine import EngineStatus
+from .engine.local_engine import EngineStatus
 from .entity import GemmaEngineEntity
 
 

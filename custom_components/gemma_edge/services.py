@@ -20,7 +20,7 @@ from homeassistant.core import (
 from homeassistant.exceptions import ServiceValidationError
 from homeassistant.helpers import config_validation as cv
 
-from .activity import event_data
+from .action_events import event_data
 from .const import DOMAIN
 
 if TYPE_CHECKING:

@@ -26,8 +26,8 @@ from .actions.executor import (
     ActionOutcome,
     ActionRequest,
 )
-from .actions.model import ServiceAction
 from .actions.policy import SensitivePolicy
+from .actions.records import ServiceAction
 from .actions.turns import is_affirmation
 from .camera_vision import CameraVision
 from .const import LOGGER
@@ -308,7 +308,7 @@ class ToolRunner:
         return state.name if state is not None else tool.replace("_", " ")
 
     async def _execute(self, request: ActionRequest) -> ActionOutcome:
-        outcome = await self.executor.execute(request)
+        outcome = await self.executor.async_execute(request)
         self.outcomes.append(outcome)
         if outcome.message.startswith(RESULT_PREFIX):
             # A script answered with data: the model says it.

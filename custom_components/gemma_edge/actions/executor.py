@@ -18,7 +18,6 @@ from typing import Any, Protocol
 
 from ..engine.worker import SerialWorker
 from .ledger import IN_PROGRESS, ActionLedger, LedgerError, LedgerRecord
-from .model import ActionKind, ActionStatus, EntityState, ServiceAction, derive_key
 from .normalize import NormalizeError, normalize
 from .policy import (
     SensitivePolicy,
@@ -27,6 +26,7 @@ from .policy import (
     is_sensitive,
     verifiable_part,
 )
+from .records import ActionKind, ActionStatus, EntityState, ServiceAction, derive_key
 from .turns import TurnScopes
 
 _LOGGER = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class HomePort(Protocol):
     def new_action_id(self) -> str:
         """Return a fresh ULID (used as the service call's context id)."""
 
-    async def call(
+    async def async_call(
         self,
         action: ServiceAction,
         action_id: str,
@@ -286,7 +286,7 @@ class ActionExecutor:
         if self.on_outcome is not None:
             self.on_outcome(outcome)
 
-    async def execute(self, request: ActionRequest) -> ActionOutcome:
+    async def async_execute(self, request: ActionRequest) -> ActionOutcome:
         """Run one action.
 
         Never raises for bad input (the outcome says what went wrong).
@@ -552,7 +552,7 @@ class ActionExecutor:
             return await self._run_one_shot(request, action, action_id)
         try:
             async with asyncio.timeout(self.call_timeout_s):
-                await self.home.call(
+                await self.home.async_call(
                     action, action_id, request.parent_context_id, request.user_id
                 )
         except TimeoutError:
@@ -581,7 +581,7 @@ class ActionExecutor:
         call = self.spawn(
             request.effect()
             if request.effect is not None
-            else self.home.call(
+            else self.home.async_call(
                 action, action_id, request.parent_context_id, request.user_id
             ),
             f"gemma_edge action {action_id}",

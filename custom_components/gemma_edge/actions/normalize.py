@@ -8,7 +8,7 @@ increment -> set_value, select_next -> select_option, increase_speed -> set_perc
 
 from __future__ import annotations
 
-from .model import EntityState, ServiceAction
+from .records import EntityState, ServiceAction
 
 
 class NormalizeError(ValueError):

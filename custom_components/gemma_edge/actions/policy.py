@@ -9,7 +9,7 @@ from dataclasses import replace
 import enum
 from typing import Any
 
-from .model import ActionKind, EntityState, ServiceAction
+from .records import ActionKind, EntityState, ServiceAction
 
 # Services that act every time they run (DESIGN.md "one-shot actions").
 ONE_SHOT_SERVICES = frozenset(

@@ -20,8 +20,8 @@ from homeassistant.core import (
 from homeassistant.helpers.event import async_track_state_change_event
 from homeassistant.util.ulid import ulid_now
 
-from .actions.model import EntityState, ServiceAction
 from .actions.policy import expected_state_holds
+from .actions.records import EntityState, ServiceAction
 
 
 class HassHome:
@@ -46,7 +46,7 @@ class HassHome:
         """Return a fresh ULID (the service call's context id)."""
         return ulid_now()
 
-    async def call(
+    async def async_call(
         self,
         action: ServiceAction,
         action_id: str,
