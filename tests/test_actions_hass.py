@@ -301,3 +301,27 @@ async def test_ask_from_an_automation_with_a_fixed_conversation_acts_each_run(ha
         result = await run(hass, entry, "evening: kitchen light on", "HassTurnOn", {"name": "Kitchen Light"}, "automation-1")
         assert statuses(result) == ["executed"], run_number
         assert hass.states.get("light.kitchen_light").state == "on"
+
+
+async def test_activity_sentences_follow_home_assistant_s_language(hass: HomeAssistant, home) -> None:  # noqa: ANN001
+    """Logbook, calendar and the "Last action" state are written from the integration's
+    translations in Home Assistant's language, and follow it when the user changes it."""
+    from custom_components.gemma_edge import logbook as gemma_logbook  # noqa: PLC0415
+    from homeassistant.helpers import entity_registry as er  # noqa: PLC0415
+
+    entry, events = home
+    registry = er.async_get(hass)
+    last_action = registry.async_get_entity_id("sensor", "gemma_edge", f"{entry.entry_id}_last_action")
+    assert last_action is not None
+    await run(hass, entry, "Turn on the kitchen light", "HassTurnOn", {"name": "Kitchen Light"})
+    assert hass.states.get(last_action).state == "turned on Kitchen Light (asked in Assist)"
+
+    await hass.config.async_update(language="de")
+    await hass.async_block_till_done()
+    await run(hass, entry, "Mach das Küchenlicht aus", "HassTurnOff", {"name": "Kitchen Light"})
+    assert hass.states.get(last_action).state == "hat Kitchen Light ausgeschaltet (in Assist gefragt)"
+    descriptions = {}
+    gemma_logbook.async_describe_events(hass, lambda domain, event_type, describe: descriptions.update({event_type: describe}))
+    assert descriptions["gemma_edge_action"](events[-1])["message"] == "hat Kitchen Light ausgeschaltet (in Assist gefragt)"
+    # the earlier action is described in the new language too: sentences are made when read
+    assert descriptions["gemma_edge_action"](events[0])["message"] == "hat Kitchen Light eingeschaltet (in Assist gefragt)"

@@ -19,7 +19,7 @@ from homeassistant.helpers import config_validation as cv
 from homeassistant.helpers.event import async_track_time_interval
 from homeassistant.helpers.typing import ConfigType
 
-from .action_events import announce_outcome
+from .action_events import announce_outcome, async_follow_language, async_load_phrases
 from .actions.executor import ActionExecutor
 from .actions.ledger import ActionLedger, LedgerError
 from .camera_vision import CameraVision
@@ -88,8 +88,10 @@ type GemmaConfigEntry = ConfigEntry[GemmaRuntimeData]
 
 
 async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
-    """Register the services; entries are created in the UI."""
+    """Register the actions and load the sentences about actions."""
     async_register_services(hass)
+    await async_load_phrases(hass)
+    async_follow_language(hass)
     return True
 
 

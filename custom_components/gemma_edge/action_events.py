@@ -1,21 +1,62 @@
 """What the agent did, told to Home Assistant.
 
-The gemma_edge_action event and a dispatcher signal.
+The gemma_edge_action event, a dispatcher signal for the dashboards' entities, and
+sentences about actions in Home Assistant's language (the ``common`` translations).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from homeassistant.config_entries import ConfigEntry
-from homeassistant.core import Context, HomeAssistant, callback
+from homeassistant.const import EVENT_CORE_CONFIG_UPDATE
+from homeassistant.core import Context, Event, HomeAssistant, callback
 from homeassistant.helpers.dispatcher import async_dispatcher_send
+from homeassistant.helpers.translation import async_get_translations
+from homeassistant.util.hass_dict import HassKey
 
 from .actions.describe import describe_action
 from .actions.executor import ActionOutcome
 from .const import CONF_KEEP_WORDS, DEFAULT_KEEP_WORDS, DOMAIN
 
 EVENT_ACTION = f"{DOMAIN}_action"
+# The ``common`` translations in Home Assistant's language, prefix removed.
+_PHRASES: HassKey[dict[str, str]] = HassKey(f"{DOMAIN}_phrases")
+
+
+async def async_load_phrases(hass: HomeAssistant) -> None:
+    """Load the sentences about actions in Home Assistant's language.
+
+    English fills what a language lacks. Loaded again when the language changes.
+    """
+    prefix = f"component.{DOMAIN}.common."
+    translations = await async_get_translations(
+        hass, hass.config.language, "common", [DOMAIN]
+    )
+    hass.data[_PHRASES] = {
+        key.removeprefix(prefix): text
+        for key, text in translations.items()
+        if key.startswith(prefix)
+    }
+
+
+def _phrases(hass: HomeAssistant) -> dict[str, str]:
+    return hass.data[_PHRASES]
+
+
+@callback
+def async_follow_language(hass: HomeAssistant) -> None:
+    """Load the sentences again whenever Home Assistant's language changes."""
+    language = hass.config.language
+
+    async def reload(_event: Event) -> None:
+        nonlocal language
+        if hass.config.language != language:
+            language = hass.config.language
+            await async_load_phrases(hass)
+
+    hass.bus.async_listen(EVENT_CORE_CONFIG_UPDATE, reload)
 
 
 def signal_action(entry_id: str) -> str:
@@ -88,4 +129,19 @@ def outcome_sentence(hass: HomeAssistant, outcome: ActionOutcome) -> str:
         outcome.status.value,
         outcome.message,
         outcome.source,
+        _phrases(hass),
+    )
+
+
+@callback
+def event_sentence(hass: HomeAssistant, data: Mapping[str, Any]) -> str:
+    """Describe a gemma_edge_action event's action in one sentence (the logbook)."""
+    entity_ids = data.get("entity_ids") or []
+    return describe_action(
+        data.get("service", ""),
+        friendly_name(hass, entity_ids[0]) if entity_ids else "",
+        data.get("status", ""),
+        data.get("message", ""),
+        data.get("source", ""),
+        _phrases(hass),
     )

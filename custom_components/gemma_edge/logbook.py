@@ -12,8 +12,7 @@ from homeassistant.components.logbook import (
 )
 from homeassistant.core import Event, HomeAssistant, callback
 
-from .action_events import EVENT_ACTION, friendly_name
-from .actions.describe import describe_action
+from .action_events import EVENT_ACTION, event_sentence
 from .const import DOMAIN
 
 
@@ -29,18 +28,10 @@ def async_describe_events(
 
     @callback
     def describe(event: Event) -> dict[str, Any]:
-        data = event.data
-        entity_ids = data.get("entity_ids") or []
-        target = friendly_name(hass, entity_ids[0]) if entity_ids else ""
+        entity_ids = event.data.get("entity_ids") or []
         entry = {
             LOGBOOK_ENTRY_NAME: "Gemma",
-            LOGBOOK_ENTRY_MESSAGE: describe_action(
-                data.get("service", ""),
-                target,
-                data.get("status", ""),
-                data.get("message", ""),
-                data.get("source", ""),
-            ),
+            LOGBOOK_ENTRY_MESSAGE: event_sentence(hass, event.data),
         }
         if entity_ids:
             entry[LOGBOOK_ENTRY_ENTITY_ID] = entity_ids[0]

@@ -2,9 +2,47 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-# service -> (infinitive, past tense)
+
+def describe_action(
+    service: str,
+    target: str,
+    status: str,
+    message: str,
+    source: str,
+    phrases: Mapping[str, str],
+) -> str:
+    """Describe what was done with an action, for the logbook and the dashboards.
+
+    E.g. "turned on Kitchen Light (asked in Assist)"; ``target`` is a friendly name.
+    ``phrases`` are the integration's ``common`` translations in the user's language
+    (strings.json): ``do_<service>``/``done_<service>`` phrases with the target in
+    them, ``action_<status>`` sentences made of them, ``source_<source>`` notes.
+    """
+    domain, _, name = service.partition(".")
+    if domain == "tool":
+        kind, target = "tool", name
+    elif f"do_{name}" in phrases and f"done_{name}" in phrases:
+        kind = name
+    else:
+        kind = "other"
+    fields = {"target": target, "service": name.replace("_", " ")}
+    action = phrases[f"do_{kind}"].format(**fields)
+    done = phrases[f"done_{kind}"].format(**fields)
+    template = phrases.get(f"action_{status}", phrases["action_other"])
+    sentence = template.format(
+        action=action, done=done, target=target, message=message, status=status
+    )
+    if not source:
+        return sentence
+    note = phrases.get(f"source_{source}", source)
+    return phrases["action_with_source"].format(sentence=sentence, source=note)
+
+
+# --- what the agent says about its actions ----------------------------------------
+# service -> (infinitive, past tense) of the spoken answers (English)
 _VERBS = {
     "turn_on": ("turn on", "turned on"),
     "turn_off": ("turn off", "turned off"),
@@ -38,44 +76,7 @@ _VERBS = {
     "volume_mute": ("mute", "muted"),
     "set_hvac_mode": ("switch", "switched"),
 }
-_SOURCES = {
-    "conversation": "asked in Assist",
-    "ai_task": "for an AI task",
-    "service": "asked by an automation",
-    "cloud": "asked by the cloud",
-}
 
-
-def describe_action(
-    service: str, target: str, status: str, message: str, source: str
-) -> str:
-    """Describe what was done with an action, for the logbook and the dashboards.
-
-    E.g. "turned on Kitchen Light (asked in Assist)"; ``target`` is a friendly name.
-    """
-    domain, _, name = service.partition(".")
-    if domain == "tool":
-        infinitive, past, target = f"run {name}", f"ran {name}", ""
-    else:
-        infinitive, past = _VERBS.get(name, (f"run {name} on", f"ran {name} on"))
-    what = f"{infinitive} {target}".strip()
-    sentence = {
-        "executed": f"{past} {target}".strip(),
-        "unconfirmed": f"{past} {target} (the device has not confirmed yet)".replace(
-            "  ", " "
-        ),
-        "no_op": f"left {target or name} as it was ({message})",
-        "deduplicated": f"ignored a repeated request to {what}",
-        "needs_confirmation": f"asked for confirmation to {what}",
-        "rejected": f"refused to {what}: {message}",
-        "failed": f"could not {what}: {message}",
-        "indeterminate": f"may not have managed to {what} ({message})",
-        "running": f"started to {what}; still running",
-    }.get(status, f"{what}: {status}")
-    return f"{sentence} ({_SOURCES.get(source, source)})" if source else sentence
-
-
-# --- what the agent says about its actions ----------------------------------------
 # service -> the state it leaves an entity in, for "X is already on"
 _RESULT_STATE = {
     "turn_on": "on",
