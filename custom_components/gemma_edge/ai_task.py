@@ -20,9 +20,15 @@ from homeassistant.helpers import llm
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from . import GemmaConfigEntry
-from .const import CONF_MAX_TOKENS, DEFAULT_AI_TASK_MAX_TOKENS, DOMAIN, LOGGER
+from .const import (
+    CONF_MAX_TOKENS,
+    DEFAULT_AI_TASK_MAX_TOKENS,
+    DOMAIN,
+    LOGGER,
+    SUBENTRY_AI_TASK,
+)
 from .engine.images import PreparedImage
-from .entity import GemmaLLMEntity, Turn
+from .entity import GemmaLLMEntity, Turn, add_subentry_entities
 
 CAMERA_MEDIA_PREFIX = "media-source://camera/"
 
@@ -33,12 +39,9 @@ async def async_setup_entry(
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
     """Add one AI Task entity per ai_task_data subentry."""
-    for subentry in entry.subentries.values():
-        if subentry.subentry_type == "ai_task_data":
-            async_add_entities(
-                [GemmaAITaskEntity(entry, subentry)],
-                config_subentry_id=subentry.subentry_id,
-            )
+    add_subentry_entities(
+        entry, async_add_entities, SUBENTRY_AI_TASK, GemmaAITaskEntity
+    )
 
 
 def _failed(key: str, **placeholders: str) -> HomeAssistantError:

@@ -45,6 +45,9 @@ from .const import (
     PRESETS,
     SOURCE_LOCAL,
     SOURCE_SERVER,
+    SUBENTRY_AI_TASK,
+    SUBENTRY_CONVERSATION,
+    SUBENTRY_STT,
     ModelPreset,
 )
 from .engine.download import (
@@ -65,9 +68,6 @@ from .options_flow import ENGINE_DEFAULTS, GemmaEdgeOptionsFlow
 from .subentry_flow import (
     AI_TASK_DEFAULTS,
     CONVERSATION_DEFAULTS,
-    SUBENTRY_AI_TASK,
-    SUBENTRY_CONVERSATION,
-    SUBENTRY_STT,
     ModelSubentryFlow,
     SpeechSubentryFlow,
 )

@@ -106,3 +106,8 @@ PRESETS: Final = {
         mmproj_filename="mmproj-gemma-4-E2B-it-Q8_0.gguf",
     ),
 }
+
+# Subentry types: agents and AI Tasks run on the entry's model; speech-to-text.
+SUBENTRY_CONVERSATION: Final = "conversation"
+SUBENTRY_AI_TASK: Final = "ai_task_data"
+SUBENTRY_STT: Final = "stt"

@@ -22,9 +22,9 @@ from homeassistant.util.ulid import ulid_now
 
 from . import GemmaConfigEntry
 from .actions.executor import ActionOutcome
-from .const import CONF_PROMPT, DOMAIN, LOGGER
+from .const import CONF_PROMPT, DOMAIN, LOGGER, SUBENTRY_CONVERSATION
 from .engine.images import PreparedImage
-from .entity import GemmaLLMEntity, Turn, chat_log_messages
+from .entity import GemmaLLMEntity, Turn, add_subentry_entities, chat_log_messages
 
 # Priming waits this long after the last change of entities, areas or exposure.
 PRIME_COOLDOWN_S = 30.0
@@ -36,12 +36,9 @@ async def async_setup_entry(
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
     """Add one conversation entity per conversation subentry."""
-    for subentry in entry.subentries.values():
-        if subentry.subentry_type == "conversation":
-            async_add_entities(
-                [GemmaConversationEntity(entry, subentry)],
-                config_subentry_id=subentry.subentry_id,
-            )
+    add_subentry_entities(
+        entry, async_add_entities, SUBENTRY_CONVERSATION, GemmaConversationEntity
+    )
 
 
 class GemmaConversationEntity(

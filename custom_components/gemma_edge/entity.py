@@ -7,7 +7,7 @@ tool calls run through the idempotent executor (``ToolRunner``), the turn's imag
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,8 +15,9 @@ from homeassistant.components import conversation
 from homeassistant.config_entries import ConfigSubentry
 from homeassistant.core import Context
 from homeassistant.exceptions import HomeAssistantError
-from homeassistant.helpers import device_registry as dr, issue_registry as ir, llm
+from homeassistant.helpers import device_registry as dr, llm
 from homeassistant.helpers.entity import Entity
+from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from . import GemmaConfigEntry
 from .actions.executor import ActionOutcome
@@ -51,18 +52,14 @@ from .engine.local_engine import (
     TextDelta,
     ToolCallsReady,
 )
-from .engine.prompt_budget import fit_system_prompt, without_device_lines
 from .engine.step_plan import step_tool_choice, with_images, with_structure_hint
 from .engine.tool_calls import ToolCall, ToolCallSyntaxError
 from .engine.worker import PRIORITY_USER
 from .intent_targets import says_all
-from .repairs import ISSUE_PROMPT_TOO_LARGE, raise_issue
+from .prompt_fitting import PromptFitter
 from .tool_runner import ToolRunner
 from .tools import tool_specs
 
-# Context kept free for the conversation itself (history, the user's words, tool
-# results).
-CONVERSATION_ROOM_TOKENS = 512
 # A step that must call tools gets at least this many tokens: the answer limit is for
 # speech, and a call cut off by it is lost.
 TOOL_STEP_MIN_TOKENS = 192
@@ -119,6 +116,21 @@ class GemmaEngineEntity(Entity):
         self._attr_translation_key = key
         self._attr_unique_id = f"{entry.entry_id}_{key}"
         self._attr_device_info = engine_device_info(entry)
+
+
+def add_subentry_entities(
+    entry: GemmaConfigEntry,
+    async_add_entities: AddConfigEntryEntitiesCallback,
+    subentry_type: str,
+    entity_class: Callable[[GemmaConfigEntry, ConfigSubentry], Entity],
+) -> None:
+    """Add one entity of ``entity_class`` per subentry of ``subentry_type``."""
+    for subentry in entry.subentries.values():
+        if subentry.subentry_type == subentry_type:
+            async_add_entities(
+                [entity_class(entry, subentry)],
+                config_subentry_id=subentry.subentry_id,
+            )
 
 
 def chat_log_messages(
@@ -214,7 +226,7 @@ class GemmaLLMEntity(Entity):
         self.subentry = subentry
         self._attr_unique_id = subentry.subentry_id
         self._attr_device_info = model_service_device_info(entry, subentry)
-        self._fitted: dict[str, str] = {}
+        self._prompt_fitter = PromptFitter(entry, subentry)
 
     @property
     def _engine(self) -> LocalEngine:
@@ -296,6 +308,17 @@ class GemmaLLMEntity(Entity):
             priority=(
                 PRIORITY_USER if turn.source == "conversation" else PRIORITY_AUTOMATION
             ),
+        )
+
+    async def _async_fit_prompt(
+        self, messages: list[Message], tools: list[ToolSpec]
+    ) -> list[Message]:
+        """Return the messages with the system prompt fitted to the context."""
+        max_tokens = int(
+            self.subentry.data.get(CONF_MAX_TOKENS, self._default_max_tokens)
+        )
+        return await self._prompt_fitter.async_fit(
+            self.hass, messages, tools, max_tokens
         )
 
     async def _async_steps(
@@ -442,77 +465,6 @@ class GemmaLLMEntity(Entity):
                 "tool_name": call.tool_name,
                 "tool_result": result,
             }
-
-    async def _async_fit_prompt(
-        self, messages: list[Message], tools: list[ToolSpec]
-    ) -> list[Message]:
-        """Return the messages with the system prompt fitted to the context.
-
-        Decided once per distinct system prompt. The lines that depend on the asking
-        device leave the system prompt (one cached prefix for every satellite); the area
-        line goes in front of every user message.
-        """
-        if not messages or messages[0]["role"] != "system":
-            return messages
-        text, area_line = without_device_lines(str(messages[0]["content"]))
-        if (fitted := self._fitted.get(text)) is None:
-            fitted = await self._async_fit_system(text, tools)
-            self._fitted = {text: fitted}  # only the current prompt is worth keeping
-        out = [{**messages[0], "content": fitted}, *messages[1:]]
-        if area_line:  # on every user turn, so later turns render earlier ones the same
-            out = [
-                {**m, "content": f"({area_line})\n{m['content']}"}
-                if m["role"] == "user"
-                else m
-                for m in out
-            ]
-        return out
-
-    async def _async_fit_system(self, text: str, tools: list[ToolSpec]) -> str:
-        """Fit the system prompt; a Repairs issue gives the figures when it changed."""
-        engine = self._engine
-        max_tokens = int(
-            self.subentry.data.get(CONF_MAX_TOKENS, self._default_max_tokens)
-        )
-        budget = engine.n_ctx - max_tokens - CONVERSATION_ROOM_TOKENS
-        if budget <= 0:  # the answer alone does not fit: a context overflow per turn
-            return text
-
-        async def count(prompt: str) -> int:
-            return await engine.async_count_tokens(
-                [{"role": "system", "content": prompt}], tools
-            )
-
-        fitted = await fit_system_prompt(text, budget, count)
-        issue_key = f"{self.entry.entry_id}_{self.subentry.subentry_id}"
-        if fitted.mode is None:
-            ir.async_delete_issue(
-                self.hass, DOMAIN, f"{ISSUE_PROMPT_TOO_LARGE}_{issue_key}"
-            )
-            return fitted.text
-        LOGGER.warning(
-            "%s: the prompt needs %d tokens (%d with a compact device list), %d fit; "
-            "using: %s",
-            self.entity_id,
-            fitted.needed,
-            fitted.compact,
-            budget,
-            fitted.mode,
-        )
-        raise_issue(
-            self.hass,
-            ISSUE_PROMPT_TOO_LARGE,
-            issue_key,
-            ir.IssueSeverity.WARNING,
-            agent=self.subentry.title,
-            needed=str(fitted.needed),
-            compact=str(fitted.compact),
-            budget=str(budget),
-            context=str(engine.n_ctx),
-            entities=str(fitted.entities),
-            mode=fitted.mode,
-        )
-        return fitted.text
 
 
 def _system_text(messages: list[Message]) -> str:

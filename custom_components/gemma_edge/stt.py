@@ -21,6 +21,7 @@ from .const import (
     CONF_STT_MODEL,
     CONF_STT_VAD,
     LOGGER,
+    SUBENTRY_STT,
 )
 from .engine.speech import (
     BYTES_PER_SECOND,
@@ -54,7 +55,9 @@ async def async_setup_entry(
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
     """Set up the speech-to-text entities of the entry's stt subentries."""
-    subentries = [s for s in entry.subentries.values() if s.subentry_type == "stt"]
+    subentries = [
+        s for s in entry.subentries.values() if s.subentry_type == SUBENTRY_STT
+    ]
     if not subentries:
         return
     # Installed only when speech is wanted: CTranslate2 has no wheels for every platform

@@ -53,15 +53,13 @@ from .const import (
     DEFAULT_TOOL_CHOICE,
     LOGGER,
     SENSITIVE_CHOICES,
+    SUBENTRY_AI_TASK,
+    SUBENTRY_CONVERSATION,
     TOOL_CHOICES,
 )
 from .engine.download import download_files, resolve_remote_file
 from .flow_download import FlowDownload, default_download_dir
 from .speech_runtime import async_faster_whisper_problem
-
-SUBENTRY_CONVERSATION = "conversation"
-SUBENTRY_AI_TASK = "ai_task_data"
-SUBENTRY_STT = "stt"
 
 AI_TASK_DEFAULTS: dict[str, Any] = {
     CONF_TEMPERATURE: DEFAULT_TEMPERATURE,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import yaml
 
@@ -189,3 +190,18 @@ def without_device_lines(text: str) -> tuple[str, str]:
         elif line not in _DEVICE_LINES:
             kept.append(line)
     return "\n".join(kept), area
+
+
+def with_area_line(
+    messages: list[dict[str, Any]], area_line: str
+) -> list[dict[str, Any]]:
+    """Put the asking device's area line in front of every user message.
+
+    On every user turn, so that the next turn renders the earlier ones the same.
+    """
+    if not area_line:
+        return messages
+    return [
+        {**m, "content": f"({area_line})\n{m['content']}"} if m["role"] == "user" else m
+        for m in messages
+    ]
