@@ -170,7 +170,10 @@ async def test_preset_without_projector_on_hub(
     with serve_fake_hub(FakeHub({_hub_key(): HubFile(smollm2_path)})) as hub:
         result = await _start_preset(hass, hub, tmp_path / "models", monkeypatch, vision=True)
     assert result["errors"] == {"base": "cannot_reach_hub"}
-    assert [m for m, _, _ in hub.requests] == ["HEAD", "HEAD"]
+    # only the files' metadata was asked for (huggingface_hub may also ask the hub for
+    # its own API once per process)
+    files = [method for method, path, _ in hub.requests if "/resolve/" in path]
+    assert files == ["HEAD", "HEAD"], hub.requests
 
 
 async def test_options_flow_reloads_engine(hass: HomeAssistant, smollm2_path: Path) -> None:
@@ -215,6 +218,16 @@ async def test_conversation_subentry_create_and_reconfigure(hass: HomeAssistant,
     assert entry.runtime_data.engine is engine
     assert entry.subentries[subentry.subentry_id].data[CONF_PROMPT] == "Be very brief."
     assert CONF_LLM_HASS_API not in entry.subentries[subentry.subentry_id].data
+    # reconfiguring again shows no API chosen: an agent without home control keeps none
+    result = await hass.config_entries.subentries.async_init(
+        (entry.entry_id, "conversation"), context={"source": "reconfigure", "subentry_id": subentry.subentry_id}
+    )
+    suggested = {
+        str(key): key.description["suggested_value"]
+        for key in result["data_schema"].schema
+        if key.description and "suggested_value" in key.description
+    }
+    assert suggested[CONF_LLM_HASS_API] == []
     await hass.config_entries.async_unload(entry.entry_id)
 
 
@@ -267,3 +280,16 @@ async def test_unexpected_error_is_an_unknown_form_error(
     result = await _local_step(hass, {CONF_MODEL_PATH: str(smollm2_path)})
     assert result["type"] is FlowResultType.FORM and result["errors"] == {"base": "unknown"}
     assert "disk controller on fire" in caplog.text and "Traceback" in caplog.text
+
+
+def test_speech_downloads_next_to_the_model_or_in_the_default_folder(hass: HomeAssistant, tmp_path: Path) -> None:
+    """A server entry has no model file: speech models go to the default download folder."""
+    from pytest_homeassistant_custom_component.common import MockConfigEntry  # noqa: PLC0415
+
+    from custom_components.gemma_edge.flow_download import default_download_dir  # noqa: PLC0415
+    from custom_components.gemma_edge.subentry_flow import speech_download_dir  # noqa: PLC0415
+
+    local = MockConfigEntry(domain=DOMAIN, data={CONF_MODEL_PATH: str(tmp_path / "model.gguf")})
+    assert speech_download_dir(hass, local) == tmp_path
+    server = MockConfigEntry(domain=DOMAIN, data={"model_source": "server", "server_url": "http://127.0.0.1:1"})
+    assert speech_download_dir(hass, server) == Path(default_download_dir(hass))

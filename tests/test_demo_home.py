@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from custom_components.gemma_edge.const import CONF_TOOL_CHOICE
-from custom_components.gemma_edge.entity import UNUSABLE_ANSWER
+from custom_components.gemma_edge.actions.describe import spoken_unusable
 from homeassistant.components import conversation
 from homeassistant.core import Context, Event, HomeAssistant, callback
 from homeassistant.helpers import device_registry as dr, intent
@@ -351,7 +351,7 @@ async def test_a_model_going_round_in_circles_still_answers(hass: HomeAssistant,
     with an answer."""
     _entry, model, calls = agent
     model.script(*[call("GetLiveContext")] * 6)
-    assert await ask(hass, "Open the garage door") == UNUSABLE_ANSWER
+    assert await ask(hass, "Open the garage door") == spoken_unusable("en")
     assert len(model.requests) == 2 and calls == []
 
 

@@ -51,3 +51,9 @@ def _placeholders(text: str) -> list[str]:
     import string  # noqa: PLC0415
 
     return [name for _, name, _, _ in string.Formatter().parse(text) if name]
+
+
+def test_without_translations_the_facts_remain() -> None:
+    assert describe_action("light.turn_on", "Lamp", "executed", "done", "conversation", {}) == (
+        "turn on Lamp: executed (conversation)"
+    )

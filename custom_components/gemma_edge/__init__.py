@@ -208,7 +208,11 @@ async def _async_local_settings(
             error=str(err),
             title=entry.title,
         )
-        raise ConfigEntryError(f"model file unusable: {err}") from err
+        raise ConfigEntryError(
+            translation_domain=DOMAIN,
+            translation_key="model_unusable",
+            translation_placeholders={"error": str(err)},
+        ) from err
     try:
         await hass.async_add_executor_job(check_memory_for, info.size_bytes)
     except PreflightError as err:
@@ -219,7 +223,11 @@ async def _async_local_settings(
             error=str(err),
             title=entry.title,
         )
-        raise ConfigEntryNotReady(str(err)) from err
+        raise ConfigEntryNotReady(
+            translation_domain=DOMAIN,
+            translation_key="not_enough_memory",
+            translation_placeholders={"error": str(err)},
+        ) from err
     clear_issues(hass, entry.entry_id)
     settings = replace(settings, cpu_variant=checked_cpu_variant(hass))
     return await _async_check_projector(hass, entry, settings, info.size_bytes)
@@ -234,11 +242,19 @@ async def _async_load_engine(
         await engine.async_load()
     except ServerUnavailableError as err:
         await engine.async_unload()
-        raise ConfigEntryNotReady(str(err)) from err  # the server may still be starting
+        raise ConfigEntryNotReady(  # the server may still be starting
+            translation_domain=DOMAIN,
+            translation_key="server_unavailable",
+            translation_placeholders={"error": str(err)},
+        ) from err
     except ServerAuthError as err:
         await engine.async_unload()
         # Home Assistant asks for the new key
-        raise ConfigEntryAuthFailed(str(err)) from err
+        raise ConfigEntryAuthFailed(
+            translation_domain=DOMAIN,
+            translation_key="server_auth_failed",
+            translation_placeholders={"error": str(err)},
+        ) from err
     except EngineError as err:
         await engine.async_unload()
         where = settings.server_url or settings.model_path
@@ -250,7 +266,11 @@ async def _async_load_engine(
             error=str(err),
             title=entry.title,
         )
-        raise ConfigEntryError(str(err)) from err
+        raise ConfigEntryError(
+            translation_domain=DOMAIN,
+            translation_key="model_unusable",
+            translation_placeholders={"error": str(err)},
+        ) from err
     except BaseException:
         await engine.async_unload()
         raise

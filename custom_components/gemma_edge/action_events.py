@@ -42,7 +42,14 @@ async def async_load_phrases(hass: HomeAssistant) -> None:
 
 
 def _phrases(hass: HomeAssistant) -> dict[str, str]:
-    return hass.data[_PHRASES]
+    # Loaded by the integration's setup; empty before (describe_action copes).
+    return hass.data.get(_PHRASES, {})
+
+
+def asked_note(hass: HomeAssistant, words: str) -> str:
+    """Return the note of what the user said, for a calendar event's description."""
+    template = _phrases(hass).get("calendar_asked", "{words}")
+    return template.format(words=words)
 
 
 @callback

@@ -14,7 +14,7 @@ import voluptuous as vol
 from voluptuous_openapi import convert
 
 from homeassistant.components import ai_task, conversation
-from homeassistant.core import HomeAssistant
+from homeassistant.core import Context, HomeAssistant
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import llm
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
@@ -74,10 +74,14 @@ class GemmaAITaskEntity(ai_task.AITaskEntity, GemmaLLMEntity):
     ) -> ai_task.GenDataTaskResult:
         """Generate the task's text, or its structured data."""
         schema = structure_schema(task.structure) if task.structure else None
+        # The caller's context (user, parent) reaches the actions of a task with tools.
+        api = chat_log.llm_api
+        context = api.llm_context.context if api and api.llm_context.context else None
         turn = Turn(
             text=task.instructions,
             language=self.hass.config.language,
             source="ai_task",
+            context=context or Context(),
             images=await self._async_images(task.attachments or []),
             structure=schema,
             spoken=False,

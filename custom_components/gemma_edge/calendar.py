@@ -14,7 +14,7 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.util import dt as dt_util
 
 from . import GemmaConfigEntry
-from .action_events import keeps_words, outcome_sentence, signal_action
+from .action_events import asked_note, keeps_words, outcome_sentence, signal_action
 from .actions.executor import ActionOutcome
 from .entity import GemmaEngineEntity
 
@@ -68,7 +68,7 @@ class AgentActivityCalendar(GemmaEngineEntity, CalendarEntity):
             start=start,
             end=start + EVENT_LENGTH,
             summary=outcome_sentence(self.hass, outcome),
-            description=f"Asked: {outcome.reason}"
+            description=asked_note(self.hass, outcome.reason)
             if outcome.reason and keeps_words(self._entry)
             else None,
             uid=outcome.key,

@@ -118,7 +118,6 @@ class CameraVision:
         except (HomeAssistantError, OSError, aiohttp.ClientError) as err:
             # No such camera, no image in time, or the camera's own error (a camera
             # platform raises HomeAssistantError, or its connection's error).
-            LOGGER.warning("No snapshot from %s: %s", entity_id, err)
             raise _error(
                 VisionInputError,
                 "camera_unavailable",
@@ -154,7 +153,6 @@ class CameraVision:
         try:
             image = await self.hass.async_add_executor_job(prepare)
         except (ImageError, OSError) as err:
-            LOGGER.warning("Unusable image from %s: %s", source, err)
             raise _error(
                 VisionInputError, "image_unreadable", source=source, error=str(err)
             ) from err

@@ -20,7 +20,9 @@ from homeassistant.helpers.entity import Entity
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from . import GemmaConfigEntry
+from .actions.describe import spoken_unusable
 from .actions.executor import ActionOutcome
+from .actions.intents import says_all
 from .actions.policy import SensitivePolicy
 from .const import (
     CONF_MAX_HISTORY,
@@ -55,7 +57,6 @@ from .engine.local_engine import (
 from .engine.step_plan import step_tool_choice, with_images, with_structure_hint
 from .engine.tool_calls import ToolCall, ToolCallSyntaxError
 from .engine.worker import PRIORITY_USER
-from .intent_targets import says_all
 from .prompt_fitting import PromptFitter
 from .tool_runner import ToolRunner
 from .tools import tool_specs
@@ -63,10 +64,6 @@ from .tools import tool_specs
 # A step that must call tools gets at least this many tokens: the answer limit is for
 # speech, and a call cut off by it is lost.
 TOOL_STEP_MIN_TOKENS = 192
-# Said when the model's answer is unusable and no action explains the turn.
-UNUSABLE_ANSWER = (
-    "Sorry, I could not work out an answer to that. Could you say it differently?"
-)
 
 
 def engine_device_info(entry: GemmaConfigEntry) -> dr.DeviceInfo:
@@ -258,6 +255,7 @@ class GemmaLLMEntity(Entity):
         try:
             stats = await self._async_steps(chat_log, turn, runner, tools)
         except (EngineError, ToolCallSyntaxError) as err:
+            LOGGER.debug("%s: the turn failed: %s", self.entity_id, err)
             raise turn_error(err) from err
         finally:
             if runner is not None:
@@ -477,4 +475,4 @@ def _final_words(runner: ToolRunner | None, language: str) -> str:
     """Return the answer when the model gave none: what the turn did, or "sorry"."""
     if runner is not None and (runner.outcomes or runner.notes):
         return runner.spoken(language)
-    return UNUSABLE_ANSWER
+    return spoken_unusable(language)

@@ -99,4 +99,8 @@ class FlowDownload[ResultT]:
             LOGGER.error("Download of %s failed: %s", model, err)
             self.error = download_error_reason(err)
             return flow.async_show_progress_done(next_step_id="download_failed")
+        except Exception:
+            LOGGER.exception("Unexpected error while downloading %s", model)
+            self.error = "unknown"
+            return flow.async_show_progress_done(next_step_id="download_failed")
         return flow.async_show_progress_done(next_step_id="download_done")

@@ -28,64 +28,16 @@ from homeassistant.core import Context, HomeAssistant, State
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import area_registry as ar, device_registry as dr, intent
 
+from .actions.intents import (
+    SEARCH_AND_PLAY,
+    TARGET_ARGUMENTS,
+    device_kinds,
+    distinctive_words,
+    is_pressed,
+    own_service,
+    says_all,
+)
 from .actions.records import ServiceAction
-
-# Intents that act on no entity (timers, lists, broadcasts): one-shot actions passed to
-# Home Assistant's handler. Their "name" is a timer's or a list's name, not a device's.
-ONE_SHOT_INTENTS = frozenset(
-    {
-        "HassStartTimer",
-        "HassCancelTimer",
-        "HassCancelAllTimers",
-        "HassIncreaseTimer",
-        "HassDecreaseTimer",
-        "HassPauseTimer",
-        "HassUnpauseTimer",
-        "HassBroadcast",
-        "HassListAddItem",
-        "HassListCompleteItem",
-        "HassShoppingListAddItem",
-        "HassShoppingListCompleteItem",
-    }
-)
-# Intents whose ``name`` argument is not an entity's name.
-FREE_NAME_INTENTS = frozenset(
-    {
-        "HassStartTimer",
-        "HassCancelTimer",
-        "HassIncreaseTimer",
-        "HassDecreaseTimer",
-        "HassPauseTimer",
-        "HassUnpauseTimer",
-    }
-)
-# Resolved to a single media player, then run by Home Assistant's
-# handler as a one-shot action.
-SEARCH_AND_PLAY = "HassMediaSearchAndPlay"
-TARGET_ARGUMENTS = ("name", "area", "floor")
-
-# "All" in the languages Assist users speak most; a targetless call acts
-# on every match only then.
-_ALL_WORDS = re.compile(
-    r"\b(all|every|everything|everywhere|alle|alles|überall|tous|toutes|tout|partout|todos|todas|todo|"
-    r"tutti|tutte|tutto|allemaal|overal|wszystkie|wszystko|todas|všechny|alla|allt|kaikki)\b",
-    re.IGNORECASE,
-)
-_ON = {
-    "cover": "open_cover",
-    "valve": "open_valve",
-    "lock": "lock",
-    "vacuum": "start",
-    "lawn_mower": "start_mowing",
-}
-_OFF = {
-    "cover": "close_cover",
-    "valve": "close_valve",
-    "lock": "unlock",
-    "vacuum": "return_to_base",
-    "lawn_mower": "dock",
-}
-_PRESS = ("button", "input_button")
 
 
 class TargetError(HomeAssistantError):
@@ -227,90 +179,6 @@ def _handler_domains(handler: intent.DynamicServiceIntentHandler) -> set[str] | 
     return set(domains) if domains else None
 
 
-def says_all(text: str) -> bool:
-    """Return whether the user's words ask for every matching device.
-
-    E.g. "all the lights".
-    """
-    return bool(_ALL_WORDS.search(text))
-
-
-# Words that name a kind of device, not a device: they do not show
-# which device the user meant.
-_GENERIC_WORDS = frozenset(
-    [
-        "the",
-        "and",
-        "all",
-        "light",
-        "lights",
-        "lamp",
-        "lamps",
-        "fan",
-        "fans",
-        "window",
-        "windows",
-        "door",
-        "doors",
-        "switch",
-        "switches",
-        "speaker",
-        "speakers",
-        "player",
-        "players",
-        "cover",
-        "covers",
-        "blind",
-        "blinds",
-        "shade",
-        "shades",
-        "tv",
-        "room",
-        "please",
-        "turn",
-        "set",
-        "open",
-        "close",
-    ]
-)
-
-
-def _words(text: str) -> set[str]:
-    return {
-        w
-        for w in re.findall(r"\w+", text.lower())
-        if len(w) >= 3 and w not in _GENERIC_WORDS
-    }
-
-
-# Kinds of device a name or the user's words can mention ("Kitchen
-# Window" is not "kitchen lights").
-_KINDS = {
-    "light": "light",
-    "lights": "light",
-    "lamp": "light",
-    "lamps": "light",
-    "fan": "fan",
-    "fans": "fan",
-    "window": "window",
-    "windows": "window",
-    "door": "door",
-    "doors": "door",
-    "blind": "blind",
-    "blinds": "blind",
-    "shade": "blind",
-    "shades": "blind",
-    "speaker": "speaker",
-    "speakers": "speaker",
-    "tv": "speaker",
-    "player": "speaker",
-}
-
-
-def _kinds(text: str) -> set[str]:
-    return {_KINDS[w] for w in re.findall(r"\w+", text.lower()) if w in _KINDS}
-
-
 class IntentTargets:
     """Resolves one turn's intent calls to per-entity service actions.
 
@@ -335,7 +203,7 @@ class IntentTargets:
         self.strict_names = strict_names
         said = turn_text if said is None else said
         self._said_text = said.lower()
-        self._said = _words(said)
+        self._said = distinctive_words(said)
         self._said_joined = re.sub(r"\W+", "", self._said_text)
 
     def _device_area(self, device_id: str | None) -> tuple[str | None, str | None]:
@@ -498,14 +366,14 @@ class IntentTargets:
         kind the user said.
         """
         joined = re.sub(r"\W+", "", name.lower())
-        words = _words(name)
+        words = distinctive_words(name)
         if not words:  # a name made of kind words only ("Lamp", "TV"): said as it is
             return bool(re.search(rf"\b{re.escape(name.lower())}\b", self._said_text))
         if not (
             words <= self._said or (len(joined) >= 4 and joined in self._said_joined)
         ):
             return False
-        named, said = _kinds(name), _kinds(self._said_text)
+        named, said = device_kinds(name), device_kinds(self._said_text)
         return not (named and said and not named & said)
 
     def area_id_name(self) -> str | None:
@@ -527,18 +395,18 @@ class IntentTargets:
     ) -> ServiceAction:
         domain, service = handler.get_domain_and_service(intent_obj, state)
         if domain == "homeassistant":  # HassTurnOn/Off/Toggle: the entity's own service
-            if state.domain in _PRESS:
+            if is_pressed(state.domain):
                 if service != "turn_on":
                     raise TargetError(
                         f"{state.name} is a button: it can be pressed, not turned off",
                         "not_supported",
                     )
                 return ServiceAction(state.domain, "press", state.entity_id)
-            table = (
-                _ON if service == "turn_on" else _OFF if service == "turn_off" else {}
-            )
             return ServiceAction(
-                state.domain, table.get(state.domain, service), state.entity_id, data
+                state.domain,
+                own_service(state.domain, service),
+                state.entity_id,
+                data,
             )
         return ServiceAction(domain, service, state.entity_id, data)
 

@@ -170,8 +170,16 @@ async def async_llama_cpp_problem(hass: HomeAssistant) -> str | None:
 def _fail(hass: HomeAssistant, error: str, *, retry: bool = False) -> NoReturn:
     raise_issue(hass, ISSUE_LLAMA_CPP, None, error=error)
     if retry:
-        raise ConfigEntryNotReady(f"llama-cpp-python is not installed yet: {error}")
-    raise ConfigEntryError(f"llama-cpp-python is not usable: {error}")
+        raise ConfigEntryNotReady(
+            translation_domain=DOMAIN,
+            translation_key="llama_cpp_not_installed",
+            translation_placeholders={"error": error},
+        )
+    raise ConfigEntryError(
+        translation_domain=DOMAIN,
+        translation_key="llama_cpp_unusable",
+        translation_placeholders={"error": error},
+    )
 
 
 async def _async_pinned(hass: HomeAssistant, version: str) -> str:

@@ -96,6 +96,9 @@ def model_subentry_schema(
     the APIs it may use, its memory, its tool use and its policy for sensitive devices.
     """
     defaults, name = MODEL_SUBENTRIES[subentry_type]
+    # A new subentry starts from the defaults; an existing one keeps what it has (an
+    # agent saved without APIs has no API key and must not get Assist back).
+    chosen_apis = (defaults if is_new else options).get(CONF_LLM_HASS_API, [])
     options = {**defaults, **options}
     fields: dict[vol.Marker, Any] = {}
     if is_new:
@@ -106,7 +109,7 @@ def model_subentry_schema(
             for api in llm.async_get_apis(hass)
         ]
         known = {api["value"] for api in apis}
-        chosen = [api for api in options.get(CONF_LLM_HASS_API, []) if api in known]
+        chosen = [api for api in chosen_apis if api in known]
         fields[
             vol.Optional(
                 CONF_PROMPT, description={"suggested_value": options.get(CONF_PROMPT)}
@@ -206,8 +209,11 @@ def speech_download_dir(hass: HomeAssistant, entry: ConfigEntry) -> Path:
     Next to the LLM (the folder its file was downloaded to, or lies in) when writable;
     else the default download folder. Blocking: checks the disk.
     """
-    folder = Path(entry.data[CONF_MODEL_PATH]).parent
-    return folder if os.access(folder, os.W_OK) else Path(default_download_dir(hass))
+    if model_path := entry.data.get(CONF_MODEL_PATH):  # a server entry has none
+        folder = Path(model_path).parent
+        if os.access(folder, os.W_OK):
+            return folder
+    return Path(default_download_dir(hass))
 
 
 def download_whisper(

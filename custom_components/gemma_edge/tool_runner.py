@@ -26,6 +26,7 @@ from .actions.executor import (
     ActionOutcome,
     ActionRequest,
 )
+from .actions.intents import ONE_SHOT_INTENTS, SEARCH_AND_PLAY
 from .actions.policy import SensitivePolicy
 from .actions.records import ServiceAction
 from .actions.turns import is_affirmation
@@ -33,13 +34,7 @@ from .camera_vision import CameraVision
 from .const import LOGGER
 from .engine.images import PreparedImage
 from .engine.prompt_budget import compact_live_context
-from .intent_targets import (
-    ONE_SHOT_INTENTS,
-    SEARCH_AND_PLAY,
-    IntentTargets,
-    TargetError,
-    is_resolved_intent,
-)
+from .intent_targets import IntentTargets, TargetError, is_resolved_intent
 
 CONFIRM_ARGUMENT = "confirm"
 # Our own read-only tool: a snapshot of an exposed camera, shown to

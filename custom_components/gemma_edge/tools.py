@@ -21,9 +21,10 @@ from homeassistant.helpers import (
     llm,
 )
 
+from .actions.intents import FREE_NAME_INTENTS
 from .camera_vision import exposed_cameras
 from .engine.grammar import ToolSpec
-from .intent_targets import FREE_NAME_INTENTS, intent_domains
+from .intent_targets import intent_domains
 from .tool_runner import CONFIRM_ARGUMENT, LOOK_TOOL, is_action_tool
 
 CONFIRM_SCHEMA = {

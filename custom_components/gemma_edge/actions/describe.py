@@ -29,16 +29,20 @@ def describe_action(
     else:
         kind = "other"
     fields = {"target": target, "service": name.replace("_", " ")}
-    action = phrases[f"do_{kind}"].format(**fields)
-    done = phrases[f"done_{kind}"].format(**fields)
-    template = phrases.get(f"action_{status}", phrases["action_other"])
+    # Without phrases (translations not loaded): the bare facts.
+    action = phrases.get(f"do_{kind}", "{service} {target}").format(**fields)
+    done = phrases.get(f"done_{kind}", "{service} {target}").format(**fields)
+    template = phrases.get(
+        f"action_{status}", phrases.get("action_other", "{action}: {status}")
+    )
     sentence = template.format(
         action=action, done=done, target=target, message=message, status=status
     )
     if not source:
         return sentence
     note = phrases.get(f"source_{source}", source)
-    return phrases["action_with_source"].format(sentence=sentence, source=note)
+    with_source = phrases.get("action_with_source", "{sentence} ({source})")
+    return with_source.format(sentence=sentence, source=note)
 
 
 # --- what the agent says about its actions ----------------------------------------
@@ -123,6 +127,10 @@ _SPOKEN = {
         ),
         "running": "I started to {verb} {name}; it is still running.",
         "nothing": "I did not change anything.",
+        "unusable": (
+            "Sorry, I could not work out an answer to that. "
+            "Could you say it differently?"
+        ),
     },
     "de": {
         "executed": "{Name} {past}.",
@@ -137,6 +145,10 @@ _SPOKEN = {
         ),
         "running": "Ich habe begonnen, {name} zu {verb}; das läuft noch.",
         "nothing": "Ich habe nichts geändert.",
+        "unusable": (
+            "Entschuldigung, darauf habe ich keine Antwort gefunden. "
+            "Kannst du es anders sagen?"
+        ),
     },
 }
 
@@ -225,6 +237,11 @@ def spoken_outcome(
         message=message,
         to=_value(action, data or {}),
     )
+
+
+def spoken_unusable(language: str = "en") -> str:
+    """Return what the agent says when the model's answer was unusable."""
+    return _SPOKEN.get(language.split("-")[0].lower(), _SPOKEN["en"])["unusable"]
 
 
 def spoken_summary(sentences: list[str], language: str = "en") -> str:
