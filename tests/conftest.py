@@ -12,6 +12,7 @@ import pytest
 # Import our package before phcc's testing_config shadows custom_components (see ENVIRONMENT.md).
 import custom_components.gemma_edge  # noqa: F401
 from custom_components.gemma_edge.const import (
+    CONF_INSTANT_COMMANDS,
     CONF_MAX_TOKENS,
     CONF_TEMPERATURE,
     CONF_TOOL_CHOICE,
@@ -101,7 +102,11 @@ async def async_create_local_entry(
     agent_options: dict[str, Any] | None = None,
     mmproj_path: Path | None = None,
 ) -> ConfigEntry:
-    """Create an entry through the real config flow with a local model path, then tune the agent."""
+    """Create an entry through the real config flow with a local model path, then tune the agent.
+
+    The agent answers through the model (instant commands off) unless ``agent_options``
+    turn Home Assistant's sentence matcher on: these tests are about the model's path;
+    tests/test_instant_commands.py covers the matcher's."""
     result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": "user"})
     result = await hass.config_entries.flow.async_configure(result["flow_id"], {"next_step_id": "local"})
     data = {"model_path": str(model_path)}
@@ -112,10 +117,10 @@ async def async_create_local_entry(
     entry = result["result"]
     await hass.async_block_till_done()
     assert entry.state is ConfigEntryState.LOADED
-    if agent_options is not None:
-        subentry = next(iter(entry.subentries.values()))
-        hass.config_entries.async_update_subentry(entry, subentry, data={**subentry.data, **agent_options})
-        await hass.async_block_till_done()
+    options = {CONF_INSTANT_COMMANDS: False, **(agent_options or {})}
+    subentry = next(s for s in entry.subentries.values() if s.subentry_type == "conversation")
+    hass.config_entries.async_update_subentry(entry, subentry, data={**subentry.data, **options})
+    await hass.async_block_till_done()
     return entry
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from custom_components.gemma_edge import llama_runtime
-from custom_components.gemma_edge.const import DOMAIN
+from custom_components.gemma_edge.const import CONF_INSTANT_COMMANDS, DOMAIN
 from custom_components.gemma_edge.engine.host_platform import detect_host
 from custom_components.gemma_edge.engine.preflight import LlamaCppMissingError
 from homeassistant.components import conversation
@@ -61,7 +61,9 @@ async def test_a_server_entry_runs_the_agent_without_llama_cpp_in_home_assistant
         assert hass.config_entries.flow.async_progress() == []
 
         subentry = next(s for s in entry.subentries.values() if s.subentry_type == "conversation")
-        hass.config_entries.async_update_subentry(entry, subentry, data={**subentry.data, **SMALL_MODEL_AGENT})
+        # the model's path (not Home Assistant's sentence matcher): what the server engine does
+        model_path = {**SMALL_MODEL_AGENT, CONF_INSTANT_COMMANDS: False}
+        hass.config_entries.async_update_subentry(entry, subentry, data={**subentry.data, **model_path})
         await hass.async_block_till_done()
         steps = record_steps(entry.runtime_data.engine)
         agent = next(state.entity_id for state in hass.states.async_all("conversation") if state.entity_id != "conversation.home_assistant")

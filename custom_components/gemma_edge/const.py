@@ -53,6 +53,10 @@ CONF_MAX_TOKENS: Final = "max_tokens"
 CONF_MAX_HISTORY: Final = "max_history"
 CONF_TOOL_CHOICE: Final = "tool_choice"
 CONF_SENSITIVE_ACTIONS: Final = "sensitive_actions"
+# Home Assistant's sentence matcher handles the commands it recognises, without the
+# model; the model answers the rest.
+CONF_INSTANT_COMMANDS: Final = "instant_commands"
+DEFAULT_INSTANT_COMMANDS: Final = True
 
 DEFAULT_TEMPERATURE: Final = 0.2
 DEFAULT_MAX_TOKENS: Final = 256

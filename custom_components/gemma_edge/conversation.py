@@ -22,9 +22,23 @@ from homeassistant.util.ulid import ulid_now
 
 from . import GemmaConfigEntry
 from .actions.executor import ActionOutcome
-from .const import CONF_PROMPT, DOMAIN, LOGGER, SUBENTRY_CONVERSATION
+from .const import (
+    CONF_INSTANT_COMMANDS,
+    CONF_PROMPT,
+    DEFAULT_INSTANT_COMMANDS,
+    DOMAIN,
+    LOGGER,
+    SUBENTRY_CONVERSATION,
+)
 from .engine.images import PreparedImage
-from .entity import GemmaLLMEntity, Turn, add_subentry_entities, chat_log_messages
+from .entity import (
+    GemmaLLMEntity,
+    Turn,
+    TurnResult,
+    add_subentry_entities,
+    chat_log_messages,
+)
+from .instant_commands import async_match_command
 
 # Priming waits this long after the last change of entities, areas or exposure.
 PRIME_COOLDOWN_S = 30.0
@@ -125,7 +139,7 @@ class GemmaConversationEntity(
             if (error := await self._async_provide(user_input, chat_log)) is not None:
                 return error, []
             turn = self._turn(user_input, source="service", images=images)
-            result = await self._async_handle_chat_log(chat_log, turn)
+            result = await self._async_answer(user_input, chat_log, turn)
             answer = conversation.async_get_result_from_chat_log(user_input, chat_log)
             return answer, result.outcomes
 
@@ -137,8 +151,28 @@ class GemmaConversationEntity(
         """Answer one Assist turn."""
         if (error := await self._async_provide(user_input, chat_log)) is not None:
             return error
-        await self._async_handle_chat_log(chat_log, self._turn(user_input))
+        await self._async_answer(user_input, chat_log, self._turn(user_input))
         return conversation.async_get_result_from_chat_log(user_input, chat_log)
+
+    async def _async_answer(
+        self,
+        user_input: conversation.ConversationInput,
+        chat_log: conversation.ChatLog,
+        turn: Turn,
+    ) -> TurnResult:
+        """Answer with Home Assistant's sentence matcher when it knows the command.
+
+        Otherwise (or with images, or with the option off) the model answers.
+        """
+        instant = self.subentry.data.get(
+            CONF_INSTANT_COMMANDS, DEFAULT_INSTANT_COMMANDS
+        )
+        if instant and chat_log.llm_api and not turn.images:
+            tools = {tool.name for tool in chat_log.llm_api.tools}
+            command = await async_match_command(self.hass, user_input, tools)
+            if command is not None:
+                return await self._async_handle_command(chat_log, turn, command)
+        return await self._async_handle_chat_log(chat_log, turn)
 
     def _input(
         self, text: str, context: Context, conversation_id: str | None

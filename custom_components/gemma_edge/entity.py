@@ -262,6 +262,49 @@ class GemmaLLMEntity(Entity):
                 runner.finish()
         return TurnResult(runner.outcomes if runner else [], stats)
 
+    async def _async_handle_command(
+        self, chat_log: conversation.ChatLog, turn: Turn, tool_input: llm.ToolInput
+    ) -> TurnResult:
+        """Run a command Home Assistant's sentences recognised, without the model.
+
+        The call and its result enter the chat log as if the model had made it, so a
+        later turn sees what was done; the answer is what the turn did.
+        """
+        runner = self._tool_runner(chat_log, turn)
+        if runner is None:
+            raise HomeAssistantError("no tools for a matched command")
+        conversation.async_conversation_trace_append(
+            conversation.ConversationTraceEventType.AGENT_DETAIL,
+            {
+                "path": "matcher",
+                "intent": tool_input.tool_name,
+                "slots": tool_input.tool_args,
+            },
+        )
+
+        async def deltas() -> AsyncGenerator[
+            conversation.AssistantContentDeltaDict
+            | conversation.ToolResultContentDeltaDict
+        ]:
+            yield {"role": "assistant", "tool_calls": [tool_input]}
+            result = await runner.async_run(tool_input)
+            yield {
+                "role": "tool_result",
+                "tool_call_id": tool_input.id,
+                "tool_name": tool_input.tool_name,
+                "tool_result": result,
+            }
+
+        try:
+            async for _content in chat_log.async_add_delta_content_stream(
+                self.entity_id, deltas()
+            ):
+                pass
+            await self._async_say(chat_log, _final_words(runner, turn.language))
+        finally:
+            runner.finish()
+        return TurnResult(runner.outcomes, None)
+
     def _tool_runner(
         self, chat_log: conversation.ChatLog, turn: Turn
     ) -> ToolRunner | None:

@@ -31,6 +31,7 @@ from homeassistant.helpers.selector import (
 )
 
 from .const import (
+    CONF_INSTANT_COMMANDS,
     CONF_MAX_HISTORY,
     CONF_MAX_TOKENS,
     CONF_MODEL_PATH,
@@ -45,6 +46,7 @@ from .const import (
     DEFAULT_AI_TASK_MAX_TOKENS,
     DEFAULT_AI_TASK_NAME,
     DEFAULT_CONVERSATION_NAME,
+    DEFAULT_INSTANT_COMMANDS,
     DEFAULT_MAX_HISTORY,
     DEFAULT_MAX_TOKENS,
     DEFAULT_SENSITIVE_ACTIONS,
@@ -66,6 +68,7 @@ AI_TASK_DEFAULTS: dict[str, Any] = {
     CONF_MAX_TOKENS: DEFAULT_AI_TASK_MAX_TOKENS,
 }
 CONVERSATION_DEFAULTS: dict[str, Any] = {
+    CONF_INSTANT_COMMANDS: DEFAULT_INSTANT_COMMANDS,
     CONF_PROMPT: llm.DEFAULT_INSTRUCTIONS_PROMPT,
     CONF_LLM_HASS_API: [llm.LLM_API_ASSIST],
     CONF_TEMPERATURE: DEFAULT_TEMPERATURE,
@@ -135,6 +138,12 @@ def model_subentry_schema(
                 )
             )
         )
+        fields[
+            vol.Required(
+                CONF_INSTANT_COMMANDS,
+                default=options.get(CONF_INSTANT_COMMANDS, DEFAULT_INSTANT_COMMANDS),
+            )
+        ] = BooleanSelector()
         fields[
             vol.Required(
                 CONF_SENSITIVE_ACTIONS, default=options[CONF_SENSITIVE_ACTIONS]
