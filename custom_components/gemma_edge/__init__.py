@@ -14,6 +14,7 @@ from homeassistant.exceptions import (
     ConfigEntryAuthFailed,
     ConfigEntryError,
     ConfigEntryNotReady,
+    HomeAssistantError,
 )
 from homeassistant.helpers import config_validation as cv
 from homeassistant.helpers.event import async_track_time_interval
@@ -208,11 +209,7 @@ async def _async_local_settings(
             error=str(err),
             title=entry.title,
         )
-        raise ConfigEntryError(
-            translation_domain=DOMAIN,
-            translation_key="model_unusable",
-            translation_placeholders={"error": str(err)},
-        ) from err
+        raise _entry_error(ConfigEntryError, "model_unusable", err) from err
     try:
         await hass.async_add_executor_job(check_memory_for, info.size_bytes)
     except PreflightError as err:
@@ -223,14 +220,21 @@ async def _async_local_settings(
             error=str(err),
             title=entry.title,
         )
-        raise ConfigEntryNotReady(
-            translation_domain=DOMAIN,
-            translation_key="not_enough_memory",
-            translation_placeholders={"error": str(err)},
-        ) from err
+        raise _entry_error(ConfigEntryNotReady, "not_enough_memory", err) from err
     clear_issues(hass, entry.entry_id)
     settings = replace(settings, cpu_variant=checked_cpu_variant(hass))
     return await _async_check_projector(hass, entry, settings, info.size_bytes)
+
+
+def _entry_error[ErrorT: HomeAssistantError](
+    cls: type[ErrorT], key: str, err: Exception
+) -> ErrorT:
+    """Return a translated entry setup error (``key``) carrying ``err``'s text."""
+    return cls(
+        translation_domain=DOMAIN,
+        translation_key=key,
+        translation_placeholders={"error": str(err)},
+    )
 
 
 async def _async_load_engine(
@@ -242,19 +246,12 @@ async def _async_load_engine(
         await engine.async_load()
     except ServerUnavailableError as err:
         await engine.async_unload()
-        raise ConfigEntryNotReady(  # the server may still be starting
-            translation_domain=DOMAIN,
-            translation_key="server_unavailable",
-            translation_placeholders={"error": str(err)},
-        ) from err
+        # the server may still be starting
+        raise _entry_error(ConfigEntryNotReady, "server_unavailable", err) from err
     except ServerAuthError as err:
         await engine.async_unload()
         # Home Assistant asks for the new key
-        raise ConfigEntryAuthFailed(
-            translation_domain=DOMAIN,
-            translation_key="server_auth_failed",
-            translation_placeholders={"error": str(err)},
-        ) from err
+        raise _entry_error(ConfigEntryAuthFailed, "server_auth_failed", err) from err
     except EngineError as err:
         await engine.async_unload()
         where = settings.server_url or settings.model_path
@@ -266,11 +263,7 @@ async def _async_load_engine(
             error=str(err),
             title=entry.title,
         )
-        raise ConfigEntryError(
-            translation_domain=DOMAIN,
-            translation_key="model_unusable",
-            translation_placeholders={"error": str(err)},
-        ) from err
+        raise _entry_error(ConfigEntryError, "model_unusable", err) from err
     except BaseException:
         await engine.async_unload()
         raise
