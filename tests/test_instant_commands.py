@@ -1,5 +1,5 @@
 """Instant commands on the demo home: Home Assistant's sentence matcher before the model,
-through the same ToolRunner and executor (issue 14, first part)."""
+through the same ToolRunner and executor (issue 14)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
-from custom_components.gemma_edge.const import CONF_INSTANT_COMMANDS
+from custom_components.gemma_edge.const import CONF_INSTANT_COMMANDS, DOMAIN
 from homeassistant.components import conversation
 from homeassistant.core import Context, Event, HomeAssistant, callback
+from homeassistant.helpers import entity_registry as er
 
 from .demo_agent import AGENT, ask, state
 from .scripted_model import call
@@ -93,3 +94,137 @@ async def test_with_the_option_off_the_model_answers(hass: HomeAssistant, agent:
     model.script(call("HassTurnOff", name="Kitchen Lights"))
     assert await ask(hass, "Turn off the kitchen lights") == "Turned off Kitchen Lights."
     assert len(model.requests) == 1
+
+
+def _record_actions(hass: HomeAssistant) -> list[Event]:
+    events: list[Event] = []
+
+    @callback
+    def record(event: Event) -> None:
+        events.append(event)
+
+    hass.bus.async_listen("gemma_edge_action", record)
+    return events
+
+
+def _model_status(hass: HomeAssistant, entry: Any) -> Any:
+    sensor = er.async_get(hass).async_get_entity_id("sensor", DOMAIN, f"{entry.entry_id}_model_status")
+    assert sensor is not None
+    return hass.states.get(sensor)
+
+
+async def test_the_path_is_in_the_event_and_on_the_model_status_sensor(hass: HomeAssistant, agent: Any) -> None:
+    """path: matcher for a recognised command, path: model for what the model answered; the model
+    status sensor shows the last turn's path and counts turns by path."""
+    entry, model, _calls = agent
+    _instant(hass, entry, True)
+    await hass.async_block_till_done()
+    events = _record_actions(hass)
+    await ask(hass, "Turn off the kitchen lights")
+    status = _model_status(hass, entry).attributes
+    assert status["last_turn_path"] == "matcher" and status["last_turn_actions"] == 1
+    assert status["last_turn_agent"] == AGENT and status["turns_by_path"] == {"matcher": 1}
+    model.script(call("HassTurnOn", name="Kitchen Lights"))
+    await ask(hass, "Switch the kitchen back on, would you")
+    status = _model_status(hass, entry).attributes
+    assert status["last_turn_path"] == "model" and status["turns_by_path"] == {"matcher": 1, "model": 1}
+    assert [(e.data["status"], e.data["path"]) for e in events] == [("executed", "matcher"), ("executed", "model")]
+    # the recorded outcome keeps its path (dashboards read the ledger after a restart)
+    recent = await entry.runtime_data.executor.async_recent(10)
+    assert sorted(outcome.path for outcome in recent) == ["matcher", "model"]
+
+
+async def test_a_matched_question_is_confirmed_by_the_next_turn_s_yes(hass: HomeAssistant, instant_agent: Any) -> None:
+    """"Open the garage door" is recognised and asks first; the user's "yes" (not a command Home
+    Assistant knows) goes to the model, whose confirmed call answers the matched question."""
+    _entry, model, calls = instant_agent
+    conversation_id = "garage"
+
+    async def turn(words: str) -> str:
+        result = await conversation.async_converse(hass, words, conversation_id, Context(), language="en", agent_id=AGENT)
+        await hass.async_block_till_done()
+        return result.response.speech["plain"]["speech"]
+
+    assert await turn("Open the garage door") == "I need your confirmation to open Garage Door. Should I go ahead?"
+    assert model.requests == [] and calls == []
+    model.script(call("HassTurnOn", name="Garage Door", confirm=True))
+    await turn("yes")
+    assert len(model.requests) == 1
+    assert "Open the garage door" in model.requests[0].prompt  # the matched question is in the history
+    assert calls == [{"service": "cover.open_cover", "entity_id": "cover.garage_door"}]
+
+
+@pytest.mark.parametrize("instant", [True, False], ids=["matcher", "model"])
+async def test_sensitive_and_unexposed_devices_get_the_same_answers_on_both_paths(
+    hass: HomeAssistant, agent: Any, instant: bool
+) -> None:
+    """The garage door asks first whichever path understood it; the unexposed front door lock is
+    never matched (Home Assistant's sentences see exposed entities only), so the model answers."""
+    entry, model, calls = agent
+    _instant(hass, entry, instant)
+    await hass.async_block_till_done()
+    model.script(call("HassTurnOn", name="Garage Door"))
+    assert await ask(hass, "Open the garage door") == "I need your confirmation to open Garage Door. Should I go ahead?"
+    assert len(model.requests) == (0 if instant else 1)
+    model.requests.clear()
+    model.outputs.clear()
+    model.script(call("HassTurnOff", name="Front Door"))
+    speech = await ask(hass, "Unlock the front door")
+    assert len(model.requests) == 1  # not matched: the lock is not exposed
+    assert "Front Door" in speech
+    assert calls == [] and state(hass, "lock.front_door") == "locked" and state(hass, "cover.garage_door") == "closed"
+
+
+@pytest.mark.parametrize("instant", [True, False], ids=["matcher", "model"])
+async def test_a_retried_turn_acts_once_on_both_paths(hass: HomeAssistant, agent: Any, instant: bool) -> None:
+    """A client retrying a turn (same words, same conversation, seconds later) gets the recorded
+    outcome; the light switched back on in between stays on."""
+    entry, model, calls = agent
+    _instant(hass, entry, instant)
+    await hass.async_block_till_done()
+    events = _record_actions(hass)
+
+    async def turn() -> str:
+        model.script(call("HassTurnOff", name="Kitchen Lights"))
+        result = await conversation.async_converse(
+            hass, "Turn off the kitchen lights", "retried", Context(), language="en", agent_id=AGENT
+        )
+        await hass.async_block_till_done()
+        return result.response.speech["plain"]["speech"]
+
+    assert await turn() == "Turned off Kitchen Lights."
+    await hass.services.async_call("light", "turn_on", {"entity_id": "light.kitchen_lights"}, blocking=True)
+    assert await turn() == "I already did that: Kitchen Lights."
+    assert state(hass, "light.kitchen_lights") == "on"
+    assert [c["service"] for c in calls if c["entity_id"] == "light.kitchen_lights"] == ["light.turn_off", "light.turn_on"]
+    path = "matcher" if instant else "model"
+    assert [(e.data["status"], e.data["path"]) for e in events] == [("executed", path), ("deduplicated", path)]
+    assert len(model.requests) == (0 if instant else 2)
+
+
+async def test_questions_about_the_home_are_answered_from_its_state(hass: HomeAssistant, instant_agent: Any) -> None:
+    """Questions Home Assistant's sentences recognise get its own answer from the current state, no
+    model and no action; the model sees the question and answer in a later turn."""
+    entry, model, calls = instant_agent
+    await hass.services.async_call("light", "turn_on", {"entity_id": "light.kitchen_lights"}, blocking=True)
+    await hass.services.async_call("light", "turn_off", {"entity_id": "light.bed_light"}, blocking=True)
+    calls.clear()
+    events = _record_actions(hass)
+    conversation_id = "questions"
+
+    async def turn(words: str) -> str:
+        result = await conversation.async_converse(hass, words, conversation_id, Context(), language="en", agent_id=AGENT)
+        await hass.async_block_till_done()
+        return result.response.speech["plain"]["speech"]
+
+    assert await turn("Is the garage door open?") == "No, closed"
+    assert await turn("Is the bed light on?") == "No, off"
+    assert (await turn("Which lights are on?")).startswith("Ceiling Lights, Entrance Color + White Lights, Kitchen Lights")
+    assert await turn("What is the outside temperature?") == "Outside temperature is 15.6 °C"
+    assert model.requests == [] and calls == [] and events == []
+    assert _model_status(hass, entry).attributes["turns_by_path"] == {"matcher": 4}
+    model.script(call("HassTurnOff", name="Kitchen Lights"))
+    await turn("Right, switch the kitchen off then")
+    prompt = model.requests[0].prompt
+    assert "Is the bed light on?" in prompt and "No, off" in prompt  # the answered questions are history
+    assert state(hass, "light.kitchen_lights") == "off"

@@ -7,6 +7,7 @@ sentences about actions in Home Assistant's language (the ``common`` translation
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from homeassistant.config_entries import ConfigEntry
@@ -71,6 +72,21 @@ def signal_action(entry_id: str) -> str:
     return f"{DOMAIN}_{entry_id}_action"
 
 
+@dataclass(frozen=True)
+class TurnReport:
+    """How one turn of an agent went: the path that understood it and its time."""
+
+    agent: str  # the entity id of the conversation agent or AI Task entity
+    path: str  # "matcher" (Home Assistant's sentences) or "model"
+    seconds: float
+    actions: int
+
+
+def signal_turn(entry_id: str) -> str:
+    """Return the dispatcher signal carrying a TurnReport after each turn."""
+    return f"{DOMAIN}_{entry_id}_turn"
+
+
 def keeps_words(entry: ConfigEntry) -> bool:
     """Return whether the user chose to keep their words with the actions.
 
@@ -97,6 +113,7 @@ def event_data(outcome: ActionOutcome, *, with_words: bool = True) -> dict[str, 
         "kind": outcome.kind.value,
         "conversation_id": outcome.conversation_id,
         "source": outcome.source,
+        "path": outcome.path or None,
         "reason": outcome.reason if with_words else None,
     }
 

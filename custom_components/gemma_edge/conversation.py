@@ -38,7 +38,7 @@ from .entity import (
     add_subentry_entities,
     chat_log_messages,
 )
-from .instant_commands import async_match_command
+from .instant_commands import async_answer_question, async_match_sentence
 
 # Priming waits this long after the last change of entities, areas or exposure.
 PRIME_COOLDOWN_S = 30.0
@@ -160,18 +160,26 @@ class GemmaConversationEntity(
         chat_log: conversation.ChatLog,
         turn: Turn,
     ) -> TurnResult:
-        """Answer with Home Assistant's sentence matcher when it knows the command.
+        """Answer with Home Assistant's sentence matcher when it knows the sentence.
 
-        Otherwise (or with images, or with the option off) the model answers.
+        A command acts through the executor; a question about the current state gets
+        Home Assistant's own answer. Otherwise (or with images, or with the option
+        off) the model answers.
         """
         instant = self.subentry.data.get(
             CONF_INSTANT_COMMANDS, DEFAULT_INSTANT_COMMANDS
         )
         if instant and chat_log.llm_api and not turn.images:
             tools = {tool.name for tool in chat_log.llm_api.tools}
-            command = await async_match_command(self.hass, user_input, tools)
-            if command is not None:
-                return await self._async_handle_command(chat_log, turn, command)
+            matched = await async_match_sentence(self.hass, user_input, tools)
+            if matched is not None and matched.command is not None:
+                return await self._async_handle_command(chat_log, turn, matched.command)
+            if matched is not None and matched.question is not None:
+                speech = await async_answer_question(self.hass, user_input, chat_log)
+                if speech is not None:
+                    return await self._async_handle_answer(
+                        chat_log, turn, matched.question, speech
+                    )
         return await self._async_handle_chat_log(chat_log, turn)
 
     def _input(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
+import time
 from typing import Any
 
 from homeassistant.components import conversation
@@ -16,10 +17,12 @@ from homeassistant.config_entries import ConfigSubentry
 from homeassistant.core import Context
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import device_registry as dr, llm
+from homeassistant.helpers.dispatcher import async_dispatcher_send
 from homeassistant.helpers.entity import Entity
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from . import GemmaConfigEntry
+from .action_events import TurnReport, signal_turn
 from .actions.describe import spoken_unusable
 from .actions.executor import ActionOutcome
 from .actions.intents import says_all
@@ -200,6 +203,7 @@ class Turn:
     structure: dict[str, Any] | None = None
     # A spoken answer passes the answer guard; data (AI Task) passes as generated.
     spoken: bool = True
+    started: float = field(default_factory=time.monotonic)
 
 
 @dataclass(frozen=True)
@@ -245,7 +249,8 @@ class GemmaLLMEntity(Entity):
         self, chat_log: conversation.ChatLog, turn: Turn
     ) -> TurnResult:
         """Answer the chat log's last user message: generate, act, feed results back."""
-        runner = self._tool_runner(chat_log, turn)
+        _trace_path("model")
+        runner = self._tool_runner(chat_log, turn, "model")
         tools: list[ToolSpec] = []
         if runner is not None:
             # Calls may name only a kind of device when the user said "all" or speaks
@@ -260,6 +265,7 @@ class GemmaLLMEntity(Entity):
         finally:
             if runner is not None:
                 runner.finish()
+            self._report_turn("model", turn, runner)
         return TurnResult(runner.outcomes if runner else [], stats)
 
     async def _async_handle_command(
@@ -270,17 +276,10 @@ class GemmaLLMEntity(Entity):
         The call and its result enter the chat log as if the model had made it, so a
         later turn sees what was done; the answer is what the turn did.
         """
-        runner = self._tool_runner(chat_log, turn)
+        runner = self._tool_runner(chat_log, turn, "matcher")
         if runner is None:
             raise HomeAssistantError("no tools for a matched command")
-        conversation.async_conversation_trace_append(
-            conversation.ConversationTraceEventType.AGENT_DETAIL,
-            {
-                "path": "matcher",
-                "intent": tool_input.tool_name,
-                "slots": tool_input.tool_args,
-            },
-        )
+        _trace_path("matcher", intent=tool_input.tool_name, slots=tool_input.tool_args)
 
         async def deltas() -> AsyncGenerator[
             conversation.AssistantContentDeltaDict
@@ -303,10 +302,30 @@ class GemmaLLMEntity(Entity):
             await self._async_say(chat_log, _final_words(runner, turn.language))
         finally:
             runner.finish()
+            self._report_turn("matcher", turn, runner)
         return TurnResult(runner.outcomes, None)
 
+    async def _async_handle_answer(
+        self, chat_log: conversation.ChatLog, turn: Turn, question: str, speech: str
+    ) -> TurnResult:
+        """Say Home Assistant's answer to a question its sentences recognised."""
+        _trace_path("matcher", intent=question)
+        await self._async_say(chat_log, speech)
+        self._report_turn("matcher", turn, None)
+        return TurnResult([], None)
+
+    def _report_turn(self, path: str, turn: Turn, runner: ToolRunner | None) -> None:
+        """Tell the entry's sensors how the turn was understood and how long it took."""
+        report = TurnReport(
+            agent=self.entity_id,
+            path=path,
+            seconds=round(time.monotonic() - turn.started, 3),
+            actions=len(runner.outcomes) if runner else 0,
+        )
+        async_dispatcher_send(self.hass, signal_turn(self.entry.entry_id), report)
+
     def _tool_runner(
-        self, chat_log: conversation.ChatLog, turn: Turn
+        self, chat_log: conversation.ChatLog, turn: Turn, path: str
     ) -> ToolRunner | None:
         if not chat_log.llm_api or turn.structure is not None:
             return None
@@ -328,6 +347,7 @@ class GemmaLLMEntity(Entity):
             # a very small model dedicated to home control names only what the user
             # named
             strict_names=self._act_first,
+            path=path,
         )
 
     @property
@@ -506,6 +526,13 @@ class GemmaLLMEntity(Entity):
                 "tool_name": call.tool_name,
                 "tool_result": result,
             }
+
+
+def _trace_path(path: str, **details: Any) -> None:
+    """Say in the conversation trace how the turn was understood."""
+    conversation.async_conversation_trace_append(
+        conversation.ConversationTraceEventType.AGENT_DETAIL, {"path": path, **details}
+    )
 
 
 def _system_text(messages: list[Message]) -> str:

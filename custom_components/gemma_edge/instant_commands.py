@@ -3,29 +3,55 @@
 A command Home Assistant's sentence templates recognise for exposed entities ("turn off
 the kitchen lights") becomes the same tool call the model would have made, and runs
 through the same ToolRunner and executor (exposure, targeting, sensitive policy,
-idempotency, events): milliseconds instead of a generation on the hub's CPU.
+idempotency, events): milliseconds instead of a generation on the hub's CPU. A question
+it recognises ("is the kitchen light on?") is answered by Home Assistant from the
+current state, in its own words; nothing acts.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from homeassistant.components import conversation
 from homeassistant.components.conversation.agent_manager import get_agent_manager
 from homeassistant.core import HomeAssistant
-from homeassistant.helpers import llm
+from homeassistant.helpers import intent, llm
 
 from .intent_targets import is_resolved_intent
 
+# Questions Home Assistant answers from the current state of exposed entities.
+QUESTION_INTENTS = frozenset(
+    {
+        intent.INTENT_GET_STATE,
+        intent.INTENT_GET_TEMPERATURE,
+        intent.INTENT_GET_CURRENT_DATE,
+        intent.INTENT_GET_CURRENT_TIME,
+        "HassGetWeather",
+    }
+)
 
-async def async_match_command(
+
+@dataclass(frozen=True)
+class MatchedSentence:
+    """What Home Assistant's sentences understood: a command or a question."""
+
+    # The tool call of a command that changes entities (run through the executor).
+    command: llm.ToolInput | None = None
+    # The intent of a question Home Assistant answers itself.
+    question: str | None = None
+
+
+async def async_match_sentence(
     hass: HomeAssistant,
     user_input: conversation.ConversationInput,
     tool_names: set[str],
-) -> llm.ToolInput | None:
-    """Return the tool call of a command Home Assistant recognises, or None.
+) -> MatchedSentence | None:
+    """Return the command or question Home Assistant recognises, or None.
 
-    Only strict matches of exposed entities, areas and floors (no fuzzy matching), of
-    an intent that changes entities' states and is one of the agent's tools; anything
-    else (no match, unmatched names, questions, timers) goes to the model.
+    Only strict matches of exposed entities, areas and floors (no fuzzy matching): an
+    intent that changes entities' states and is one of the agent's tools, or a question
+    about the current state; anything else (no match, unmatched names, timers, chat)
+    goes to the model.
     """
     default_agent = get_agent_manager(hass).default_agent
     if default_agent is None or not user_input.text.strip():
@@ -36,10 +62,38 @@ async def async_match_command(
     if result is None or result.unmatched_entities:
         return None
     name = result.intent.name
+    if name in QUESTION_INTENTS:
+        return MatchedSentence(question=name)
     if name not in tool_names or not is_resolved_intent(hass, name):
         return None
-    return llm.ToolInput(
-        tool_name=name,
-        tool_args={entity.name: entity.value for entity in result.entities_list},
-        external=True,
+    return MatchedSentence(
+        command=llm.ToolInput(
+            tool_name=name,
+            tool_args={entity.name: entity.value for entity in result.entities_list},
+            external=True,
+        )
     )
+
+
+async def async_answer_question(
+    hass: HomeAssistant,
+    user_input: conversation.ConversationInput,
+    chat_log: conversation.ChatLog,
+) -> str | None:
+    """Return Home Assistant's spoken answer to a question it recognises, or None.
+
+    Home Assistant puts its intent call and result in the chat log (the model sees them
+    in later turns). None when it cannot answer after all (then the model answers).
+    """
+    default_agent = get_agent_manager(hass).default_agent
+    if default_agent is None:
+        return None
+    response = await default_agent.async_handle_intents(
+        user_input,
+        chat_log,
+        intent_filter=lambda result: result.intent.name not in QUESTION_INTENTS,
+    )
+    if response is None or response.response_type is intent.IntentResponseType.ERROR:
+        return None
+    speech: str = response.speech.get("plain", {}).get("speech", "")
+    return speech or None

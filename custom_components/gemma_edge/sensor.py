@@ -13,7 +13,14 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.util import dt as dt_util
 
 from . import GemmaConfigEntry
-from .action_events import event_data, keeps_words, outcome_sentence, signal_action
+from .action_events import (
+    TurnReport,
+    event_data,
+    keeps_words,
+    outcome_sentence,
+    signal_action,
+    signal_turn,
+)
 from .actions.executor import ActionOutcome
 from .engine.local_engine import EngineStatus
 from .entity import GemmaEngineEntity
@@ -42,10 +49,25 @@ class ModelStatusSensor(GemmaEngineEntity, SensorEntity):
         """Set up the status sensor of the entry's engine."""
         super().__init__(entry, "model_status")
         self._engine = entry.runtime_data.engine
+        self._last_turn: TurnReport | None = None
+        # Turns since Home Assistant started, by the path that understood them.
+        self._turns: Counter[str] = Counter()
 
     async def async_added_to_hass(self) -> None:
-        """Follow the engine's status."""
+        """Follow the engine's status and the agents' turns."""
         self.async_on_remove(self._engine.add_listener(self.async_write_ha_state))
+
+        @callback
+        def on_turn(report: TurnReport) -> None:
+            self._last_turn = report
+            self._turns[report.path] += 1
+            self.async_write_ha_state()
+
+        self.async_on_remove(
+            async_dispatcher_connect(
+                self.hass, signal_turn(self._entry.entry_id), on_turn
+            )
+        )
 
     @property
     def native_value(self) -> str:
@@ -54,9 +76,21 @@ class ModelStatusSensor(GemmaEngineEntity, SensorEntity):
 
     @property
     def extra_state_attributes(self) -> dict[str, Any]:
-        """Return the context size and the last step's token counts and timings."""
+        """Return the context size, the last step's figures and the last turn's path.
+
+        ``last_turn_path`` is "matcher" when Home Assistant's sentences understood the
+        last turn (no generation) and "model" when the model answered it.
+        """
         stats = self._engine.last_stats
         attributes: dict[str, Any] = {"context_size": self._engine.n_ctx}
+        if (turn := self._last_turn) is not None:
+            attributes.update(
+                last_turn_path=turn.path,
+                last_turn_agent=turn.agent,
+                last_turn_s=turn.seconds,
+                last_turn_actions=turn.actions,
+                turns_by_path=dict(self._turns),
+            )
         if stats is not None:
             attributes.update(
                 prompt_tokens=stats.prompt_tokens,

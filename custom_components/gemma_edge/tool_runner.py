@@ -128,8 +128,13 @@ class ToolRunner:
         vision: CameraVision | None = None,
         device_id: str | None = None,
         strict_names: bool = False,
+        path: str = "model",
     ) -> None:
-        """Start the turn: its idempotency scope, and the names the user may mean."""
+        """Start the turn: its idempotency scope, and the names the user may mean.
+
+        ``path`` says how the calls were understood: "model", or "matcher" (Home
+        Assistant's sentences); it is recorded with each action.
+        """
         self.hass = hass
         self.executor = executor
         self.api = api
@@ -139,6 +144,7 @@ class ToolRunner:
         self.user_id = user_id
         self.sensitive_policy = sensitive_policy
         self.source = source
+        self.path = path
         self.vision = vision
         self._tools = {tool.name: tool for tool in api.tools}
         # What this turn did and saw: outcomes of actions, snapshots by the
@@ -343,6 +349,7 @@ class ToolRunner:
             user_id=self.user_id,
             tool=tool,
             reason=self.turn_text,
+            path=self.path,
             sensitive_policy=self.sensitive_policy,
             **kwargs,
         )

@@ -85,6 +85,9 @@ class ActionRequest:
     user_id: str | None = None
     tool: str = ""
     reason: str = ""
+    # How the request was understood: "matcher" (Home Assistant's sentences) or
+    # "model"; "" for requests that were not understood from words (cloud, services).
+    path: str = ""
     # The asking agent's; default: the executor's.
     sensitive_policy: SensitivePolicy | None = None
     # An effect that is not a service call on one entity (a script tool, a
@@ -113,6 +116,36 @@ class ActionOutcome:
     tool: str = ""
     reason: str = ""
     created_at: float = field(default_factory=time.time)
+    path: str = ""
+
+    @classmethod
+    def of_request(
+        cls,
+        request: ActionRequest,
+        key: str,
+        action_id: str,
+        status: ActionStatus,
+        message: str,
+        *,
+        action: ServiceAction,
+        kind: ActionKind,
+        created_at: float,
+    ) -> ActionOutcome:
+        """Return the outcome of ``request``: who asked, how and why come from it."""
+        return cls(
+            key,
+            action_id,
+            status,
+            message,
+            action,
+            request.source,
+            kind,
+            request.conversation_id,
+            request.tool,
+            request.reason,
+            created_at,
+            request.path,
+        )
 
     def for_model(self) -> dict[str, Any]:
         """Return what the model reads of the outcome: entity, status and message."""
@@ -146,6 +179,7 @@ class ActionOutcome:
             request.get("tool", ""),
             request.get("reason", ""),
             record.created_at,
+            request.get("path", ""),
         )
 
 
@@ -299,18 +333,15 @@ class ActionExecutor:
         self, request: ActionRequest, status: ActionStatus, message: str
     ) -> ActionOutcome:
         key = request.key or derive_key(request.scope, request.action)
-        return ActionOutcome(
+        return ActionOutcome.of_request(
+            request,
             key,
             "",
             status,
             message,
-            request.action,
-            request.source,
-            action_kind(request.action),
-            request.conversation_id,
-            request.tool,
-            request.reason,
-            self.clock(),
+            action=request.action,
+            kind=action_kind(request.action),
+            created_at=self.clock(),
         )
 
     async def _execute(self, request: ActionRequest) -> ActionOutcome:
@@ -357,6 +388,7 @@ class ActionExecutor:
             "conversation_id": request.conversation_id,
             "tool": request.tool,
             "reason": request.reason,
+            "path": request.path,
             "scope": request.scope,
         }
         now = self.clock()
@@ -392,18 +424,15 @@ class ActionExecutor:
             return self._not_claimed(claim.reason, claim.record, request, action)
 
         def outcome_of(status: ActionStatus, message: str) -> ActionOutcome:
-            return ActionOutcome(
+            return ActionOutcome.of_request(
+                request,
                 key,
                 claim.record.action_id,
                 status,
                 message,
-                action,
-                request.source,
-                kind,
-                request.conversation_id,
-                request.tool,
-                request.reason,
-                now,
+                action=action,
+                kind=kind,
+                created_at=now,
             )
 
         try:
@@ -476,18 +505,15 @@ class ActionExecutor:
                 f" ({recorded.message})" if recorded.message else ""
             )
             status = ActionStatus.DEDUPLICATED
-        return ActionOutcome(
+        return ActionOutcome.of_request(
+            request,
             record.key,
             record.action_id,
             status,
             message,
-            action,
-            request.source,
-            recorded.kind,
-            request.conversation_id,
-            request.tool,
-            request.reason,
-            record.created_at,
+            action=action,
+            kind=recorded.kind,
+            created_at=record.created_at,
         )
 
     async def _confirmation_pending(
