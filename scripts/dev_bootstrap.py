@@ -35,6 +35,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from dev_client import BASE, PASSWORD, USERNAME, converse, login, request, websocket  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from tests.demo_areas import DEMO_AREAS  # noqa: E402  (the tests' demo home has the same areas)
 CONFIG = ROOT / "dev" / "config"
 MODELS = Path(os.environ.get("GEMMA_EDGE_TEST_MODELS", Path.home() / ".cache" / "gemma-edge" / "models"))
 DEV_MODEL = Path(os.environ.get("GEMMA_EDGE_DEV_MODEL", MODELS / "gemma-3-270m-q4_k_m.gguf"))
@@ -281,6 +283,22 @@ def ensure_camera(token: str) -> None:
     step(f"created the camera '{CAMERA_NAME}' ({DEV_PICTURE.relative_to(ROOT)})")
 
 
+def ensure_areas(token: str) -> None:
+    """The demo home's areas (tests/demo_areas.py), created and assigned where missing."""
+    areas = {area["name"]: area["area_id"] for area in websocket(token, {"type": "config/area_registry/list"})}
+    entities = {entity["entity_id"]: entity for entity in websocket(token, {"type": "config/entity_registry/list"})}
+    changed = []
+    for name, entity_ids in DEMO_AREAS.items():
+        if name not in areas:
+            areas[name] = websocket(token, {"type": "config/area_registry/create", "name": name})["area_id"]
+            changed.append(f"area {name}")
+        for entity_id in entity_ids:
+            if entity_id in entities and entities[entity_id].get("area_id") != areas[name]:
+                websocket(token, {"type": "config/entity_registry/update", "entity_id": entity_id, "area_id": areas[name]})
+                changed.append(f"{entity_id} in {name}")
+    step(f"areas: set {', '.join(changed)}" if changed else f"areas already set: {', '.join(DEMO_AREAS)}")
+
+
 def _log_problems() -> list[str]:
     """First lines of the ERROR and WARNING records of this run's home-assistant.log."""
     try:
@@ -341,6 +359,7 @@ def main() -> None:
         entry_id = ensure_engine_entry(token)
         ensure_agent_options(token, entry_id)
         ensure_camera(token)
+        ensure_areas(token)
         if "--check" in sys.argv:
             ok = check(token)
         else:

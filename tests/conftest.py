@@ -22,6 +22,8 @@ from homeassistant.config_entries import ConfigEntry, ConfigEntryState
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.setup import async_setup_component
 
+from .demo_areas import DEMO_AREAS
+
 MODELS = Path(os.environ.get("GEMMA_EDGE_TEST_MODELS", Path.home() / ".cache" / "gemma-edge" / "models"))
 SMOLLM2 = MODELS / "SmolLM2-135M-Instruct.Q4_1.gguf"
 GEMMA3 = MODELS / "gemma-3-270m-q4_k_m.gguf"
@@ -150,17 +152,6 @@ def record_steps(engine: Any) -> list[Any]:
     return steps
 
 
-# Home Assistant's demo home (about 90 entities) with areas, as a user's home looks (the demo's
-# media players, humidifiers, locks and valves have no unique id, so no area).
-DEMO_AREAS = {
-    "Kitchen": ("light.kitchen_lights", "cover.kitchen_window"),
-    "Living Room": (
-        "light.ceiling_lights", "light.living_room_rgbww_lights", "fan.living_room_fan", "fan.ceiling_fan",
-        "cover.living_room_window",
-    ),
-    "Bedroom": ("light.bed_light",),
-    "Garage": ("cover.garage_door",),
-}  # fmt: skip
 
 
 @pytest.fixture

@@ -117,3 +117,30 @@ def test_images_render_as_media_markers_in_order(chat_format: Any) -> None:
     assert prompt.count(MEDIA_MARKER) == 1
     assert prompt.index("LookAtCamera") < prompt.index(MEDIA_MARKER) < prompt.index("(The current picture of Garage.)")
     assert message_images(messages) == (b"jpeg",)
+
+
+
+@pytest.mark.parametrize("name", ["gemma4", "gemma-turns", "official template"])
+def test_tool_results_with_times_and_objects_render_as_text(official: JinjaFormat, name: str) -> None:
+    """Home Assistant's time intent answers with a datetime.time; any integration may return
+    objects JSON cannot hold: the prompt gets their text, the turn does not fail."""
+    import datetime  # noqa: PLC0415
+
+    from custom_components.gemma_edge.engine.chat_format import plain_json  # noqa: PLC0415
+
+    chat_format = {"gemma4": Gemma4Format(), "gemma-turns": GemmaTurnFormat(), "official template": official}[name]
+    raw = {"speech_slots": {"time": datetime.time(15, 37)}, "when": datetime.date(2026, 11, 29), "other": object()}
+    result = plain_json(raw)
+    assert result["speech_slots"] == {"time": "15:37:00"} and result["when"] == "2026-11-29"
+    assert isinstance(result["other"], str)
+
+    def messages(tool_result: Any) -> list[Message]:
+        return [
+            {"role": "user", "content": "What time is it?"},
+            {"role": "assistant", "content": "", "tool_calls": [ToolCall("HassGetCurrentTime", {})]},
+            {"role": "tool", "tool_name": "HassGetCurrentTime", "result": tool_result, "tool_call_id": "1"},
+        ]
+
+    assert "15:37:00" in chat_format.render(messages(result), TOOLS)
+    if chat_format is not official:  # our own formats cope with the objects themselves too
+        assert "15:37:00" in chat_format.render(messages(raw), TOOLS)

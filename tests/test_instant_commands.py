@@ -221,8 +221,9 @@ async def test_questions_about_the_home_are_answered_from_its_state(hass: HomeAs
     assert await turn("Is the bed light on?") == "No, off"
     assert (await turn("Which lights are on?")).startswith("Ceiling Lights, Entrance Color + White Lights, Kitchen Lights")
     assert await turn("What is the outside temperature?") == "Outside temperature is 15.6 °C"
+    assert await turn("What time is it?")  # its result holds a datetime.time: the next prompt must cope
     assert model.requests == [] and calls == [] and events == []
-    assert _model_status(hass, entry).attributes["turns_by_path"] == {"matcher": 4}
+    assert _model_status(hass, entry).attributes["turns_by_path"] == {"matcher": 5}
     model.script(call("HassTurnOff", name="Kitchen Lights"))
     await turn("Right, switch the kitchen off then")
     prompt = model.requests[0].prompt

@@ -44,7 +44,7 @@ from .const import (
     MAX_TOOL_ITERATIONS,
 )
 from .engine.answer_guard import AnswerGuard
-from .engine.chat_format import Message
+from .engine.chat_format import Message, plain_json
 from .engine.grammar import ToolSpec
 from .engine.images import PreparedImage
 from .engine.llama_model import ContextOverflowError, EngineError, GenerationStats
@@ -160,7 +160,7 @@ def chat_log_messages(
                 {
                     "role": "tool",
                     "tool_name": content.tool_name,
-                    "result": content.tool_result,
+                    "result": plain_json(content.tool_result),
                     "tool_call_id": content.tool_call_id,
                 }
             )

@@ -58,7 +58,28 @@ class ChatFormat(Protocol):
 
 
 def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    # Tool results come from any integration: a time, a date or another object must
+    # reach the model as text, never fail the turn.
+    return json.dumps(
+        value,
+        ensure_ascii=False,
+        separators=(",", ":"),
+        sort_keys=True,
+        default=_as_text,
+    )
+
+
+def _as_text(value: Any) -> str:
+    isoformat = getattr(value, "isoformat", None)
+    return str(isoformat()) if callable(isoformat) else str(value)
+
+
+def plain_json(value: Any) -> Any:
+    """Return a tool result as plain JSON values (times and other objects as text).
+
+    Every chat format (and a model's own template) can render what this returns.
+    """
+    return json.loads(json.dumps(value, ensure_ascii=False, default=_as_text))
 
 
 def json_tool_instructions(tools: Sequence[ToolSpec]) -> str:
