@@ -134,10 +134,12 @@ async def test_the_path_is_in_the_event_and_on_the_model_status_sensor(hass: Hom
     assert sorted(outcome.path for outcome in recent) == ["matcher", "model"]
 
 
-async def test_a_matched_question_is_confirmed_by_the_next_turn_s_yes(hass: HomeAssistant, instant_agent: Any) -> None:
-    """"Open the garage door" is recognised and asks first; the user's "yes" (not a command Home
-    Assistant knows) goes to the model, whose confirmed call answers the matched question."""
+async def test_a_bare_yes_confirms_the_question_without_the_model(hass: HomeAssistant, instant_agent: Any) -> None:
+    """"Open the garage door" is recognised and asks first; the user's bare "yes" in the next turn
+    confirms that very call at once (no generation), through the executor's confirmation rules;
+    a second "yes" has nothing left to confirm and goes to the model."""
     _entry, model, calls = instant_agent
+    events = _record_actions(hass)
     conversation_id = "garage"
 
     async def turn(words: str) -> str:
@@ -146,11 +148,47 @@ async def test_a_matched_question_is_confirmed_by_the_next_turn_s_yes(hass: Home
         return result.response.speech["plain"]["speech"]
 
     assert await turn("Open the garage door") == "I need your confirmation to open Garage Door. Should I go ahead?"
-    assert model.requests == [] and calls == []
+    assert await turn("Yes please.") == "Opened Garage Door."
+    assert model.requests == []
+    assert calls == [{"service": "cover.open_cover", "entity_id": "cover.garage_door"}]
+    assert [(e.data["status"], e.data["path"]) for e in events] == [("needs_confirmation", "matcher"), ("executed", "matcher")]
+    await turn("yes")  # nothing was asked in the turn before: the model answers (its empty answer)
+    assert len(model.requests) == 1 and len(calls) == 1
+
+
+async def test_a_yes_that_says_more_goes_to_the_model(hass: HomeAssistant, instant_agent: Any) -> None:
+    """"yes, close it instead" is not a bare yes: the model reads it (and the matched question in the
+    history); its confirmed call still needs the question to have been about that very action."""
+    _entry, model, calls = instant_agent
+    conversation_id = "garage"
+
+    async def turn(words: str) -> str:
+        result = await conversation.async_converse(hass, words, conversation_id, Context(), language="en", agent_id=AGENT)
+        await hass.async_block_till_done()
+        return result.response.speech["plain"]["speech"]
+
+    assert "confirmation" in await turn("Open the garage door")
     model.script(call("HassTurnOn", name="Garage Door", confirm=True))
-    await turn("yes")
+    await turn("yes, open it now")
+    assert len(model.requests) == 1 and "Open the garage door" in model.requests[0].prompt
+    assert calls == [{"service": "cover.open_cover", "entity_id": "cover.garage_door"}]
+
+
+async def test_a_bare_yes_after_a_model_question_is_confirmed_too(hass: HomeAssistant, instant_agent: Any) -> None:
+    """The model asked (a name Home Assistant's sentences do not know); the bare "yes" confirms its
+    call without a second generation."""
+    _entry, model, calls = instant_agent
+    conversation_id = "garage"
+
+    async def turn(words: str) -> str:
+        result = await conversation.async_converse(hass, words, conversation_id, Context(), language="en", agent_id=AGENT)
+        await hass.async_block_till_done()
+        return result.response.speech["plain"]["speech"]
+
+    model.script(call("HassTurnOn", name="Garage Door"))
+    assert "confirmation" in await turn("Would you be so kind as to open up the garage door")
+    assert await turn("ok, go ahead") == "Opened Garage Door."
     assert len(model.requests) == 1
-    assert "Open the garage door" in model.requests[0].prompt  # the matched question is in the history
     assert calls == [{"service": "cover.open_cover", "entity_id": "cover.garage_door"}]
 
 

@@ -39,3 +39,19 @@ def test_the_words_that_show_which_device() -> None:
     assert not says_all("Turn off the hall light") and not says_all("the ballroom")
     assert distinctive_words("Turn on the kitchen lights please") == {"kitchen"}
     assert device_kinds("Kitchen Window and the lamps") == {"window", "light"}
+
+
+@pytest.mark.parametrize(
+    ("words", "bare"),
+    [
+        ("yes", True), ("Yes please.", True), ("ok, go ahead!", True), ("sure, do it", True), ("ja, bitte", True),
+        ("Oui, vas-y", True), ("yeah thanks", True),
+        ("yes, close it", False), ("yes open it", False), ("yes and turn off the lights", False), ("no", False),
+        ("yes, no, wait", False), ("not yet", False), ("", False),
+    ],
+)
+def test_a_bare_yes_is_only_assent(words: str, bare: bool) -> None:
+    """Only a bare yes confirms without the model; anything more is read by the model."""
+    from custom_components.gemma_edge.actions.turns import is_bare_affirmation  # noqa: PLC0415
+
+    assert is_bare_affirmation(words) is bare

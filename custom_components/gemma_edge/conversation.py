@@ -22,6 +22,7 @@ from homeassistant.util.ulid import ulid_now
 
 from . import GemmaConfigEntry
 from .actions.executor import ActionOutcome
+from .actions.turns import is_bare_affirmation
 from .const import (
     CONF_INSTANT_COMMANDS,
     CONF_PROMPT,
@@ -38,7 +39,11 @@ from .entity import (
     add_subentry_entities,
     chat_log_messages,
 )
-from .instant_commands import async_answer_question, async_match_sentence
+from .instant_commands import (
+    async_answer_question,
+    async_match_sentence,
+    confirmed_call,
+)
 
 # Priming waits this long after the last change of entities, areas or exposure.
 PRIME_COOLDOWN_S = 30.0
@@ -163,13 +168,18 @@ class GemmaConversationEntity(
         """Answer with Home Assistant's sentence matcher when it knows the sentence.
 
         A command acts through the executor; a question about the current state gets
-        Home Assistant's own answer. Otherwise (or with images, or with the option
+        Home Assistant's own answer; a bare "yes" confirms the one call the last turn
+        asked about. Otherwise (or with images, or with the option
         off) the model answers.
         """
         instant = self.subentry.data.get(
             CONF_INSTANT_COMMANDS, DEFAULT_INSTANT_COMMANDS
         )
         if instant and chat_log.llm_api and not turn.images:
+            if is_bare_affirmation(turn.text) and (
+                confirmed := confirmed_call(chat_log)
+            ):
+                return await self._async_handle_command(chat_log, turn, confirmed)
             tools = {tool.name for tool in chat_log.llm_api.tools}
             matched = await async_match_sentence(self.hass, user_input, tools)
             if matched is not None and matched.command is not None:

@@ -5,7 +5,8 @@ the kitchen lights") becomes the same tool call the model would have made, and r
 through the same ToolRunner and executor (exposure, targeting, sensitive policy,
 idempotency, events): milliseconds instead of a generation on the hub's CPU. A question
 it recognises ("is the kitchen light on?") is answered by Home Assistant from the
-current state, in its own words; nothing acts.
+current state, in its own words; nothing acts. A bare "yes" after the agent asked to
+confirm one call confirms that call, through the executor's confirmation rules.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from homeassistant.components.conversation.agent_manager import get_agent_manage
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import intent, llm
 
+from .actions.records import ActionStatus
 from .intent_targets import is_resolved_intent
+from .tool_runner import CONFIRM_ARGUMENT
 
 # Questions Home Assistant answers from the current state of exposed entities.
 QUESTION_INTENTS = frozenset(
@@ -97,3 +100,50 @@ async def async_answer_question(
         return None
     speech: str = response.speech.get("plain", {}).get("speech", "")
     return speech or None
+
+
+def confirmed_call(chat_log: conversation.ChatLog) -> llm.ToolInput | None:
+    """Return the call the previous turn asked to confirm, confirmed; or None.
+
+    Only when exactly one call of the turn right before the user's last words asked
+    for confirmation. The executor still checks that this very action was asked
+    about in that turn and that the user said yes.
+    """
+    users = [
+        index
+        for index, content in enumerate(chat_log.content)
+        if isinstance(content, conversation.UserContent)
+    ]
+    if len(users) < 2:
+        return None
+    previous_turn = chat_log.content[users[-2] + 1 : users[-1]]
+    calls = {
+        call.id: call
+        for content in previous_turn
+        if isinstance(content, conversation.AssistantContent)
+        for call in content.tool_calls or ()
+    }
+    asking = [
+        calls[content.tool_call_id]
+        for content in previous_turn
+        if isinstance(content, conversation.ToolResultContent)
+        and content.tool_call_id in calls
+        and _asked_to_confirm(content.tool_result)
+    ]
+    if len(asking) != 1:
+        return None
+    call = asking[0]
+    return llm.ToolInput(
+        tool_name=call.tool_name,
+        tool_args={**call.tool_args, CONFIRM_ARGUMENT: True},
+        external=True,
+    )
+
+
+def _asked_to_confirm(result: object) -> bool:
+    results = result.get("results") if isinstance(result, dict) else None
+    return isinstance(results, list) and any(
+        isinstance(outcome, dict)
+        and outcome.get("status") == ActionStatus.NEEDS_CONFIRMATION.value
+        for outcome in results
+    )

@@ -127,3 +127,23 @@ _NO = re.compile(
 def is_affirmation(words: str) -> bool:
     """Return whether the user's words say yes (and nothing that says no)."""
     return bool(_YES.search(words)) and not _NO.search(words)
+
+
+# Words that may stand around a "yes" without changing what it answers.
+_FILLER = re.compile(
+    r"\b(please|thanks|thank you|bitte|danke|merci|s'il te plaît|por favor|gracias|"
+    r"grazie|per favore|alstublieft|dank je)\b",
+    re.IGNORECASE,
+)
+
+
+def is_bare_affirmation(words: str) -> bool:
+    """Return whether the words are only a "yes" ("yes please", "ok, go ahead").
+
+    Such an answer confirms exactly what the last turn asked; "yes, close it" says
+    more and is left to the model.
+    """
+    if not is_affirmation(words):
+        return False
+    rest = _FILLER.sub(" ", _YES.sub(" ", words))
+    return not re.sub(r"[\s,.!;:¡¿]+", "", rest)
