@@ -29,36 +29,62 @@ async def instant_agent(hass: HomeAssistant, agent: Any) -> Any:
     return entry, model, calls
 
 
-@pytest.mark.parametrize(
-    ("words", "entity_id", "expected", "answer"),
-    [
-        ("Turn off the kitchen lights", "light.kitchen_lights", "off", "Turned off Kitchen Lights."),
-        ("turn on the bed light", "light.bed_light", "on", "Turned on Bed Light."),
-        ("Close the kitchen window", "cover.kitchen_window", "closed", "Closed Kitchen Window."),
-        ("Turn off the ceiling lights", "light.ceiling_lights", "off", "Turned off Ceiling Lights."),
-        ("Turn on the decorative lights", "switch.decorative_lights", "on", "Turned on Decorative Lights."),
-    ],
-)
+# (words, the home before: service calls, what must change: {entity_id: (attribute or "state", value)}, answer)
+COMMANDS: list[tuple[str, list[tuple[str, dict[str, Any]]], dict[str, tuple[str, Any]], str]] = [
+    ("Turn off the kitchen lights", [("light.turn_on", {"entity_id": "light.kitchen_lights"})],
+     {"light.kitchen_lights": ("state", "off")}, "Turned off Kitchen Lights."),
+    ("turn on the bed light", [("light.turn_off", {"entity_id": "light.bed_light"})],
+     {"light.bed_light": ("state", "on")}, "Turned on Bed Light."),
+    ("Close the kitchen window", [("cover.open_cover", {"entity_id": "cover.kitchen_window"})],
+     {"cover.kitchen_window": ("state", "closed")}, "Closed Kitchen Window."),
+    ("Turn off the ceiling lights", [("light.turn_on", {"entity_id": "light.ceiling_lights"})],
+     {"light.ceiling_lights": ("state", "off")}, "Turned off Ceiling Lights."),
+    ("Turn on the decorative lights", [("switch.turn_off", {"entity_id": "switch.decorative_lights"})],
+     {"switch.decorative_lights": ("state", "on")}, "Turned on Decorative Lights."),
+    ("Turn off the AC", [("switch.turn_on", {"entity_id": "switch.ac"})], {"switch.ac": ("state", "off")}, "Turned off AC."),
+    ("Turn off the lights in the kitchen", [("light.turn_on", {"entity_id": "light.kitchen_lights"})],
+     {"light.kitchen_lights": ("state", "off")}, "Turned off Kitchen Lights."),
+    ("Turn on the lights in the living room", [("light.turn_off", {"entity_id": "all"})],
+     {"light.ceiling_lights": ("state", "on"), "light.living_room_rgbww_lights": ("state", "on")},
+     "Turned on Ceiling Lights. Turned on Living Room RGBWW Lights."),
+    ("Set the bed light brightness to 40%", [("light.turn_on", {"entity_id": "light.bed_light", "brightness_pct": 100})],
+     {"light.bed_light": ("brightness", 102)}, "Turned on Bed Light at 40%."),
+    ("Turn off the living room fan", [("fan.turn_on", {"entity_id": "fan.living_room_fan"})],
+     {"fan.living_room_fan": ("state", "off")}, "Turned off Living Room Fan."),
+    ("Turn on the ceiling fan", [("fan.turn_off", {"entity_id": "fan.ceiling_fan"})],
+     {"fan.ceiling_fan": ("state", "on")}, "Turned on Ceiling Fan."),
+    ("Set the ceiling fan to 50 percent", [("fan.turn_on", {"entity_id": "fan.ceiling_fan", "percentage": 100})],
+     {"fan.ceiling_fan": ("percentage", 50)}, "Turned on Ceiling Fan at 50%."),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("words", "before", "changes", "answer"), COMMANDS, ids=[c[0] for c in COMMANDS])
 async def test_a_recognised_command_acts_without_the_model(
-    hass: HomeAssistant, instant_agent: Any, words: str, entity_id: str, expected: str, answer: str
+    hass: HomeAssistant,
+    instant_agent: Any,
+    words: str,
+    before: list[tuple[str, dict[str, Any]]],
+    changes: dict[str, tuple[str, Any]],
+    answer: str,
 ) -> None:
-    entry, model, _calls = instant_agent
-    opposite = {"on": "turn_off", "off": "turn_on", "closed": "open_cover"}[expected]
-    await hass.services.async_call(entity_id.split(".")[0], opposite, {"entity_id": entity_id}, blocking=True)
+    """A dozen everyday commands on the demo home: the right devices change, nothing else does,
+    the answer is the outcome, and the model never generates."""
+    entry, model, calls = instant_agent
+    for service, data in before:
+        domain, name = service.split(".")
+        await hass.services.async_call(domain, name, data, blocking=True)
     await hass.async_block_till_done()
-    events: list[Event] = []
-
-    @callback
-    def record(event: Event) -> None:
-        events.append(event)
-
-    hass.bus.async_listen("gemma_edge_action", record)
+    calls.clear()
+    events = _record_actions(hass)
     assert await ask(hass, words) == answer
-    assert state(hass, entity_id) == expected
+    for entity_id, (attribute, value) in changes.items():
+        assert state(hass, entity_id, None if attribute == "state" else attribute) == value, entity_id
     assert model.requests == []  # the model never generated
-    assert [(e.data["entity_ids"], e.data["status"], e.data["source"]) for e in events] == [
-        ([entity_id], "executed", "conversation")
-    ]
+    assert {entity for c in calls for entity in [c["entity_id"]]} == set(changes)  # nothing else was called
+    assert {(tuple(e.data["entity_ids"]), e.data["source"], e.data["path"]) for e in events} == {
+        ((entity_id,), "conversation", "matcher") for entity_id in changes
+    }
+    assert {e.data["status"] for e in events} == {"executed"}
 
 
 async def test_a_sensitive_device_still_asks_first(hass: HomeAssistant, instant_agent: Any) -> None:
