@@ -10,7 +10,7 @@ import pytest
 from custom_components.gemma_edge.const import CONF_INSTANT_COMMANDS, DOMAIN
 from homeassistant.components import conversation
 from homeassistant.core import Context, Event, HomeAssistant, callback
-from homeassistant.helpers import entity_registry as er
+from homeassistant.helpers import device_registry as dr, entity_registry as er, llm
 
 from .demo_agent import AGENT, ask, state
 from .scripted_model import call
@@ -293,3 +293,110 @@ async def test_questions_about_the_home_are_answered_from_its_state(hass: HomeAs
     prompt = model.requests[0].prompt
     assert "Is the bed light on?" in prompt and "No, off" in prompt  # the answered questions are history
     assert state(hass, "light.kitchen_lights") == "off"
+
+
+async def _converse(hass: HomeAssistant, words: str, conversation_id: str, device_id: str | None = None) -> str:
+    result = await conversation.async_converse(
+        hass, words, conversation_id, Context(), language="en", agent_id=AGENT, device_id=device_id
+    )
+    await hass.async_block_till_done()
+    return result.response.speech["plain"]["speech"]
+
+
+@pytest.mark.parametrize("yes", ["yes", "yes, open it"])
+async def test_a_question_in_between_is_a_turn_a_later_yes_confirms_nothing(
+    hass: HomeAssistant, instant_agent: Any, yes: str
+) -> None:
+    """"Open the garage door", then "What time is it?" (answered by Home Assistant), then "yes": the
+    yes answers the time, not the garage door; even the model's confirmed call is refused."""
+    _entry, model, calls = instant_agent
+    assert "confirmation" in await _converse(hass, "Open the garage door", "between")
+    assert await _converse(hass, "What time is it?", "between")
+    model.script(call("HassTurnOn", name="Garage Door", confirm=True))
+    assert "confirmation" in await _converse(hass, yes, "between")
+    assert len(model.requests) == 1  # not a bare yes to a question right before: the model read it
+    assert calls == [] and state(hass, "cover.garage_door") == "closed"
+
+
+async def test_the_same_command_after_a_question_is_a_new_request(hass: HomeAssistant, instant_agent: Any) -> None:
+    """Same words again after something else was said are not a retry: they act again."""
+    _entry, _model, _calls = instant_agent
+    assert await _converse(hass, "Turn off the kitchen lights", "again") == "Turned off Kitchen Lights."
+    assert (await _converse(hass, "Which lights are on?", "again")).startswith("Ceiling Lights")
+    await hass.services.async_call("light", "turn_on", {"entity_id": "light.kitchen_lights"}, blocking=True)
+    assert await _converse(hass, "Turn off the kitchen lights", "again") == "Turned off Kitchen Lights."
+    assert state(hass, "light.kitchen_lights") == "off"
+
+
+async def test_what_the_matcher_cannot_do_goes_to_the_model_and_leaves_no_trace(hass: HomeAssistant, instant_agent: Any) -> None:
+    """A question Home Assistant recognises but cannot answer (no thermostat in the garage) and a
+    command that reaches no device (the living room as an area, which has no media player) go to
+    the model, with nothing half-done in the conversation."""
+    _entry, model, calls = instant_agent
+    await _converse(hass, "What is the temperature in the garage?", "partial")
+    assert len(model.requests) == 1
+    assert "HassClimateGetTemperature" not in model.requests[0].prompt.split("What is the temperature in the garage?")[-1]
+    await hass.services.async_call("media_player", "media_play", {"entity_id": "media_player.living_room"}, blocking=True)
+    calls.clear()
+    await _converse(hass, "Pause the music in the living room", "partial")
+    assert len(model.requests) == 2 and calls == []
+    assert "HassMediaPause" not in model.requests[1].prompt.split("Pause the music in the living room")[-1]
+
+
+async def test_a_satellite_s_area_filled_in_by_home_assistant_is_used(
+    hass: HomeAssistant, instant_agent: Any, demo_home: dict[str, str]
+) -> None:
+    """"Turn off the lights" said to the kitchen satellite: Home Assistant's sentences fill in the
+    kitchen; the always-act-first agent's strict names are for its model, not for them."""
+    entry, model, calls = instant_agent
+    satellite = dr.async_get(hass).async_get_or_create(
+        config_entry_id=entry.entry_id, identifiers={("test", "kitchen-satellite")}, name="Kitchen satellite"
+    )
+    dr.async_get(hass).async_update_device(satellite.id, area_id=demo_home["Kitchen"])
+    assert await _converse(hass, "Turn off the lights", "satellite", device_id=satellite.id) == "Turned off Kitchen Lights."
+    assert model.requests == []
+    assert calls == [{"service": "light.turn_off", "entity_id": "light.kitchen_lights"}]
+
+
+class SecondAPI(llm.API):
+    """Any second LLM API: with two, Home Assistant prefixes every tool with its API's id."""
+
+    def __init__(self, hass: HomeAssistant) -> None:
+        super().__init__(hass=hass, id="second_test", name="Second")
+
+    async def async_get_api_instance(self, llm_context: llm.LLMContext) -> llm.APIInstance:
+        return llm.APIInstance(self, "Nothing here.", llm_context, [])
+
+
+async def test_with_two_llm_apis_intents_keep_their_rules(hass: HomeAssistant, instant_agent: Any) -> None:
+    """Assist's intents become "assist__HassTurnOn": the matcher still handles commands, and the
+    model's prefixed call still goes through per-device resolution (the garage door asks first)."""
+    entry, model, calls = instant_agent
+    llm.async_register_api(hass, SecondAPI(hass))
+    subentry = next(s for s in entry.subentries.values() if s.subentry_type == "conversation")
+    hass.config_entries.async_update_subentry(entry, subentry, data={**subentry.data, "llm_hass_api": ["assist", "second_test"]})
+    await hass.async_block_till_done()
+    assert await ask(hass, "Turn off the kitchen lights") == "Turned off Kitchen Lights."
+    assert model.requests == []
+    model.script(call("assist__HassTurnOn", name="Garage Door"))
+    assert await ask(hass, "Would you be so kind as to open up the garage door") == (
+        "I need your confirmation to open Garage Door. Should I go ahead?"
+    )
+    assert len(model.requests) == 1 and state(hass, "cover.garage_door") == "closed"
+    assert [c["service"] for c in calls] == ["light.turn_off"]
+
+
+async def test_the_conversation_trace_says_the_path(hass: HomeAssistant, instant_agent: Any) -> None:
+    from homeassistant.components.conversation import trace  # noqa: PLC0415
+
+    _entry, model, _calls = instant_agent
+    await ask(hass, "Turn off the kitchen lights")
+    model.script(call("HassTurnOn", name="Kitchen Lights"))
+    await ask(hass, "Switch the kitchen back on, would you")
+    paths = [
+        event["data"]["path"]
+        for recorded in trace.async_get_traces()
+        for event in recorded.as_dict()["events"]
+        if event["event_type"] == conversation.ConversationTraceEventType.AGENT_DETAIL and "path" in event["data"]
+    ]
+    assert paths[-2:] == ["matcher", "model"]

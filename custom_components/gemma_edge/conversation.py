@@ -176,21 +176,33 @@ class GemmaConversationEntity(
             CONF_INSTANT_COMMANDS, DEFAULT_INSTANT_COMMANDS
         )
         if instant and chat_log.llm_api and not turn.images:
-            if is_bare_affirmation(turn.text) and (
-                confirmed := confirmed_call(chat_log)
-            ):
-                return await self._async_handle_command(chat_log, turn, confirmed)
-            tools = {tool.name for tool in chat_log.llm_api.tools}
-            matched = await async_match_sentence(self.hass, user_input, tools)
-            if matched is not None and matched.command is not None:
-                return await self._async_handle_command(chat_log, turn, matched.command)
-            if matched is not None and matched.question is not None:
-                speech = await async_answer_question(self.hass, user_input, chat_log)
-                if speech is not None:
-                    return await self._async_handle_answer(
-                        chat_log, turn, matched.question, speech
-                    )
+            if result := await self._async_answer_instantly(user_input, chat_log, turn):
+                return result
         return await self._async_handle_chat_log(chat_log, turn)
+
+    async def _async_answer_instantly(
+        self,
+        user_input: conversation.ConversationInput,
+        chat_log: conversation.ChatLog,
+        turn: Turn,
+    ) -> TurnResult | None:
+        """Answer without the model, or return None (the model answers)."""
+        assert chat_log.llm_api is not None
+        if is_bare_affirmation(turn.text) and (confirmed := confirmed_call(chat_log)):
+            return await self._async_handle_command(chat_log, turn, confirmed)
+        tools = {tool.name for tool in chat_log.llm_api.tools}
+        matched = await async_match_sentence(self.hass, user_input, tools)
+        if matched is None:
+            return None
+        if matched.command is not None:
+            return await self._async_handle_command(chat_log, turn, matched.command)
+        if matched.question is not None and (
+            answer := await async_answer_question(
+                self.hass, user_input, matched.question
+            )
+        ):
+            return await self._async_handle_answer(chat_log, turn, answer)
+        return None
 
     def _input(
         self, text: str, context: Context, conversation_id: str | None

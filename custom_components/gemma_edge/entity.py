@@ -60,6 +60,7 @@ from .engine.local_engine import (
 from .engine.step_plan import step_tool_choice, with_images, with_structure_hint
 from .engine.tool_calls import ToolCall, ToolCallSyntaxError
 from .engine.worker import PRIORITY_USER
+from .instant_commands import QuestionAnswer
 from .prompt_fitting import PromptFitter
 from .tool_runner import ToolRunner
 from .tools import tool_specs
@@ -270,15 +271,27 @@ class GemmaLLMEntity(Entity):
 
     async def _async_handle_command(
         self, chat_log: conversation.ChatLog, turn: Turn, tool_input: llm.ToolInput
-    ) -> TurnResult:
+    ) -> TurnResult | None:
         """Run a command Home Assistant's sentences recognised, without the model.
 
         The call and its result enter the chat log as if the model had made it, so a
-        later turn sees what was done; the answer is what the turn did.
+        later turn sees what was done; the answer is what the turn did. None when the
+        command reached no device ("pause the music in the living room" read as an
+        area without players): then the model reads the words.
         """
         runner = self._tool_runner(chat_log, turn, "matcher")
         if runner is None:
-            raise HomeAssistantError("no tools for a matched command")
+            return None
+        result = await runner.async_run(tool_input)
+        if not runner.outcomes:
+            LOGGER.debug(
+                "%s: matched %s %s reached no device (%s); the model answers",
+                self.entity_id,
+                tool_input.tool_name,
+                tool_input.tool_args,
+                result,
+            )
+            return None
         _trace_path("matcher", intent=tool_input.tool_name, slots=tool_input.tool_args)
 
         async def deltas() -> AsyncGenerator[
@@ -286,7 +299,6 @@ class GemmaLLMEntity(Entity):
             | conversation.ToolResultContentDeltaDict
         ]:
             yield {"role": "assistant", "tool_calls": [tool_input]}
-            result = await runner.async_run(tool_input)
             yield {
                 "role": "tool_result",
                 "tool_call_id": tool_input.id,
@@ -306,11 +318,20 @@ class GemmaLLMEntity(Entity):
         return TurnResult(runner.outcomes, None)
 
     async def _async_handle_answer(
-        self, chat_log: conversation.ChatLog, turn: Turn, question: str, speech: str
+        self, chat_log: conversation.ChatLog, turn: Turn, answer: QuestionAnswer
     ) -> TurnResult:
-        """Say Home Assistant's answer to a question its sentences recognised."""
-        _trace_path("matcher", intent=question)
-        await self._async_say(chat_log, speech)
+        """Say Home Assistant's answer to a question its sentences recognised.
+
+        The question is a turn like any other: a "yes" after it confirms nothing asked
+        before it, and the same command after it is a new request, not a retry.
+        """
+        turns = self.entry.runtime_data.executor.turns
+        turns.scope(turn.source, chat_log.conversation_id, turn.text)
+        _trace_path("matcher", intent=answer.intent)
+        for content in answer.contents:
+            chat_log.async_add_assistant_content_without_tools(content)
+        await self._async_say(chat_log, answer.speech)
+        turns.finish(turn.source, chat_log.conversation_id)
         self._report_turn("matcher", turn, None)
         return TurnResult([], None)
 
@@ -346,7 +367,8 @@ class GemmaLLMEntity(Entity):
             device_id=turn.device_id,
             # a very small model dedicated to home control names only what the user
             # named
-            strict_names=self._act_first,
+            # HA's sentences matched names the user said; a small model's may be made up
+            strict_names=self._act_first and path == "model",
             path=path,
         )
 

@@ -17,6 +17,7 @@ from homeassistant.components import conversation
 from homeassistant.components.conversation.agent_manager import get_agent_manager
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import intent, llm
+from homeassistant.util.ulid import ulid_now
 
 from .actions.records import ActionStatus
 from .intent_targets import is_resolved_intent
@@ -44,6 +45,15 @@ class MatchedSentence:
     question: str | None = None
 
 
+@dataclass(frozen=True)
+class QuestionAnswer:
+    """Home Assistant's answer to a question: its words, its intent call and result."""
+
+    intent: str
+    speech: str
+    contents: list[conversation.AssistantContent | conversation.ToolResultContent]
+
+
 async def async_match_sentence(
     hass: HomeAssistant,
     user_input: conversation.ConversationInput,
@@ -67,11 +77,13 @@ async def async_match_sentence(
     name = result.intent.name
     if name in QUESTION_INTENTS:
         return MatchedSentence(question=name)
-    if name not in tool_names or not is_resolved_intent(hass, name):
+    # With more than one LLM API the agent's tools carry the API's name.
+    tool = name if name in tool_names else f"{llm.LLM_API_ASSIST}__{name}"
+    if tool not in tool_names or not is_resolved_intent(hass, name):
         return None
     return MatchedSentence(
         command=llm.ToolInput(
-            tool_name=name,
+            tool_name=tool,
             tool_args={entity.name: entity.value for entity in result.entities_list},
             external=True,
         )
@@ -79,27 +91,37 @@ async def async_match_sentence(
 
 
 async def async_answer_question(
-    hass: HomeAssistant,
-    user_input: conversation.ConversationInput,
-    chat_log: conversation.ChatLog,
-) -> str | None:
-    """Return Home Assistant's spoken answer to a question it recognises, or None.
+    hass: HomeAssistant, user_input: conversation.ConversationInput, intent_name: str
+) -> QuestionAnswer | None:
+    """Return Home Assistant's answer to a question it recognises, or None.
 
-    Home Assistant puts its intent call and result in the chat log (the model sees them
-    in later turns). None when it cannot answer after all (then the model answers).
+    None when it cannot answer after all (no such device, two weather services):
+    then the model answers, and nothing of the attempt is in the conversation.
     """
     default_agent = get_agent_manager(hass).default_agent
     if default_agent is None:
         return None
+    # Home Assistant writes its intent call and result into the chat log it is given
+    # (and only the call when it fails): a scratch one, copied when it answered.
+    scratch = conversation.ChatLog(hass, user_input.conversation_id or ulid_now())
     response = await default_agent.async_handle_intents(
         user_input,
-        chat_log,
+        scratch,
         intent_filter=lambda result: result.intent.name not in QUESTION_INTENTS,
     )
     if response is None or response.response_type is intent.IntentResponseType.ERROR:
         return None
     speech: str = response.speech.get("plain", {}).get("speech", "")
-    return speech or None
+    if not speech:
+        return None
+    contents = [
+        content
+        for content in scratch.content
+        if isinstance(
+            content, (conversation.AssistantContent, conversation.ToolResultContent)
+        )
+    ]
+    return QuestionAnswer(intent_name, speech, contents)
 
 
 def confirmed_call(chat_log: conversation.ChatLog) -> llm.ToolInput | None:

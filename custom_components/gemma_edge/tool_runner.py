@@ -210,11 +210,15 @@ class ToolRunner:
                 ):
                     result = {**result, "result": compact_live_context(live)}
                 return result
-            if name == SEARCH_AND_PLAY:
+            # With more than one LLM API, Assist's intents are "assist__HassTurnOn".
+            base = _unwrapped(tool).name
+            if base == SEARCH_AND_PLAY:
                 # Resolved to one exposed player, then played by HA's handler.
-                self.targets.resolve(name, args)
-            elif is_resolved_intent(self.hass, name):
-                return await self._run_intent(name, args, confirmed)
+                self.targets.resolve(base, args)
+            elif isinstance(_unwrapped(tool), llm.IntentTool) and is_resolved_intent(
+                self.hass, base
+            ):
+                return await self._run_intent(base, args, confirmed)
             # A tool of another API may act or only read: a retry of the turn never
             # runs it twice, a new request runs it again without a question.
             outcome = await self._execute(

@@ -209,13 +209,15 @@ def tool_specs(
     specs = []
     for tool in api.tools:
         acts = is_action_tool(hass, tool)
+        # an Assist intent's own name, also when several APIs prefix it ("assist__")
+        base = tool.tool.name if isinstance(tool, llm.NamespacedTool) else tool.name
         declared = convert(tool.parameters, custom_serializer=api.custom_serializer)
         constrained = _constrain(
             declared,
             names,
-            free_name=tool.name in FREE_NAME_INTENTS,
+            free_name=base in FREE_NAME_INTENTS,
             targeted=targeted and acts,
-            domains=intent_domains(hass, tool.name),
+            domains=intent_domains(hass, base),
         )
         if acts:
             declared = _with_confirm(declared)
