@@ -35,33 +35,70 @@ pytestmark = pytest.mark.skipif(os.environ.get("GEMMA_EDGE_BENCH") != "1", reaso
 AGENT = "conversation.gemma_conversation"
 PI5_E4B_PREFILL_TOK_S = 20.0
 PI5_E4B_DECODE_TOK_S = 3.0
-# (words, service calls that first put the home in the state the request changes)
-REQUESTS: list[tuple[str, list[tuple[str, str, dict[str, Any]]]]] = [
-    ("Turn off the kitchen lights", [("light", "turn_on", {"entity_id": "light.kitchen_lights"})]),
-    ("Turn on the bed light", [("light", "turn_off", {"entity_id": "light.bed_light"})]),
-    ("Turn off the ceiling lights", [("light", "turn_on", {"entity_id": "light.ceiling_lights"})]),
-    ("Turn on the lights in the living room", [("light", "turn_off", {"entity_id": "all"})]),
-    ("Turn off the lights in the kitchen", [("light", "turn_on", {"entity_id": "light.kitchen_lights"})]),
-    ("Set the bed light brightness to 40%", [("light", "turn_on", {"entity_id": "light.bed_light", "brightness_pct": 100})]),
-    ("Close the kitchen window", [("cover", "open_cover", {"entity_id": "cover.kitchen_window"})]),
-    ("Open the living room window", [("cover", "close_cover", {"entity_id": "cover.living_room_window"})]),
-    ("Close the hall window", [("cover", "open_cover", {"entity_id": "cover.hall_window"})]),
-    ("Turn on the decorative lights", [("switch", "turn_off", {"entity_id": "switch.decorative_lights"})]),
-    ("Turn off the AC", [("switch", "turn_on", {"entity_id": "switch.ac"})]),
-    ("Turn off the living room fan", [("fan", "turn_on", {"entity_id": "fan.living_room_fan"})]),
-    ("Set the ceiling fan to 50 percent", [("fan", "turn_on", {"entity_id": "fan.ceiling_fan", "percentage": 100})]),
-    ("Set the heat pump to 21 degrees", [("climate", "set_temperature", {"entity_id": "climate.heatpump", "temperature": 25})]),
-    ("Pause the music in the living room", [("media_player", "media_play", {"entity_id": "media_player.living_room"})]),
-    ("Set the humidifier to 55 percent", [("humidifier", "set_humidity", {"entity_id": "humidifier.humidifier", "humidity": 40})]),
-    ("Open the garage door", [("cover", "close_cover", {"entity_id": "cover.garage_door"})]),  # sensitive: asks first
-    ("Unlock the front door", [("lock", "lock", {"entity_id": "lock.front_door"})]),  # not exposed
-    ("Is the kitchen light on?", []),
-    ("What is the temperature outside?", []),
-    ("Which lights are on?", []),
-    ("Make it cosy in the living room", []),
-    ("I'm going to bed, good night", []),
-    ("Thanks!", []),
-]
+Change = dict[str, tuple[str, Any]]  # entity_id: (attribute or "state", value)
+# (words, service calls that first put the home in the state the request changes, what must
+# change: {} for nothing (sensitive, unexposed), None for questions and chat (not scored))
+REQUESTS: list[tuple[str, list[tuple[str, str, dict[str, Any]]], Change | None]] = [
+    ("Turn off the kitchen lights", [("light", "turn_on", {"entity_id": "light.kitchen_lights"})],
+     {"light.kitchen_lights": ("state", "off")}),
+    ("Turn on the bed light", [("light", "turn_off", {"entity_id": "light.bed_light"})], {"light.bed_light": ("state", "on")}),
+    ("Turn off the ceiling lights", [("light", "turn_on", {"entity_id": "light.ceiling_lights"})],
+     {"light.ceiling_lights": ("state", "off")}),
+    ("Turn on the lights in the living room", [("light", "turn_off", {"entity_id": "all"})],
+     {"light.ceiling_lights": ("state", "on"), "light.living_room_rgbww_lights": ("state", "on")}),
+    ("Turn off the lights in the kitchen", [("light", "turn_on", {"entity_id": "light.kitchen_lights"})],
+     {"light.kitchen_lights": ("state", "off")}),
+    ("Set the bed light brightness to 40%", [("light", "turn_on", {"entity_id": "light.bed_light", "brightness_pct": 100})],
+     {"light.bed_light": ("brightness", 102)}),
+    ("Close the kitchen window", [("cover", "open_cover", {"entity_id": "cover.kitchen_window"})],
+     {"cover.kitchen_window": ("state", "closed")}),
+    ("Open the living room window", [("cover", "close_cover", {"entity_id": "cover.living_room_window"})],
+     {"cover.living_room_window": ("state", "opening")}),
+    ("Close the hall window", [("cover", "open_cover", {"entity_id": "cover.hall_window"})],
+     {"cover.hall_window": ("state", "closing")}),
+    ("Turn on the decorative lights", [("switch", "turn_off", {"entity_id": "switch.decorative_lights"})],
+     {"switch.decorative_lights": ("state", "on")}),
+    ("Turn off the AC", [("switch", "turn_on", {"entity_id": "switch.ac"})], {"switch.ac": ("state", "off")}),
+    ("Turn off the living room fan", [("fan", "turn_on", {"entity_id": "fan.living_room_fan"})],
+     {"fan.living_room_fan": ("state", "off")}),
+    ("Set the ceiling fan to 50 percent", [("fan", "turn_on", {"entity_id": "fan.ceiling_fan", "percentage": 100})],
+     {"fan.ceiling_fan": ("percentage", 50)}),
+    ("Set the heat pump to 21 degrees", [("climate", "set_temperature", {"entity_id": "climate.heatpump", "temperature": 25})],
+     {"climate.heatpump": ("temperature", 21)}),
+    ("Pause the music in the living room", [("media_player", "media_play", {"entity_id": "media_player.living_room"})],
+     {"media_player.living_room": ("state", "paused")}),
+    ("Set the humidifier to 55 percent", [("humidifier", "set_humidity", {"entity_id": "humidifier.humidifier", "humidity": 40})],
+     {"humidifier.humidifier": ("humidity", 55)}),
+    ("Open the garage door", [("cover", "close_cover", {"entity_id": "cover.garage_door"})], {}),  # sensitive: asks first
+    ("Unlock the front door", [("lock", "lock", {"entity_id": "lock.front_door"})], {}),  # not exposed
+    ("Is the kitchen light on?", [], None),
+    ("Is the garage door open?", [], None),
+    ("What is the temperature outside?", [], None),
+    ("Which lights are on?", [], None),
+    ("Make it cosy in the living room", [], None),
+    ("I'm going to bed, good night", [], None),
+    ("Thanks!", [], None),
+]  # fmt: skip
+CONTROLLED = ("light", "switch", "fan", "cover", "lock", "media_player", "climate", "humidifier")
+WATCHED = ("percentage", "brightness", "humidity", "temperature", "is_volume_muted")
+
+
+def snapshot(hass: HomeAssistant) -> dict[str, tuple[Any, ...]]:
+    return {
+        state.entity_id: (state.state, *(state.attributes.get(key) for key in WATCHED))
+        for state in hass.states.async_all(CONTROLLED)
+    }
+
+
+def is_right(hass: HomeAssistant, before: dict[str, tuple[Any, ...]], expected: Change) -> bool:
+    """Exactly the expected devices changed, as expected."""
+    after = snapshot(hass)
+    changed = {entity_id for entity_id, values in after.items() if before.get(entity_id) != values}
+    for entity_id, (attribute, value) in expected.items():
+        current = hass.states.get(entity_id)
+        if current is None or (current.state if attribute == "state" else current.attributes.get(attribute)) != value:
+            return False
+    return changed <= set(expected)
 
 
 @dataclass
@@ -72,6 +109,7 @@ class Turn:
     evaluated: int = 0
     generated: int = 0
     steps: int = 0
+    right: bool | None = None  # None: a question or chat, not scored
 
     @property
     def pi5_seconds(self) -> float:
@@ -82,6 +120,10 @@ class Turn:
 class Run:
     instant: bool
     turns: list[Turn] = field(default_factory=list)
+
+
+def verdict(turn: Turn) -> str:
+    return "-" if turn.right is None else ("yes" if turn.right else "no")
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -124,7 +166,7 @@ async def test_instant_commands_benchmark(hass: HomeAssistant, gemma3_path: Path
     async_dispatcher_connect(hass, signal_turn(entry.entry_id), on_turn)
     agent = entry.runtime_data.agents[AGENT]
     runs = [Run(instant=True), Run(instant=False)]
-    for words, setup in REQUESTS:
+    for words, setup, expected in REQUESTS:
         for run in runs:
             hass.config_entries.async_update_subentry(entry, subentry, data={**subentry.data, CONF_INSTANT_COMMANDS: run.instant})
             for domain, service, data in setup:
@@ -133,7 +175,11 @@ async def test_instant_commands_benchmark(hass: HomeAssistant, gemma3_path: Path
             # Each request starts a new conversation from the primed prompt prefix, as when the
             # home has been quiet for a while (the agent primes 30 s after a change).
             await agent._async_prime()  # noqa: SLF001
-            run.turns.append(await say(hass, words, steps, reports))
+            before = snapshot(hass)
+            turn = await say(hass, words, steps, reports)
+            await hass.async_block_till_done()
+            turn.right = None if expected is None else is_right(hass, before, expected)
+            run.turns.append(turn)
     await hass.config_entries.async_unload(entry.entry_id)
     report(runs)
 
@@ -142,13 +188,13 @@ def report(runs: list[Run]) -> None:
     instant, model_only = runs
     count = len(instant.turns)
     print(f"\n{count} requests on the demo home, Gemma 3 270M (act first), this machine; each said twice, side by side")
-    print(f"{'request':<40} {'path':>8} {'s':>6} | {'model only s':>12} {'eval':>5} {'gen':>4} {'Pi 5 E4B s':>10}")
+    print(f"{'request':<40} {'path':>8} {'s':>6} {'right':>5} | {'model only s':>12} {'right':>5} {'eval':>5} {'gen':>4} {'Pi 5 E4B s':>10}")
     for ours, alone in zip(instant.turns, model_only.turns, strict=True):
         print(
-            f"{ours.words:<40} {ours.path:>8} {ours.seconds:>6.2f} | {alone.seconds:>12.2f} {alone.evaluated:>5} "
-            f"{alone.generated:>4} {alone.pi5_seconds:>10.1f}"
+            f"{ours.words:<40} {ours.path:>8} {ours.seconds:>6.2f} {verdict(ours):>5} | {alone.seconds:>12.2f} "
+            f"{verdict(alone):>5} {alone.evaluated:>5} {alone.generated:>4} {alone.pi5_seconds:>10.1f}"
         )
-    print(f"\n{'run':<22} {'path':>8} {'share':>7} {'median s':>9} {'p95 s':>7} {'eval/turn':>9} {'gen/turn':>8} {'Pi 5 E4B median s':>18} {'p95':>6}")
+    print(f"\n{'run':<22} {'path':>8} {'share':>7} {'right':>7} {'median s':>9} {'p95 s':>7} {'eval/turn':>9} {'gen/turn':>8} {'Pi 5 E4B median s':>18} {'p95':>6}")
     for name, run in (("matcher, then model", instant), ("model only", model_only)):
         for path in ("matcher", "model"):
             turns = [turn for turn in run.turns if turn.path == path]
@@ -156,8 +202,9 @@ def report(runs: list[Run]) -> None:
                 continue
             seconds = [turn.seconds for turn in turns]
             pi5 = [turn.pi5_seconds if path == "model" else turn.seconds for turn in turns]
+            scored = [turn.right for turn in turns if turn.right is not None]
             print(
-                f"{name:<22} {path:>8} {len(turns):>3}/{count:<3} {statistics.median(seconds):>9.3f} "
+                f"{name:<22} {path:>8} {len(turns):>3}/{count:<3} {sum(scored):>3}/{len(scored):<3} {statistics.median(seconds):>9.3f} "
                 f"{percentile(seconds, 0.95):>7.3f} {statistics.median(t.evaluated for t in turns):>9.0f} "
                 f"{statistics.median(t.generated for t in turns):>8.0f} {statistics.median(pi5):>18.1f} {percentile(pi5, 0.95):>6.1f}"
             )
@@ -170,6 +217,11 @@ def report(runs: list[Run]) -> None:
             f"\nthe {len(matched)} requests the matcher took: median {here:.3f} s by the matcher vs {alone_here:.2f} s by the "
             f"model here ({alone_here / here:.0f}x), and ~{alone_pi5:.0f} s by Gemma 4 E4B on a Pi 5 (projected from the tokens)"
         )
+    print(
+        "right: exactly the named devices changed as asked (nothing for the garage door and the unexposed lock); "
+        "questions and chat are not scored. Each request starts a new conversation from the primed prompt prefix "
+        "(the best case for the model: a follow-up in a long conversation also evaluates its new history)"
+    )
     print(
         "Pi 5 E4B projection: evaluated prompt tokens / 20 tok/s + generated tokens / 3 tok/s (GEMMA4.md); tokens "
         "counted by Gemma 3 270M's tokenizer (same vocabulary family as Gemma 4); matcher turns: measured here"
