@@ -1,4 +1,5 @@
-"""kill -9 a real process writing the ledger, again and again: nothing committed is ever lost.
+"""kill -9 a real process writing the ledger and its outbox, again and again: nothing committed is
+ever lost, and an action's outcome and its cloud event are both there or both absent.
 
 GEMMA_EDGE_KILL_ITERATIONS sets the number of kills (CI default 200; the benchmark runs more).
 """
@@ -39,7 +40,11 @@ def test_kill_9_loses_no_committed_row(tmp_path: Path) -> None:
         conn = sqlite3.connect(db)
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         rows = dict(conn.execute("SELECT key, status FROM actions").fetchall())
+        events = [subject for (subject,) in conn.execute("SELECT subject FROM outbox ORDER BY seq")]
         conn.close()
+        executed = {key for key, status in rows.items() if status == "executed"}
+        assert sorted(events) == sorted(executed), f"iteration {iteration}: an outcome without its event, or the reverse"
+        assert len(events) == len(set(events))
         missing = claimed - rows.keys()
         assert not missing, f"iteration {iteration}: committed claims lost: {sorted(missing)[:5]}"
         assert all(rows[key] == "executed" for key in done), f"iteration {iteration}: a committed outcome was lost"

@@ -100,22 +100,7 @@ def event_data(outcome: ActionOutcome, *, with_words: bool = True) -> dict[str, 
 
     ``reason`` (the user's words) is None unless ``with_words``.
     """
-    action = outcome.action
-    return {
-        "key": outcome.key,
-        "action_id": outcome.action_id or None,
-        "tool": outcome.tool,
-        "service": f"{action.domain}.{action.service}",
-        "entity_ids": [action.entity_id] if action.domain != "tool" else [],
-        "data": action.data,
-        "status": outcome.status.value,
-        "message": outcome.message,
-        "kind": outcome.kind.value,
-        "conversation_id": outcome.conversation_id,
-        "source": outcome.source,
-        "path": outcome.path or None,
-        "reason": outcome.reason if with_words else None,
-    }
+    return outcome.as_event(with_words=with_words)
 
 
 @callback

@@ -13,6 +13,7 @@ import contextlib
 from dataclasses import dataclass, field, replace
 import json
 import logging
+import sqlite3
 import time
 from typing import Any, Protocol
 
@@ -63,6 +64,18 @@ class HomePort(Protocol):
 
         Return False if it has not within ``timeout_s`` seconds (0: check once).
         """
+
+
+class OutcomeReporter(Protocol):
+    """Reports recorded outcomes elsewhere in the ledger's file (the cloud outbox)."""
+
+    def open(self) -> None:
+        """Prepare its tables in the ledger's file (before crashed actions settle)."""
+
+    def writer_for(
+        self, outcome: ActionOutcome
+    ) -> Callable[[sqlite3.Connection], None] | None:
+        """Return what writes the outcome's report in its transaction, or None."""
 
 
 @dataclass(frozen=True)
@@ -147,6 +160,28 @@ class ActionOutcome:
             request.path,
         )
 
+    def as_event(self, *, with_words: bool = True) -> dict[str, Any]:
+        """Return the documented fields of the action's event (bus and cloud).
+
+        ``reason`` (the user's words) is None unless ``with_words``.
+        """
+        action = self.action
+        return {
+            "key": self.key,
+            "action_id": self.action_id or None,
+            "tool": self.tool,
+            "service": f"{action.domain}.{action.service}",
+            "entity_ids": [action.entity_id] if action.domain != "tool" else [],
+            "data": action.data,
+            "status": self.status.value,
+            "message": self.message,
+            "kind": self.kind.value,
+            "conversation_id": self.conversation_id,
+            "source": self.source,
+            "path": self.path or None,
+            "reason": self.reason if with_words else None,
+        }
+
     def for_model(self) -> dict[str, Any]:
         """Return what the model reads of the outcome: entity, status and message."""
         return {
@@ -197,6 +232,7 @@ class ActionExecutor:
         repeat_window_s: float = 60.0,
         clock: Callable[[], float] = time.time,
         on_outcome: Callable[[ActionOutcome], None] | None = None,
+        reporter: OutcomeReporter | None = None,
         spawn: Callable[[Coroutine[Any, Any, Any], str], asyncio.Future[Any]]
         | None = None,
     ) -> None:
@@ -209,6 +245,8 @@ class ActionExecutor:
         self.repeat_window_s = repeat_window_s
         self.clock = clock
         self.on_outcome = on_outcome
+        # Cloud sync: each recorded outcome's event, committed with the outcome.
+        self.reporter = reporter
         # Starts the tasks of one-shot calls and of recording their late outcomes (Home
         # Assistant's background tasks in production, so that it knows about them).
         self.spawn = spawn or (
@@ -230,6 +268,10 @@ class ActionExecutor:
             raise LedgerError("the action ledger is closed")
         return await asyncio.wrap_future(self._worker.submit(lambda: func(*args)))
 
+    async def async_on_ledger(self, func: Callable[..., Any], *args: Any) -> Any:
+        """Run ``func(*args)`` on the ledger's thread (the outbox shares its file)."""
+        return await self._db(func, *args)
+
     async def async_start(self) -> list[ActionOutcome]:
         """Open the ledger and settle what a crash left in progress.
 
@@ -242,6 +284,8 @@ class ActionExecutor:
             self.error = str(err)
             raise
         await self._db(self.ledger.prune, self.clock())
+        if self.reporter is not None:
+            await self._db(self.reporter.open)
         return [
             await self._recover(record)
             for record in await self._db(self.ledger.unfinished)
@@ -273,16 +317,10 @@ class ActionExecutor:
                 ActionStatus.INDETERMINATE,
                 "interrupted by a restart; the state does not show it",
             )
-        await self._db(
-            self.ledger.finish,
-            record.key,
-            status.value,
-            {"message": message},
-            self.clock(),
-        )
         outcome = replace(
             ActionOutcome.from_record(record), status=status, message=message
         )
+        await self._finish(outcome)
         self._emit(outcome)
         return outcome
 
@@ -315,6 +353,18 @@ class ActionExecutor:
             return []
 
     # --- execution ------------------------------------------------------------
+
+    async def _finish(self, outcome: ActionOutcome) -> None:
+        """Record an outcome, and its report for the cloud (if on) with it."""
+        report = self.reporter.writer_for(outcome) if self.reporter else None
+        await self._db(
+            self.ledger.finish,
+            outcome.key,
+            outcome.status.value,
+            {"message": outcome.message},
+            self.clock(),
+            report,
+        )
 
     def _emit(self, outcome: ActionOutcome) -> None:
         if self.on_outcome is not None:
@@ -452,12 +502,10 @@ class ActionExecutor:
                 self._settle_later(key, outcome_of(ActionStatus.RUNNING, ""))
             else:
                 with contextlib.suppress(LedgerError):
-                    await self._db(
-                        self.ledger.finish,
-                        key,
-                        ActionStatus.INDETERMINATE.value,
-                        {"message": "the request was cancelled"},
-                        self.clock(),
+                    await self._finish(
+                        outcome_of(
+                            ActionStatus.INDETERMINATE, "the request was cancelled"
+                        )
                     )
             raise
         except Exception as err:
@@ -472,13 +520,7 @@ class ActionExecutor:
             self._settle_later(key, outcome)
             return outcome
         try:
-            await self._db(
-                self.ledger.finish,
-                key,
-                status.value,
-                {"message": message},
-                self.clock(),
-            )
+            await self._finish(outcome)
         except LedgerError as err:
             self.error = str(err)
             _LOGGER.error(
@@ -633,14 +675,9 @@ class ActionExecutor:
         async def settle() -> None:
             await asyncio.wait({call})  # never cancels the call itself
             status, message = _one_shot_result(call)
+            settled = replace(outcome, status=status, message=message)
             try:
-                await self._db(
-                    self.ledger.finish,
-                    key,
-                    status.value,
-                    {"message": message},
-                    self.clock(),
-                )
+                await self._finish(settled)
             except LedgerError as err:
                 _LOGGER.error(
                     "Action %s ended (%s) but its outcome could not be recorded: %s",
@@ -649,7 +686,7 @@ class ActionExecutor:
                     err,
                 )
                 return
-            self._emit(replace(outcome, status=status, message=message))
+            self._emit(settled)
 
         task = self.spawn(settle(), f"gemma_edge settle {key}")
         self._settling.add(task)

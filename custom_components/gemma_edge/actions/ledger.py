@@ -7,6 +7,8 @@ executor runs them on one dedicated thread (never the event loop). WAL with
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 import json
 from pathlib import Path
@@ -137,6 +139,10 @@ class ActionLedger:
             raise LedgerError("the action ledger is not open")
         return self._db
 
+    def connection(self) -> sqlite3.Connection:
+        """Return the open database, for reads of the file's other tables."""
+        return self._conn()
+
     def _write(self, sql: str, args: tuple[Any, ...]) -> int:
         try:
             return self._conn().execute(sql, args).rowcount
@@ -199,14 +205,49 @@ class ActionLedger:
             return Claim(False, record, "busy")
         return Claim(False, record, "replay")
 
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """Write atomically: everything done with the connection commits, or nothing.
+
+        Other tables of the same file (the cloud outbox) are written in the same
+        transaction as an action's outcome.
+        """
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.DatabaseError as err:
+            raise LedgerError(f"writing the action ledger failed: {err}") from err
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException as err:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if isinstance(err, sqlite3.DatabaseError):
+                raise LedgerError(f"writing the action ledger failed: {err}") from err
+            raise
+
     def finish(
-        self, key: str, status: str, outcome: dict[str, Any], now: float
+        self,
+        key: str,
+        status: str,
+        outcome: dict[str, Any],
+        now: float,
+        also: Callable[[sqlite3.Connection], None] | None = None,
     ) -> None:
-        """Record the outcome of a claimed key."""
-        self._write(
-            "UPDATE actions SET status = ?, outcome = ?, updated_at = ? WHERE key = ?",
-            (status, json.dumps(outcome, sort_keys=True), now, key),
-        )
+        """Record the outcome of a claimed key.
+
+        ``also`` writes in the same transaction (the outcome's event for the cloud):
+        both are committed, or neither.
+        """
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE actions SET status = ?, outcome = ?, updated_at = ?"
+                " WHERE key = ?",
+                (status, json.dumps(outcome, sort_keys=True), now, key),
+            )
+            if also is not None:
+                also(conn)
 
     def unfinished(self) -> list[LedgerRecord]:
         """Return the records a crash left in progress."""
