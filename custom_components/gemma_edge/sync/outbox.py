@@ -179,6 +179,21 @@ class Outbox:
             batch.append(_stored(row))
         return batch
 
+    def next_due(self) -> float | None:
+        """Return when the oldest pending event is due (None: nothing pending)."""
+        row = self._read(
+            "SELECT next_attempt FROM outbox WHERE status = ? ORDER BY seq LIMIT 1",
+            (PENDING,),
+        )
+        return float(row[0][0]) if row else None
+
+    def due_now(self) -> None:
+        """Make every pending event due at once ("sync now")."""
+        with self.ledger.transaction() as conn:
+            conn.execute(
+                "UPDATE outbox SET next_attempt = 0 WHERE status = ?", (PENDING,)
+            )
+
     def acknowledge(self, seqs: Sequence[int], now: float) -> None:
         """Mark events delivered (the cloud answered 2xx)."""
         self._settle(seqs, SENT, now)

@@ -1,0 +1,223 @@
+"""Delivery of the outbox to a real HTTP receiver on 127.0.0.1 that verifies every request with
+the independent `standardwebhooks` package and injects faults: dropped connections, 500s, 429
+with Retry-After, answers slower than the timeout, a lost acknowledgement, 410 and 400."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+import json
+from pathlib import Path
+import random
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+import pytest
+from standardwebhooks import Webhook, WebhookVerificationError
+
+from custom_components.gemma_edge.actions.ledger import ActionLedger
+from custom_components.gemma_edge.sync.outbox import ACTION_PERFORMED, STATE_CHANGED, Outbox, OutboxEvent
+from custom_components.gemma_edge.sync.sender import (
+    BACKOFF_CAP_S,
+    CONTENT_TYPE,
+    Delivery,
+    DeliveryReport,
+    WebhookSender,
+    retry_after_s,
+)
+from custom_components.gemma_edge.sync.signing import new_secret
+
+SOURCE = "urn:gemma-edge:test-hub"
+
+
+class Receiver:
+    """The cloud side: verifies, records every event it is sent, answers as scripted."""
+
+    def __init__(self, secret: str) -> None:
+        self.secret = secret
+        self.script: list[Any] = []
+        self.arrivals: list[dict[str, Any]] = []  # every event received, duplicates included
+        self.batch_ids: list[str] = []
+        self.refused_signatures = 0
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        try:
+            events = Webhook(self.secret).verify(body, dict(request.headers))
+        except WebhookVerificationError:
+            self.refused_signatures += 1
+            return web.Response(status=401)
+        assert request.headers["content-type"] == CONTENT_TYPE
+        answer = self.script.pop(0) if self.script else 200
+        self.batch_ids.append(request.headers["webhook-id"])
+        if answer == "drop":  # the connection dies before anything is processed
+            assert request.transport is not None
+            request.transport.close()
+            return web.Response(status=500)
+        self.arrivals.extend(events)
+        if answer == "slow":
+            await asyncio.sleep(2)
+            return web.Response(status=200)
+        if answer == "lost ack":  # processed, but the answer never reaches the hub
+            assert request.transport is not None
+            request.transport.close()
+            return web.Response(status=200)
+        if isinstance(answer, tuple):
+            status, headers, text = answer
+            return web.Response(status=status, headers=headers, text=text)
+        return web.Response(status=answer)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def rig(tmp_path: Path, socket_enabled: None) -> AsyncGenerator[tuple[WebhookSender, Receiver, Outbox, Clock]]:
+    secret = new_secret()
+    receiver = Receiver(secret)
+    app = web.Application()
+    app.router.add_post("/events", receiver.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # noqa: SLF001
+    ledger = ActionLedger(tmp_path / "ledger.db")
+    ledger.open()
+    clock = Clock()
+    outbox = Outbox(ledger, clock=clock)
+    outbox.open()
+
+    async def on_ledger(func: Any, *args: Any) -> Any:
+        return func(*args)
+
+    async with aiohttp.ClientSession() as session:
+        sender = WebhookSender(
+            outbox, session, url=f"http://127.0.0.1:{port}/events", secret=secret, source=SOURCE,
+            on_ledger=on_ledger, clock=clock, rng=random.Random(7), timeout_s=0.5,
+        )  # fmt: skip
+        yield sender, receiver, outbox, clock
+    await runner.cleanup()
+    ledger.close()
+
+
+def append(outbox: Outbox, clock: Clock, count: int, event_type: str = ACTION_PERFORMED) -> list[str]:
+    events = []
+    for index in range(count):
+        clock.now += 0.001
+        events.append(OutboxEvent.new(event_type, f"light.{index % 7}", {"index": index}, clock.now))
+    outbox.append(events)
+    return [event.id for event in events]
+
+
+async def deliver_all(sender: WebhookSender, clock: Clock) -> list[DeliveryReport]:
+    """Attempt after attempt, the clock jumping to each retry, until nothing is due."""
+    reports = []
+    for _ in range(100):
+        report = await sender.async_deliver_once()
+        reports.append(report)
+        if report.delivery is Delivery.NOTHING:
+            return reports
+        if report.retry_at is not None:
+            clock.now = report.retry_at
+    raise AssertionError("delivery did not finish")
+
+
+async def test_every_event_arrives_in_order_with_stable_ids_through_faults(rig: Any) -> None:
+    sender, receiver, outbox, clock = rig
+    ids = append(outbox, clock, 250)
+    receiver.script = ["drop", 500, (429, {"Retry-After": "30"}, "slow down"), "slow", "lost ack", 200, 503]
+    reports = await deliver_all(sender, clock)
+    kinds = [r.delivery for r in reports]
+    assert kinds.count(Delivery.RETRY) == 6 and kinds.count(Delivery.DELIVERED) == 3
+    throttled = reports[2]
+    assert throttled.status == 429 and throttled.retry_at is not None and throttled.retry_at >= 30
+    arrived = [event["id"] for event in receiver.arrivals]
+    assert set(arrived) == set(ids)  # at least once each
+    first_seen = list(dict.fromkeys(arrived))
+    assert first_seen == ids  # in sequence order
+    sequence = {event["id"]: int(event["sequence"]) for event in receiver.arrivals}
+    numbers = [sequence[event_id] for event_id in ids]
+    assert numbers == sorted(set(numbers))  # strictly increasing, one number per event, across retries
+    assert {event["source"] for event in receiver.arrivals} == {SOURCE}
+    assert receiver.arrivals[0]["specversion"] == "1.0" and receiver.arrivals[0]["type"] == ACTION_PERFORMED
+    # the first batch was retried under the same webhook-id until acknowledged
+    assert len(set(receiver.batch_ids[:6])) == 1 and receiver.refused_signatures == 0
+    stats = outbox.stats()
+    assert (stats.pending, stats.sent) == (0, 250)
+
+
+async def test_410_stops_and_keeps_everything(rig: Any) -> None:
+    sender, receiver, outbox, clock = rig
+    append(outbox, clock, 5)
+    receiver.script = [(410, {}, "this hub was removed")]
+    report = await sender.async_deliver_once()
+    assert (report.delivery, report.status, report.message) == (Delivery.GONE, 410, "this hub was removed")
+    assert outbox.stats().pending == 5
+
+
+async def test_a_refused_batch_is_dead_lettered_and_the_next_one_goes(rig: Any) -> None:
+    sender, receiver, outbox, clock = rig
+    first = append(outbox, clock, 100)
+    second = append(outbox, clock, 3)
+    receiver.script = [(400, {}, '{"error": "unknown event type"}'), 200]
+    refused = await sender.async_deliver_once()
+    assert (refused.delivery, refused.status, refused.events) == (Delivery.REFUSED, 400, 100)
+    assert "unknown event type" in refused.message
+    assert (await sender.async_deliver_once()).delivery is Delivery.DELIVERED
+    stats = outbox.stats()
+    assert (stats.dead, stats.sent, stats.pending) == (100, 3, 0)
+    assert [e["id"] for e in receiver.arrivals] == first + second  # the refused ones did arrive once
+
+
+async def test_the_answer_may_carry_commands(rig: Any) -> None:
+    sender, receiver, outbox, clock = rig
+    append(outbox, clock, 1, STATE_CHANGED)
+    command = {"id": "cmd-1", "type": "desired_state", "target": "light.kitchen", "data": {"state": "on"}, "version": 3}
+    receiver.script = [(200, {"content-type": "application/json"}, json.dumps({"commands": [command, "junk"]}))]
+    report = await sender.async_deliver_once()
+    assert report.commands == (command,)
+
+
+def test_backoff_is_full_jitter_under_a_capped_ceiling() -> None:
+    sender = WebhookSender.__new__(WebhookSender)
+    sender.rng = random.Random(3)
+    for attempts in range(12):
+        ceiling = min(BACKOFF_CAP_S, 5.0 * 2**attempts)
+        delays = [sender.backoff_s(attempts) for _ in range(200)]
+        assert 0 <= min(delays) and max(delays) <= ceiling and max(delays) > ceiling / 2
+    assert sender.backoff_s(0, retry_after=120) >= 120
+    assert retry_after_s("Wed, 21 Oct 2015 07:28:00 GMT", 1445412480 - 60) == pytest.approx(60)
+    assert retry_after_s("soon", 0) is None and retry_after_s("999999999", 0) == 24 * 3600
+
+
+async def test_the_loop_delivers_when_woken_and_stops_when_the_receiver_is_gone(rig: Any) -> None:
+    sender, receiver, outbox, clock = rig
+    reports: list[DeliveryReport] = []
+    delivered = asyncio.Event()
+
+    async def on_report(report: DeliveryReport) -> None:
+        reports.append(report)
+        if report.delivery is Delivery.DELIVERED:
+            delivered.set()
+
+    wake = asyncio.Event()
+    append(outbox, clock, 2)
+    task = asyncio.create_task(sender.async_run(wake, on_report))
+    await asyncio.wait_for(delivered.wait(), 5)
+    delivered.clear()
+    append(outbox, clock, 1)
+    wake.set()
+    await asyncio.wait_for(delivered.wait(), 5)
+    receiver.script = [(410, {}, "gone")]
+    append(outbox, clock, 1)
+    wake.set()
+    await asyncio.wait_for(task, 5)  # the loop ended by itself
+    assert [r.delivery for r in reports if r.delivery is not Delivery.NOTHING][-1] is Delivery.GONE
+    assert len(receiver.arrivals) == 4
