@@ -20,10 +20,16 @@ from homeassistant.helpers import config_validation as cv
 from homeassistant.helpers.event import async_track_time_interval
 from homeassistant.helpers.typing import ConfigType
 
-from .action_events import announce_outcome, async_follow_language, async_load_phrases
-from .actions.executor import ActionExecutor
+from .action_events import (
+    announce_outcome,
+    async_follow_language,
+    async_load_phrases,
+    keeps_words,
+)
+from .actions.executor import ActionExecutor, ActionOutcome
 from .actions.ledger import ActionLedger, LedgerError
 from .camera_vision import CameraVision
+from .cloud_sync import CloudSync, cloud_sync_subentry, new_outbox, new_reporter
 from .const import (
     CONF_FLASH_ATTN,
     CONF_MMPROJ_PATH,
@@ -56,6 +62,7 @@ from .repairs import (
     raise_issue,
 )
 from .services import async_register_services
+from .sync.outbox import Outbox
 
 if TYPE_CHECKING:
     from .conversation import GemmaConversationEntity
@@ -81,6 +88,7 @@ class GemmaRuntimeData:
     engine: LocalEngine
     executor: ActionExecutor
     vision: CameraVision
+    cloud_sync: CloudSync | None = None
     # conversation entities by entity id (the ask action talks to them)
     agents: dict[str, GemmaConversationEntity] = field(default_factory=dict)
 
@@ -105,16 +113,30 @@ def ledger_path(hass: HomeAssistant, entry_id: str) -> Path:
 
 
 async def _async_start_executor(
-    hass: HomeAssistant, entry: ConfigEntry
-) -> ActionExecutor:
-    """Open the ledger and settle interrupted actions.
+    hass: HomeAssistant, entry: GemmaConfigEntry
+) -> tuple[ActionExecutor, Outbox | None]:
+    """Open the ledger and settle interrupted actions; with cloud sync, its outbox.
 
     An unusable ledger fails closed: no actions.
     """
+    ledger = ActionLedger(ledger_path(hass, entry.entry_id))
+    outbox = None
+    if (sync := cloud_sync_subentry(entry)) is not None:
+        outbox = new_outbox(ledger, sync)
+
+    @callback
+    def on_outcome(outcome: ActionOutcome) -> None:
+        announce_outcome(hass, entry, outcome)
+        runtime = getattr(entry, "runtime_data", None)
+        if runtime is not None and runtime.cloud_sync is not None:
+            runtime.cloud_sync.wake()
+
     executor = ActionExecutor(
-        ActionLedger(ledger_path(hass, entry.entry_id)),
+        ledger,
         HassHome(hass),
-        on_outcome=lambda outcome: announce_outcome(hass, entry, outcome),
+        on_outcome=on_outcome,
+        # each recorded outcome's event for the cloud, in the outcome's transaction
+        reporter=new_reporter(outbox, lambda: keeps_words(entry)) if outbox else None,
         # not the entry's tasks: unloading the entry must not cancel a script halfway
         spawn=lambda coro, name: hass.async_create_background_task(coro, name),
     )
@@ -131,10 +153,10 @@ async def _async_start_executor(
             path=str(ledger_path(hass, entry.entry_id)),
         )
         await executor.async_stop()
-        return executor
+        return executor, outbox
     if recovered:
         LOGGER.warning("Settled %d actions interrupted by a restart", len(recovered))
-    return executor
+    return executor, outbox
 
 
 def engine_settings(entry: ConfigEntry) -> EngineSettings:
@@ -282,13 +304,17 @@ async def async_setup_entry(hass: HomeAssistant, entry: GemmaConfigEntry) -> boo
     else:
         settings = await _async_local_settings(hass, entry)
     engine = await _async_load_engine(hass, entry, settings)
-    executor = await _async_start_executor(hass, entry)
+    executor, outbox = await _async_start_executor(hass, entry)
     entry.runtime_data = GemmaRuntimeData(
         engine=engine, executor=executor, vision=CameraVision(hass, entry)
     )
+    if outbox is not None and (sync := cloud_sync_subentry(entry)) is not None:
+        entry.runtime_data.cloud_sync = CloudSync(hass, entry, sync, executor, outbox)
     _schedule_housekeeping(hass, entry, engine, executor)
     entry.async_on_unload(entry.add_update_listener(_async_reload_on_update))
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
+    if entry.runtime_data.cloud_sync is not None:
+        await entry.runtime_data.cloud_sync.async_start()
     return True
 
 
@@ -328,12 +354,14 @@ def _schedule_housekeeping(
 async def _async_reload_on_update(hass: HomeAssistant, entry: GemmaConfigEntry) -> None:
     """Reload what changed in the entry.
 
-    Engine options changed: reload everything. Only agents changed: keep the loaded
-    model.
+    Engine options or cloud sync changed: reload everything. Only agents changed: keep
+    the loaded model.
     """
+    sync = cloud_sync_subentry(entry)
+    running = entry.runtime_data.cloud_sync
     if replace(engine_settings(entry), mmproj_path=None, cpu_variant=None) != replace(
         entry.runtime_data.engine.settings, mmproj_path=None, cpu_variant=None
-    ):
+    ) or (dict(sync.data) if sync else None) != (running.settings if running else None):
         await hass.config_entries.async_reload(entry.entry_id)
         return
     await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
@@ -344,6 +372,8 @@ async def async_unload_entry(hass: HomeAssistant, entry: GemmaConfigEntry) -> bo
     """Unload platforms, then free the model and stop its thread."""
     if not await hass.config_entries.async_unload_platforms(entry, PLATFORMS):
         return False
+    if entry.runtime_data.cloud_sync is not None:
+        await entry.runtime_data.cloud_sync.async_stop()
     await entry.runtime_data.engine.async_unload()
     await entry.runtime_data.executor.async_stop()
     return True

@@ -46,6 +46,7 @@ from .const import (
     SOURCE_LOCAL,
     SOURCE_SERVER,
     SUBENTRY_AI_TASK,
+    SUBENTRY_CLOUD_SYNC,
     SUBENTRY_CONVERSATION,
     SUBENTRY_STT,
     ModelPreset,
@@ -71,6 +72,7 @@ from .subentry_flow import (
     ModelSubentryFlow,
     SpeechSubentryFlow,
 )
+from .sync_flow import CloudSyncSubentryFlow
 
 
 def validate_model_file(path: str) -> GGUFInfo:
@@ -439,6 +441,7 @@ class GemmaEdgeConfigFlow(ConfigFlow, domain=DOMAIN):
             SUBENTRY_CONVERSATION: ModelSubentryFlow,
             SUBENTRY_AI_TASK: ModelSubentryFlow,
             SUBENTRY_STT: SpeechSubentryFlow,
+            SUBENTRY_CLOUD_SYNC: CloudSyncSubentryFlow,
         }
 
 

@@ -115,3 +115,14 @@ PRESETS: Final = {
 SUBENTRY_CONVERSATION: Final = "conversation"
 SUBENTRY_AI_TASK: Final = "ai_task_data"
 SUBENTRY_STT: Final = "stt"
+# Cloud sync (at most one per engine entry): the webhook that receives the hub's events.
+SUBENTRY_CLOUD_SYNC: Final = "cloud_sync"
+CONF_SYNC_URL: Final = "url"
+CONF_SYNC_SECRET: Final = "secret"
+CONF_SYNC_STATES: Final = "report_states"
+DEFAULT_SYNC_STATES: Final = True
+CONF_SYNC_MAX_EVENTS: Final = "max_events"
+DEFAULT_SYNC_MAX_EVENTS: Final = 10_000
+CONF_SYNC_MAX_MB: Final = "max_mb"
+DEFAULT_SYNC_MAX_MB: Final = 20
+CONF_SYNC_ROTATE_SECRET: Final = "rotate_secret"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from datetime import datetime
 from typing import Any
 
 from homeassistant.components.sensor import SensorDeviceClass, SensorEntity
@@ -22,6 +23,7 @@ from .action_events import (
     signal_turn,
 )
 from .actions.executor import ActionOutcome
+from .cloud_sync import CloudSync, signal_sync
 from .engine.local_engine import EngineStatus
 from .entity import GemmaEngineEntity
 
@@ -31,10 +33,18 @@ async def async_setup_entry(
     entry: GemmaConfigEntry,
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
-    """Add the engine's sensors."""
+    """Add the engine's sensors, and cloud sync's when it is set up."""
     async_add_entities(
         [ModelStatusSensor(entry), ActionsTodaySensor(entry), LastActionSensor(entry)]
     )
+    if (sync := entry.runtime_data.cloud_sync) is not None:
+        async_add_entities(
+            [
+                SyncStatusSensor(entry, sync),
+                SyncPendingSensor(entry, sync),
+                SyncLastDeliverySensor(entry, sync),
+            ]
+        )
 
 
 class ModelStatusSensor(GemmaEngineEntity, SensorEntity):
@@ -189,3 +199,94 @@ class LastActionSensor(_ActionSensor):
             **event_data(self._last, with_words=keeps_words(self._entry)),
             "time": dt_util.utc_from_timestamp(self._last.created_at).isoformat(),
         }
+
+
+class _SyncSensor(GemmaEngineEntity, SensorEntity):
+    """Base of the cloud sync sensors: they follow the sync status."""
+
+    _attr_should_poll = False
+
+    def __init__(self, entry: GemmaConfigEntry, sync: CloudSync, key: str) -> None:
+        """Show ``key`` of ``sync``'s status."""
+        super().__init__(entry, key)
+        self._sync = sync
+
+    async def async_added_to_hass(self) -> None:
+        """Follow the sync status."""
+        self.async_on_remove(
+            async_dispatcher_connect(
+                self.hass, signal_sync(self._entry.entry_id), self.async_write_ha_state
+            )
+        )
+
+
+class SyncStatusSensor(_SyncSensor):
+    """Whether the cloud receives the hub's events."""
+
+    _attr_device_class = SensorDeviceClass.ENUM
+    _attr_options = ["starting", "ok", "retrying", "refused", "disabled"]
+
+    def __init__(self, entry: GemmaConfigEntry, sync: CloudSync) -> None:
+        """Set up the sync status sensor."""
+        super().__init__(entry, sync, "sync_status")
+
+    @property
+    def native_value(self) -> str:
+        """Return the sync state."""
+        return self._sync.status.state
+
+    @property
+    def extra_state_attributes(self) -> dict[str, Any]:
+        """Return the last delivery problem, if any."""
+        return {"last_error": self._sync.status.last_error}
+
+
+class SyncPendingSensor(_SyncSensor):
+    """Events waiting for the cloud."""
+
+    _attr_native_unit_of_measurement = "events"
+
+    def __init__(self, entry: GemmaConfigEntry, sync: CloudSync) -> None:
+        """Set up the pending events sensor."""
+        super().__init__(entry, sync, "sync_pending")
+
+    @property
+    def native_value(self) -> int | None:
+        """Return how many events wait to be delivered."""
+        stats = self._sync.status.stats
+        return stats.pending if stats else None
+
+    @property
+    def extra_state_attributes(self) -> dict[str, Any]:
+        """Return the bytes waiting, the oldest event's time and the dead letters."""
+        stats = self._sync.status.stats
+        if stats is None:
+            return {}
+        oldest = stats.oldest_pending
+        return {
+            "pending_bytes": stats.pending_bytes,
+            "oldest_pending": (
+                dt_util.utc_from_timestamp(oldest).isoformat() if oldest else None
+            ),
+            "delivered_7_days": stats.sent,
+            "refused": stats.dead,
+        }
+
+
+class SyncLastDeliverySensor(_SyncSensor):
+    """When the cloud last acknowledged a batch."""
+
+    _attr_device_class = SensorDeviceClass.TIMESTAMP
+
+    def __init__(self, entry: GemmaConfigEntry, sync: CloudSync) -> None:
+        """Set up the last delivery sensor."""
+        super().__init__(entry, sync, "sync_last_delivery")
+
+    @property
+    def native_value(self) -> datetime | None:
+        """Return the time of the last acknowledged batch."""
+        status = self._sync.status
+        last = status.last_success
+        if last is None and status.stats is not None:
+            last = status.stats.last_sent
+        return dt_util.utc_from_timestamp(last) if last else None

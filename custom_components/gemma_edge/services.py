@@ -1,7 +1,7 @@
-"""The ``gemma_edge.ask`` action.
+"""The ``gemma_edge.ask`` and ``gemma_edge.sync_now`` actions.
 
 Ask an agent (optionally showing it camera snapshots) from an automation and get
-``{text, actions, conversation_id}`` back.
+``{text, actions, conversation_id}`` back; deliver the cloud outbox now.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from .conversation import GemmaConversationEntity
 
 SERVICE_ASK = "ask"
+SERVICE_SYNC_NOW = "sync_now"
 ATTR_AGENT_ID = "agent_id"
 ATTR_TEXT = "text"
 ATTR_CAMERAS = "camera_entity_id"
@@ -98,8 +99,25 @@ async def _async_ask(call: ServiceCall) -> ServiceResponse:
     }
 
 
+async def _async_sync_now(call: ServiceCall) -> None:
+    """Deliver every engine's outbox now, retries included."""
+    syncing = [
+        entry.runtime_data.cloud_sync
+        for entry in call.hass.config_entries.async_entries(DOMAIN)
+        if entry.state is ConfigEntryState.LOADED
+        and entry.runtime_data.cloud_sync is not None
+    ]
+    if not syncing:
+        raise ServiceValidationError(
+            translation_domain=DOMAIN, translation_key="no_cloud_sync"
+        )
+    for sync in syncing:
+        await sync.async_sync_now()
+
+
 def async_register_services(hass: HomeAssistant) -> None:
     """Register the integration's actions (once, at integration setup)."""
+    hass.services.async_register(DOMAIN, SERVICE_SYNC_NOW, _async_sync_now)
     hass.services.async_register(
         DOMAIN,
         SERVICE_ASK,

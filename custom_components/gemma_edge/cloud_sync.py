@@ -1,0 +1,246 @@
+"""Cloud sync in Home Assistant: the outbox's sender, state reports, status, Repairs.
+
+The plain parts live in ``sync/``; this module runs them for one engine entry: the
+sender as a background task, exposed entities' state changes into the outbox (the
+latest per entity, written once a second), the sync status for the sensors, and the
+Repairs issues a receiver that is gone (410) or refuses batches (4xx) needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from homeassistant.components.conversation import DOMAIN as CONVERSATION_DOMAIN
+from homeassistant.components.homeassistant import async_should_expose
+from homeassistant.config_entries import ConfigEntry, ConfigSubentry
+from homeassistant.const import EVENT_STATE_CHANGED
+from homeassistant.core import Event, EventStateChangedData, HomeAssistant, callback
+from homeassistant.helpers import issue_registry as ir
+from homeassistant.helpers.aiohttp_client import async_get_clientsession
+from homeassistant.helpers.dispatcher import async_dispatcher_send
+from homeassistant.helpers.instance_id import async_get as async_get_instance_id
+
+from .actions.executor import ActionExecutor
+from .actions.ledger import ActionLedger, LedgerError
+from .const import (
+    CONF_SYNC_MAX_EVENTS,
+    CONF_SYNC_MAX_MB,
+    CONF_SYNC_SECRET,
+    CONF_SYNC_STATES,
+    CONF_SYNC_URL,
+    DEFAULT_SYNC_MAX_EVENTS,
+    DEFAULT_SYNC_MAX_MB,
+    DEFAULT_SYNC_STATES,
+    DOMAIN,
+    LOGGER,
+    SUBENTRY_CLOUD_SYNC,
+)
+from .repairs import issue_id, raise_issue
+from .sync.outbox import STATE_CHANGED, Outbox, OutboxEvent, OutboxStats
+from .sync.reporter import CloudReporter
+from .sync.sender import Delivery, DeliveryReport, WebhookSender
+
+ISSUE_SYNC_GONE = "sync_gone"
+ISSUE_SYNC_REFUSED = "sync_refused"
+# State changes are written at most this often (the latest per entity).
+STATE_FLUSH_S = 1.0
+
+
+def cloud_sync_subentry(entry: ConfigEntry) -> ConfigSubentry | None:
+    """Return the entry's cloud sync subentry, if sync is set up."""
+    return next(
+        (
+            sub
+            for sub in entry.subentries.values()
+            if sub.subentry_type == SUBENTRY_CLOUD_SYNC
+        ),
+        None,
+    )
+
+
+def signal_sync(entry_id: str) -> str:
+    """Return the dispatcher signal sent when the sync status changes."""
+    return f"{DOMAIN}_{entry_id}_sync"
+
+
+def new_outbox(ledger: ActionLedger, subentry: ConfigSubentry) -> Outbox:
+    """Return the outbox of the ledger's file with the subentry's bounds."""
+    data = subentry.data
+    return Outbox(
+        ledger,
+        max_rows=int(data.get(CONF_SYNC_MAX_EVENTS, DEFAULT_SYNC_MAX_EVENTS)),
+        max_bytes=int(data.get(CONF_SYNC_MAX_MB, DEFAULT_SYNC_MAX_MB)) * 1024 * 1024,
+    )
+
+
+def new_reporter(outbox: Outbox, keep_words: Any) -> CloudReporter:
+    """Return the executor's reporter: each recorded outcome's event."""
+    return CloudReporter(outbox, keep_words=keep_words)
+
+
+@dataclass
+class SyncStatus:
+    """What the sensors show."""
+
+    state: str = "starting"  # ok, retrying, refused, disabled, starting
+    last_success: float | None = None
+    last_error: str | None = None
+    stats: OutboxStats | None = None
+
+
+class CloudSync:
+    """Runs one entry's cloud sync."""
+
+    def __init__(
+        self,
+        hass: HomeAssistant,
+        entry: ConfigEntry,
+        subentry: ConfigSubentry,
+        executor: ActionExecutor,
+        outbox: Outbox,
+    ) -> None:
+        """Sync ``outbox`` (in ``executor``'s ledger file) as ``subentry`` says."""
+        self.hass = hass
+        self.entry = entry
+        self.subentry = subentry
+        # what it runs with (Home Assistant updates the subentry object in place)
+        self.settings = dict(subentry.data)
+        self.executor = executor
+        self.outbox = outbox
+        self.status = SyncStatus()
+        self._wake = asyncio.Event()
+        self._states: dict[str, OutboxEvent] = {}
+        self._flush_timer: asyncio.TimerHandle | None = None
+
+    async def async_start(self) -> None:
+        """Start the sender and, if chosen, the state reports."""
+        # a reconfigured receiver gets a new chance
+        self._clear(ISSUE_SYNC_GONE)
+        if self.executor.error is not None:
+            self._set(state="disabled", last_error=self.executor.error)
+            return
+        source = f"urn:gemma-edge:{await async_get_instance_id(self.hass)}"
+        sender = WebhookSender(
+            self.outbox,
+            async_get_clientsession(self.hass),
+            url=self.settings[CONF_SYNC_URL],
+            secret=self.settings[CONF_SYNC_SECRET],
+            source=source,
+            on_ledger=self.executor.async_on_ledger,
+        )
+        if self.settings.get(CONF_SYNC_STATES, DEFAULT_SYNC_STATES):
+            self.entry.async_on_unload(
+                self.hass.bus.async_listen(EVENT_STATE_CHANGED, self._on_state)
+            )
+        self.entry.async_create_background_task(
+            self.hass,
+            sender.async_run(self._wake, self._async_on_report),
+            f"{DOMAIN} cloud sync",
+        )
+        await self._async_refresh_stats()
+
+    @callback
+    def wake(self) -> None:
+        """Deliver now if events are due (new events were written)."""
+        self._wake.set()
+
+    async def async_sync_now(self) -> None:
+        """Deliver at once, also what waits for a retry."""
+        await self.executor.async_on_ledger(self.outbox.due_now)
+        self.wake()
+
+    @callback
+    def _on_state(self, event: Event[EventStateChangedData]) -> None:
+        new = event.data["new_state"]
+        entity_id = event.data["entity_id"]
+        if new is None or not async_should_expose(
+            self.hass, CONVERSATION_DOMAIN, entity_id
+        ):
+            return
+        data = {
+            "entity_id": entity_id,
+            "state": new.state,
+            "attributes": dict(new.attributes),
+            "last_changed": new.last_changed.isoformat(),
+        }
+        self._states[entity_id] = OutboxEvent.new(
+            STATE_CHANGED, entity_id, data, new.last_updated.timestamp()
+        )
+        if self._flush_timer is None:
+            self._flush_timer = self.hass.loop.call_later(
+                STATE_FLUSH_S, self._schedule_flush
+            )
+
+    @callback
+    def _schedule_flush(self) -> None:
+        self.entry.async_create_background_task(
+            self.hass, self._async_flush(), f"{DOMAIN} cloud sync states"
+        )
+
+    async def async_stop(self) -> None:
+        """Write the state changes still in memory (the entry unloads)."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            await self._async_flush()
+
+    async def _async_flush(self) -> None:
+        events, self._states = list(self._states.values()), {}
+        self._flush_timer = None
+        if not events:
+            return
+        try:
+            await self.executor.async_on_ledger(self.outbox.append, events)
+        except LedgerError as err:
+            LOGGER.warning("State changes not written to the outbox: %s", err)
+            return
+        self.wake()
+
+    async def _async_on_report(self, report: DeliveryReport) -> None:
+        if report.delivery is Delivery.DELIVERED:
+            self._set(state="ok", last_success=self.executor.clock(), last_error=None)
+            self._clear(ISSUE_SYNC_REFUSED)
+            if report.commands:
+                LOGGER.info(
+                    "The cloud sent %d commands; this version does not run them yet",
+                    len(report.commands),
+                )
+        elif report.delivery is Delivery.RETRY:
+            error = f"{report.status or 'no answer'}: {report.message}"
+            self._set(state="retrying", last_error=error)
+        elif report.delivery is Delivery.REFUSED:
+            self._set(state="refused", last_error=f"{report.status}: {report.message}")
+            raise_issue(
+                self.hass,
+                ISSUE_SYNC_REFUSED,
+                self.entry.entry_id,
+                title=self.entry.title,
+                status=str(report.status),
+                message=report.message or "-",
+                events=str(report.events),
+            )
+        elif report.delivery is Delivery.GONE:
+            self._set(state="disabled", last_error=f"410: {report.message}")
+            raise_issue(
+                self.hass,
+                ISSUE_SYNC_GONE,
+                self.entry.entry_id,
+                title=self.entry.title,
+                url=self.settings[CONF_SYNC_URL],
+            )
+        await self._async_refresh_stats()
+
+    async def _async_refresh_stats(self) -> None:
+        try:
+            self.status.stats = await self.executor.async_on_ledger(self.outbox.stats)
+        except LedgerError as err:
+            self.status.last_error = str(err)
+        async_dispatcher_send(self.hass, signal_sync(self.entry.entry_id))
+
+    def _set(self, **changes: Any) -> None:
+        for name, value in changes.items():
+            setattr(self.status, name, value)
+
+    def _clear(self, kind: str) -> None:
+        ir.async_delete_issue(self.hass, DOMAIN, issue_id(kind, self.entry.entry_id))

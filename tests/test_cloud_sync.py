@@ -1,0 +1,154 @@
+"""Cloud sync in a real Home Assistant (demo home) against a real receiver on 127.0.0.1 that
+verifies every delivery with the independent `standardwebhooks` package."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from aiohttp import web
+import pytest
+from standardwebhooks import Webhook
+
+from custom_components.gemma_edge.const import CONF_INSTANT_COMMANDS, DOMAIN
+from custom_components.gemma_edge.diagnostics import async_get_config_entry_diagnostics
+from homeassistant.config_entries import ConfigSubentry
+from homeassistant.core import HomeAssistant
+from homeassistant.data_entry_flow import FlowResultType
+from homeassistant.helpers import entity_registry as er, issue_registry as ir
+
+from .demo_agent import ask, state
+
+
+class Receiver:
+    """Verifies each batch with the secret it was given; answers with the scripted status."""
+
+    def __init__(self) -> None:
+        self.secret = ""
+        self.events: list[dict[str, Any]] = []
+        self.answers: list[tuple[int, str]] = []
+        self.unverified = 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        try:
+            batch = Webhook(self.secret).verify(body, dict(request.headers))
+        except Exception:  # noqa: BLE001 - any failure to verify is a refusal
+            self.unverified += 1
+            return web.Response(status=401)
+        status, text = self.answers.pop(0) if self.answers else (200, "")
+        if status < 300:
+            self.events.extend(batch)
+        return web.Response(status=status, text=text)
+
+
+@pytest.fixture
+async def receiver(socket_enabled: None) -> AsyncGenerator[tuple[Receiver, str]]:
+    receiver = Receiver()
+    app = web.Application()
+    app.router.add_post("/hub", receiver.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # noqa: SLF001
+    yield receiver, f"http://127.0.0.1:{port}/hub"
+    await runner.cleanup()
+
+
+async def add_cloud_sync(hass: HomeAssistant, entry: Any, url: str, **fields: Any) -> tuple[ConfigSubentry, str]:
+    result = await hass.config_entries.subentries.async_init((entry.entry_id, "cloud_sync"), context={"source": "user"})
+    assert result["type"] is FlowResultType.FORM and result["step_id"] == "user"
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"], {"url": url, "report_states": True, "max_events": 10000, "max_mb": 20, **fields}
+    )
+    assert result["type"] is FlowResultType.FORM and result["step_id"] == "secret"
+    secret = result["description_placeholders"]["secret"]
+    result = await hass.config_entries.subentries.async_configure(result["flow_id"], {})
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    await hass.async_block_till_done()
+    subentry = next(s for s in entry.subentries.values() if s.subentry_type == "cloud_sync")
+    return subentry, secret
+
+
+async def until(condition: Any, timeout: float = 10.0) -> None:
+    for _ in range(int(timeout / 0.05)):
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+def sensor(hass: HomeAssistant, entry: Any, key: str) -> Any:
+    entity_id = er.async_get(hass).async_get_entity_id("sensor", DOMAIN, f"{entry.entry_id}_{key}")
+    assert entity_id is not None, key
+    return hass.states.get(entity_id)
+
+
+async def test_actions_and_states_reach_the_receiver_signed(hass: HomeAssistant, agent: Any, receiver: Any) -> None:
+    entry, _model, _calls = agent
+    rx, url = receiver
+    subentry, secret = await add_cloud_sync(hass, entry, url)
+    rx.secret = secret
+    assert secret.startswith("whsec_") and subentry.data["secret"] == secret
+    conversation = next(s for s in entry.subentries.values() if s.subentry_type == "conversation")
+    hass.config_entries.async_update_subentry(entry, conversation, data={**conversation.data, CONF_INSTANT_COMMANDS: True})
+    await hass.async_block_till_done()
+    assert await ask(hass, "Turn off the kitchen lights") == "Turned off Kitchen Lights."
+    await until(lambda: any(e["type"] == "gemma_edge.action.performed" for e in rx.events))
+    action = next(e for e in rx.events if e["type"] == "gemma_edge.action.performed")
+    assert action["subject"] == "light.kitchen_lights" and action["data"]["status"] == "executed"
+    assert action["data"]["path"] == "matcher" and action["data"]["reason"] is None  # words only if kept
+    assert action["source"].startswith("urn:gemma-edge:") and action["specversion"] == "1.0"
+    await until(lambda: any(e["type"] == "gemma_edge.state.changed" and e["subject"] == "light.kitchen_lights" for e in rx.events))
+    assert not any(e["subject"] == "lock.front_door" for e in rx.events)  # not exposed: not reported
+    assert rx.unverified == 0
+    await until(lambda: sensor(hass, entry, "sync_pending").state == "0")
+    assert sensor(hass, entry, "sync_status").state == "ok"
+    assert sensor(hass, entry, "sync_last_delivery").state not in ("unknown", None)
+    diagnostics = await async_get_config_entry_diagnostics(hass, entry)
+    assert secret not in str(diagnostics)
+
+
+async def test_a_refusing_receiver_raises_repairs_that_clear(hass: HomeAssistant, agent: Any, receiver: Any) -> None:
+    entry, _model, _calls = agent
+    rx, url = receiver
+    rx.answers = [(400, "unknown event type")]
+    _subentry, rx.secret = await add_cloud_sync(hass, entry, url)
+    await hass.services.async_call("light", "turn_on", {"entity_id": "light.bed_light"}, blocking=True)
+    issues = ir.async_get(hass)
+    await until(lambda: issues.async_get_issue(DOMAIN, f"sync_refused_{entry.entry_id}") is not None)
+    assert "unknown event type" in issues.async_get_issue(DOMAIN, f"sync_refused_{entry.entry_id}").translation_placeholders["message"]
+    await hass.services.async_call("light", "turn_off", {"entity_id": "light.bed_light"}, blocking=True)
+    await until(lambda: issues.async_get_issue(DOMAIN, f"sync_refused_{entry.entry_id}") is None)
+    rx.answers = [(410, "gone")]
+    await hass.services.async_call("light", "turn_on", {"entity_id": "light.bed_light"}, blocking=True)
+    await until(lambda: issues.async_get_issue(DOMAIN, f"sync_gone_{entry.entry_id}") is not None)
+    assert sensor(hass, entry, "sync_status").state == "disabled"
+    await hass.services.async_call(DOMAIN, "sync_now", {}, blocking=True)  # does not fail while disabled
+
+
+async def test_the_flow_checks_the_url_and_rotates_the_secret(hass: HomeAssistant, agent: Any, receiver: Any) -> None:
+    entry, _model, _calls = agent
+    _rx, url = receiver
+    result = await hass.config_entries.subentries.async_init((entry.entry_id, "cloud_sync"), context={"source": "user"})
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"], {"url": "http://cloud.example.com/hub", "report_states": True, "max_events": 10000, "max_mb": 20}
+    )
+    assert result["errors"] == {"url": "insecure_url"}
+    subentry, secret = await add_cloud_sync(hass, entry, url)
+    again = await hass.config_entries.subentries.async_init((entry.entry_id, "cloud_sync"), context={"source": "user"})
+    assert again["type"] is FlowResultType.ABORT and again["reason"] == "already_configured"
+    result = await hass.config_entries.subentries.async_init(
+        (entry.entry_id, "cloud_sync"), context={"source": "reconfigure", "subentry_id": subentry.subentry_id}
+    )
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"], {"url": url, "report_states": False, "max_events": 500, "max_mb": 5, "rotate_secret": True}
+    )
+    assert result["step_id"] == "secret" and result["description_placeholders"]["secret"] != secret
+    result = await hass.config_entries.subentries.async_configure(result["flow_id"], {})
+    assert result["type"] is FlowResultType.ABORT and result["reason"] == "reconfigure_successful"
+    await hass.async_block_till_done()
+    updated = entry.subentries[subentry.subentry_id].data
+    assert updated["secret"] != secret and updated["max_events"] == 500 and entry.runtime_data.cloud_sync.outbox.max_rows == 500
