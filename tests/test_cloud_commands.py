@@ -108,3 +108,51 @@ def test_applied_versions_survive_a_restart_and_never_go_back(tmp_path: Path) ->
     book.record(parse_command(command(id="cmd-2", version=8)), 3.0)
     assert book.last("light.kitchen") == 8
     reopened.close()
+
+
+async def test_commands_run_once_through_the_executor_and_report_their_results(tmp_path: Path) -> None:
+    """A desired state is applied once (a redelivery is deduplicated), a stale or expired one is
+    refused, a lock needs confirmed_by_user, an unexposed device is refused; every command's
+    result is an event in the outbox; versions advance only with applied commands."""
+    from custom_components.gemma_edge.actions.executor import ActionExecutor  # noqa: PLC0415
+    from custom_components.gemma_edge.sync.outbox import COMMAND_RESULT, Outbox  # noqa: PLC0415
+    from custom_components.gemma_edge.sync.reconcile import CommandRunner  # noqa: PLC0415
+
+    from .test_actions import LIGHT, LOCK, Clock, make_home  # noqa: PLC0415
+
+    home, clock = make_home(), Clock()
+    ledger = ActionLedger(tmp_path / "ledger.db")
+    executor = ActionExecutor(ledger, home, clock=clock, call_timeout_s=0.2, verify_timeout_s=0.1)
+    await executor.async_start()
+    outbox, versions = Outbox(ledger, clock=clock), VersionBook(ledger)
+    await executor.async_on_ledger(outbox.open)
+    await executor.async_on_ledger(versions.open)
+    runner = CommandRunner(executor, outbox, versions, clock=clock)
+
+    def desired(command_id: str, target: str, data: dict[str, Any], **extra: Any) -> dict[str, Any]:
+        return {"id": command_id, "type": "desired_state", "target": target, "data": data, **extra}
+
+    on = desired("c1", LIGHT, {"state": "on", "brightness": 200}, version=2)
+    assert (await runner.async_run(on))["status"] == "applied"
+    assert home.states[LIGHT].state == "on" and home.calls[("light", "turn_on", LIGHT)] == 1
+    again = await runner.async_run(on)  # delivered twice
+    assert again["status"] == "applied" and again["outcomes"][0]["status"] == "deduplicated"
+    assert home.calls[("light", "turn_on", LIGHT)] == 1
+    stale = await runner.async_run(desired("c0", LIGHT, {"state": "off"}, version=1))
+    assert (stale["status"], stale["reason"]) == ("rejected", "stale") and home.states[LIGHT].state == "on"
+    expired = await runner.async_run(desired("c2", LIGHT, {"state": "off"}, expires_at=clock.now - 1))
+    assert (expired["status"], expired["reason"]) == ("rejected", "expired")
+    lock = await runner.async_run(desired("c3", LOCK, {"state": "locked"}))
+    assert (lock["status"], lock["reason"]) == ("rejected", "needs_confirmation") and home.states[LOCK].state == "unlocked"
+    confirmed = await runner.async_run(desired("c4", LOCK, {"state": "locked"}, confirmed_by_user=True))
+    assert confirmed["status"] == "applied" and home.states[LOCK].state == "locked"
+    hidden = await runner.async_run(desired("c5", "light.hidden", {"state": "on"}))
+    assert (hidden["status"], hidden["reason"]) == ("rejected", "rejected") and "not exposed" in hidden["message"]
+    junk = await runner.async_run({"id": "c6", "type": "reboot", "target": LIGHT})
+    assert (junk["status"], junk["reason"]) == ("rejected", "invalid")
+    assert await executor.async_on_ledger(versions.last, LIGHT) == 2
+    batch = await executor.async_on_ledger(outbox.next_batch, clock.now)
+    results = [(e.event.data["command_id"], e.event.data["status"]) for e in batch if e.event.type == COMMAND_RESULT]
+    assert results == [("c1", "applied"), ("c1", "applied"), ("c0", "rejected"), ("c2", "rejected"),
+                       ("c3", "rejected"), ("c4", "applied"), ("c5", "rejected"), ("c6", "rejected")]  # fmt: skip
+    await executor.async_stop()

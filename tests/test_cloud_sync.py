@@ -152,3 +152,30 @@ async def test_the_flow_checks_the_url_and_rotates_the_secret(hass: HomeAssistan
     await hass.async_block_till_done()
     updated = entry.subentries[subentry.subentry_id].data
     assert updated["secret"] != secret and updated["max_events"] == 500 and entry.runtime_data.cloud_sync.outbox.max_rows == 500
+
+
+async def test_commands_in_the_receiver_s_answer_run_once_and_report_back(hass: HomeAssistant, agent: Any, receiver: Any) -> None:
+    """The receiver answers a batch with commands: the bed light is switched on through the
+    executor (source cloud, the command id as key), the garage door is not opened without the
+    user's confirmation, and both results come back as gemma_edge.command.result events."""
+    import json  # noqa: PLC0415
+
+    entry, _model, calls = agent
+    rx, url = receiver
+    commands = [
+        {"id": "cmd-bed", "type": "desired_state", "target": "light.bed_light", "data": {"state": "on"}, "version": 1},
+        {"id": "cmd-garage", "type": "desired_state", "target": "cover.garage_door", "data": {"state": "open"}},
+    ]
+    await hass.services.async_call("light", "turn_off", {"entity_id": "light.bed_light"}, blocking=True)
+    rx.answers = [(200, json.dumps({"commands": commands})), (200, json.dumps({"commands": commands}))]
+    _subentry, rx.secret = await add_cloud_sync(hass, entry, url)
+    await hass.services.async_call("light", "turn_off", {"entity_id": "light.ceiling_lights"}, blocking=True)
+    await until(lambda: len([e for e in rx.events if e["type"] == "gemma_edge.command.result"]) >= 4)
+    results = {(e["data"]["command_id"], e["data"]["status"], e["data"]["reason"]) for e in rx.events if e["type"] == "gemma_edge.command.result"}
+    assert results == {("cmd-bed", "applied", None), ("cmd-garage", "rejected", "needs_confirmation")}
+    assert state(hass, "light.bed_light") == "on" and state(hass, "cover.garage_door") == "closed"
+    assert [c for c in calls if c["service"] == "light.turn_on" and c["entity_id"] == "light.bed_light"] == [
+        {"service": "light.turn_on", "entity_id": "light.bed_light"}
+    ]  # delivered twice, acted once
+    performed = [e for e in rx.events if e["type"] == "gemma_edge.action.performed" and e["subject"] == "light.bed_light"]
+    assert performed and performed[0]["data"]["source"] == "cloud"

@@ -2,8 +2,9 @@
 
 The plain parts live in ``sync/``; this module runs them for one engine entry: the
 sender as a background task, exposed entities' state changes into the outbox (the
-latest per entity, written once a second), the sync status for the sensors, and the
-Repairs issues a receiver that is gone (410) or refuses batches (4xx) needs.
+latest per entity, written once a second), the commands in the receiver's answers
+(through the executor), the sync status for the sensors, and the Repairs issues a
+receiver that is gone (410) or refuses batches (4xx) needs.
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ from .const import (
     SUBENTRY_CLOUD_SYNC,
 )
 from .repairs import issue_id, raise_issue
+from .sync.commands import VersionBook
 from .sync.outbox import STATE_CHANGED, Outbox, OutboxEvent, OutboxStats
+from .sync.reconcile import CommandRunner
 from .sync.reporter import CloudReporter
 from .sync.sender import Delivery, DeliveryReport, WebhookSender
 
@@ -110,6 +113,8 @@ class CloudSync:
         self.executor = executor
         self.outbox = outbox
         self.status = SyncStatus()
+        self.versions = VersionBook(executor.ledger)
+        self.commands = CommandRunner(executor, outbox, self.versions)
         self._wake = asyncio.Event()
         self._states: dict[str, OutboxEvent] = {}
         self._flush_timer: asyncio.TimerHandle | None = None
@@ -121,6 +126,7 @@ class CloudSync:
         if self.executor.error is not None:
             self._set(state="disabled", last_error=self.executor.error)
             return
+        await self.executor.async_on_ledger(self.versions.open)
         source = f"urn:gemma-edge:{await async_get_instance_id(self.hass)}"
         sender = WebhookSender(
             self.outbox,
@@ -201,11 +207,11 @@ class CloudSync:
         if report.delivery is Delivery.DELIVERED:
             self._set(state="ok", last_success=self.executor.clock(), last_error=None)
             self._clear(ISSUE_SYNC_REFUSED)
+            for command in report.commands:
+                result = await self.commands.async_run(command)
+                LOGGER.debug("Cloud command %s: %s", result["command_id"], result)
             if report.commands:
-                LOGGER.info(
-                    "The cloud sent %d commands; this version does not run them yet",
-                    len(report.commands),
-                )
+                self.wake()  # their results go back at once
         elif report.delivery is Delivery.RETRY:
             error = f"{report.status or 'no answer'}: {report.message}"
             self._set(state="retrying", last_error=error)

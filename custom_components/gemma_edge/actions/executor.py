@@ -92,6 +92,9 @@ class ActionRequest:
     # one); nothing else can confirm.
     confirmed: bool = False
     confirms_scope: str | None = None
+    # The user confirmed it outside a conversation (a cloud command's
+    # "confirmed_by_user"): a sensitive action needs no question here.
+    confirmed_elsewhere: bool = False
     conversation_id: str | None = None
     parent_context_id: str | None = None
     # The Home Assistant user who asked (permissions, logbook).
@@ -445,8 +448,8 @@ class ActionExecutor:
         try:
             # What the ledger says about earlier turns is read before the key is
             # claimed: a ledger failing here leaves nothing claimed.
-            confirmed = request.confirmed and await self._confirmation_pending(
-                request, action
+            confirmed = request.confirmed_elsewhere or (
+                request.confirmed and await self._confirmation_pending(request, action)
             )
             repeated = (
                 kind is ActionKind.ONE_SHOT
