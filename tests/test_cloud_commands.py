@@ -68,6 +68,12 @@ def test_call_service_stays_on_its_target() -> None:
         (command(version=True), "not an integer"),
         (command(expires_at="tomorrow"), "not a time"),
         (command(expires_at="2026-11-29T10:00:00"), "not a time"),  # no zone: ambiguous
+        (command(expires_at=10**400), "out of range"),
+        (command(version=2**63), "from 0 to 2"),
+        (command(data={"state": "on", "entity_id": "all"}), "acts on its target only"),  # no retargeting
+        (command(type="call_service", data={"service": "cover.open_cover", "data": {"entity_id": "cover.garage_door"}}),
+         "acts on its target only"),
+        (command(data={"state": "on", "area_id": "kitchen"}), "acts on its target only"),
     ],
 )
 def test_a_malformed_command_is_refused_with_a_reason(raw: Any, message: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator
+import json
 from typing import Any
 
 from aiohttp import web
@@ -103,6 +104,13 @@ async def test_actions_and_states_reach_the_receiver_signed(hass: HomeAssistant,
     assert action["source"].startswith("urn:gemma-edge:") and action["specversion"] == "1.0"
     await until(lambda: any(e["type"] == "gemma_edge.state.changed" and e["subject"] == "light.kitchen_lights" for e in rx.events))
     assert not any(e["subject"] == "lock.front_door" for e in rx.events)  # not exposed: not reported
+    # a player's picture URL carries an access token: never reported
+    assert hass.states.get("media_player.living_room").attributes.get("entity_picture")
+    await hass.services.async_call("media_player", "media_pause", {"entity_id": "media_player.living_room"}, blocking=True)
+    await until(lambda: any(e["subject"] == "media_player.living_room" for e in rx.events))
+    player = next(e for e in rx.events if e["subject"] == "media_player.living_room")
+    assert player["data"]["state"] == "paused" and "entity_picture" not in player["data"]["attributes"]
+    assert "token=" not in json.dumps(rx.events)
     assert rx.unverified == 0
     await until(lambda: sensor(hass, entry, "sync_pending").state == "0")
     assert sensor(hass, entry, "sync_status").state == "ok"
@@ -158,8 +166,6 @@ async def test_commands_in_the_receiver_s_answer_run_once_and_report_back(hass: 
     """The receiver answers a batch with commands: the bed light is switched on through the
     executor (source cloud, the command id as key), the garage door is not opened without the
     user's confirmation, and both results come back as gemma_edge.command.result events."""
-    import json  # noqa: PLC0415
-
     entry, _model, calls = agent
     rx, url = receiver
     commands = [
@@ -179,3 +185,15 @@ async def test_commands_in_the_receiver_s_answer_run_once_and_report_back(hass: 
     ]  # delivered twice, acted once
     performed = [e for e in rx.events if e["type"] == "gemma_edge.action.performed" and e["subject"] == "light.bed_light"]
     assert performed and performed[0]["data"]["source"] == "cloud"
+
+
+async def test_an_action_acts_on_its_own_entity_whatever_its_data_says(hass: HomeAssistant, agent: Any) -> None:
+    """Defence in depth under every path: target keys in an action's data never reach the call."""
+    from custom_components.gemma_edge.actions.records import ServiceAction  # noqa: PLC0415
+    from custom_components.gemma_edge.hass_home import HassHome  # noqa: PLC0415
+
+    await hass.services.async_call("light", "turn_off", {"entity_id": "all"}, blocking=True)
+    action = ServiceAction("light", "turn_on", "light.bed_light", {"entity_id": "all", "area_id": "kitchen", "brightness": 100})
+    await HassHome(hass).async_call(action, "01JTESTACTION00000000000000", None, None)
+    await hass.async_block_till_done()
+    assert [s.entity_id for s in hass.states.async_all("light") if s.state == "on"] == ["light.bed_light"]

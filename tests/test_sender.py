@@ -51,6 +51,8 @@ class Receiver:
         assert request.headers["content-type"] == CONTENT_TYPE
         answer = self.script.pop(0) if self.script else 200
         self.batch_ids.append(request.headers["webhook-id"])
+        if answer == "redirect":
+            return web.Response(status=302, headers={"Location": "/elsewhere"})
         if answer == "drop":  # the connection dies before anything is processed
             assert request.transport is not None
             request.transport.close()
@@ -83,6 +85,14 @@ async def rig(tmp_path: Path, socket_enabled: None) -> AsyncGenerator[tuple[Webh
     receiver = Receiver(secret)
     app = web.Application()
     app.router.add_post("/events", receiver.handle)
+    gets: list[str] = []
+
+    async def elsewhere(request: web.Request) -> web.Response:
+        gets.append(request.method)
+        return web.Response(status=200)
+
+    app.router.add_route("*", "/elsewhere", elsewhere)
+    receiver.redirected = gets  # type: ignore[attr-defined]
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -221,3 +231,77 @@ async def test_the_loop_delivers_when_woken_and_stops_when_the_receiver_is_gone(
     await asyncio.wait_for(task, 5)  # the loop ended by itself
     assert [r.delivery for r in reports if r.delivery is not Delivery.NOTHING][-1] is Delivery.GONE
     assert len(receiver.arrivals) == 4
+
+
+async def test_redirects_and_auth_errors_keep_the_events(rig: Any) -> None:
+    """A redirect is never followed (a 302 would turn the POST into a GET that answers 200) and a
+    401 after a secret change is not the events' fault: both keep the batch and say the URL or
+    the secret is wrong."""
+    sender, receiver, outbox, clock = rig
+    ids = append(outbox, clock, 3)
+    receiver.script = ["redirect", (401, {}, "bad signature")]
+    moved = await sender.async_deliver_once()
+    assert (moved.delivery, moved.status, moved.message) == (Delivery.MISCONFIGURED, 302, "redirects to /elsewhere")
+    assert receiver.redirected == []  # type: ignore[attr-defined]
+    clock.now = moved.retry_at
+    refused = await sender.async_deliver_once()
+    assert (refused.delivery, refused.status) == (Delivery.MISCONFIGURED, 401)
+    assert outbox.stats().pending == 3 and outbox.stats().dead == 0
+    clock.now = refused.retry_at
+    assert (await sender.async_deliver_once()).delivery is Delivery.DELIVERED
+    assert [e["id"] for e in receiver.arrivals][-3:] == ids
+
+
+async def test_a_retried_batch_keeps_its_id_when_events_arrive_meanwhile(rig: Any) -> None:
+    sender, receiver, outbox, clock = rig
+    first = append(outbox, clock, 5)
+    receiver.script = [503]
+    failed = await sender.async_deliver_once()
+    append(outbox, clock, 4)  # written while the batch waits to be retried
+    clock.now = failed.retry_at
+    await sender.async_deliver_once()
+    assert receiver.batch_ids[0] == receiver.batch_ids[1]
+    assert [e["id"] for e in receiver.arrivals] == first + first  # the same five again, alone
+    await sender.async_deliver_once()
+    assert len({e["id"] for e in receiver.arrivals}) == 9 and len(set(receiver.batch_ids)) == 2
+
+
+async def test_a_gap_event_on_the_wire_is_never_changed(rig: Any) -> None:
+    """Counts of later compactions go into a new gap event, not into one already handed out."""
+    from custom_components.gemma_edge.sync.outbox import GAP  # noqa: PLC0415
+
+    _sender, _receiver, _outbox, clock = rig
+    ledger = _outbox.ledger
+    outbox = Outbox(ledger, clock=clock, max_rows=5)
+    for index in range(8):
+        append(outbox, clock, 1, STATE_CHANGED)
+    batch = outbox.next_batch(clock.now, max_events=100)
+    gap = next(e for e in batch if e.event.type == GAP)
+    for index in range(8):
+        append(outbox, clock, 1, STATE_CHANGED)
+    rows = ledger.connection().execute("SELECT seq, data FROM outbox WHERE type = ?", (GAP,)).fetchall()
+    assert json.loads(dict(rows)[gap.seq]) == gap.event.data  # unchanged
+    assert len(rows) == 2
+
+
+async def test_the_loop_survives_a_failure_in_handling_an_answer(rig: Any) -> None:
+    sender, receiver, outbox, clock = rig
+    calls: list[DeliveryReport] = []
+    done = asyncio.Event()
+
+    async def on_report(report: DeliveryReport) -> None:
+        calls.append(report)
+        if len(calls) == 1:
+            raise RuntimeError("a bug while handling the answer")
+        if report.delivery is Delivery.DELIVERED:
+            done.set()
+
+    wake = asyncio.Event()
+    append(outbox, clock, 1)
+    task = asyncio.create_task(sender.async_run(wake, on_report))
+    await asyncio.sleep(0.2)
+    append(outbox, clock, 1)
+    wake.set()
+    await asyncio.wait_for(done.wait(), 5)
+    task.cancel()
+    assert len(receiver.arrivals) == 2

@@ -334,6 +334,10 @@ def _schedule_housekeeping(
         entry.async_create_background_task(
             hass, executor.async_prune(), f"{DOMAIN} prune ledger"
         )
+        if (sync := entry.runtime_data.cloud_sync) is not None:
+            entry.async_create_background_task(
+                hass, sync.async_prune(), f"{DOMAIN} prune cloud outbox"
+            )
 
     @callback
     def release_vision(_now: datetime) -> None:

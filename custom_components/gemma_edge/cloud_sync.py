@@ -10,7 +10,10 @@ receiver that is gone (410) or refuses batches (4xx) needs.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
+import contextlib
 from dataclasses import dataclass
+import time
 from typing import Any
 
 from homeassistant.components.conversation import DOMAIN as CONVERSATION_DOMAIN
@@ -47,6 +50,11 @@ from .sync.sender import Delivery, DeliveryReport, WebhookSender
 
 ISSUE_SYNC_GONE = "sync_gone"
 ISSUE_SYNC_REFUSED = "sync_refused"
+ISSUE_SYNC_MISCONFIGURED = "sync_misconfigured"
+# Attributes that carry access tokens (cameras, media players' pictures).
+_PRIVATE_ATTRIBUTES = frozenset(
+    {"access_token", "entity_picture", "entity_picture_local"}
+)
 # State changes are written at most this often (the latest per entity).
 STATE_FLUSH_S = 1.0
 
@@ -118,6 +126,8 @@ class CloudSync:
         self._wake = asyncio.Event()
         self._states: dict[str, OutboxEvent] = {}
         self._flush_timer: asyncio.TimerHandle | None = None
+        self._sender_task: asyncio.Task[None] | None = None
+        self._stopped = False
 
     async def async_start(self) -> None:
         """Start the sender and, if chosen, the state reports."""
@@ -126,7 +136,13 @@ class CloudSync:
         if self.executor.error is not None:
             self._set(state="disabled", last_error=self.executor.error)
             return
-        await self.executor.async_on_ledger(self.versions.open)
+        try:
+            await self.executor.async_on_ledger(self.versions.open)
+            await self.executor.async_on_ledger(self.outbox.prune, time.time())
+        except LedgerError as err:
+            self._set(state="disabled", last_error=str(err))
+            LOGGER.error("Cloud sync is off: %s", err)
+            return
         source = f"urn:gemma-edge:{await async_get_instance_id(self.hass)}"
         sender = WebhookSender(
             self.outbox,
@@ -140,12 +156,19 @@ class CloudSync:
             self.entry.async_on_unload(
                 self.hass.bus.async_listen(EVENT_STATE_CHANGED, self._on_state)
             )
-        self.entry.async_create_background_task(
+        self._sender_task = self.entry.async_create_background_task(
             self.hass,
             sender.async_run(self._wake, self._async_on_report),
             f"{DOMAIN} cloud sync",
         )
         await self._async_refresh_stats()
+
+    async def async_prune(self) -> None:
+        """Forget delivered and refused events older than 7 days (housekeeping)."""
+        try:
+            await self.executor.async_on_ledger(self.outbox.prune, time.time())
+        except LedgerError as err:
+            LOGGER.warning("Could not prune the cloud outbox: %s", err)
 
     @callback
     def wake(self) -> None:
@@ -161,14 +184,21 @@ class CloudSync:
     def _on_state(self, event: Event[EventStateChangedData]) -> None:
         new = event.data["new_state"]
         entity_id = event.data["entity_id"]
-        if new is None or not async_should_expose(
-            self.hass, CONVERSATION_DOMAIN, entity_id
+        if (
+            self._stopped
+            or new is None
+            or not async_should_expose(self.hass, CONVERSATION_DOMAIN, entity_id)
         ):
             return
         data = {
             "entity_id": entity_id,
             "state": new.state,
-            "attributes": dict(new.attributes),
+            # not the tokens of cameras' and players' picture URLs
+            "attributes": {
+                key: value
+                for key, value in new.attributes.items()
+                if key not in _PRIVATE_ATTRIBUTES
+            },
             "last_changed": new.last_changed.isoformat(),
         }
         self._states[entity_id] = OutboxEvent.new(
@@ -186,7 +216,15 @@ class CloudSync:
         )
 
     async def async_stop(self) -> None:
-        """Write the state changes still in memory (the entry unloads)."""
+        """Stop delivering; write the state changes still in memory (unloading).
+
+        Runs before the ledger closes.
+        """
+        self._stopped = True
+        if self._sender_task is not None:
+            self._sender_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sender_task
         if self._flush_timer is not None:
             self._flush_timer.cancel()
             await self._async_flush()
@@ -207,14 +245,22 @@ class CloudSync:
         if report.delivery is Delivery.DELIVERED:
             self._set(state="ok", last_success=self.executor.clock(), last_error=None)
             self._clear(ISSUE_SYNC_REFUSED)
-            for command in report.commands:
-                result = await self.commands.async_run(command)
-                LOGGER.debug("Cloud command %s: %s", result["command_id"], result)
-            if report.commands:
-                self.wake()  # their results go back at once
+            self._clear(ISSUE_SYNC_MISCONFIGURED)
+            if await self._async_run_commands(report.commands):
+                self.wake()  # new results go back at once
         elif report.delivery is Delivery.RETRY:
             error = f"{report.status or 'no answer'}: {report.message}"
             self._set(state="retrying", last_error=error)
+        elif report.delivery is Delivery.MISCONFIGURED:
+            self._set(state="retrying", last_error=f"{report.status}: {report.message}")
+            raise_issue(
+                self.hass,
+                ISSUE_SYNC_MISCONFIGURED,
+                self.entry.entry_id,
+                title=self.entry.title,
+                status=str(report.status),
+                message=report.message or "-",
+            )
         elif report.delivery is Delivery.REFUSED:
             self._set(state="refused", last_error=f"{report.status}: {report.message}")
             raise_issue(
@@ -228,6 +274,7 @@ class CloudSync:
             )
         elif report.delivery is Delivery.GONE:
             self._set(state="disabled", last_error=f"410: {report.message}")
+            self.reporter_enabled(False)
             raise_issue(
                 self.hass,
                 ISSUE_SYNC_GONE,
@@ -236,6 +283,28 @@ class CloudSync:
                 url=self.settings[CONF_SYNC_URL],
             )
         await self._async_refresh_stats()
+
+    async def _async_run_commands(self, commands: Sequence[dict[str, Any]]) -> bool:
+        """Run the commands of an answer; return whether any was new (not a repeat)."""
+        new = False
+        for command in commands:
+            try:
+                result = await self.commands.async_run(command)
+            except Exception:
+                # one bad command must not cost the others
+                LOGGER.exception("Cloud command %r failed", command.get("id"))
+                continue
+            LOGGER.debug("Cloud command %s: %s", result["command_id"], result)
+            new = new or any(
+                outcome["status"] != "deduplicated" for outcome in result["outcomes"]
+            )
+        return new
+
+    def reporter_enabled(self, enabled: bool) -> None:
+        """Write (or stop writing) action events: a receiver that is gone gets none."""
+        reporter = self.executor.reporter
+        if isinstance(reporter, CloudReporter):
+            reporter.enabled = enabled
 
     async def _async_refresh_stats(self) -> None:
         try:

@@ -12,14 +12,14 @@ from homeassistant.core import HomeAssistant
 
 from . import GemmaConfigEntry
 from .action_events import event_data
-from .const import CONF_SERVER_API_KEY, CONF_SYNC_SECRET
+from .const import CONF_SERVER_API_KEY, CONF_SYNC_SECRET, CONF_SYNC_URL
 from .engine.host_platform import detect_host
 from .engine.server_model import ServerModel
 from .llama_runtime import checked_cpu_variant, checked_version
 
 # Conversation instructions and what people said can hold personal details; a server's
 # API key is a secret.
-TO_REDACT = {"prompt", "reason", CONF_SERVER_API_KEY, CONF_SYNC_SECRET}
+TO_REDACT = {"prompt", "reason", CONF_SERVER_API_KEY, CONF_SYNC_SECRET, CONF_SYNC_URL}
 
 
 async def async_get_config_entry_diagnostics(

@@ -21,7 +21,7 @@ from homeassistant.helpers.event import async_track_state_change_event
 from homeassistant.util.ulid import ulid_now
 
 from .actions.policy import expected_state_holds
-from .actions.records import EntityState, ServiceAction
+from .actions.records import TARGET_KEYS, EntityState, ServiceAction
 
 
 class HassHome:
@@ -59,10 +59,12 @@ class HassHome:
         requesting user its user: the logbook names them, and Home Assistant refuses an
         entity that user may not control.
         """
+        # the action's own entity only: no key of its data may aim elsewhere
+        data = {k: v for k, v in action.data.items() if k not in TARGET_KEYS}
         await self.hass.services.async_call(
             action.domain,
             action.service,
-            {ATTR_ENTITY_ID: action.entity_id, **action.data},
+            {**data, ATTR_ENTITY_ID: action.entity_id},
             blocking=True,
             context=Context(id=action_id, parent_id=parent_context_id, user_id=user_id),
         )

@@ -419,7 +419,8 @@ class ActionExecutor:
             state = current
             try:
                 action = normalize(original, state)
-            except NormalizeError as err:
+            except (NormalizeError, ValueError, TypeError) as err:
+                # bad values in the request's data ("brightness_step_pct": "x")
                 return self._unrecorded(request, ActionStatus.REJECTED, str(err))
             kind = action_kind(action)
         # The key comes from the request as asked (a toggle stays the

@@ -8,6 +8,10 @@ import hashlib
 import json
 from typing import Any
 
+# Service data keys that choose what a call acts on: an action acts on its own entity
+# only, so these never pass in its data.
+TARGET_KEYS = frozenset({"entity_id", "area_id", "device_id", "floor_id", "label_id"})
+
 
 class ActionStatus(enum.StrEnum):
     """Outcome of one action (the ``status`` of a ``gemma_edge_action`` event)."""

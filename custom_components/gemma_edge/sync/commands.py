@@ -16,7 +16,7 @@ import re
 from typing import Any
 
 from ..actions.ledger import ActionLedger
-from ..actions.records import ServiceAction
+from ..actions.records import TARGET_KEYS, ServiceAction
 
 DESIRED_STATE = "desired_state"
 CALL_SERVICE = "call_service"
@@ -89,11 +89,20 @@ def parse_command(raw: Any) -> CloudCommand:
     data = raw.get("data", {})
     if not isinstance(data, dict):
         raise CommandError("invalid", "the command's data is not an object")
+    inner = data.get("data", {}) if kind == CALL_SERVICE else {}
+    if TARGET_KEYS & set(data) or (
+        isinstance(inner, dict) and TARGET_KEYS & set(inner)
+    ):
+        raise CommandError(
+            "invalid", "a command acts on its target only: no entity_id or area in data"
+        )
     version = raw.get("version")
     if version is not None and (
-        isinstance(version, bool) or not isinstance(version, int)
+        isinstance(version, bool)
+        or not isinstance(version, int)
+        or not 0 <= version < 2**63
     ):
-        raise CommandError("invalid", "the version is not an integer")
+        raise CommandError("invalid", "the version is not an integer from 0 to 2^63")
     return CloudCommand(
         command_id,
         kind,
@@ -110,6 +119,8 @@ def _timestamp(value: Any) -> float | None:
     if value is None:
         return None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not -1e12 < value < 1e12:
+            raise CommandError("invalid", "expires_at is out of range")
         return float(value)
     if isinstance(value, str):
         try:

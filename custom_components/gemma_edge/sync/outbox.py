@@ -126,6 +126,9 @@ class Outbox:
         self.max_rows = max_rows
         self.max_bytes = max_bytes
         self.clock = clock
+        # The highest sequence number given to the sender: rows up to it may be on the
+        # wire, so they never change.
+        self._handed_out = 0
 
     def open(self) -> None:
         """Create the outbox table if the file has none."""
@@ -173,10 +176,16 @@ class Outbox:
         for row in rows:
             if row[8] > now:
                 break  # a later event never overtakes an earlier one waiting to retry
-            if batch and total + row[9] > max_bytes:
+            if batch and (
+                total + row[9] > max_bytes or row[8] != batch[0].next_attempt
+            ):
+                # a retried batch goes again as it was (the same webhook-id); what was
+                # written since waits for the next one
                 break
             total += row[9]
             batch.append(_stored(row))
+        if batch:
+            self._handed_out = max(self._handed_out, batch[-1].seq)
         return batch
 
     def next_due(self) -> float | None:
@@ -304,10 +313,12 @@ class Outbox:
 
         Under lasting pressure one gap event grows instead of many filling the outbox.
         """
+        # only a gap event never handed to the sender may grow: one on the wire
+        # must arrive as it was sent
         waiting = conn.execute(
-            "SELECT seq, data FROM outbox WHERE status = ? AND type = ?"
+            "SELECT seq, data FROM outbox WHERE status = ? AND type = ? AND seq > ?"
             " ORDER BY seq DESC LIMIT 1",
-            (PENDING, GAP),
+            (PENDING, GAP, self._handed_out),
         ).fetchone()
         now = self.clock()
         if waiting is not None:

@@ -4,9 +4,10 @@ One batch at a time, oldest first: ``application/cloudevents-batch+json``, Stand
 Webhooks headers (the ``webhook-id`` is derived from the batch's event ids, so a retry
 carries the same id). 2xx acknowledges the batch (and may carry reconciliation
 commands); 408, 429, 5xx, timeouts and network errors retry with capped exponential
-backoff and full jitter, honouring ``Retry-After``; 410 stops sync; any other 4xx
-dead-letters the batch. Nothing is marked sent before a 2xx. Plain Python (aiohttp,
-no Home Assistant).
+backoff and full jitter, honouring ``Retry-After``; 401, 403, 404, 405 and redirects
+(never followed) retry the same way but say the URL or secret is wrong; 410 stops sync;
+any other 4xx dead-letters the batch. Nothing is marked sent before a 2xx. Plain
+Python (aiohttp, no Home Assistant).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from email.utils import parsedate_to_datetime
 import enum
 import hashlib
 import json
+import logging
 import random
 import time
 from typing import Any
@@ -37,6 +39,11 @@ BACKOFF_CAP_S = 600.0
 RETRY_AFTER_CAP_S = 24 * 3600.0
 # With nothing due, look again at least this often (a clock change, a missed wake-up).
 IDLE_WAIT_S = 60.0
+# An answer is read up to this size (commands fit; a runaway body does not fill memory).
+MAX_ANSWER_BYTES = 1024 * 1024
+# Answers that say the URL or the secret is wrong: not the batch's fault.
+_MISCONFIGURED = frozenset({401, 403, 404, 405})
+_LOGGER = logging.getLogger(__name__)
 
 
 class Delivery(enum.StrEnum):
@@ -45,6 +52,8 @@ class Delivery(enum.StrEnum):
     NOTHING = "nothing"  # no event due
     DELIVERED = "delivered"
     RETRY = "retry"  # the receiver or the network failed; the batch waits
+    # 401, 403, 404, 405 or a redirect: the URL or the secret is wrong; the batch waits
+    MISCONFIGURED = "misconfigured"
     REFUSED = "refused"  # a 4xx: the batch is dead-lettered
     GONE = "gone"  # 410: the receiver is gone; sync stops
 
@@ -147,10 +156,15 @@ class WebhookSender:
                 data=body,
                 headers={**signed, "content-type": CONTENT_TYPE},
                 timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+                # a redirect would turn the POST into a GET elsewhere, or send the
+                # signed events to another host: never followed
+                allow_redirects=False,
             ) as response:
                 status = response.status
-                text = await response.text(errors="replace")
+                raw = await response.content.read(MAX_ANSWER_BYTES)
+                text = raw.decode(errors="replace")
                 retry_after = retry_after_s(response.headers.get("Retry-After"), now)
+                location = response.headers.get("Location", "")
         except (TimeoutError, aiohttp.ClientError) as err:
             message = str(err) or type(err).__name__
             return await self._retry(batch, seqs, None, message, None)
@@ -164,6 +178,11 @@ class WebhookSender:
             )
         if status in (408, 429) or status >= 500:
             return await self._retry(batch, seqs, status, text[:200], retry_after)
+        if status in _MISCONFIGURED or 300 <= status < 400:
+            message = f"redirects to {location}" if location else text[:200]
+            return await self._retry(
+                batch, seqs, status, message, retry_after, Delivery.MISCONFIGURED
+            )
         if status == 410:
             return DeliveryReport(Delivery.GONE, len(batch), status, text[:200])
         await self.on_ledger(self.outbox.dead_letter, seqs, self.clock())
@@ -181,13 +200,20 @@ class WebhookSender:
         """
         while True:
             wake.clear()
-            report = await self.async_deliver_once()
-            await on_report(report)
-            if report.delivery is Delivery.GONE:
-                return
-            if report.delivery in (Delivery.DELIVERED, Delivery.REFUSED):
-                continue  # the next batch at once
-            due = await self.on_ledger(self.outbox.next_due)
+            try:
+                report = await self.async_deliver_once()
+                await on_report(report)
+                if report.delivery is Delivery.GONE:
+                    return
+                if report.delivery is Delivery.DELIVERED:
+                    continue  # the next batch at once
+                due = await self.on_ledger(self.outbox.next_due)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # a failing ledger or a bug: never a dead loop that looks alive
+                _LOGGER.exception("Cloud sync delivery failed; trying again later")
+                due = None
             delay = IDLE_WAIT_S if due is None else due - self.clock()
             if delay > 0:
                 with contextlib.suppress(TimeoutError):
@@ -209,11 +235,12 @@ class WebhookSender:
         status: int | None,
         message: str,
         retry_after: float | None,
+        delivery: Delivery = Delivery.RETRY,
     ) -> DeliveryReport:
         attempts = max(stored.attempts for stored in batch)
         retry_at = self.clock() + self.backoff_s(attempts, retry_after)
         await self.on_ledger(self.outbox.retry_later, seqs, retry_at)
-        return DeliveryReport(Delivery.RETRY, len(batch), status, message, retry_at)
+        return DeliveryReport(delivery, len(batch), status, message, retry_at)
 
 
 def _commands(text: str) -> list[dict[str, Any]]:
