@@ -134,7 +134,11 @@ async def test_a_refusing_receiver_raises_repairs_that_clear(hass: HomeAssistant
     await hass.services.async_call("light", "turn_on", {"entity_id": "light.bed_light"}, blocking=True)
     await until(lambda: issues.async_get_issue(DOMAIN, f"sync_gone_{entry.entry_id}") is not None)
     assert sensor(hass, entry, "sync_status").state == "disabled"
+    delivered = len(rx.events)
     await hass.services.async_call(DOMAIN, "sync_now", {}, blocking=True)  # does not fail while disabled
+    await hass.services.async_call("light", "turn_off", {"entity_id": "light.bed_light"}, blocking=True)
+    await asyncio.sleep(1.5)
+    assert len(rx.events) == delivered and sensor(hass, entry, "sync_status").state == "disabled"
 
 
 async def test_the_flow_checks_the_url_and_rotates_the_secret(hass: HomeAssistant, agent: Any, receiver: Any) -> None:

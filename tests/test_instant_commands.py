@@ -133,6 +133,14 @@ def _record_actions(hass: HomeAssistant) -> list[Event]:
     return events
 
 
+async def _converse(hass: HomeAssistant, words: str, conversation_id: str, device_id: str | None = None) -> str:
+    result = await conversation.async_converse(
+        hass, words, conversation_id, Context(), language="en", agent_id=AGENT, device_id=device_id
+    )
+    await hass.async_block_till_done()
+    return result.response.speech["plain"]["speech"]
+
+
 def _model_status(hass: HomeAssistant, entry: Any) -> Any:
     sensor = er.async_get(hass).async_get_entity_id("sensor", DOMAIN, f"{entry.entry_id}_model_status")
     assert sensor is not None
@@ -168,17 +176,12 @@ async def test_a_bare_yes_confirms_the_question_without_the_model(hass: HomeAssi
     events = _record_actions(hass)
     conversation_id = "garage"
 
-    async def turn(words: str) -> str:
-        result = await conversation.async_converse(hass, words, conversation_id, Context(), language="en", agent_id=AGENT)
-        await hass.async_block_till_done()
-        return result.response.speech["plain"]["speech"]
-
-    assert await turn("Open the garage door") == "I need your confirmation to open Garage Door. Should I go ahead?"
-    assert await turn("Yes please.") == "Opened Garage Door."
+    assert await _converse(hass, "Open the garage door", conversation_id) == "I need your confirmation to open Garage Door. Should I go ahead?"
+    assert await _converse(hass, "Yes please.", conversation_id) == "Opened Garage Door."
     assert model.requests == []
     assert calls == [{"service": "cover.open_cover", "entity_id": "cover.garage_door"}]
     assert [(e.data["status"], e.data["path"]) for e in events] == [("needs_confirmation", "matcher"), ("executed", "matcher")]
-    await turn("yes")  # nothing was asked in the turn before: the model answers (its empty answer)
+    await _converse(hass, "yes", conversation_id)  # nothing was asked in the turn before: the model answers (its empty answer)
     assert len(model.requests) == 1 and len(calls) == 1
 
 
@@ -188,14 +191,9 @@ async def test_a_yes_that_says_more_goes_to_the_model(hass: HomeAssistant, insta
     _entry, model, calls = instant_agent
     conversation_id = "garage"
 
-    async def turn(words: str) -> str:
-        result = await conversation.async_converse(hass, words, conversation_id, Context(), language="en", agent_id=AGENT)
-        await hass.async_block_till_done()
-        return result.response.speech["plain"]["speech"]
-
-    assert "confirmation" in await turn("Open the garage door")
+    assert "confirmation" in await _converse(hass, "Open the garage door", conversation_id)
     model.script(call("HassTurnOn", name="Garage Door", confirm=True))
-    await turn("yes, open it now")
+    await _converse(hass, "yes, open it now", conversation_id)
     assert len(model.requests) == 1 and "Open the garage door" in model.requests[0].prompt
     assert calls == [{"service": "cover.open_cover", "entity_id": "cover.garage_door"}]
 
@@ -206,14 +204,9 @@ async def test_a_bare_yes_after_a_model_question_is_confirmed_too(hass: HomeAssi
     _entry, model, calls = instant_agent
     conversation_id = "garage"
 
-    async def turn(words: str) -> str:
-        result = await conversation.async_converse(hass, words, conversation_id, Context(), language="en", agent_id=AGENT)
-        await hass.async_block_till_done()
-        return result.response.speech["plain"]["speech"]
-
     model.script(call("HassTurnOn", name="Garage Door"))
-    assert "confirmation" in await turn("Would you be so kind as to open up the garage door")
-    assert await turn("ok, go ahead") == "Opened Garage Door."
+    assert "confirmation" in await _converse(hass, "Would you be so kind as to open up the garage door", conversation_id)
+    assert await _converse(hass, "ok, go ahead", conversation_id) == "Opened Garage Door."
     assert len(model.requests) == 1
     assert calls == [{"service": "cover.open_cover", "entity_id": "cover.garage_door"}]
 
@@ -250,11 +243,7 @@ async def test_a_retried_turn_acts_once_on_both_paths(hass: HomeAssistant, agent
 
     async def turn() -> str:
         model.script(call("HassTurnOff", name="Kitchen Lights"))
-        result = await conversation.async_converse(
-            hass, "Turn off the kitchen lights", "retried", Context(), language="en", agent_id=AGENT
-        )
-        await hass.async_block_till_done()
-        return result.response.speech["plain"]["speech"]
+        return await _converse(hass, "Turn off the kitchen lights", "retried")
 
     assert await turn() == "Turned off Kitchen Lights."
     await hass.services.async_call("light", "turn_on", {"entity_id": "light.kitchen_lights"}, blocking=True)
@@ -276,31 +265,18 @@ async def test_questions_about_the_home_are_answered_from_its_state(hass: HomeAs
     events = _record_actions(hass)
     conversation_id = "questions"
 
-    async def turn(words: str) -> str:
-        result = await conversation.async_converse(hass, words, conversation_id, Context(), language="en", agent_id=AGENT)
-        await hass.async_block_till_done()
-        return result.response.speech["plain"]["speech"]
-
-    assert await turn("Is the garage door open?") == "No, closed"
-    assert await turn("Is the bed light on?") == "No, off"
-    assert (await turn("Which lights are on?")).startswith("Ceiling Lights, Entrance Color + White Lights, Kitchen Lights")
-    assert await turn("What is the outside temperature?") == "Outside temperature is 15.6 °C"
-    assert await turn("What time is it?")  # its result holds a datetime.time: the next prompt must cope
+    assert await _converse(hass, "Is the garage door open?", conversation_id) == "No, closed"
+    assert await _converse(hass, "Is the bed light on?", conversation_id) == "No, off"
+    assert (await _converse(hass, "Which lights are on?", conversation_id)).startswith("Ceiling Lights, Entrance Color + White Lights, Kitchen Lights")
+    assert await _converse(hass, "What is the outside temperature?", conversation_id) == "Outside temperature is 15.6 °C"
+    assert await _converse(hass, "What time is it?", conversation_id)  # its result holds a datetime.time: the next prompt must cope
     assert model.requests == [] and calls == [] and events == []
     assert _model_status(hass, entry).attributes["turns_by_path"] == {"matcher": 5}
     model.script(call("HassTurnOff", name="Kitchen Lights"))
-    await turn("Right, switch the kitchen off then")
+    await _converse(hass, "Right, switch the kitchen off then", conversation_id)
     prompt = model.requests[0].prompt
     assert "Is the bed light on?" in prompt and "No, off" in prompt  # the answered questions are history
     assert state(hass, "light.kitchen_lights") == "off"
-
-
-async def _converse(hass: HomeAssistant, words: str, conversation_id: str, device_id: str | None = None) -> str:
-    result = await conversation.async_converse(
-        hass, words, conversation_id, Context(), language="en", agent_id=AGENT, device_id=device_id
-    )
-    await hass.async_block_till_done()
-    return result.response.speech["plain"]["speech"]
 
 
 @pytest.mark.parametrize("yes", ["yes", "yes, open it"])

@@ -185,10 +185,15 @@ def test_ulids_sort_by_time_and_are_unique() -> None:
     assert all(len(i) == 26 for i in ids) and len(set(ids)) == 1000
     assert [i[:10] for i in ids] == sorted(i[:10] for i in ids)
     assert new_ulid(0.0).startswith("0000000000")
-    with pytest.raises(sqlite3.IntegrityError):  # ids are unique in the table too
-        conn = sqlite3.connect(":memory:")
-        conn.execute("CREATE TABLE t (id TEXT UNIQUE)")
-        conn.executemany("INSERT INTO t VALUES (?)", [(ids[0],), (ids[0],)])
+
+
+def test_an_event_id_is_stored_once(ledger: ActionLedger, clock: Clock) -> None:
+    outbox = make_outbox(ledger, clock)
+    once = event(ACTION_PERFORMED, "light.a", clock)
+    outbox.append([once])
+    with pytest.raises(LedgerError, match="UNIQUE"):
+        outbox.append([once])
+    assert len(rows(ledger)) == 1
 
 
 async def test_the_executor_reports_each_recorded_outcome_with_it(tmp_path: Path, clock: Clock) -> None:

@@ -28,6 +28,8 @@ from custom_components.gemma_edge.sync.sender import (
 )
 from custom_components.gemma_edge.sync.signing import new_secret
 
+from .test_outbox import Clock
+
 SOURCE = "urn:gemma-edge:test-hub"
 
 
@@ -69,14 +71,6 @@ class Receiver:
             status, headers, text = answer
             return web.Response(status=status, headers=headers, text=text)
         return web.Response(status=answer)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

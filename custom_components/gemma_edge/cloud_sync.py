@@ -10,7 +10,7 @@ receiver that is gone (410) or refuses batches (4xx) needs.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 import contextlib
 from dataclasses import dataclass
 import time
@@ -86,7 +86,7 @@ def new_outbox(ledger: ActionLedger, subentry: ConfigSubentry) -> Outbox:
     )
 
 
-def new_reporter(outbox: Outbox, keep_words: Any) -> CloudReporter:
+def new_reporter(outbox: Outbox, keep_words: Callable[[], bool]) -> CloudReporter:
     """Return the executor's reporter: each recorded outcome's event."""
     return CloudReporter(outbox, keep_words=keep_words)
 
@@ -252,25 +252,10 @@ class CloudSync:
             error = f"{report.status or 'no answer'}: {report.message}"
             self._set(state="retrying", last_error=error)
         elif report.delivery is Delivery.MISCONFIGURED:
-            self._set(state="retrying", last_error=f"{report.status}: {report.message}")
-            raise_issue(
-                self.hass,
-                ISSUE_SYNC_MISCONFIGURED,
-                self.entry.entry_id,
-                title=self.entry.title,
-                status=str(report.status),
-                message=report.message or "-",
-            )
+            self._receiver_problem("retrying", ISSUE_SYNC_MISCONFIGURED, report)
         elif report.delivery is Delivery.REFUSED:
-            self._set(state="refused", last_error=f"{report.status}: {report.message}")
-            raise_issue(
-                self.hass,
-                ISSUE_SYNC_REFUSED,
-                self.entry.entry_id,
-                title=self.entry.title,
-                status=str(report.status),
-                message=report.message or "-",
-                events=str(report.events),
+            self._receiver_problem(
+                "refused", ISSUE_SYNC_REFUSED, report, events=str(report.events)
             )
         elif report.delivery is Delivery.GONE:
             self._set(state="disabled", last_error=f"410: {report.message}")
@@ -312,6 +297,22 @@ class CloudSync:
         except LedgerError as err:
             self.status.last_error = str(err)
         async_dispatcher_send(self.hass, signal_sync(self.entry.entry_id))
+
+    def _receiver_problem(
+        self, state: str, kind: str, report: DeliveryReport, **placeholders: str
+    ) -> None:
+        """Show an answer that needs the user: the status, and a Repairs issue."""
+        self._set(state=state, last_error=f"{report.status}: {report.message}")
+        raise_issue(
+            self.hass,
+            kind,
+            self.entry.entry_id,
+            ir.IssueSeverity.ERROR,
+            title=self.entry.title,
+            status=str(report.status),
+            message=report.message or "-",
+            **placeholders,
+        )
 
     def _set(self, **changes: Any) -> None:
         for name, value in changes.items():
