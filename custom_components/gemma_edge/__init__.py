@@ -20,15 +20,11 @@ from homeassistant.helpers import config_validation as cv
 from homeassistant.helpers.event import async_track_time_interval
 from homeassistant.helpers.typing import ConfigType
 
-from .action_events import (
-    announce_outcome,
-    async_follow_language,
-    async_load_phrases,
-    keeps_words,
-)
+from .action_events import announce_outcome, async_follow_language, async_load_phrases
 from .actions.executor import ActionExecutor, ActionOutcome
 from .actions.ledger import ActionLedger, LedgerError
 from .camera_vision import CameraVision
+from .cloud_push import CommandWebhook
 from .cloud_sync import CloudSync, cloud_sync_subentry, new_outbox, new_reporter
 from .const import (
     CONF_FLASH_ATTN,
@@ -89,6 +85,7 @@ class GemmaRuntimeData:
     executor: ActionExecutor
     vision: CameraVision
     cloud_sync: CloudSync | None = None
+    command_webhook: CommandWebhook | None = None
     # conversation entities by entity id (the ask action talks to them)
     agents: dict[str, GemmaConversationEntity] = field(default_factory=dict)
 
@@ -136,7 +133,7 @@ async def _async_start_executor(
         HassHome(hass),
         on_outcome=on_outcome,
         # each recorded outcome's event for the cloud, in the outcome's transaction
-        reporter=new_reporter(outbox, lambda: keeps_words(entry)) if outbox else None,
+        reporter=new_reporter(outbox, sync) if outbox and sync else None,
         # not the entry's tasks: unloading the entry must not cancel a script halfway
         spawn=lambda coro, name: hass.async_create_background_task(coro, name),
     )
@@ -310,11 +307,14 @@ async def async_setup_entry(hass: HomeAssistant, entry: GemmaConfigEntry) -> boo
     )
     if outbox is not None and (sync := cloud_sync_subentry(entry)) is not None:
         entry.runtime_data.cloud_sync = CloudSync(hass, entry, sync, executor, outbox)
+        await entry.runtime_data.cloud_sync.async_open()
     _schedule_housekeeping(hass, entry, engine, executor)
     entry.async_on_unload(entry.add_update_listener(_async_reload_on_update))
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
-    if entry.runtime_data.cloud_sync is not None:
-        await entry.runtime_data.cloud_sync.async_start()
+    if (cloud_sync := entry.runtime_data.cloud_sync) is not None:
+        await cloud_sync.async_start()
+        entry.runtime_data.command_webhook = CommandWebhook(hass, cloud_sync)
+        await entry.runtime_data.command_webhook.async_register()
     return True
 
 
@@ -376,6 +376,8 @@ async def async_unload_entry(hass: HomeAssistant, entry: GemmaConfigEntry) -> bo
     """Unload platforms, then free the model and stop its thread."""
     if not await hass.config_entries.async_unload_platforms(entry, PLATFORMS):
         return False
+    if entry.runtime_data.command_webhook is not None:
+        entry.runtime_data.command_webhook.unregister()
     if entry.runtime_data.cloud_sync is not None:
         await entry.runtime_data.cloud_sync.async_stop()
     await entry.runtime_data.engine.async_unload()

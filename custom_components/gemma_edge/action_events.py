@@ -80,6 +80,14 @@ class TurnReport:
     path: str  # "matcher" (Home Assistant's sentences) or "model"
     seconds: float
     actions: int
+    conversation_id: str = ""
+    source: str = ""  # conversation, service (gemma_edge.ask) or ai_task
+    language: str = ""
+    # the ids of the turn's actions (their contexts, and the ledger's action ids)
+    action_ids: tuple[str, ...] = ()
+    # what was said: the user's words and the answer (reported only when chosen)
+    words: str = ""
+    answer: str = ""
 
 
 def signal_turn(entry_id: str) -> str:

@@ -10,7 +10,7 @@ receiver that is gone (410) or refuses batches (4xx) needs.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 import contextlib
 from dataclasses import dataclass
 import time
@@ -23,27 +23,43 @@ from homeassistant.const import EVENT_STATE_CHANGED
 from homeassistant.core import Event, EventStateChangedData, HomeAssistant, callback
 from homeassistant.helpers import issue_registry as ir
 from homeassistant.helpers.aiohttp_client import async_get_clientsession
-from homeassistant.helpers.dispatcher import async_dispatcher_send
+from homeassistant.helpers.dispatcher import (
+    async_dispatcher_connect,
+    async_dispatcher_send,
+)
 from homeassistant.helpers.instance_id import async_get as async_get_instance_id
 
+from .action_events import TurnReport, signal_turn
 from .actions.executor import ActionExecutor
 from .actions.ledger import ActionLedger, LedgerError
+from .cloud_remote import RemoteActions, remote_specs
 from .const import (
     CONF_SYNC_MAX_EVENTS,
     CONF_SYNC_MAX_MB,
+    CONF_SYNC_REMOTE_ACTIONS,
     CONF_SYNC_SECRET,
     CONF_SYNC_STATES,
+    CONF_SYNC_TURNS,
     CONF_SYNC_URL,
+    CONF_SYNC_WORDS,
     DEFAULT_SYNC_MAX_EVENTS,
     DEFAULT_SYNC_MAX_MB,
     DEFAULT_SYNC_STATES,
+    DEFAULT_SYNC_TURNS,
+    DEFAULT_SYNC_WORDS,
     DOMAIN,
     LOGGER,
     SUBENTRY_CLOUD_SYNC,
 )
 from .repairs import issue_id, raise_issue
 from .sync.commands import VersionBook
-from .sync.outbox import STATE_CHANGED, Outbox, OutboxEvent, OutboxStats
+from .sync.outbox import (
+    CONVERSATION_TURN,
+    STATE_CHANGED,
+    Outbox,
+    OutboxEvent,
+    OutboxStats,
+)
 from .sync.reconcile import CommandRunner
 from .sync.reporter import CloudReporter
 from .sync.sender import Delivery, DeliveryReport, WebhookSender
@@ -86,9 +102,14 @@ def new_outbox(ledger: ActionLedger, subentry: ConfigSubentry) -> Outbox:
     )
 
 
-def new_reporter(outbox: Outbox, keep_words: Callable[[], bool]) -> CloudReporter:
+def reports_words(subentry: ConfigSubentry) -> bool:
+    """Return whether what was said goes to the cloud (the user chose it)."""
+    return bool(subentry.data.get(CONF_SYNC_WORDS, DEFAULT_SYNC_WORDS))
+
+
+def new_reporter(outbox: Outbox, subentry: ConfigSubentry) -> CloudReporter:
     """Return the executor's reporter: each recorded outcome's event."""
-    return CloudReporter(outbox, keep_words=keep_words)
+    return CloudReporter(outbox, keep_words=lambda: reports_words(subentry))
 
 
 @dataclass
@@ -122,26 +143,45 @@ class CloudSync:
         self.outbox = outbox
         self.status = SyncStatus()
         self.versions = VersionBook(executor.ledger)
-        self.commands = CommandRunner(executor, outbox, self.versions)
+        self.remote = RemoteActions(
+            hass,
+            entry,
+            executor,
+            outbox,
+            remote_specs(self.settings.get(CONF_SYNC_REMOTE_ACTIONS)),
+            self.wake,
+        )
+        self.commands = CommandRunner(
+            executor,
+            outbox,
+            self.versions,
+            remote=self.remote.book,
+            on_remote_result=self.remote.announce,
+        )
         self._wake = asyncio.Event()
         self._states: dict[str, OutboxEvent] = {}
         self._flush_timer: asyncio.TimerHandle | None = None
         self._sender_task: asyncio.Task[None] | None = None
         self._stopped = False
 
-    async def async_start(self) -> None:
-        """Start the sender and, if chosen, the state reports."""
-        # a reconfigured receiver gets a new chance
-        self._clear(ISSUE_SYNC_GONE)
+    async def async_open(self) -> None:
+        """Prepare the tables in the ledger's file (before the entities read them)."""
         if self.executor.error is not None:
             self._set(state="disabled", last_error=self.executor.error)
             return
         try:
             await self.executor.async_on_ledger(self.versions.open)
+            await self.executor.async_on_ledger(self.remote.book.open)
             await self.executor.async_on_ledger(self.outbox.prune, time.time())
         except LedgerError as err:
             self._set(state="disabled", last_error=str(err))
             LOGGER.error("Cloud sync is off: %s", err)
+
+    async def async_start(self) -> None:
+        """Start the sender and, if chosen, the state reports."""
+        # a reconfigured receiver gets a new chance
+        self._clear(ISSUE_SYNC_GONE)
+        if self.status.state == "disabled":
             return
         source = f"urn:gemma-edge:{await async_get_instance_id(self.hass)}"
         sender = WebhookSender(
@@ -155,6 +195,12 @@ class CloudSync:
         if self.settings.get(CONF_SYNC_STATES, DEFAULT_SYNC_STATES):
             self.entry.async_on_unload(
                 self.hass.bus.async_listen(EVENT_STATE_CHANGED, self._on_state)
+            )
+        if self.settings.get(CONF_SYNC_TURNS, DEFAULT_SYNC_TURNS):
+            self.entry.async_on_unload(
+                async_dispatcher_connect(
+                    self.hass, signal_turn(self.entry.entry_id), self._on_turn
+                )
             )
         self._sender_task = self.entry.async_create_background_task(
             self.hass,
@@ -210,6 +256,37 @@ class CloudSync:
             )
 
     @callback
+    def _on_turn(self, report: TurnReport) -> None:
+        """Report a conversation turn; the words only if the user chose so."""
+        if self._stopped:
+            return
+        data: dict[str, Any] = {
+            "agent": report.agent,
+            "conversation_id": report.conversation_id,
+            "source": report.source,
+            "language": report.language,
+            "path": report.path,
+            "seconds": report.seconds,
+            "action_ids": list(report.action_ids),
+        }
+        if reports_words(self.subentry):
+            data |= {"text": report.words, "answer": report.answer}
+        event = OutboxEvent.new(
+            CONVERSATION_TURN, report.conversation_id or report.agent, data, time.time()
+        )
+        self.entry.async_create_background_task(
+            self.hass, self._async_append([event]), f"{DOMAIN} cloud sync turn"
+        )
+
+    async def _async_append(self, events: list[OutboxEvent]) -> None:
+        try:
+            await self.executor.async_on_ledger(self.outbox.append, events)
+        except LedgerError as err:
+            LOGGER.warning("Events not written to the cloud outbox: %s", err)
+            return
+        self.wake()
+
+    @callback
     def _schedule_flush(self) -> None:
         self.entry.async_create_background_task(
             self.hass, self._async_flush(), f"{DOMAIN} cloud sync states"
@@ -232,21 +309,15 @@ class CloudSync:
     async def _async_flush(self) -> None:
         events, self._states = list(self._states.values()), {}
         self._flush_timer = None
-        if not events:
-            return
-        try:
-            await self.executor.async_on_ledger(self.outbox.append, events)
-        except LedgerError as err:
-            LOGGER.warning("State changes not written to the outbox: %s", err)
-            return
-        self.wake()
+        if events:
+            await self._async_append(events)
 
     async def _async_on_report(self, report: DeliveryReport) -> None:
         if report.delivery is Delivery.DELIVERED:
             self._set(state="ok", last_success=self.executor.clock(), last_error=None)
             self._clear(ISSUE_SYNC_REFUSED)
             self._clear(ISSUE_SYNC_MISCONFIGURED)
-            if await self._async_run_commands(report.commands):
+            if (await self.async_run_commands(report.commands))[1]:
                 self.wake()  # new results go back at once
         elif report.delivery is Delivery.RETRY:
             error = f"{report.status or 'no answer'}: {report.message}"
@@ -269,21 +340,34 @@ class CloudSync:
             )
         await self._async_refresh_stats()
 
-    async def _async_run_commands(self, commands: Sequence[dict[str, Any]]) -> bool:
-        """Run the commands of an answer; return whether any was new (not a repeat)."""
+    async def async_run_commands(
+        self, commands: Sequence[dict[str, Any]]
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """Run commands (an answer's, or pushed); return their results.
+
+        And whether any was new (not a repeat of a command run before).
+        """
         new = False
+        results = []
         for command in commands:
             try:
                 result = await self.commands.async_run(command)
             except Exception:
                 # one bad command must not cost the others
                 LOGGER.exception("Cloud command %r failed", command.get("id"))
+                results.append({"command_id": command.get("id"), "status": "failed"})
                 continue
             LOGGER.debug("Cloud command %s: %s", result["command_id"], result)
-            new = new or any(
-                outcome["status"] != "deduplicated" for outcome in result["outcomes"]
+            results.append(result)
+            new = new or (
+                result["repeat"] is False
+                if "repeat" in result
+                else any(
+                    outcome["status"] != "deduplicated"
+                    for outcome in result["outcomes"]
+                )
             )
-        return new
+        return results, new
 
     def reporter_enabled(self, enabled: bool) -> None:
         """Write (or stop writing) action events: a receiver that is gone gets none."""

@@ -126,3 +126,11 @@ DEFAULT_SYNC_MAX_EVENTS: Final = 10_000
 CONF_SYNC_MAX_MB: Final = "max_mb"
 DEFAULT_SYNC_MAX_MB: Final = 20
 CONF_SYNC_ROTATE_SECRET: Final = "rotate_secret"
+CONF_SYNC_TURNS: Final = "report_turns"
+DEFAULT_SYNC_TURNS: Final = True
+# What was said (the user's words and the answer) goes to the cloud only when chosen.
+CONF_SYNC_WORDS: Final = "report_words"
+DEFAULT_SYNC_WORDS: Final = False
+CONF_SYNC_REMOTE_ACTIONS: Final = "remote_actions"
+# The id of the entry's webhook for commands the cloud pushes.
+CONF_SYNC_WEBHOOK_ID: Final = "webhook_id"

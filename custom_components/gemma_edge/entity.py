@@ -27,6 +27,7 @@ from .actions.describe import spoken_unusable
 from .actions.executor import ActionOutcome
 from .actions.intents import says_all
 from .actions.policy import SensitivePolicy
+from .cloud_remote import RemoteActions
 from .const import (
     CONF_MAX_HISTORY,
     CONF_MAX_TOKENS,
@@ -239,12 +240,20 @@ class GemmaLLMEntity(Entity):
     ) -> list[ToolSpec]:
         if not chat_log.llm_api:
             return []
-        return tool_specs(
+        specs = tool_specs(
             self.hass,
             chat_log.llm_api,
             vision=self._engine.has_vision,
             targeted=targeted,
         )
+        if (remote := self._remote_actions) is not None:
+            specs.extend(remote.tool_specs())
+        return specs
+
+    @property
+    def _remote_actions(self) -> RemoteActions | None:
+        sync = self.entry.runtime_data.cloud_sync
+        return sync.remote if sync is not None and sync.remote.specs else None
 
     async def _async_handle_chat_log(
         self, chat_log: conversation.ChatLog, turn: Turn
@@ -266,7 +275,7 @@ class GemmaLLMEntity(Entity):
         finally:
             if runner is not None:
                 runner.finish()
-            self._report_turn("model", turn, runner)
+            self._report_turn("model", turn, runner, chat_log)
         return TurnResult(runner.outcomes if runner else [], stats)
 
     async def _async_handle_command(
@@ -314,7 +323,7 @@ class GemmaLLMEntity(Entity):
             await self._async_say(chat_log, _final_words(runner, turn.language))
         finally:
             runner.finish()
-            self._report_turn("matcher", turn, runner)
+            self._report_turn("matcher", turn, runner, chat_log)
         return TurnResult(runner.outcomes, None)
 
     async def _async_handle_answer(
@@ -332,16 +341,34 @@ class GemmaLLMEntity(Entity):
             chat_log.async_add_assistant_content_without_tools(content)
         await self._async_say(chat_log, answer.speech)
         turns.finish(turn.source, chat_log.conversation_id)
-        self._report_turn("matcher", turn, None)
+        self._report_turn("matcher", turn, None, chat_log)
         return TurnResult([], None)
 
-    def _report_turn(self, path: str, turn: Turn, runner: ToolRunner | None) -> None:
-        """Tell the entry's sensors how the turn was understood and how long it took."""
+    def _report_turn(
+        self,
+        path: str,
+        turn: Turn,
+        runner: ToolRunner | None,
+        chat_log: conversation.ChatLog,
+    ) -> None:
+        """Tell the sensors and the cloud how the turn was understood and went."""
+        last = chat_log.content[-1] if chat_log.content else None
+        outcomes = runner.outcomes if runner else []
         report = TurnReport(
             agent=self.entity_id,
             path=path,
             seconds=round(time.monotonic() - turn.started, 3),
-            actions=len(runner.outcomes) if runner else 0,
+            actions=len(outcomes),
+            conversation_id=chat_log.conversation_id,
+            source=turn.source,
+            language=turn.language,
+            action_ids=tuple(o.action_id for o in outcomes if o.action_id),
+            words=turn.text,
+            answer=(
+                last.content or ""
+                if isinstance(last, conversation.AssistantContent)
+                else ""
+            ),
         )
         async_dispatcher_send(self.hass, signal_turn(self.entry.entry_id), report)
 
@@ -370,6 +397,7 @@ class GemmaLLMEntity(Entity):
             # HA's sentences matched names the user said; a small model's may be made up
             strict_names=self._act_first and path == "model",
             path=path,
+            remote=self._remote_actions,
         )
 
     @property

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import datetime
+import sqlite3
 from typing import Any
 
 from homeassistant.components.sensor import SensorDeviceClass, SensorEntity
@@ -23,9 +24,12 @@ from .action_events import (
     signal_turn,
 )
 from .actions.executor import ActionOutcome
+from .actions.ledger import LedgerError
+from .cloud_remote import signal_remote
 from .cloud_sync import CloudSync, signal_sync
 from .engine.local_engine import EngineStatus
 from .entity import GemmaEngineEntity
+from .sync.remote_actions import RemoteRequest
 
 
 async def async_setup_entry(
@@ -45,6 +49,8 @@ async def async_setup_entry(
                 SyncLastDeliverySensor(entry, sync),
             ]
         )
+        if sync.remote.specs:
+            async_add_entities([RemoteActionsSensor(entry, sync)])
 
 
 class ModelStatusSensor(GemmaEngineEntity, SensorEntity):
@@ -290,3 +296,68 @@ class SyncLastDeliverySensor(_SyncSensor):
         if last is None and status.stats is not None:
             last = status.stats.last_sent
         return dt_util.utc_from_timestamp(last) if last else None
+
+
+class RemoteActionsSensor(GemmaEngineEntity, SensorEntity):
+    """Remote actions waiting for the cloud, and the latest requests' outcomes."""
+
+    _attr_should_poll = False
+    _attr_native_unit_of_measurement = "requests"
+
+    def __init__(self, entry: GemmaConfigEntry, sync: CloudSync) -> None:
+        """Set up the remote actions sensor."""
+        super().__init__(entry, "remote_actions")
+        self._sync = sync
+        self._waiting: int | None = None
+        self._recent: list[RemoteRequest] = []
+
+    async def async_added_to_hass(self) -> None:
+        """Read the requests now and whenever one is made or answered."""
+        self.async_on_remove(
+            async_dispatcher_connect(
+                self.hass, signal_remote(self._entry.entry_id), self._schedule_refresh
+            )
+        )
+        await self._async_refresh()
+
+    @callback
+    def _schedule_refresh(self) -> None:
+        self._entry.async_create_background_task(
+            self.hass, self._async_refresh(), f"{self.entity_id} refresh"
+        )
+
+    async def _async_refresh(self) -> None:
+        book, executor = self._sync.remote.book, self._sync.executor
+        try:
+            self._waiting = await executor.async_on_ledger(book.waiting)
+            self._recent = await executor.async_on_ledger(book.recent, 10)
+        except (LedgerError, sqlite3.Error):
+            self._waiting = None
+        self.async_write_ha_state()
+
+    @property
+    def native_value(self) -> int | None:
+        """Return how many requests wait for the cloud's result."""
+        return self._waiting
+
+    @property
+    def extra_state_attributes(self) -> dict[str, Any]:
+        """Return the latest requests: what, when, and how they ended."""
+        return {
+            "recent": [
+                {
+                    "action": request.action,
+                    "status": request.status,
+                    "message": request.message,
+                    "requested_at": dt_util.utc_from_timestamp(
+                        request.requested_at
+                    ).isoformat(),
+                    "finished_at": (
+                        dt_util.utc_from_timestamp(request.finished_at).isoformat()
+                        if request.finished_at
+                        else None
+                    ),
+                }
+                for request in self._recent
+            ]
+        }

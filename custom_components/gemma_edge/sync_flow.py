@@ -7,6 +7,7 @@ added or the secret is rotated; the receiver needs it to verify the hub's delive
 from __future__ import annotations
 
 import ipaddress
+import secrets
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,6 +19,7 @@ from homeassistant.helpers.selector import (
     NumberSelector,
     NumberSelectorConfig,
     NumberSelectorMode,
+    ObjectSelector,
     TextSelector,
     TextSelectorConfig,
     TextSelectorType,
@@ -26,19 +28,28 @@ from homeassistant.helpers.selector import (
 from .const import (
     CONF_SYNC_MAX_EVENTS,
     CONF_SYNC_MAX_MB,
+    CONF_SYNC_REMOTE_ACTIONS,
     CONF_SYNC_ROTATE_SECRET,
     CONF_SYNC_SECRET,
     CONF_SYNC_STATES,
+    CONF_SYNC_TURNS,
     CONF_SYNC_URL,
+    CONF_SYNC_WEBHOOK_ID,
+    CONF_SYNC_WORDS,
     DEFAULT_SYNC_MAX_EVENTS,
     DEFAULT_SYNC_MAX_MB,
     DEFAULT_SYNC_STATES,
+    DEFAULT_SYNC_TURNS,
+    DEFAULT_SYNC_WORDS,
     SUBENTRY_CLOUD_SYNC,
 )
+from .sync.remote_actions import RemoteActionError, parse_specs
 from .sync.signing import new_secret
 
 SYNC_DEFAULTS: dict[str, Any] = {
     CONF_SYNC_STATES: DEFAULT_SYNC_STATES,
+    CONF_SYNC_TURNS: DEFAULT_SYNC_TURNS,
+    CONF_SYNC_WORDS: DEFAULT_SYNC_WORDS,
     CONF_SYNC_MAX_EVENTS: DEFAULT_SYNC_MAX_EVENTS,
     CONF_SYNC_MAX_MB: DEFAULT_SYNC_MAX_MB,
 }
@@ -84,10 +95,16 @@ class CloudSyncSubentryFlow(ConfigSubentryFlow):
         ):
             return self.async_abort(reason="already_configured")
         errors: dict[str, str] = {}
+        placeholders = {"error": ""}
         if user_input is not None:
+            try:
+                parse_specs(user_input.get(CONF_SYNC_REMOTE_ACTIONS))
+            except RemoteActionError as err:
+                errors[CONF_SYNC_REMOTE_ACTIONS] = "invalid_remote_actions"
+                placeholders["error"] = str(err)
             if problem := url_problem(user_input[CONF_SYNC_URL]):
                 errors[CONF_SYNC_URL] = problem
-            else:
+            if not errors:
                 current = (
                     {}
                     if self.source == "user"
@@ -100,6 +117,9 @@ class CloudSyncSubentryFlow(ConfigSubentryFlow):
                     CONF_SYNC_MAX_EVENTS: int(user_input[CONF_SYNC_MAX_EVENTS]),
                     CONF_SYNC_MAX_MB: int(user_input[CONF_SYNC_MAX_MB]),
                     CONF_SYNC_SECRET: current.get(CONF_SYNC_SECRET) or new_secret(),
+                    # where the cloud may push commands (Home Assistant's webhooks)
+                    CONF_SYNC_WEBHOOK_ID: current.get(CONF_SYNC_WEBHOOK_ID)
+                    or secrets.token_hex(16),
                 }
                 if rotate:
                     self._data[CONF_SYNC_SECRET] = new_secret()
@@ -115,6 +135,7 @@ class CloudSyncSubentryFlow(ConfigSubentryFlow):
             step_id="user",
             data_schema=self.add_suggested_values_to_schema(self._schema(), suggested),
             errors=errors,
+            description_placeholders=placeholders,
         )
 
     async_step_reconfigure = async_step_user
@@ -128,7 +149,10 @@ class CloudSyncSubentryFlow(ConfigSubentryFlow):
         return self.async_show_form(
             step_id="secret",
             data_schema=vol.Schema({}),
-            description_placeholders={"secret": self._data[CONF_SYNC_SECRET]},
+            description_placeholders={
+                "secret": self._data[CONF_SYNC_SECRET],
+                "webhook_path": f"/api/webhook/{self._data[CONF_SYNC_WEBHOOK_ID]}",
+            },
         )
 
     def _async_save(self) -> SubentryFlowResult:
@@ -144,6 +168,12 @@ class CloudSyncSubentryFlow(ConfigSubentryFlow):
                 TextSelectorConfig(type=TextSelectorType.URL)
             ),
             vol.Required(CONF_SYNC_STATES): BooleanSelector(),
+            vol.Optional(
+                CONF_SYNC_TURNS, default=DEFAULT_SYNC_TURNS
+            ): BooleanSelector(),
+            vol.Optional(
+                CONF_SYNC_WORDS, default=DEFAULT_SYNC_WORDS
+            ): BooleanSelector(),
             vol.Required(CONF_SYNC_MAX_EVENTS): NumberSelector(
                 NumberSelectorConfig(
                     min=100, max=1_000_000, step=100, mode=NumberSelectorMode.BOX
@@ -159,6 +189,7 @@ class CloudSyncSubentryFlow(ConfigSubentryFlow):
                 )
             ),
         }
+        fields[vol.Optional(CONF_SYNC_REMOTE_ACTIONS)] = ObjectSelector()
         if self.source != "user":
             fields[vol.Optional(CONF_SYNC_ROTATE_SECRET, default=False)] = (
                 BooleanSelector()

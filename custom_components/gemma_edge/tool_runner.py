@@ -31,10 +31,12 @@ from .actions.policy import SensitivePolicy
 from .actions.records import ServiceAction
 from .actions.turns import is_affirmation
 from .camera_vision import CameraVision
+from .cloud_remote import RemoteActions
 from .const import LOGGER
 from .engine.images import PreparedImage
 from .engine.prompt_budget import compact_live_context
 from .intent_targets import IntentTargets, TargetError, is_resolved_intent
+from .sync.remote_actions import RemoteActionError
 
 CONFIRM_ARGUMENT = "confirm"
 # Our own read-only tool: a snapshot of an exposed camera, shown to
@@ -129,6 +131,7 @@ class ToolRunner:
         device_id: str | None = None,
         strict_names: bool = False,
         path: str = "model",
+        remote: RemoteActions | None = None,
     ) -> None:
         """Start the turn: its idempotency scope, and the names the user may mean.
 
@@ -146,6 +149,7 @@ class ToolRunner:
         self.source = source
         self.path = path
         self.vision = vision
+        self.remote = remote
         self._tools = {tool.name: tool for tool in api.tools}
         # What this turn did and saw: outcomes of actions, snapshots by the
         # tool call that took them.
@@ -195,6 +199,8 @@ class ToolRunner:
             if name == LOOK_TOOL:
                 self.read_calls += 1
                 return await self._look(tool_input.id, args)
+            if self.remote is not None and name in self.remote.specs:
+                return await self._request_remote(name, args, confirmed)
             if (tool := self._tools.get(name)) is None:
                 return {
                     "error": "no such tool",
@@ -292,6 +298,8 @@ class ToolRunner:
                 continue
             state = self.hass.states.get(action.entity_id)
             name = state.name if state is not None else action.entity_id
+            if action.domain == "remote":
+                name = action.service.replace("_", " ")
             sentences.append(
                 spoken_outcome(
                     f"{action.domain}.{action.service}",
@@ -319,6 +327,26 @@ class ToolRunner:
             # A script answered with data: the model says it.
             self.read_calls += 1
         return outcome
+
+    async def _request_remote(
+        self, name: str, args: dict[str, Any], confirmed: bool
+    ) -> dict[str, Any]:
+        """Queue a remote action for the cloud; a retried turn queues it once."""
+        assert self.remote is not None
+        remote = self.remote
+        try:
+            remote.check(name, args)
+        except RemoteActionError as err:
+            return {"error": "invalid arguments", "error_text": str(err)}
+        outcome = await self._execute(
+            self._request(
+                ServiceAction("remote", name, f"remote.{name}", args),
+                name,
+                confirmed,
+                effect=lambda: remote.async_request(name, args, self.conversation_id),
+            )
+        )
+        return {"results": [outcome.for_model()]}
 
     async def _look(self, call_id: str, args: dict[str, Any]) -> dict[str, Any]:
         """Take the snapshot.

@@ -24,6 +24,8 @@ def describe_action(
     domain, _, name = service.partition(".")
     if domain == "tool":
         kind, target = "tool", name
+    elif domain == "remote":
+        kind, target = "remote", name.replace("_", " ")
     elif f"do_{name}" in phrases and f"done_{name}" in phrases:
         kind = name
     else:
@@ -209,6 +211,10 @@ def spoken_outcome(
     action = service.partition(".")[2] or service
     if service.startswith("tool."):  # a script, a timer, a list: "run Morning Routine"
         verb, past = ("ausführen", "ausgeführt") if lang == "de" else ("run", "ran")
+    elif service.startswith("remote."):  # queued for the cloud: "requested ..."
+        verb, past = (
+            ("anfordern", "angefordert") if lang == "de" else ("request", "requested")
+        )
     elif lang == "de" and action in _GERMAN_VERBS:
         verb, past = _GERMAN_VERBS[action]
     else:

@@ -27,7 +27,14 @@ from .policy import (
     is_sensitive,
     verifiable_part,
 )
-from .records import ActionKind, ActionStatus, EntityState, ServiceAction, derive_key
+from .records import (
+    NO_ENTITY_DOMAINS,
+    ActionKind,
+    ActionStatus,
+    EntityState,
+    ServiceAction,
+    derive_key,
+)
 from .turns import TurnScopes
 
 _LOGGER = logging.getLogger(__name__)
@@ -174,7 +181,9 @@ class ActionOutcome:
             "action_id": self.action_id or None,
             "tool": self.tool,
             "service": f"{action.domain}.{action.service}",
-            "entity_ids": [action.entity_id] if action.domain != "tool" else [],
+            "entity_ids": (
+                [] if action.domain in NO_ENTITY_DOMAINS else [action.entity_id]
+            ),
             "data": action.data,
             "status": self.status.value,
             "message": self.message,

@@ -11,6 +11,9 @@ from typing import Any
 # Service data keys that choose what a call acts on: an action acts on its own entity
 # only, so these never pass in its data.
 TARGET_KEYS = frozenset({"entity_id", "area_id", "device_id", "floor_id", "label_id"})
+# Actions on no entity: another API's tool ("tool"), a remote action for the cloud
+# ("remote").
+NO_ENTITY_DOMAINS = frozenset({"tool", "remote"})
 
 
 class ActionStatus(enum.StrEnum):

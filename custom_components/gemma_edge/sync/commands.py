@@ -1,10 +1,12 @@
 """Reconciliation commands from the cloud: parsed, checked, and turned into actions.
 
 A command is ``{"id", "type": "desired_state" | "call_service", "target", "data",
-"version", "expires_at", "confirmed_by_user"}``. A desired state becomes the absolute
-service call that reaches it; its ``version`` must not be lower than the last one
-applied to that entity (kept in the ledger's file, so a restart does not forget it),
-and an expired command is refused. Each command then runs through the idempotent
+"version", "expires_at", "confirmed_by_user"}``, or ``{"id", "type":
+"remote_action.result", "data": {"request_id", "status", "message", "result"}}``.
+A desired state becomes the absolute service call that reaches it; its
+``version`` must not be lower than the last one applied to that entity (kept in
+the ledger's file, so a restart does not forget it), and an expired command is
+refused. Each command then runs through the idempotent
 executor with its ``id`` as the key (not here). Plain Python.
 """
 
@@ -17,6 +19,7 @@ from typing import Any
 
 from ..actions.ledger import ActionLedger
 from ..actions.records import TARGET_KEYS, ServiceAction
+from .remote_actions import FINAL_STATUSES, REMOTE_ACTION_RESULT
 
 DESIRED_STATE = "desired_state"
 CALL_SERVICE = "call_service"
@@ -82,6 +85,8 @@ def parse_command(raw: Any) -> CloudCommand:
     command_id, kind, target = raw.get("id"), raw.get("type"), raw.get("target")
     if not isinstance(command_id, str) or not 0 < len(command_id) <= 200:
         raise CommandError("invalid", "the command has no id")
+    if kind == REMOTE_ACTION_RESULT:
+        return _remote_result(command_id, raw.get("data"))
     if kind not in (DESIRED_STATE, CALL_SERVICE):
         raise CommandError("invalid", f"unknown command type {kind!r}")
     if not isinstance(target, str) or not _ENTITY_ID.match(target):
@@ -112,6 +117,19 @@ def parse_command(raw: Any) -> CloudCommand:
         _timestamp(raw.get("expires_at")),
         raw.get("confirmed_by_user") is True,
     )
+
+
+def _remote_result(command_id: str, data: Any) -> CloudCommand:
+    """Return a remote action's result: ``{"request_id", "status", "message"}``."""
+    if not isinstance(data, dict) or not isinstance(data.get("request_id"), str):
+        raise CommandError("invalid", "a remote action's result names its request_id")
+    if data.get("status") not in FINAL_STATUSES:
+        raise CommandError(
+            "invalid", f"a remote action's status is {' or '.join(FINAL_STATUSES)}"
+        )
+    if not isinstance(data.get("message", ""), str):
+        raise CommandError("invalid", "a remote action's message is text")
+    return CloudCommand(command_id, REMOTE_ACTION_RESULT, "", data)
 
 
 def _timestamp(value: Any) -> float | None:

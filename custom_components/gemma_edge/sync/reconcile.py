@@ -17,6 +17,7 @@ from ..actions.executor import ActionExecutor, ActionOutcome, ActionRequest
 from ..actions.policy import SensitivePolicy
 from ..actions.records import ActionStatus
 from .commands import (
+    CloudCommand,
     CommandError,
     VersionBook,
     check_fresh,
@@ -24,6 +25,7 @@ from .commands import (
     parse_command,
 )
 from .outbox import COMMAND_RESULT, Outbox, OutboxEvent
+from .remote_actions import REMOTE_ACTION_RESULT, RemoteActionBook, RemoteRequest
 
 # Outcomes that leave the desired state reached (or on its way).
 _DONE = frozenset(
@@ -46,12 +48,20 @@ class CommandRunner:
         outbox: Outbox,
         versions: VersionBook,
         *,
+        remote: RemoteActionBook | None = None,
+        on_remote_result: Callable[[RemoteRequest], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """Act through ``executor``, report into ``outbox``, track ``versions``."""
+        """Act through ``executor``, report into ``outbox``, track ``versions``.
+
+        Remote actions' results settle requests in ``remote`` and are announced once
+        through ``on_remote_result``.
+        """
         self.executor = executor
         self.outbox = outbox
         self.versions = versions
+        self.remote = remote
+        self.on_remote_result = on_remote_result
         self.clock = clock
 
     async def async_run(self, raw: Any) -> dict[str, Any]:
@@ -67,6 +77,9 @@ class CommandRunner:
         command_id = raw.get("id") if isinstance(raw, dict) else None
         try:
             command = parse_command(raw)
+            if command.type == REMOTE_ACTION_RESULT:
+                check_fresh(command, self.clock(), None)
+                return await self._async_remote_result(command)
             last = await self.executor.async_on_ledger(
                 self.versions.last, command.target
             )
@@ -121,6 +134,32 @@ class CommandRunner:
             "version": command.version,
             "outcomes": [outcome.as_event(with_words=False) for outcome in outcomes],
         }
+
+    async def _async_remote_result(self, command: CloudCommand) -> dict[str, Any]:
+        """Settle the remote action the result answers (once; a repeat is harmless)."""
+        data = command.data
+        request_id = data["request_id"]
+        result: dict[str, Any] = {
+            "command_id": command.id,
+            "target": None,
+            "request_id": request_id,
+            "outcomes": [],
+        }
+        if self.remote is None:
+            raise CommandError("unsupported", "this hub has no remote actions")
+        request, new = await self.executor.async_on_ledger(
+            self.remote.settle,
+            request_id,
+            data["status"],
+            data.get("message", ""),
+            data.get("result"),
+            self.clock(),
+        )
+        if request is None:
+            raise CommandError("unknown_request", f"no request {request_id} was made")
+        if new and self.on_remote_result is not None:
+            self.on_remote_result(request)
+        return {**result, "status": "applied", "repeat": not new}
 
     async def _async_effective(self, outcome: ActionOutcome) -> ActionStatus:
         """Return what an outcome means: a redelivery's is the recorded one's."""
