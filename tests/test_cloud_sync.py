@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator
+from datetime import UTC, datetime
 import json
 from typing import Any
 
@@ -41,7 +42,11 @@ class Receiver:
         status, text = self.answers.pop(0) if self.answers else (200, "")
         if status < 300:
             self.events.extend(batch)
-        return web.Response(status=status, text=text)
+        # a receiver signs its answer for the batch (the hub runs commands only then)
+        message_id, now = request.headers["webhook-id"], datetime.now(tz=UTC)
+        signature = {"webhook-id": message_id, "webhook-timestamp": str(int(now.timestamp())),
+                     "webhook-signature": Webhook(self.secret).sign(message_id, now, text)}  # fmt: skip
+        return web.Response(status=status, text=text, headers=signature)
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from custom_components.gemma_edge.actions.ledger import ActionLedger
 from custom_components.gemma_edge.sync.outbox import ACTION_PERFORMED, STATE_CHANGED, Outbox, OutboxEvent
 from custom_components.gemma_edge.sync.sender import (
     BACKOFF_CAP_S,
+    batch_id,
     CONTENT_TYPE,
     Delivery,
     DeliveryReport,
@@ -180,13 +181,37 @@ async def test_a_refused_batch_is_dead_lettered_and_the_next_one_goes(rig: Any) 
     assert [e["id"] for e in receiver.arrivals] == first + second  # the refused ones did arrive once
 
 
-async def test_the_answer_may_carry_commands(rig: Any) -> None:
+def signed_answer(secret: str, message_id: str, payload: Any) -> tuple[int, dict[str, str], str]:
+    """A receiver's answer signed by the independent standardwebhooks package."""
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    text = json.dumps(payload)
+    now = datetime.now(tz=UTC)
+    headers = {"content-type": "application/json", "webhook-id": message_id,
+               "webhook-timestamp": str(int(now.timestamp())), "webhook-signature": Webhook(secret).sign(message_id, now, text)}  # fmt: skip
+    return 200, headers, text
+
+
+async def test_the_answer_may_carry_commands_signed_for_the_batch(rig: Any) -> None:
+    """Commands run only from an answer signed with the secret for this very batch: not from
+    anyone else on the path, and not from an old answer replayed for another batch."""
     sender, receiver, outbox, clock = rig
-    append(outbox, clock, 1, STATE_CHANGED)
     command = {"id": "cmd-1", "type": "desired_state", "target": "light.kitchen", "data": {"state": "on"}, "version": 3}
-    receiver.script = [(200, {"content-type": "application/json"}, json.dumps({"commands": [command, "junk"]}))]
+    append(outbox, clock, 1, STATE_CHANGED)
+    message_id = batch_id(outbox.next_batch(clock()))
+    receiver.script = [signed_answer(receiver.secret, message_id, {"commands": [command, "junk"]})]
     report = await sender.async_deliver_once()
-    assert report.commands == (command,)
+    assert report.commands == (command,) and report.ignored_commands == 0
+    for answer in [
+        (200, {"content-type": "application/json"}, json.dumps({"commands": [command]})),  # unsigned
+        signed_answer(new_secret(), "x", {"commands": [command]}),  # another secret
+        signed_answer(receiver.secret, message_id, {"commands": [command]}),  # signed for the earlier batch
+    ]:
+        append(outbox, clock, 1, STATE_CHANGED)
+        receiver.script = [answer]
+        report = await sender.async_deliver_once()
+        assert report.delivery is Delivery.DELIVERED  # the batch is acknowledged all the same
+        assert report.commands == () and report.ignored_commands == 1 and "commands ignored" in report.message
 
 
 def test_backoff_is_full_jitter_under_a_capped_ceiling() -> None:

@@ -314,7 +314,12 @@ class CloudSync:
 
     async def _async_on_report(self, report: DeliveryReport) -> None:
         if report.delivery is Delivery.DELIVERED:
-            self._set(state="ok", last_success=self.executor.clock(), last_error=None)
+            # an answer whose commands were not signed for the batch says so
+            self._set(
+                state="ok",
+                last_success=self.executor.clock(),
+                last_error=report.message or None,
+            )
             self._clear(ISSUE_SYNC_REFUSED)
             self._clear(ISSUE_SYNC_MISCONFIGURED)
             if (await self.async_run_commands(report.commands))[1]:

@@ -2,8 +2,9 @@
 
 One batch at a time, oldest first: ``application/cloudevents-batch+json``, Standard
 Webhooks headers (the ``webhook-id`` is derived from the batch's event ids, so a retry
-carries the same id). 2xx acknowledges the batch (and may carry reconciliation
-commands); 408, 429, 5xx, timeouts and network errors retry with capped exponential
+carries the same id). 2xx acknowledges the batch; its body may carry reconciliation
+commands, run only if the answer is signed with the same secret and the batch's id;
+408, 429, 5xx, timeouts and network errors retry with capped exponential
 backoff and full jitter, honouring ``Retry-After``; 401, 403, 404, 405 and redirects
 (never followed) retry the same way but say the URL or secret is wrong; 410 stops sync;
 any other 4xx dead-letters the batch. Nothing is marked sent before a 2xx. Plain
@@ -29,7 +30,7 @@ from typing import Any
 import aiohttp
 
 from .outbox import Outbox, StoredEvent
-from .signing import headers
+from .signing import SignatureError, headers, verify
 
 CONTENT_TYPE = "application/cloudevents-batch+json"
 TIMEOUT_S = 20.0
@@ -68,6 +69,8 @@ class DeliveryReport:
     message: str = ""
     retry_at: float | None = None
     commands: tuple[dict[str, Any], ...] = ()
+    # Commands of an answer that was not signed for this batch: not run.
+    ignored_commands: int = 0
 
 
 def cloud_event(stored: StoredEvent, source: str) -> dict[str, Any]:
@@ -148,7 +151,8 @@ class WebhookSender:
             default=str,
         ).encode()
         # The receiver checks the timestamp against its clock: always the wall clock.
-        signed = headers(self.secret, batch_id(batch), int(time.time()), body)
+        message_id = batch_id(batch)
+        signed = headers(self.secret, message_id, int(time.time()), body)
         seqs = [stored.seq for stored in batch]
         try:
             async with self.session.post(
@@ -165,16 +169,32 @@ class WebhookSender:
                 text = raw.decode(errors="replace")
                 retry_after = retry_after_s(response.headers.get("Retry-After"), now)
                 location = response.headers.get("Location", "")
+                answer_headers = dict(response.headers)
         except (TimeoutError, aiohttp.ClientError) as err:
             message = str(err) or type(err).__name__
             return await self._retry(batch, seqs, None, message, None)
         if 200 <= status < 300:
             await self.on_ledger(self.outbox.acknowledge, seqs, self.clock())
+            commands = _commands(text)
+            problem = (
+                self._answer_problem(message_id, answer_headers, raw)
+                if commands
+                else None
+            )
+            if problem is not None:
+                _LOGGER.warning(
+                    "Ignoring %d cloud commands: the answer is not signed for the"
+                    " batch (%s)",
+                    len(commands),
+                    problem,
+                )
             return DeliveryReport(
                 Delivery.DELIVERED,
                 len(batch),
                 status,
-                commands=tuple(_commands(text)),
+                message=f"commands ignored: {problem}" if problem else "",
+                commands=() if problem else tuple(commands),
+                ignored_commands=len(commands) if problem else 0,
             )
         if status in (408, 429) or status >= 500:
             return await self._retry(batch, seqs, status, text[:200], retry_after)
@@ -187,6 +207,23 @@ class WebhookSender:
             return DeliveryReport(Delivery.GONE, len(batch), status, text[:200])
         await self.on_ledger(self.outbox.dead_letter, seqs, self.clock())
         return DeliveryReport(Delivery.REFUSED, len(batch), status, text[:200])
+
+    def _answer_problem(
+        self, message_id: str, answer_headers: dict[str, str], raw: bytes
+    ) -> str | None:
+        """Return why an answer's commands cannot be trusted, or None.
+
+        The receiver signs its answer like the hub signs its batch, with the batch's
+        ``webhook-id``: commands from anyone else on the path, or an old answer
+        replayed, do not run.
+        """
+        try:
+            answered = verify(self.secret, answer_headers, raw, time.time())
+        except SignatureError as err:
+            return str(err)
+        if answered != message_id:
+            return f"signed for {answered}, not {message_id}"
+        return None
 
     async def async_run(
         self,
