@@ -157,8 +157,16 @@ async def test_commands_run_once_through_the_executor_and_report_their_results(t
     junk = await runner.async_run({"id": "c6", "type": "reboot", "target": LIGHT})
     assert (junk["status"], junk["reason"]) == ("rejected", "invalid")
     assert await executor.async_on_ledger(versions.last, LIGHT) == 2
+    # c1 delivered once more after a newer version applied and after its expiry: its own
+    # recorded result, not a rejection
+    newer = await runner.async_run(desired("c7", LIGHT, {"state": "on", "brightness": 90}, version=5))
+    assert newer["status"] == "applied" and await executor.async_on_ledger(versions.last, LIGHT) == 5
+    late = await runner.async_run({**on, "expires_at": clock.now - 1})
+    assert late["status"] == "applied" and late["outcomes"][0]["status"] == "deduplicated"
+    assert home.states[LIGHT].attributes["brightness"] == 90  # and it did not act again
     batch = await executor.async_on_ledger(outbox.next_batch, clock.now)
     results = [(e.event.data["command_id"], e.event.data["status"]) for e in batch if e.event.type == COMMAND_RESULT]
     assert results == [("c1", "applied"), ("c1", "applied"), ("c0", "rejected"), ("c2", "rejected"),
-                       ("c3", "rejected"), ("c4", "applied"), ("c5", "rejected"), ("c6", "rejected")]  # fmt: skip
+                       ("c3", "rejected"), ("c4", "applied"), ("c5", "rejected"), ("c6", "rejected"),
+                       ("c7", "applied"), ("c1", "applied")]  # fmt: skip
     await executor.async_stop()

@@ -206,3 +206,28 @@ async def test_an_action_acts_on_its_own_entity_whatever_its_data_says(hass: Hom
     await HassHome(hass).async_call(action, "01JTESTACTION00000000000000", None, None)
     await hass.async_block_till_done()
     assert [s.entity_id for s in hass.states.async_all("light") if s.state == "on"] == ["light.bed_light"]
+
+
+async def test_removing_cloud_sync_deletes_what_waited_and_its_repairs(hass: HomeAssistant, agent: Any, receiver: Any) -> None:
+    """Removed sync: nothing more leaves the hub, the backlog is deleted at once, its Repairs
+    issue goes; and a hub has one sync (a second engine cannot add another)."""
+    from custom_components.gemma_edge.sync.outbox import Outbox  # noqa: PLC0415
+
+    entry, _model, _calls = agent
+    rx, url = receiver
+    rx.answers = [(400, "no")] + [(500, "down")] * 50
+    subentry, rx.secret = await add_cloud_sync(hass, entry, url)
+    await hass.services.async_call("light", "turn_on", {"entity_id": "light.bed_light"}, blocking=True)
+    issues = ir.async_get(hass)
+    await until(lambda: issues.async_get_issue(DOMAIN, f"sync_refused_{entry.entry_id}") is not None)
+    await hass.services.async_call("light", "turn_off", {"entity_id": "light.bed_light"}, blocking=True)
+    await until(lambda: sensor(hass, entry, "sync_pending").state not in ("0", "unknown", "unavailable"))
+    second = await hass.config_entries.subentries.async_init((entry.entry_id, "cloud_sync"), context={"source": "user"})
+    assert second["type"] is FlowResultType.ABORT and second["reason"] == "already_configured"
+    assert hass.config_entries.async_remove_subentry(entry, subentry.subentry_id)
+    await hass.async_block_till_done()
+    assert entry.runtime_data.cloud_sync is None
+    assert issues.async_get_issue(DOMAIN, f"sync_refused_{entry.entry_id}") is None
+    outbox = Outbox(entry.runtime_data.executor.ledger)
+    stats = await entry.runtime_data.executor.async_on_ledger(outbox.stats)
+    assert (stats.pending, stats.sent, stats.dead) == (0, 0, 0)

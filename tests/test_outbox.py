@@ -234,3 +234,21 @@ async def test_the_executor_reports_each_recorded_outcome_with_it(tmp_path: Path
     reported = {(e.event.type, e.event.subject) for e in batch}
     assert (ACTION_INDETERMINATE, BUTTON) in reported and len(batch) == len({e.event.data["key"] for e in batch})
     await restarted.async_stop()
+
+
+def test_an_event_s_data_is_capped_at_64_kib(ledger: ActionLedger, clock: Clock) -> None:
+    """A state with a huge attribute keeps its small fields and names what was cut; a batch
+    still fits (256 KiB holds several such events)."""
+    from custom_components.gemma_edge.sync.outbox import MAX_EVENT_BYTES  # noqa: PLC0415
+
+    outbox = make_outbox(ledger, clock)
+    huge = {"entity_id": "sensor.feed", "state": "ok", "attributes": {"items": ["x" * 100] * 2000}, "last_changed": "now"}
+    outbox.append([OutboxEvent.new(STATE_CHANGED, "sensor.feed", huge, clock()) for _ in range(5)])
+    batch = outbox.next_batch(clock())
+    assert len(batch) == 5
+    for stored in batch:
+        assert stored.event.data == {"entity_id": "sensor.feed", "state": "ok", "last_changed": "now", "truncated": ["attributes"]}
+        assert stored.size < MAX_EVENT_BYTES
+    small = {"entity_id": "light.kitchen", "state": "on", "attributes": {"brightness": 10}}
+    outbox.append([OutboxEvent.new(STATE_CHANGED, "light.kitchen", small, clock())])
+    assert outbox.next_batch(clock())[-1].event.data == small  # untouched below the cap

@@ -25,7 +25,13 @@ from .actions.executor import ActionExecutor, ActionOutcome
 from .actions.ledger import ActionLedger, LedgerError
 from .camera_vision import CameraVision
 from .cloud_push import CommandWebhook
-from .cloud_sync import CloudSync, cloud_sync_subentry, new_outbox, new_reporter
+from .cloud_sync import (
+    CloudSync,
+    async_forget_cloud_sync,
+    cloud_sync_subentry,
+    new_outbox,
+    new_reporter,
+)
 from .const import (
     CONF_FLASH_ATTN,
     CONF_MMPROJ_PATH,
@@ -153,6 +159,8 @@ async def _async_start_executor(
         return executor, outbox
     if recovered:
         LOGGER.warning("Settled %d actions interrupted by a restart", len(recovered))
+    if outbox is None:
+        await async_forget_cloud_sync(hass, entry, executor)
     return executor, outbox
 
 

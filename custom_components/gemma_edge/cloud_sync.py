@@ -59,6 +59,7 @@ from .sync.outbox import (
     Outbox,
     OutboxEvent,
     OutboxStats,
+    discard_outbox,
 )
 from .sync.reconcile import CommandRunner
 from .sync.reporter import CloudReporter
@@ -110,6 +111,23 @@ def reports_words(subentry: ConfigSubentry) -> bool:
 def new_reporter(outbox: Outbox, subentry: ConfigSubentry) -> CloudReporter:
     """Return the executor's reporter: each recorded outcome's event."""
     return CloudReporter(outbox, keep_words=lambda: reports_words(subentry))
+
+
+async def async_forget_cloud_sync(
+    hass: HomeAssistant, entry: ConfigEntry, executor: ActionExecutor
+) -> None:
+    """Cloud sync was removed (or never set up): nothing more leaves the hub."""
+    for kind in (ISSUE_SYNC_GONE, ISSUE_SYNC_REFUSED, ISSUE_SYNC_MISCONFIGURED):
+        ir.async_delete_issue(hass, DOMAIN, issue_id(kind, entry.entry_id))
+    try:
+        discarded = await executor.async_on_ledger(discard_outbox, executor.ledger)
+    except LedgerError as err:
+        LOGGER.warning("Could not empty the cloud outbox: %s", err)
+        return
+    if discarded:
+        LOGGER.info(
+            "Cloud sync is off: %d undelivered or kept events deleted", discarded
+        )
 
 
 @dataclass

@@ -41,6 +41,7 @@ from .const import (
     DEFAULT_SYNC_STATES,
     DEFAULT_SYNC_TURNS,
     DEFAULT_SYNC_WORDS,
+    DOMAIN,
     SUBENTRY_CLOUD_SYNC,
 )
 from .sync.remote_actions import RemoteActionError, parse_specs
@@ -88,10 +89,15 @@ class CloudSyncSubentryFlow(ConfigSubentryFlow):
     async def async_step_user(
         self, user_input: dict[str, Any] | None = None
     ) -> SubentryFlowResult:
-        """Ask for the receiver; one cloud sync per engine."""
+        """Ask for the receiver; one cloud sync per hub.
+
+        The hub is one CloudEvents source with one sequence: a second engine's sync
+        would report the same devices again under the same source.
+        """
         if self.source == "user" and any(
             sub.subentry_type == SUBENTRY_CLOUD_SYNC
-            for sub in self._get_entry().subentries.values()
+            for entry in self.hass.config_entries.async_entries(DOMAIN)
+            for sub in entry.subentries.values()
         ):
             return self.async_abort(reason="already_configured")
         errors: dict[str, str] = {}

@@ -53,6 +53,9 @@ MAX_ROWS = 10_000
 MAX_BYTES = 20 * 1024 * 1024
 BATCH_EVENTS = 100
 BATCH_BYTES = 256 * 1024
+# One event's data at most (any batch holds at least three); larger fields are cut.
+MAX_EVENT_BYTES = 64 * 1024
+MAX_FIELD_BYTES = 4 * 1024
 # What a stored event costs beyond its data: id, type, subject and the columns.
 _ROW_OVERHEAD = 96
 
@@ -270,7 +273,7 @@ class Outbox:
     @staticmethod
     def _insert(conn: sqlite3.Connection, events: Sequence[OutboxEvent]) -> None:
         for event in events:
-            data = json.dumps(event.data, sort_keys=True, default=str)
+            data = _capped_json(event.data)
             conn.execute(
                 "INSERT INTO outbox (id, type, subject, time, data, size)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
@@ -372,6 +375,45 @@ class Outbox:
             rows, size = rows - 1, size - row_size
         conn.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in doomed])
         return len(doomed)
+
+
+def _capped_json(data: dict[str, Any]) -> str:
+    """Return the event's data as JSON, at most MAX_EVENT_BYTES.
+
+    A larger one (a sensor with a huge attribute, a long script result) keeps its
+    small fields; the large ones are dropped and named under ``truncated``.
+    """
+    text = json.dumps(data, sort_keys=True, default=str)
+    if len(text.encode()) <= MAX_EVENT_BYTES:
+        return text
+    kept: dict[str, Any] = {}
+    dropped = []
+    for key, value in data.items():
+        if len(json.dumps(value, default=str).encode()) <= MAX_FIELD_BYTES:
+            kept[key] = value
+        else:
+            dropped.append(key)
+    kept["truncated"] = sorted(dropped)
+    text = json.dumps(kept, sort_keys=True, default=str)
+    if len(text.encode()) <= MAX_EVENT_BYTES:
+        return text
+    return json.dumps({"truncated": sorted(data)}, sort_keys=True)
+
+
+def discard_outbox(ledger: ActionLedger) -> int:
+    """Delete every event of a ledger file whose cloud sync was removed.
+
+    Nothing is to leave the hub any more; return how many were waiting or kept.
+    """
+    with ledger.transaction() as conn:
+        if (
+            conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'outbox'"
+            ).fetchone()
+            is None
+        ):
+            return 0
+        return conn.execute("DELETE FROM outbox").rowcount
 
 
 def _stored(row: tuple[Any, ...]) -> StoredEvent:

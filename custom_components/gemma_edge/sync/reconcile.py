@@ -80,11 +80,17 @@ class CommandRunner:
             if command.type == REMOTE_ACTION_RESULT:
                 check_fresh(command, self.clock(), None)
                 return await self._async_remote_result(command)
-            last = await self.executor.async_on_ledger(
-                self.versions.last, command.target
-            )
-            check_fresh(command, self.clock(), last)
             actions = command_actions(command)
+            # A command run before answers with its recorded result (the executor
+            # deduplicates it), even once it has expired or a newer one was applied.
+            ran_before = await self.executor.async_on_ledger(
+                self.executor.ledger.get, f"{command.id}#0:{command.target}"
+            )
+            if ran_before is None:
+                last = await self.executor.async_on_ledger(
+                    self.versions.last, command.target
+                )
+                check_fresh(command, self.clock(), last)
         except CommandError as err:
             return {
                 "command_id": command_id,
