@@ -121,7 +121,11 @@ async def test_actions_and_states_reach_the_receiver_signed(hass: HomeAssistant,
     assert sensor(hass, entry, "sync_status").state == "ok"
     assert sensor(hass, entry, "sync_last_delivery").state not in ("unknown", None)
     diagnostics = await async_get_config_entry_diagnostics(hass, entry)
-    assert secret not in str(diagnostics)
+    assert secret not in str(diagnostics) and subentry.data["webhook_id"] not in str(diagnostics)
+    sync = diagnostics["cloud_sync"]
+    assert sync["state"] == "ok" and sync["outbox"]["pending"] == 0 and sync["outbox"]["sent"] >= 2
+    assert {"gemma_edge.action.performed", "gemma_edge.state.changed"} <= {e["type"] for e in sync["recent_events"]}
+    assert all(e["status"] == "sent" and "data" not in e for e in sync["recent_events"])
 
 
 async def test_a_refusing_receiver_raises_repairs_that_clear(hass: HomeAssistant, agent: Any, receiver: Any) -> None:

@@ -1,10 +1,13 @@
-"""Diagnostics: engine settings, state and the last generation's figures.
+"""Diagnostics: engine settings, state and the last generation's figures, cloud sync.
 
-Nothing secret: personal details and the server's API key are redacted.
+Nothing secret: personal details, the server's API key and cloud sync's URL, secret
+and webhook id are redacted.
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict
+import sqlite3
 from typing import Any
 
 from homeassistant.components.diagnostics import async_redact_data
@@ -12,14 +15,30 @@ from homeassistant.core import HomeAssistant
 
 from . import GemmaConfigEntry
 from .action_events import event_data
-from .const import CONF_SERVER_API_KEY, CONF_SYNC_SECRET, CONF_SYNC_URL
+from .actions.ledger import LedgerError
+from .cloud_sync import CloudSync
+from .const import (
+    CONF_SERVER_API_KEY,
+    CONF_SYNC_SECRET,
+    CONF_SYNC_URL,
+    CONF_SYNC_WEBHOOK_ID,
+)
 from .engine.host_platform import detect_host
 from .engine.server_model import ServerModel
 from .llama_runtime import checked_cpu_variant, checked_version
 
 # Conversation instructions and what people said can hold personal details; a server's
 # API key is a secret.
-TO_REDACT = {"prompt", "reason", CONF_SERVER_API_KEY, CONF_SYNC_SECRET, CONF_SYNC_URL}
+TO_REDACT = {
+    "prompt",
+    "reason",
+    "text",
+    "answer",
+    CONF_SERVER_API_KEY,
+    CONF_SYNC_SECRET,
+    CONF_SYNC_URL,
+    CONF_SYNC_WEBHOOK_ID,
+}
 
 
 async def async_get_config_entry_diagnostics(
@@ -31,6 +50,7 @@ async def async_get_config_entry_diagnostics(
     model = engine.model
     recent = await executor.async_recent(20) if executor.error is None else []
     host = await hass.async_add_executor_job(detect_host)
+    sync = entry.runtime_data.cloud_sync
     return {
         "entry": {
             "data": async_redact_data(dict(entry.data), TO_REDACT),
@@ -77,4 +97,24 @@ async def async_get_config_entry_diagnostics(
                 async_redact_data(event_data(outcome), TO_REDACT) for outcome in recent
             ],
         },
+        "cloud_sync": await _async_sync_diagnostics(sync) if sync else None,
+    }
+
+
+async def _async_sync_diagnostics(sync: CloudSync) -> dict[str, Any]:
+    """Return the sync status, the outbox's figures and its latest envelopes."""
+    status = sync.status
+    try:
+        recent = await sync.executor.async_on_ledger(sync.outbox.recent, 20)
+        waiting = await sync.executor.async_on_ledger(sync.remote.book.waiting)
+    except (LedgerError, sqlite3.Error) as err:
+        recent, waiting = [{"error": str(err)}], None
+    return {
+        "state": status.state,
+        "last_error": status.last_error,
+        "last_success": status.last_success,
+        "outbox": asdict(status.stats) if status.stats else None,
+        "recent_events": recent,
+        "remote_actions": sorted(sync.remote.specs),
+        "remote_actions_waiting": waiting,
     }

@@ -191,6 +191,16 @@ class Outbox:
             self._handed_out = max(self._handed_out, batch[-1].seq)
         return batch
 
+    def recent(self, limit: int = 20) -> list[dict[str, Any]]:
+        """Return the latest events' envelopes, newest first (no data: diagnostics)."""
+        rows = self._read(
+            "SELECT seq, id, type, subject, time, status, attempts, settled_at"
+            " FROM outbox ORDER BY seq DESC LIMIT ?",
+            (limit,),
+        )
+        names = "seq id type subject time status attempts settled".split()
+        return [dict(zip(names, row, strict=True)) for row in rows]
+
     def next_due(self) -> float | None:
         """Return when the oldest pending event is due (None: nothing pending)."""
         row = self._read(
