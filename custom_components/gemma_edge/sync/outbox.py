@@ -198,7 +198,16 @@ class Outbox:
             " FROM outbox ORDER BY seq DESC LIMIT ?",
             (limit,),
         )
-        names = ["seq", "id", "type", "subject", "time", "status", "attempts", "settled"]
+        names = [
+            "seq",
+            "id",
+            "type",
+            "subject",
+            "time",
+            "status",
+            "attempts",
+            "settled",
+        ]
         return [dict(zip(names, row, strict=True)) for row in rows]
 
     def next_due(self) -> float | None:
