@@ -145,6 +145,11 @@ async def test_pushed_commands_are_verified_answered_and_run_once(
     assert (await push(headers, body.replace(b"off", b"on ")))[0] == 401  # tampered
     assert (await push({}, body))[0] == 401  # unsigned
     assert (await push(*signed(secret, {"hello": 1}, message_id="msg_d")))[0] == 400
+    # a large push is read whole (it arrives in many pieces), one over 256 KiB is refused
+    big = {"commands": [{**command, "id": "push-big"}], "padding": "x" * 200_000}
+    status, answer = await push(*signed(secret, big, message_id="msg_big"))
+    assert status == 200 and answer["results"][0]["command_id"] == "push-big"
+    assert (await push(*signed(secret, {**big, "padding": "x" * 300_000}, message_id="msg_huge")))[0] == 413
     status, answer = await push(*signed(secret, {"commands": [{"id": "x", "type": "desired_state", "target": "all"}]}, message_id="msg_e"))
     assert status == 422 and "not an entity id" in answer["error"]
     # a stale version is run and rejected with its reason (and reported)

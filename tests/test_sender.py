@@ -68,6 +68,8 @@ class Receiver:
             assert request.transport is not None
             request.transport.close()
             return web.Response(status=200)
+        if callable(answer):
+            return await answer(request)
         if isinstance(answer, tuple):
             status, headers, text = answer
             return web.Response(status=status, headers=headers, text=text)
@@ -324,3 +326,34 @@ async def test_the_loop_survives_a_failure_in_handling_an_answer(rig: Any) -> No
     await asyncio.wait_for(done.wait(), 5)
     task.cancel()
     assert len(receiver.arrivals) == 2
+
+
+async def test_an_answer_that_arrives_in_pieces_is_read_whole(rig: Any) -> None:
+    """A signed answer sent in two parts (as through TLS or a proxy) and a large one (600
+    commands): every command is read; an answer over the limit is acknowledged, its commands
+    ignored."""
+    sender, receiver, outbox, clock = rig
+    commands = [{"id": f"cmd-{n}", "type": "desired_state", "target": "light.kitchen", "data": {"state": "on"}, "version": n} for n in range(600)]
+
+    def in_two_parts(payload: Any) -> Any:
+        async def answer(request: web.Request) -> web.StreamResponse:
+            status, headers, text = signed_answer(receiver.secret, request.headers["webhook-id"], payload)
+            response = web.StreamResponse(status=status, headers=headers)
+            await response.prepare(request)
+            await response.write(text[:40].encode())
+            await asyncio.sleep(0.05)
+            await response.write(text[40:].encode())
+            await response.write_eof()
+            return response
+
+        return answer
+
+    for payload in ({"commands": commands[:1]}, {"commands": commands}):
+        append(outbox, clock, 1, STATE_CHANGED)
+        receiver.script = [in_two_parts(payload)]
+        report = await sender.async_deliver_once()
+        assert report.delivery is Delivery.DELIVERED and report.commands == tuple(payload["commands"])
+    append(outbox, clock, 1, STATE_CHANGED)
+    receiver.script = [in_two_parts({"commands": commands, "padding": "x" * 1_100_000})]  # over 1 MiB
+    report = await sender.async_deliver_once()
+    assert report.delivery is Delivery.DELIVERED and report.commands == () and "over 1048576 bytes" in report.message

@@ -21,6 +21,7 @@ from .actions.ledger import LedgerError
 from .cloud_sync import CloudSync
 from .const import CONF_SYNC_SECRET, CONF_SYNC_WEBHOOK_ID, DOMAIN, LOGGER
 from .sync.push import MAX_PUSH_BYTES, PushLog, PushRefused, accepted_commands
+from .sync.sender import read_body
 
 
 class CommandWebhook:
@@ -76,7 +77,9 @@ class CommandWebhook:
 
     async def _async_accept(self, request: web.Request) -> list[dict[str, Any]]:
         """Return the push's commands, or raise PushRefused (or LedgerError)."""
-        body = await request.content.read(MAX_PUSH_BYTES + 1)
+        body, whole = await read_body(request.content, MAX_PUSH_BYTES)
+        if not whole:
+            raise PushRefused(413, f"a push is at most {MAX_PUSH_BYTES} bytes")
         now = time.time()
         message_id, commands = accepted_commands(
             self.sync.settings[CONF_SYNC_SECRET], dict(request.headers), body, now

@@ -165,7 +165,7 @@ class WebhookSender:
                 allow_redirects=False,
             ) as response:
                 status = response.status
-                raw = await response.content.read(MAX_ANSWER_BYTES)
+                raw, whole = await read_body(response.content, MAX_ANSWER_BYTES)
                 text = raw.decode(errors="replace")
                 retry_after = retry_after_s(response.headers.get("Retry-After"), now)
                 location = response.headers.get("Location", "")
@@ -175,12 +175,15 @@ class WebhookSender:
             return await self._retry(batch, seqs, None, message, None)
         if 200 <= status < 300:
             await self.on_ledger(self.outbox.acknowledge, seqs, self.clock())
-            commands = _commands(text)
+            commands = _commands(text) if whole else []
             problem = (
                 self._answer_problem(message_id, answer_headers, raw)
                 if commands
                 else None
             )
+            if not whole:
+                problem = f"the answer is over {MAX_ANSWER_BYTES} bytes"
+                _LOGGER.warning("Ignoring the cloud's answer: %s", problem)
             if problem is not None:
                 _LOGGER.warning(
                     "Ignoring %d cloud commands: the answer is not signed for the"
@@ -280,11 +283,27 @@ class WebhookSender:
         return DeliveryReport(delivery, len(batch), status, message, retry_at)
 
 
+async def read_body(stream: aiohttp.StreamReader, limit: int) -> tuple[bytes, bool]:
+    """Read a whole body, up to ``limit`` bytes; return it and whether it was whole.
+
+    (``StreamReader.read(n)`` returns what has arrived so far, not the whole body.)
+    """
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in stream.iter_chunked(64 * 1024):
+        total += len(chunk)
+        if total > limit:
+            return b"".join(chunks), False
+        chunks.append(chunk)
+    return b"".join(chunks), True
+
+
 def _commands(text: str) -> list[dict[str, Any]]:
     """Return the reconciliation commands of a 2xx answer (none if it has none)."""
     try:
         body = json.loads(text) if text.strip() else {}
-    except ValueError:
+    except ValueError as err:
+        _LOGGER.warning("The cloud's answer is not JSON; no commands run: %s", err)
         return []
     commands = body.get("commands") if isinstance(body, dict) else None
     if not isinstance(commands, list):
