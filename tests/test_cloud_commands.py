@@ -170,3 +170,44 @@ async def test_commands_run_once_through_the_executor_and_report_their_results(t
                        ("c3", "rejected"), ("c4", "applied"), ("c5", "rejected"), ("c6", "rejected"),
                        ("c7", "applied"), ("c1", "applied")]  # fmt: skip
     await executor.async_stop()
+
+
+async def test_a_stale_version_arriving_during_a_newer_one_never_wins(tmp_path: Path) -> None:
+    """Version 6 is still being applied (a slow device) when version 5 arrives by the other
+    channel (a push beside a batch's answer): 5 is checked after 6 is recorded, and refused."""
+    import asyncio  # noqa: PLC0415
+
+    from custom_components.gemma_edge.actions.executor import ActionExecutor  # noqa: PLC0415
+    from custom_components.gemma_edge.sync.outbox import Outbox  # noqa: PLC0415
+    from custom_components.gemma_edge.sync.reconcile import CommandRunner  # noqa: PLC0415
+
+    from .test_actions import LIGHT, Clock, make_home  # noqa: PLC0415
+
+    home, clock = make_home(), Clock()
+    original_call = home.async_call
+
+    async def slow_call(*args: Any) -> None:
+        await asyncio.sleep(0.05)
+        await original_call(*args)
+
+    home.async_call = slow_call  # type: ignore[method-assign]
+    ledger = ActionLedger(tmp_path / "ledger.db")
+    executor = ActionExecutor(ledger, home, clock=clock, call_timeout_s=1.0, verify_timeout_s=0.2)
+    await executor.async_start()
+    outbox, versions = Outbox(ledger, clock=clock), VersionBook(ledger)
+    await executor.async_on_ledger(outbox.open)
+    await executor.async_on_ledger(versions.open)
+    runner = CommandRunner(executor, outbox, versions, clock=clock)
+
+    def desired(version: int, brightness: int) -> dict[str, Any]:
+        return {"id": f"v{version}", "type": "desired_state", "target": LIGHT,
+                "data": {"state": "on", "brightness": brightness}, "version": version}  # fmt: skip
+
+    newer = asyncio.ensure_future(runner.async_run(desired(6, 200)))
+    await asyncio.sleep(0.01)  # 6 is at the device
+    older = await runner.async_run(desired(5, 50))
+    assert (await newer)["status"] == "applied"
+    assert (older["status"], older["reason"]) == ("rejected", "stale")
+    assert home.states[LIGHT].attributes["brightness"] == 200
+    assert await executor.async_on_ledger(versions.last, LIGHT) == 6
+    await executor.async_stop()

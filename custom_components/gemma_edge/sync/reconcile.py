@@ -9,6 +9,7 @@ command's result goes back to the cloud as a ``gemma_edge.command.result`` event
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 import time
 from typing import Any
@@ -63,10 +64,16 @@ class CommandRunner:
         self.remote = remote
         self.on_remote_result = on_remote_result
         self.clock = clock
+        self._lock = asyncio.Lock()
 
     async def async_run(self, raw: Any) -> dict[str, Any]:
-        """Run one command; return (and report) its result."""
-        result = await self._async_result(raw)
+        """Run one command; return (and report) its result.
+
+        One at a time (an answer's and a push's commands may arrive together): a
+        version is checked, applied and recorded before the next one is checked.
+        """
+        async with self._lock:
+            result = await self._async_result(raw)
         event = OutboxEvent.new(
             COMMAND_RESULT, str(result.get("target") or "hub"), result, self.clock()
         )
