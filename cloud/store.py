@@ -30,7 +30,9 @@ from .events import HubEvent
 
 STREAM = "GEMMA_EDGE"
 EVENTS_SUBJECTS = "gemma_edge.events.>"
-DUPLICATE_WINDOW_S = 2 * 3600.0
+# longer than the hub retries a batch it could not get acknowledged (it keeps events
+# 7 days; RELIABILITY.md asks for at least 72 hours)
+DUPLICATE_WINDOW_S = 7 * 24 * 3600.0
 SHADOW_BUCKET = "gemma_edge_shadow"
 REMOTE_BUCKET = "gemma_edge_remote"
 # A remote action's record outlives any redelivery of its request by far.

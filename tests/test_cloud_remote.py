@@ -65,6 +65,12 @@ async def test_a_remote_action_is_requested_once_and_its_result_announced_once(h
     await until(lambda: len(announced) == 1)
     assert announced[0].data["status"] == "succeeded" and announced[0].data["message"] == "Delivery at 5 pm."
     assert announced[0].data["result"] == {"order": 17} and announced[0].data["conversation_id"] == "c1"
+    from custom_components.gemma_edge import logbook as gemma_logbook  # noqa: PLC0415
+
+    descriptions: dict[str, Any] = {}
+    gemma_logbook.async_describe_events(hass, lambda _domain, event_type, describe: descriptions.update({event_type: describe}))
+    line = descriptions[f"{DOMAIN}_remote_action"](announced[0])
+    assert line == {"name": "Gemma", "message": "order groceries done: Delivery at 5 pm."}
     notifications = persistent_notification._async_get_or_create_notifications(hass)  # noqa: SLF001
     assert notifications[f"{DOMAIN}_remote_{requested['id']}"]["message"] == "Delivery at 5 pm."
     await until(lambda: sensor(hass, entry, "remote_actions").state == "0")

@@ -148,6 +148,13 @@ async def test_a_refusing_receiver_raises_repairs_that_clear(hass: HomeAssistant
     await hass.services.async_call("light", "turn_off", {"entity_id": "light.bed_light"}, blocking=True)
     await asyncio.sleep(1.5)
     assert len(rx.events) == delivered and sensor(hass, entry, "sync_status").state == "disabled"
+    # nothing deleted: the events keep collecting for the next receiver (the Repairs text)
+    from custom_components.gemma_edge.sync.outbox import Outbox  # noqa: PLC0415
+
+    waiting = await entry.runtime_data.executor.async_on_ledger(Outbox(entry.runtime_data.executor.ledger).next_batch, 10**10)
+    assert any(e.event.subject == "light.bed_light" and e.event.data.get("state") == "off" for e in waiting)
+    # the Repairs issue shows where the receiver was, without its path or query
+    assert issues.async_get_issue(DOMAIN, f"sync_gone_{entry.entry_id}").translation_placeholders["url"] == url.removesuffix("/hub")
 
 
 async def test_the_flow_checks_the_url_and_rotates_the_secret(hass: HomeAssistant, agent: Any, receiver: Any) -> None:

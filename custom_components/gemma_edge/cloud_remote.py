@@ -9,7 +9,7 @@ Remote actions sensor.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 import time
 from typing import Any
 
@@ -33,6 +33,14 @@ from .sync.remote_actions import (
 )
 
 EVENT_REMOTE_ACTION = f"{DOMAIN}_remote_action"
+
+
+def remote_result_sentence(data: Mapping[str, Any]) -> str:
+    """Say how a remote action ended: "order groceries done: Delivery at 5 pm."."""
+    name = str(data.get("action", "")).replace("_", " ")
+    done = "done" if data.get("status") == SUCCEEDED else "failed"
+    message = str(data.get("message") or "")
+    return f"{name} {done}: {message}" if message else f"{name} {done}"
 
 
 def signal_remote(entry_id: str) -> str:
@@ -69,13 +77,27 @@ class RemoteActions:
         self.book = RemoteActionBook(executor.ledger, outbox)
         self.specs = {spec.name: spec for spec in specs}
         self._wake = wake
+        self._warned: set[str] = set()
 
-    def tool_specs(self) -> list[ToolSpec]:
-        """Return the model's tools, one per remote action."""
-        return [
-            ToolSpec(spec.name, spec.description, spec.parameters, spec.parameters)
-            for spec in self.specs.values()
-        ]
+    def tool_specs(self, taken: set[str]) -> list[ToolSpec]:
+        """Return the model's tools, one per remote action.
+
+        Not one named like a tool in ``taken``: a script exposed as a tool wins.
+        """
+        specs = []
+        for spec in self.specs.values():
+            if spec.name in taken:
+                if spec.name not in self._warned:
+                    self._warned.add(spec.name)
+                    LOGGER.warning(
+                        "Remote action %s is not offered: a tool of that name exists",
+                        spec.name,
+                    )
+                continue
+            specs.append(
+                ToolSpec(spec.name, spec.description, spec.parameters, spec.parameters)
+            )
+        return specs
 
     def check(self, name: str, arguments: dict[str, Any]) -> None:
         """Raise RemoteActionError if the call's arguments do not fit."""

@@ -15,13 +15,15 @@ import contextlib
 from dataclasses import dataclass
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 from homeassistant.components.conversation import DOMAIN as CONVERSATION_DOMAIN
 from homeassistant.components.homeassistant import async_should_expose
 from homeassistant.config_entries import ConfigEntry, ConfigSubentry
 from homeassistant.const import EVENT_STATE_CHANGED
 from homeassistant.core import Event, EventStateChangedData, HomeAssistant, callback
-from homeassistant.helpers import issue_registry as ir
+from homeassistant.exceptions import HomeAssistantError
+from homeassistant.helpers import entity_registry as er, issue_registry as ir
 from homeassistant.helpers.aiohttp_client import async_get_clientsession
 from homeassistant.helpers.dispatcher import (
     async_dispatcher_connect,
@@ -86,6 +88,12 @@ def cloud_sync_subentry(entry: ConfigEntry) -> ConfigSubentry | None:
         ),
         None,
     )
+
+
+def url_for_people(url: str) -> str:
+    """Return the receiver's scheme and host only (a query may carry a token)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
 
 
 def signal_sync(entry_id: str) -> str:
@@ -181,6 +189,7 @@ class CloudSync:
         self._flush_timer: asyncio.TimerHandle | None = None
         self._sender_task: asyncio.Task[None] | None = None
         self._stopped = False
+        self._own: set[str] | None = None
 
     async def async_open(self) -> None:
         """Prepare the tables in the ledger's file (before the entities read them)."""
@@ -241,7 +250,14 @@ class CloudSync:
 
     async def async_sync_now(self) -> None:
         """Deliver at once, also what waits for a retry."""
-        await self.executor.async_on_ledger(self.outbox.due_now)
+        try:
+            await self.executor.async_on_ledger(self.outbox.due_now)
+        except LedgerError as err:
+            raise HomeAssistantError(
+                translation_domain=DOMAIN,
+                translation_key="outbox_failed",
+                translation_placeholders={"error": str(err)},
+            ) from err
         self.wake()
 
     @callback
@@ -252,6 +268,7 @@ class CloudSync:
             self._stopped
             or new is None
             or not async_should_expose(self.hass, CONVERSATION_DOMAIN, entity_id)
+            or entity_id in self._own_entities()
         ):
             return
         data = {
@@ -324,6 +341,17 @@ class CloudSync:
             self._flush_timer.cancel()
             await self._async_flush()
 
+    def _own_entities(self) -> set[str]:
+        """Return this entry's entities: their sensors change with every delivery."""
+        if self._own is None:
+            self._own = {
+                entity.entity_id
+                for entity in er.async_entries_for_config_entry(
+                    er.async_get(self.hass), self.entry.entry_id
+                )
+            }
+        return self._own
+
     async def _async_flush(self) -> None:
         events, self._states = list(self._states.values()), {}
         self._flush_timer = None
@@ -352,14 +380,15 @@ class CloudSync:
                 "refused", ISSUE_SYNC_REFUSED, report, events=str(report.events)
             )
         elif report.delivery is Delivery.GONE:
+            # events keep collecting (bounded; actions are never dropped) for the
+            # receiver the user sets up next; removing sync deletes them
             self._set(state="disabled", last_error=f"410: {report.message}")
-            self.reporter_enabled(False)
             raise_issue(
                 self.hass,
                 ISSUE_SYNC_GONE,
                 self.entry.entry_id,
                 title=self.entry.title,
-                url=self.settings[CONF_SYNC_URL],
+                url=url_for_people(self.settings[CONF_SYNC_URL]),
             )
         await self._async_refresh_stats()
 
@@ -392,12 +421,6 @@ class CloudSync:
             )
         return results, new
 
-    def reporter_enabled(self, enabled: bool) -> None:
-        """Write (or stop writing) action events: a receiver that is gone gets none."""
-        reporter = self.executor.reporter
-        if isinstance(reporter, CloudReporter):
-            reporter.enabled = enabled
-
     async def _async_refresh_stats(self) -> None:
         try:
             self.status.stats = await self.executor.async_on_ledger(self.outbox.stats)
@@ -422,8 +445,18 @@ class CloudSync:
         )
 
     def _set(self, **changes: Any) -> None:
+        before = self.status.state
         for name, value in changes.items():
             setattr(self.status, name, value)
+        # once when the receiver stops answering, once when it is back
+        if self.status.state == "retrying" and before != "retrying":
+            LOGGER.info(
+                "Cloud sync: the receiver cannot take events (%s); they wait in the"
+                " outbox",
+                self.status.last_error,
+            )
+        elif before == "retrying" and self.status.state == "ok":
+            LOGGER.info("Cloud sync: the receiver takes events again")
 
     def _clear(self, kind: str) -> None:
         ir.async_delete_issue(self.hass, DOMAIN, issue_id(kind, self.entry.entry_id))

@@ -247,13 +247,15 @@ class GemmaLLMEntity(Entity):
             targeted=targeted,
         )
         if (remote := self._remote_actions) is not None:
-            specs.extend(remote.tool_specs())
+            specs.extend(remote.tool_specs(taken={spec.name for spec in specs}))
         return specs
 
     @property
     def _remote_actions(self) -> RemoteActions | None:
         sync = self.entry.runtime_data.cloud_sync
-        return sync.remote if sync is not None and sync.remote.specs else None
+        if sync is None or not sync.remote.specs or sync.status.state == "disabled":
+            return None  # not while the receiver is gone (410) or the ledger failed
+        return sync.remote
 
     async def _async_handle_chat_log(
         self, chat_log: conversation.ChatLog, turn: Turn

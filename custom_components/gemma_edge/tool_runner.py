@@ -199,7 +199,11 @@ class ToolRunner:
             if name == LOOK_TOOL:
                 self.read_calls += 1
                 return await self._look(tool_input.id, args)
-            if self.remote is not None and name in self.remote.specs:
+            if (
+                self.remote is not None
+                and name in self.remote.specs
+                and name not in self._tools  # Home Assistant's own tool wins
+            ):
                 return await self._request_remote(name, args, confirmed)
             if (tool := self._tools.get(name)) is None:
                 return {

@@ -336,10 +336,10 @@ class Outbox:
         Under lasting pressure one gap event grows instead of many filling the outbox.
         """
         # only a gap event never handed to the sender may grow: one on the wire
-        # must arrive as it was sent
+        # must arrive as it was sent (never attempted: also true after a restart)
         waiting = conn.execute(
             "SELECT seq, data FROM outbox WHERE status = ? AND type = ? AND seq > ?"
-            " ORDER BY seq DESC LIMIT 1",
+            " AND attempts = 0 ORDER BY seq DESC LIMIT 1",
             (PENDING, GAP, self._handed_out),
         ).fetchone()
         now = self.clock()

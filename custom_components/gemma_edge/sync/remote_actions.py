@@ -83,6 +83,8 @@ def parse_specs(raw: Any) -> list[RemoteActionSpec]:
         if not isinstance(item, dict):
             raise RemoteActionError("each remote action is an object")
         name, description = item.get("name"), item.get("description", "")
+        if not name:
+            raise RemoteActionError("a remote action has no name")
         if not isinstance(name, str) or not _NAME.match(name):
             raise RemoteActionError(
                 f"the name {name!r} is not lower case letters, digits and _"

@@ -30,8 +30,6 @@ class CloudReporter:
         self.outbox = outbox
         self.keep_words = keep_words
         self.clock = clock
-        # Off once the receiver is gone (410): nothing would ever deliver the events.
-        self.enabled = True
 
     def open(self) -> None:
         """Create the outbox table (on the ledger's thread)."""
@@ -41,7 +39,7 @@ class CloudReporter:
         self, outcome: ActionOutcome
     ) -> Callable[[sqlite3.Connection], None] | None:
         """Return what writes the outcome's event (none for a call still running)."""
-        if not self.enabled or outcome.status is ActionStatus.RUNNING:
+        if outcome.status is ActionStatus.RUNNING:
             return None
         event_type = (
             ACTION_INDETERMINATE
