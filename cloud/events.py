@@ -53,6 +53,16 @@ class HubEvent:
     sequence: int | None
     data: dict[str, Any]
     raw: bytes
+    # the hub's outbox the sequence counts in (a new ledger file starts again)
+    epoch: str = ""
+
+    @property
+    def position(self) -> tuple[str, int] | None:
+        """Return where the event stands in the hub's history (None: unknown).
+
+        Epochs are ULIDs: a later outbox sorts after, whatever its sequence.
+        """
+        return None if self.sequence is None else (self.epoch, self.sequence)
 
     @property
     def log_subject(self) -> str:
@@ -119,4 +129,5 @@ def _event(index: int, item: Any) -> HubEvent:
         sequence=int(sequence) if sequence is not None else None,
         data=data,
         raw=raw,
+        epoch=epoch if isinstance(epoch := item.get("outboxepoch"), str) else "",
     )

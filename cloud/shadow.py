@@ -161,8 +161,8 @@ def _empty(entity_id: str) -> Record:
 def _reported(event: HubEvent, entity_id: str) -> Callable[[Record | None], Record]:
     def change(record: Record | None) -> Record:
         record = record or _empty(entity_id)
-        stored = (record.get("reported") or {}).get("sequence")
-        if stored is not None and (event.sequence is None or event.sequence < stored):
+        stored = _position(record.get("reported"))
+        if stored is not None and (event.position is None or event.position < stored):
             return record  # older than what is stored: ignored
         attributes = event.data.get("attributes")
         record["reported"] = {
@@ -171,11 +171,19 @@ def _reported(event: HubEvent, entity_id: str) -> Callable[[Record | None], Reco
             "last_changed": event.data.get("last_changed"),
             "time": event.time,
             "sequence": event.sequence,
+            "epoch": event.epoch,
             "event_id": event.id,
         }
         return record
 
     return change
+
+
+def _position(stored: Record | None) -> tuple[str, int] | None:
+    """Return a stored report's place in the hub's history (epoch, sequence)."""
+    if not stored or stored.get("sequence") is None:
+        return None
+    return (str(stored.get("epoch") or ""), int(stored["sequence"]))
 
 
 def _result(event: HubEvent, entity_id: str) -> Callable[[Record | None], Record]:
@@ -188,15 +196,14 @@ def _result(event: HubEvent, entity_id: str) -> Callable[[Record | None], Record
         "version": data.get("version"),
         "time": event.time,
         "sequence": event.sequence,
+        "epoch": event.epoch,
         "event_id": event.id,
     }
 
     def change(record: Record | None) -> Record:
         record = record or _empty(entity_id)
-        last = record.get("last_result") or {}
-        if last.get("sequence") is None or (
-            event.sequence is not None and event.sequence >= last["sequence"]
-        ):
+        last = _position(record.get("last_result"))
+        if last is None or (event.position is not None and event.position >= last):
             record["last_result"] = summary
         desired = record.get("desired")
         if (

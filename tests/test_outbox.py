@@ -252,3 +252,22 @@ def test_an_event_s_data_is_capped_at_64_kib(ledger: ActionLedger, clock: Clock)
     small = {"entity_id": "light.kitchen", "state": "on", "attributes": {"brightness": 10}}
     outbox.append([OutboxEvent.new(STATE_CHANGED, "light.kitchen", small, clock())])
     assert outbox.next_batch(clock())[-1].event.data == small  # untouched below the cap
+
+
+def test_the_outbox_keeps_its_epoch_until_its_file_is_new(tmp_path: Path, clock: Clock) -> None:
+    """The epoch names the outbox the sequence counts in: the same after a reopen, a later
+    one (ULIDs sort by time) for a new ledger file."""
+    first = ActionLedger(tmp_path / "ledger.db")
+    first.open()
+    outbox = make_outbox(first, clock)
+    epoch = outbox.epoch()
+    first.close()
+    again = ActionLedger(tmp_path / "ledger.db")
+    again.open()
+    assert make_outbox(again, clock).epoch() == epoch
+    again.close()
+    clock.now += 1
+    fresh = ActionLedger(tmp_path / "new.db")
+    fresh.open()
+    assert make_outbox(fresh, clock).epoch() > epoch
+    fresh.close()

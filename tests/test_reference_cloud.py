@@ -391,6 +391,18 @@ async def test_an_older_reported_state_does_not_overwrite_a_newer_one(rig: Rig) 
     await rig.commands([rig.state("light.porch", "off")])  # sequence 12: newer
     porch = (await shadow.entities(HUB))["light.porch"]["reported"]
     assert (porch["state"], porch["sequence"]) == ("off", 12)
+    # the hub's ledger file was replaced (a new outbox, a later epoch): its sequence
+    # starts again, and its reports count
+    old_epoch, new_epoch = new_ulid(time.time() - 60), new_ulid(time.time())
+    rig.sequence = 20
+    await rig.commands([rig.state("light.porch", "on") | {"outboxepoch": old_epoch}])
+    rig.sequence = 0
+    await rig.commands([rig.state("light.porch", "off") | {"outboxepoch": new_epoch}])
+    porch = (await shadow.entities(HUB))["light.porch"]["reported"]
+    assert (porch["state"], porch["sequence"], porch["epoch"]) == ("off", 1, new_epoch)
+    rig.sequence = 30  # a late redelivery from the old outbox
+    await rig.commands([rig.state("light.porch", "on") | {"outboxepoch": old_epoch}])
+    assert (await shadow.entities(HUB))["light.porch"]["reported"]["state"] == "off"
 
 
 async def test_a_remote_action_runs_once_and_is_answered_until_acknowledged(

@@ -153,6 +153,7 @@ async def test_every_event_arrives_in_order_with_stable_ids_through_faults(rig: 
     numbers = [sequence[event_id] for event_id in ids]
     assert numbers == sorted(set(numbers))  # strictly increasing, one number per event, across retries
     assert {event["source"] for event in receiver.arrivals} == {SOURCE}
+    assert {event["outboxepoch"] for event in receiver.arrivals} == {outbox.epoch()}
     assert receiver.arrivals[0]["specversion"] == "1.0" and receiver.arrivals[0]["type"] == ACTION_PERFORMED
     # the first batch was retried under the same webhook-id until acknowledged
     assert len(set(receiver.batch_ids[:6])) == 1 and receiver.refused_signatures == 0

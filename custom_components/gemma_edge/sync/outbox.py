@@ -37,6 +37,10 @@ _SCHEMA = (
         settled_at REAL
     )""",
     "CREATE INDEX IF NOT EXISTS outbox_status ON outbox(status, seq)",
+    # The outbox's own id: a new ledger file starts its sequence again, and the
+    # cloud tells the two apart by this (a ULID: a later outbox sorts after).
+    "CREATE TABLE IF NOT EXISTS outbox_meta"
+    " (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
 )
 
 ACTION_PERFORMED = "gemma_edge.action.performed"
@@ -138,6 +142,17 @@ class Outbox:
         with self.ledger.transaction() as conn:
             for statement in _SCHEMA:
                 conn.execute(statement)
+            conn.execute(
+                "INSERT OR IGNORE INTO outbox_meta (key, value) VALUES ('epoch', ?)",
+                (new_ulid(self.clock()),),
+            )
+
+    def epoch(self) -> str:
+        """Return the outbox's id (sent with every event as ``outboxepoch``)."""
+        rows = self._read("SELECT value FROM outbox_meta WHERE key = 'epoch'", ())
+        if not rows:
+            raise LedgerError("the outbox has no epoch (not opened)")
+        return str(rows[0][0])
 
     def writer(
         self, events: Sequence[OutboxEvent]

@@ -73,8 +73,12 @@ class DeliveryReport:
     ignored_commands: int = 0
 
 
-def cloud_event(stored: StoredEvent, source: str) -> dict[str, Any]:
-    """Return a stored event as a CloudEvent 1.0 (JSON)."""
+def cloud_event(stored: StoredEvent, source: str, epoch: str) -> dict[str, Any]:
+    """Return a stored event as a CloudEvent 1.0 (JSON).
+
+    ``outboxepoch`` (an extension attribute) names the outbox the ``sequence``
+    counts in: a new ledger file starts counting again under a later epoch.
+    """
     event = stored.event
     return {
         "specversion": "1.0",
@@ -84,6 +88,7 @@ def cloud_event(stored: StoredEvent, source: str) -> dict[str, Any]:
         "subject": event.subject,
         "time": datetime.fromtimestamp(event.time, tz=UTC).isoformat(),
         "sequence": f"{stored.seq:020d}",
+        "outboxepoch": epoch,
         "datacontenttype": "application/json",
         "data": event.data,
     }
@@ -138,6 +143,7 @@ class WebhookSender:
         self.clock = clock
         self.rng = rng or random.Random()
         self.timeout_s = timeout_s
+        self._epoch: str | None = None
 
     async def async_deliver_once(self) -> DeliveryReport:
         """Send the oldest due batch and settle it by the answer."""
@@ -145,8 +151,11 @@ class WebhookSender:
         batch: list[StoredEvent] = await self.on_ledger(self.outbox.next_batch, now)
         if not batch:
             return DeliveryReport(Delivery.NOTHING)
+        if self._epoch is None:
+            self._epoch = str(await self.on_ledger(self.outbox.epoch))
+        epoch = self._epoch
         body = json.dumps(
-            [cloud_event(stored, self.source) for stored in batch],
+            [cloud_event(stored, self.source, epoch) for stored in batch],
             separators=(",", ":"),
             default=str,
         ).encode()
