@@ -127,6 +127,9 @@ class RemoteActions:
             "message": "",
             "result": {},
             "started_at": self.clock(),
+            # the runner's own deadline: a reader with another timeout (the CLI)
+            # never calls a running action abandoned early
+            "abandon_at": self.clock() + self.timeout_s + ABANDONED_AFTER_S,
             "finished_at": None,
             "acknowledged": None,
         }
@@ -223,7 +226,9 @@ class RemoteActions:
 
     async def _settle_abandoned(self, key: str, record: Record) -> Record:
         """Report a request the cloud stopped in the middle of as failed."""
-        deadline = record["started_at"] + self.timeout_s + ABANDONED_AFTER_S
+        deadline = record.get(
+            "abandon_at", record["started_at"] + self.timeout_s + ABANDONED_AFTER_S
+        )
         if record["status"] != RUNNING or self.clock() < deadline:
             return record
 
