@@ -271,3 +271,18 @@ def test_the_outbox_keeps_its_epoch_until_its_file_is_new(tmp_path: Path, clock:
     fresh.open()
     assert make_outbox(fresh, clock).epoch() > epoch
     fresh.close()
+
+
+def test_the_bound_is_counted_only_near_it(ledger: ActionLedger, clock: Clock) -> None:
+    """Well below its bounds the outbox does not scan itself on every write (a running
+    estimate); near them it counts exactly, and the bound holds."""
+    outbox = make_outbox(ledger, clock, max_rows=1000)
+    for n in range(850):
+        outbox.append([OutboxEvent.new(STATE_CHANGED, f"light.l{n % 50}", {"state": "on"}, clock())])
+    assert outbox.exact_checks == 1  # the first write
+    for n in range(300):
+        outbox.append([OutboxEvent.new(STATE_CHANGED, f"light.l{n % 50}", {"state": "off"}, clock())])
+    assert outbox.exact_checks > 1 and outbox.stats().pending <= 1000
+    fresh = make_outbox(ledger, clock, max_rows=1000)  # a restart counts again
+    fresh.append([OutboxEvent.new(STATE_CHANGED, "light.x", {"state": "on"}, clock())])
+    assert fresh.exact_checks == 1

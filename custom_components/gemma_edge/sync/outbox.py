@@ -62,6 +62,8 @@ MAX_EVENT_BYTES = 64 * 1024
 MAX_FIELD_BYTES = 4 * 1024
 # What a stored event costs beyond its data: id, type, subject and the columns.
 _ROW_OVERHEAD = 96
+# Below this share of its bounds the outbox is not counted on every write.
+_EXACT_ABOVE = 0.9
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
@@ -136,6 +138,10 @@ class Outbox:
         # The highest sequence number given to the sender: rows up to it may be on the
         # wire, so they never change.
         self._handed_out = 0
+        # rows and bytes held, at least (None: not counted yet); how often they were
+        # counted exactly
+        self._estimate: tuple[int, int] | None = None
+        self.exact_checks = 0
 
     def open(self) -> None:
         """Create the outbox table if the file has none."""
@@ -164,8 +170,7 @@ class Outbox:
         """
 
         def write(conn: sqlite3.Connection) -> None:
-            self._insert(conn, events)
-            self._bound(conn)
+            self._bound(conn, *self._insert(conn, events))
 
         return write
 
@@ -305,9 +310,14 @@ class Outbox:
             raise LedgerError(f"reading the outbox failed: {err}") from err
 
     @staticmethod
-    def _insert(conn: sqlite3.Connection, events: Sequence[OutboxEvent]) -> None:
+    def _insert(
+        conn: sqlite3.Connection, events: Sequence[OutboxEvent]
+    ) -> tuple[int, int]:
+        """Insert the events; return how many rows and bytes they added."""
+        added = 0
         for event in events:
             data = _capped_json(event.data)
+            added += len(data.encode()) + _ROW_OVERHEAD
             conn.execute(
                 "INSERT INTO outbox (id, type, subject, time, data, size)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
@@ -320,9 +330,29 @@ class Outbox:
                     len(data.encode()) + _ROW_OVERHEAD,
                 ),
             )
+        return len(events), added
 
-    def _bound(self, conn: sqlite3.Connection) -> None:
-        """Keep the outbox within its bounds; report what was lost as a gap event."""
+    def _bound(self, conn: sqlite3.Connection, rows: int, size: int) -> None:
+        """Keep the outbox within its bounds; report what was lost as a gap event.
+
+        ``rows`` and ``size`` were just added. A running estimate (never below the
+        truth: deliveries and prunes only lower it, a rolled-back write leaves it
+        high) spares the full COUNT/SUM while the outbox is well below its bounds.
+        """
+        if self._estimate is not None:
+            rows, size = self._estimate[0] + rows, self._estimate[1] + size
+            if rows <= self.max_rows * _EXACT_ABOVE and size <= (
+                self.max_bytes * _EXACT_ABOVE
+            ):
+                self._estimate = (rows, size)
+                return
+        try:
+            self._trim(conn)
+        finally:
+            self._estimate = self._totals(conn)
+
+    def _trim(self, conn: sqlite3.Connection) -> None:
+        self.exact_checks += 1
         if self._within(conn):
             return
         # Delivered rows first (the dashboards lose history, the cloud nothing).
@@ -384,10 +414,15 @@ class Outbox:
         self._insert(conn, [gap])
 
     def _within(self, conn: sqlite3.Connection) -> bool:
+        rows, size = self._totals(conn)
+        return rows <= self.max_rows and size <= self.max_bytes
+
+    @staticmethod
+    def _totals(conn: sqlite3.Connection) -> tuple[int, int]:
         rows, size = conn.execute(
             "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox"
         ).fetchone()
-        return bool(rows <= self.max_rows and size <= self.max_bytes)
+        return int(rows), int(size)
 
     def _drop_oldest(
         self, conn: sqlite3.Connection, where: str, args: tuple[Any, ...]
