@@ -142,7 +142,7 @@ async def test_a_refusing_receiver_raises_repairs_that_clear(hass: HomeAssistant
     rx.answers = [(410, "gone")]
     await hass.services.async_call("light", "turn_on", {"entity_id": "light.bed_light"}, blocking=True)
     await until(lambda: issues.async_get_issue(DOMAIN, f"sync_gone_{entry.entry_id}") is not None)
-    assert sensor(hass, entry, "sync_status").state == "disabled"
+    await until(lambda: sensor(hass, entry, "sync_status").state == "disabled")  # written after the issue
     delivered = len(rx.events)
     await hass.services.async_call(DOMAIN, "sync_now", {}, blocking=True)  # does not fail while disabled
     await hass.services.async_call("light", "turn_off", {"entity_id": "light.bed_light"}, blocking=True)

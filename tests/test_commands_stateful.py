@@ -1,14 +1,15 @@
 """Stateful Hypothesis test of the cloud's commands on the hub: executor + ledger + outbox +
-version book + command runner, with commands arriving through both channels the hub accepts (a
-signed answer to a batch, and a signed push) and through forged ones.
+version book + command runner + the hub's sender delivering to a real HTTP receiver on
+127.0.0.1, with commands arriving through both channels the hub accepts (the receiver's signed
+answer to a batch, and a signed push) and through forged ones.
 
 The cloud (modelled here) sets desired states with rising versions, some with an expiry; each
 command is delivered 1-3 times, in any order, after any clock advance, possibly tampered,
 unsigned, signed with another secret, signed for another batch, or a replayed push.
 Invariants: every accepted command acts at most once (never twice on redelivery); a stale or
 expired command never acts and is rejected with the right reason; a forged delivery never acts;
-a command run before answers with its own result; every result is an outbox event; and the
-shadow converges: once the newest desired state of each entity is delivered, the home is in it.
+a command run before answers with its own result; every result is an outbox event and reaches
+the receiver once, in sequence order; and the shadow converges: once the newest desired state of each entity is delivered, the home is in it.
 GEMMA_EDGE_STATEFUL_EXAMPLES sets the number of schedules (CI default 60).
 """
 
@@ -24,7 +25,10 @@ import tempfile
 import time
 from typing import Any
 
+import aiohttp
+from aiohttp import web
 from hypothesis import settings, strategies as st
+import pytest
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from standardwebhooks import Webhook
 
@@ -32,10 +36,10 @@ from custom_components.gemma_edge.actions.executor import ActionExecutor
 from custom_components.gemma_edge.actions.ledger import ActionLedger
 from custom_components.gemma_edge.actions.records import EntityState
 from custom_components.gemma_edge.sync.commands import VersionBook
-from custom_components.gemma_edge.sync.outbox import COMMAND_RESULT, Outbox
+from custom_components.gemma_edge.sync.outbox import COMMAND_RESULT, STATE_CHANGED, Outbox, OutboxEvent
 from custom_components.gemma_edge.sync.push import PushLog, PushRefused, accepted_commands
 from custom_components.gemma_edge.sync.reconcile import CommandRunner
-from custom_components.gemma_edge.sync.sender import WebhookSender
+from custom_components.gemma_edge.sync.sender import Delivery, WebhookSender
 from custom_components.gemma_edge.sync.signing import new_secret
 
 from .home_sim import SimHome
@@ -85,9 +89,13 @@ class CommandsMachine(RuleBasedStateMachine):
         for table in (self.outbox, self.versions, self.pushes):
             self.run(self.executor.async_on_ledger(table.open))
         self.runner = CommandRunner(self.executor, self.outbox, self.versions, clock=self.clock)
-        # the sender's check of an answer (its secret is all it needs)
-        self.sender = WebhookSender.__new__(WebhookSender)
-        self.sender.secret = SECRET
+        # the cloud's receiver on 127.0.0.1, and the hub's sender delivering to it
+        self.received: dict[str, dict[str, Any]] = {}  # event id -> event (first arrival)
+        self.arrival_order: list[int] = []
+        self.answer: tuple[list[dict[str, Any]], str | None] = ([], None)
+        self.session, self.http = self.run(self._start_receiver())
+        self.sender = WebhookSender(self.outbox, self.session, url=self.url, secret=SECRET, source="urn:gemma-edge:stateful",
+                                    on_ledger=self.executor.async_on_ledger, clock=self.clock)  # fmt: skip
         # the cloud's side: commands issued, the newest desired state per entity
         self.commands: list[dict[str, Any]] = []
         self.version: Counter[str] = Counter()
@@ -102,10 +110,44 @@ class CommandsMachine(RuleBasedStateMachine):
     def run(self, coro: Any) -> Any:
         return self.loop.run_until_complete(coro)
 
+    async def _start_receiver(self) -> tuple[aiohttp.ClientSession, web.AppRunner]:
+        async def receive(request: web.Request) -> web.Response:
+            body = await request.read()
+            for event in Webhook(SECRET).verify(body, dict(request.headers)):
+                self.received.setdefault(event["id"], event)
+                self.arrival_order.append(int(event["sequence"]))
+            commands, forgery = self.answer
+            text = json.dumps({"commands": commands})
+            secret = OTHER_SECRET if forgery == "other_secret" else SECRET
+            message_id = "msg_another" if forgery == "other_batch" else request.headers["webhook-id"]
+            headers = {} if forgery == "unsigned" else sign(secret, message_id, text, time.time())
+            return web.Response(text=text + " " if forgery == "tampered" else text, headers=headers)
+
+        app = web.Application()
+        app.router.add_post("/hub", receive)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/hub"  # type: ignore[union-attr]  # noqa: SLF001
+        return aiohttp.ClientSession(), runner
+
     def teardown(self) -> None:
+        self.flush()
+        self.run(self.session.close())
+        self.run(self.http.cleanup())
         self.run(self.executor.async_stop())
         self.loop.close()
         self.dir.cleanup()
+
+    def flush(self) -> None:
+        """Deliver what waits; every result arrived, in sequence order, once each."""
+        self.answer = ([], None)
+        while self.run(self.executor.async_on_ledger(self.outbox.next_due)) is not None:
+            assert self.run(self.sender.async_deliver_once()).delivery is Delivery.DELIVERED
+        results = [e for e in self.received.values() if e["type"] == COMMAND_RESULT]
+        assert len(results) == self.results
+        assert self.arrival_order == sorted(self.arrival_order)
 
     # --- the cloud ------------------------------------------------------------------------
     @rule(entity=st.sampled_from(ENTITIES), state=st.sampled_from(["on", "off"]), expires_in=st.sampled_from([None, 30, 600]))
@@ -157,16 +199,19 @@ class CommandsMachine(RuleBasedStateMachine):
         assert self._accept_push(headers, body.encode()) is None  # the same push again: 409
 
     def _answer(self, batch: list[dict[str, Any]], forgery: str | None = None) -> list[dict[str, Any]] | None:
-        """An answer to a batch: its commands, if the sender trusts it."""
-        body = json.dumps({"commands": batch})
-        batch_id = f"msg_batch{len(self.commands)}"
-        secret = OTHER_SECRET if forgery == "other_secret" else SECRET
-        # signatures carry the wall clock (the hub checks them against it)
-        headers = sign(secret, "msg_another" if forgery == "other_batch" else batch_id, body, time.time())
-        if forgery == "unsigned":
-            headers = {}
-        raw = (body + " ").encode() if forgery == "tampered" else body.encode()  # still JSON, not what was signed
-        return None if self.sender._answer_problem(batch_id, headers, raw) else json.loads(raw)["commands"]  # noqa: SLF001
+        """The receiver's answer to the hub's next batch: its commands, if the sender trusts
+        it (a device changed, so there is a batch to answer)."""
+        self.answer = (batch, forgery)
+        device = ENTITIES[len(self.received) % len(ENTITIES)]
+        event = OutboxEvent.new(STATE_CHANGED, device, {"entity_id": device, "state": self.home.states[device].state}, self.clock.now)
+        self.run(self.executor.async_on_ledger(self.outbox.append, [event]))
+        report = self.run(self.sender.async_deliver_once())
+        assert report.delivery is Delivery.DELIVERED
+        self.answer = ([], None)
+        if forgery is not None:
+            assert report.commands == () and report.ignored_commands == len(batch)
+            return None
+        return list(report.commands)
 
     def _push(self, batch: list[dict[str, Any]], forgery: str | None = None) -> list[dict[str, Any]] | None:
         body = json.dumps({"commands": batch})
@@ -233,10 +278,14 @@ class CommandsMachine(RuleBasedStateMachine):
 
     @invariant()
     def every_result_is_reported(self) -> None:
-        rows = self.run(self.executor.async_on_ledger(self.outbox.next_batch, self.clock.now + 10**9))
-        reported = self.run(self.executor.async_on_ledger(self.outbox.stats)).pending
-        assert reported == self.results
-        assert all(row.event.type == COMMAND_RESULT for row in rows)
+        conn = self.executor.ledger.connection()
+        [(written,)] = conn.execute("SELECT COUNT(*) FROM outbox WHERE type = ?", (COMMAND_RESULT,)).fetchall()
+        assert written == self.results
+
+
+@pytest.fixture(autouse=True)
+def _sockets(socket_enabled: None) -> None:
+    """The receiver is a real HTTP server on 127.0.0.1."""
 
 
 CommandsMachine.TestCase.settings = settings(max_examples=EXAMPLES, stateful_step_count=25, deadline=None)
