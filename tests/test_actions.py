@@ -8,7 +8,8 @@ import sqlite3
 
 import pytest
 
-from custom_components.gemma_edge.actions.executor import ActionExecutor, ActionOutcome, ActionRequest
+from custom_components.gemma_edge.actions.executor import ActionExecutor
+from custom_components.gemma_edge.actions.outcomes import ActionOutcome, ActionRequest
 from custom_components.gemma_edge.actions.ledger import ActionLedger, LedgerError
 from custom_components.gemma_edge.actions.records import ActionStatus, EntityState, ServiceAction
 from custom_components.gemma_edge.actions.normalize import NormalizeError, normalize

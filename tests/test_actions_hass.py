@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from custom_components.gemma_edge.actions.executor import ActionRequest
+from custom_components.gemma_edge.actions.outcomes import ActionRequest
 from custom_components.gemma_edge.actions.records import ServiceAction
 from custom_components.gemma_edge.action_events import EVENT_ACTION
 from custom_components.gemma_edge.const import CONF_KEEP_WORDS

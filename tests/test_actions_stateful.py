@@ -19,7 +19,8 @@ import tempfile
 from hypothesis import settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from custom_components.gemma_edge.actions.executor import ActionExecutor, ActionOutcome, ActionRequest
+from custom_components.gemma_edge.actions.executor import ActionExecutor
+from custom_components.gemma_edge.actions.outcomes import ActionOutcome, ActionRequest
 from custom_components.gemma_edge.actions.ledger import RETENTION_S, ActionLedger
 from custom_components.gemma_edge.actions.records import ActionKind, ActionStatus, EntityState, ServiceAction
 from custom_components.gemma_edge.actions.policy import expected_state_holds

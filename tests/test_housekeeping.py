@@ -13,7 +13,7 @@ from PIL import Image
 import pytest
 
 from custom_components.gemma_edge import PRUNE_INTERVAL, VISION_CHECK_INTERVAL, VISION_IDLE
-from custom_components.gemma_edge.actions.executor import ActionRequest
+from custom_components.gemma_edge.actions.outcomes import ActionRequest
 from custom_components.gemma_edge.actions.records import ActionStatus, ServiceAction
 from custom_components.gemma_edge.engine.local_engine import StepOptions
 from homeassistant.core import HomeAssistant

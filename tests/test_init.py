@@ -112,7 +112,7 @@ async def test_corrupt_ledger_fails_closed_with_a_repair(hass: HomeAssistant, sm
     """A damaged action ledger: the agent still loads, but refuses to act, and a Repairs issue says why."""
     from custom_components.gemma_edge import ledger_path  # noqa: PLC0415
     from custom_components.gemma_edge.actions.records import ServiceAction  # noqa: PLC0415
-    from custom_components.gemma_edge.actions.executor import ActionRequest  # noqa: PLC0415
+    from custom_components.gemma_edge.actions.outcomes import ActionRequest  # noqa: PLC0415
 
     entry = _entry(hass, smollm2_path)
     path = ledger_path(hass, entry.entry_id)

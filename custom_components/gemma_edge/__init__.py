@@ -21,8 +21,9 @@ from homeassistant.helpers.event import async_track_time_interval
 from homeassistant.helpers.typing import ConfigType
 
 from .action_events import announce_outcome, async_follow_language, async_load_phrases
-from .actions.executor import ActionExecutor, ActionOutcome
+from .actions.executor import ActionExecutor
 from .actions.ledger import ActionLedger, LedgerError
+from .actions.outcomes import ActionOutcome
 from .camera_vision import CameraVision
 from .cloud_push import CommandWebhook
 from .cloud_sync import (

@@ -18,7 +18,7 @@ from homeassistant.helpers.translation import async_get_translations
 from homeassistant.util.hass_dict import HassKey
 
 from .actions.describe import describe_action
-from .actions.executor import ActionOutcome
+from .actions.outcomes import ActionOutcome
 from .const import CONF_KEEP_WORDS, DEFAULT_KEEP_WORDS, DOMAIN
 
 EVENT_ACTION = f"{DOMAIN}_action"

@@ -15,7 +15,7 @@ from homeassistant.util import dt as dt_util
 
 from . import GemmaConfigEntry
 from .action_events import asked_note, keeps_words, outcome_sentence, signal_action
-from .actions.executor import ActionOutcome
+from .actions.outcomes import ActionOutcome
 from .entity import GemmaEngineEntity
 
 EVENT_LENGTH = timedelta(minutes=1)

@@ -21,7 +21,7 @@ from homeassistant.helpers.start import async_at_started
 from homeassistant.util.ulid import ulid_now
 
 from . import GemmaConfigEntry
-from .actions.executor import ActionOutcome
+from .actions.outcomes import ActionOutcome
 from .actions.turns import is_bare_affirmation
 from .const import (
     CONF_INSTANT_COMMANDS,

@@ -24,8 +24,8 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from . import GemmaConfigEntry
 from .action_events import TurnReport, signal_turn
 from .actions.describe import spoken_unusable
-from .actions.executor import ActionOutcome
 from .actions.intents import says_all
+from .actions.outcomes import ActionOutcome
 from .actions.policy import SensitivePolicy
 from .cloud_remote import RemoteActions
 from .const import (

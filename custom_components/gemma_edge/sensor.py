@@ -23,8 +23,8 @@ from .action_events import (
     signal_action,
     signal_turn,
 )
-from .actions.executor import ActionOutcome
 from .actions.ledger import LedgerError
+from .actions.outcomes import ActionOutcome
 from .cloud_remote import signal_remote
 from .cloud_sync import CloudSync, signal_sync
 from .engine.local_engine import EngineStatus

@@ -20,13 +20,9 @@ from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import intent, llm
 
 from .actions.describe import spoken_outcome, spoken_summary
-from .actions.executor import (
-    RESULT_PREFIX,
-    ActionExecutor,
-    ActionOutcome,
-    ActionRequest,
-)
+from .actions.executor import RESULT_PREFIX, ActionExecutor
 from .actions.intents import ONE_SHOT_INTENTS, SEARCH_AND_PLAY
+from .actions.outcomes import ActionOutcome, ActionRequest
 from .actions.policy import SensitivePolicy
 from .actions.records import ServiceAction
 from .actions.turns import is_affirmation

@@ -14,7 +14,8 @@ from collections.abc import Callable
 import time
 from typing import Any
 
-from ..actions.executor import ActionExecutor, ActionOutcome, ActionRequest
+from ..actions.executor import ActionExecutor
+from ..actions.outcomes import ActionOutcome, ActionRequest
 from ..actions.policy import SensitivePolicy
 from ..actions.records import ActionStatus
 from .commands import (

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import sqlite3
 import time
 
-from ..actions.executor import ActionOutcome
+from ..actions.outcomes import ActionOutcome
 from ..actions.records import ActionStatus
 from .outbox import ACTION_INDETERMINATE, ACTION_PERFORMED, Outbox, OutboxEvent
 
