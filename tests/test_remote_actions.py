@@ -30,7 +30,7 @@ GROCERIES = {
     "parameters": {
         "type": "object",
         "properties": {
-            "items": {"type": "array", "description": "what to order"},
+            "items": {"type": "array", "items": {"type": "string"}, "description": "what to order"},
             "shop": {"type": "string", "enum": ["corner", "market"]},
             "urgent": {"type": "boolean"},
             "budget": {"type": "number"},
@@ -77,6 +77,7 @@ def test_definitions_are_checked() -> None:
         ({"items": ["milk"], "budget": 12.5}, None),
         ({}, "missing items"),
         ({"items": "milk"}, "items must be a array"),
+        ({"items": [{"type": "array"}]}, "each of items must be a string"),  # a small model copying the schema
         ({"items": ["milk"], "shop": "mall"}, "shop must be one of corner, market"),
         ({"items": ["milk"], "urgent": 1}, "urgent must be a boolean"),
         ({"items": ["milk"], "budget": True}, "budget must be a number"),

@@ -119,7 +119,8 @@ def check_arguments(spec: RemoteActionSpec, arguments: dict[str, Any]) -> None:
     """Raise RemoteActionError if ``arguments`` do not fit the action's schema.
 
     The checks a model's call needs: required arguments, no unknown ones, each of its
-    declared type, and within ``enum`` where one is given.
+    declared type (an array's items too, when their type is given), and within
+    ``enum`` where one is given.
     """
     properties: dict[str, Any] = spec.parameters.get("properties", {})
     required = spec.parameters.get("required", [])
@@ -130,14 +131,23 @@ def check_arguments(spec: RemoteActionSpec, arguments: dict[str, Any]) -> None:
     for prop, value in arguments.items():
         declared = properties[prop]
         kind = declared["type"]
-        if not isinstance(value, _JSON_TYPES[kind]) or (
-            isinstance(value, bool) and kind != "boolean"
-        ):
+        if not _of_type(value, kind):
             raise RemoteActionError(f"{prop} must be a {kind}")
         if "enum" in declared and value not in declared["enum"]:
             raise RemoteActionError(
                 f"{prop} must be one of {', '.join(map(str, declared['enum']))}"
             )
+        item_type = (declared.get("items") or {}).get("type")
+        if isinstance(value, list) and item_type in _JSON_TYPES:
+            if not all(_of_type(item, item_type) for item in value):
+                raise RemoteActionError(f"each of {prop} must be a {item_type}")
+
+
+def _of_type(value: Any, kind: str) -> bool:
+    """Return whether ``value`` is of the JSON schema type ``kind``."""
+    return isinstance(value, _JSON_TYPES[kind]) and (
+        kind == "boolean" or not isinstance(value, bool)
+    )
 
 
 class RemoteActionBook:
