@@ -166,6 +166,7 @@ async def test_the_flow_checks_the_url_and_rotates_the_secret(hass: HomeAssistan
     )
     assert result["errors"] == {"url": "insecure_url"}
     subentry, secret = await add_cloud_sync(hass, entry, url)
+    assert sensor(hass, entry, "sync_status").state == "ok"  # nothing waits: not "starting" for ever
     again = await hass.config_entries.subentries.async_init((entry.entry_id, "cloud_sync"), context={"source": "user"})
     assert again["type"] is FlowResultType.ABORT and again["reason"] == "already_configured"
     result = await hass.config_entries.subentries.async_init(

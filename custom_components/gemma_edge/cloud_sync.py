@@ -234,7 +234,19 @@ class CloudSync:
             sender.async_run(self._wake, self._async_on_report),
             f"{DOMAIN} cloud sync",
         )
+        stats = self.status.stats = await self._async_stats()
+        if stats is not None and stats.pending == 0:
+            # nothing waits: nothing is failing (a quiet home may send nothing for long)
+            self._set(state="ok", last_success=stats.last_sent)
         await self._async_refresh_stats()
+
+    async def _async_stats(self) -> OutboxStats | None:
+        try:
+            stats: OutboxStats = await self.executor.async_on_ledger(self.outbox.stats)
+        except LedgerError as err:
+            self.status.last_error = str(err)
+            return None
+        return stats
 
     async def async_prune(self) -> None:
         """Forget delivered and refused events older than 7 days (housekeeping)."""
@@ -422,10 +434,8 @@ class CloudSync:
         return results, new
 
     async def _async_refresh_stats(self) -> None:
-        try:
-            self.status.stats = await self.executor.async_on_ledger(self.outbox.stats)
-        except LedgerError as err:
-            self.status.last_error = str(err)
+        if (stats := await self._async_stats()) is not None:
+            self.status.stats = stats
         async_dispatcher_send(self.hass, signal_sync(self.entry.entry_id))
 
     def _receiver_problem(
