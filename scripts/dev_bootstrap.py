@@ -42,6 +42,9 @@ MODELS = Path(os.environ.get("GEMMA_EDGE_TEST_MODELS", Path.home() / ".cache" / 
 DEV_MODEL = Path(os.environ.get("GEMMA_EDGE_DEV_MODEL", MODELS / "gemma-3-270m-q4_k_m.gguf"))
 DEV_PROJECTOR = CONFIG / "models" / "mmproj-tiny-gemma4v.gguf"
 DEV_PICTURE = CONFIG / "www" / "front_door.jpg"
+WHISPER_MODEL = MODELS / "faster-whisper-tiny.en"  # fetched by scripts/setup, like the test models
+SPEECH_NAME = "Gemma speech"
+PIPELINE_NAME = "Gemma"
 CAMERA_NAME = "Front Door"
 CAMERA_ENTITY = "camera.front_door"
 
@@ -283,6 +286,68 @@ def ensure_camera(token: str) -> None:
     step(f"created the camera '{CAMERA_NAME}' ({DEV_PICTURE.relative_to(ROOT)})")
 
 
+def ensure_speech(token: str, entry_id: str) -> None:
+    """Our speech-to-text: a speech subentry on the engine, on the local tiny.en model."""
+    subentries = websocket(token, {"type": "config_entries/subentries/list", "entry_id": entry_id})
+    if any(subentry["subentry_type"] == "stt" for subentry in subentries):
+        step("speech-to-text already configured")
+        return
+    flow = request("POST", "/api/config/config_entries/subentries/flow", {"handler": [entry_id, "stt"]}, token)
+    if flow.get("type") != "form":
+        raise SystemExit(f"could not open the speech flow: {flow}")
+    answer = {"name": SPEECH_NAME, "model": str(WHISPER_MODEL), "language": "en", "beam_size": 1, "vad_filter": True}
+    names = {field["name"] for field in flow["data_schema"]}
+    result = request("POST", f"/api/config/config_entries/subentries/flow/{flow['flow_id']}", {k: v for k, v in answer.items() if k in names}, token)
+    if result.get("type") != "create_entry":
+        raise SystemExit(f"could not add speech-to-text: {result}")
+    step(f"added speech-to-text '{SPEECH_NAME}' on {WHISPER_MODEL.name}")
+
+
+def _our_entity(token: str, domain: str, timeout: float = 120) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        for entity in websocket(token, {"type": "config/entity_registry/list"}):
+            if entity["platform"] == "gemma_edge" and entity["entity_id"].startswith(f"{domain}."):
+                return str(entity["entity_id"])
+        if time.monotonic() > deadline:
+            raise SystemExit(f"no {domain} entity of gemma_edge appeared")
+        time.sleep(1)
+
+
+def ensure_pipeline(token: str) -> None:
+    """The Assist pipeline "Gemma": our agent and our speech-to-text, Home Assistant's own
+    handling of commands off (our agent runs its sentence matcher itself, through the
+    ledger), preferred. Created, corrected or made preferred only where needed."""
+    wanted = {
+        "name": PIPELINE_NAME,
+        "language": "en",
+        "conversation_engine": _our_entity(token, "conversation"),
+        "conversation_language": "en",
+        "stt_engine": _our_entity(token, "stt"),
+        "stt_language": "en",
+        "tts_engine": None,
+        "tts_language": None,
+        "tts_voice": None,
+        "wake_word_entity": None,
+        "wake_word_id": None,
+        "prefer_local_intents": False,
+    }
+    listed = websocket(token, {"type": "assist_pipeline/pipeline/list"})
+    ours = next((p for p in listed["pipelines"] if p["name"] == PIPELINE_NAME), None)
+    done = []
+    if ours is None:
+        ours = websocket(token, {"type": "assist_pipeline/pipeline/create", **wanted})
+        done.append("created")
+    elif any(ours.get(key) != value for key, value in wanted.items()):
+        ours = websocket(token, {"type": "assist_pipeline/pipeline/update", "pipeline_id": ours["id"], **wanted})
+        done.append("updated")
+    if listed.get("preferred_pipeline") != ours["id"]:
+        websocket(token, {"type": "assist_pipeline/pipeline/set_preferred", "pipeline_id": ours["id"]})
+        done.append("made preferred")
+    state = " and ".join(done) if done else "already set and preferred"
+    step(f"Assist pipeline '{PIPELINE_NAME}' ({wanted['conversation_engine']}, {wanted['stt_engine']}): {state}")
+
+
 def ensure_areas(token: str) -> None:
     """The demo home's areas (tests/demo_areas.py), created and assigned where missing."""
     areas = {area["name"]: area["area_id"] for area in websocket(token, {"type": "config/area_registry/list"})}
@@ -334,11 +399,47 @@ def check(token: str) -> bool:
         {"text": "Who is at the door?", "camera_entity_id": CAMERA_ENTITY}, token,
     )["service_response"]  # fmt: skip
     print(f"gemma_edge.ask with the Front Door camera ({time.monotonic() - started:.1f} s):", json.dumps(asked))
+    engine, spoken = assist_dialog(token, "Turn off the bed light")
+    after = request("GET", f"/api/states/{CHECK_ENTITY}", token=token)["state"]
+    print(f"Assist dialog (preferred pipeline): agent {engine}, speech {json.dumps(spoken)}, {CHECK_ENTITY} -> {after}")
     problems = _log_problems()
     print(f"home-assistant.log: {len(problems)} error/warning records")
     for line in problems:
         print("  " + line[:300])
-    return state == CHECK_STATE and isinstance(asked.get("text"), str)
+    return (
+        state == CHECK_STATE
+        and isinstance(asked.get("text"), str)
+        and engine == "conversation.gemma_conversation"
+        and after == "off"
+    )
+
+
+def assist_dialog(token: str, text: str) -> tuple[str | None, str | None]:
+    """Type into Assist as the UI's dialog does: the preferred pipeline, text in; return the
+    agent that answered and what it said."""
+    import asyncio  # noqa: PLC0415
+
+    import aiohttp  # noqa: PLC0415
+
+    async def run() -> tuple[str | None, str | None]:
+        engine = spoken = None
+        async with aiohttp.ClientSession() as session, session.ws_connect(f"{BASE}/api/websocket") as ws:
+            await ws.receive_json()
+            await ws.send_json({"type": "auth", "access_token": token})
+            await ws.receive_json()
+            await ws.send_json({"id": 1, "type": "assist_pipeline/run", "start_stage": "intent", "end_stage": "intent", "input": {"text": text}})
+            while True:
+                message = await ws.receive_json(timeout=120)
+                event = message.get("event") or {}
+                if event.get("type") == "intent-start":
+                    engine = event["data"].get("engine")
+                elif event.get("type") == "intent-end":
+                    output = event["data"].get("intent_output") or {}
+                    spoken = output.get("response", {}).get("speech", {}).get("plain", {}).get("speech")
+                elif event.get("type") in ("run-end", "error") or message.get("success") is False:
+                    return engine, spoken
+
+    return asyncio.run(run())
 
 
 def main() -> None:
@@ -358,6 +459,8 @@ def main() -> None:
         wait_until_running(process, token)
         entry_id = ensure_engine_entry(token)
         ensure_agent_options(token, entry_id)
+        ensure_speech(token, entry_id)
+        ensure_pipeline(token)
         ensure_camera(token)
         ensure_areas(token)
         if "--check" in sys.argv:
