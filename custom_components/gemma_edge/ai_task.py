@@ -32,6 +32,9 @@ from .entity import GemmaLLMEntity, Turn, add_subentry_entities
 
 CAMERA_MEDIA_PREFIX = "media-source://camera/"
 
+# The engine's worker queues and bounds the model's work itself.
+PARALLEL_UPDATES = 0
+
 
 async def async_setup_entry(
     hass: HomeAssistant,

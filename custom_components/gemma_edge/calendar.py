@@ -20,6 +20,9 @@ from .entity import GemmaEngineEntity
 
 EVENT_LENGTH = timedelta(minutes=1)
 
+# State is pushed (dispatcher signals): no polling, no service calls.
+PARALLEL_UPDATES = 0
+
 
 async def async_setup_entry(
     hass: HomeAssistant,

@@ -48,6 +48,9 @@ from .instant_commands import (
 # Priming waits this long after the last change of entities, areas or exposure.
 PRIME_COOLDOWN_S = 30.0
 
+# The engine's worker queues and bounds the model's work itself.
+PARALLEL_UPDATES = 0
+
 
 async def async_setup_entry(
     hass: HomeAssistant,

@@ -31,6 +31,9 @@ from .engine.local_engine import EngineStatus
 from .entity import GemmaEngineEntity
 from .sync.remote_actions import RemoteRequest
 
+# State is pushed (dispatcher signals): no polling, no service calls.
+PARALLEL_UPDATES = 0
+
 
 async def async_setup_entry(
     hass: HomeAssistant,
@@ -211,6 +214,7 @@ class _SyncSensor(GemmaEngineEntity, SensorEntity):
     """Base of the cloud sync sensors: they follow the sync status."""
 
     _attr_should_poll = False
+    _attr_entity_category = EntityCategory.DIAGNOSTIC
 
     def __init__(self, entry: GemmaConfigEntry, sync: CloudSync, key: str) -> None:
         """Show ``key`` of ``sync``'s status."""

@@ -39,6 +39,9 @@ IDLE_UNLOAD_S = 600
 # whisper's prompt window is short; names beyond this are left out
 MAX_HOTWORD_CHARS = 400
 
+# The engine's worker queues and bounds the model's work itself.
+PARALLEL_UPDATES = 0
+
 
 def speech_hotwords(hass: HomeAssistant) -> str | None:
     """Return the exposed entity and area names as hotwords.
