@@ -57,3 +57,54 @@ async def test_ask_gemma_acts_and_notifies_when_the_entity_changes(hass: HomeAss
     await hass.services.async_call("cover", "close_cover", {"entity_id": "cover.garage_door"}, blocking=True)
     await hass.async_block_till_done()
     assert len(model.requests) == 1
+
+
+async def test_confirm_on_phone_answers_the_agents_question_from_the_notification(hass: HomeAssistant, agent: Any) -> None:
+    """"Open the garage door" asks first; the blueprint notifies the phone (here a notify action
+    registered in Home Assistant: a phone cannot exist in a test) with a button; the tap (the
+    Companion app's mobile_app_notification_action event) answers "yes" in the same conversation,
+    and the door opens through the agent's confirmation rules."""
+    from homeassistant.components import conversation  # noqa: PLC0415
+    from homeassistant.core import Context, ServiceCall  # noqa: PLC0415
+
+    from custom_components.gemma_edge.const import CONF_INSTANT_COMMANDS  # noqa: PLC0415
+
+    entry, model, calls = agent
+    subentry = next(s for s in entry.subentries.values() if s.subentry_type == "conversation")
+    hass.config_entries.async_update_subentry(entry, subentry, data={**subentry.data, CONF_INSTANT_COMMANDS: True})
+    await hass.async_block_till_done()
+    notified: list[ServiceCall] = []
+
+    async def phone(call: ServiceCall) -> None:
+        notified.append(call)
+
+    hass.services.async_register("notify", "mobile_app_test_phone", phone)
+    path = install(hass, "confirm_on_phone.yaml")
+    assert await async_setup_component(hass, "automation", {"automation": [{
+        "alias": "Confirm on phone",
+        "use_blueprint": {"path": path, "input": {"notify_action": "notify.mobile_app_test_phone", "agent": AGENT}},
+    }]})  # fmt: skip
+    await hass.async_block_till_done()
+
+    result = await conversation.async_converse(hass, "Open the garage door", "garage", Context(), language="en", agent_id=AGENT)
+    assert "confirmation" in result.response.speech["plain"]["speech"]
+    for _ in range(50):
+        if notified:
+            break
+        await asyncio.sleep(0.05)
+    [question] = notified
+    assert question.data["title"] == "Gemma asks before acting" and "cover.open_cover cover.garage_door" in question.data["message"]
+    [button] = question.data["data"]["actions"]
+    assert state(hass, "cover.garage_door") == "closed"
+    hass.bus.async_fire("mobile_app_notification_action", {"action": button["action"]})  # the tap
+    for _ in range(100):
+        if state(hass, "cover.garage_door") in ("opening", "open"):
+            break
+        await asyncio.sleep(0.05)
+    assert state(hass, "cover.garage_door") in ("opening", "open")
+    assert [c for c in calls if c["service"] == "cover.open_cover"] == [{"service": "cover.open_cover", "entity_id": "cover.garage_door"}]
+    assert model.requests == []  # a bare yes: no generation
+    # a second tap (or a replayed event) confirms nothing more
+    hass.bus.async_fire("mobile_app_notification_action", {"action": button["action"]})
+    await hass.async_block_till_done()
+    assert len([c for c in calls if c["service"] == "cover.open_cover"]) == 1
