@@ -15,6 +15,7 @@ from homeassistant.setup import async_setup_component
 
 from .demo_agent import AGENT, state
 from .scripted_model import call
+from .test_vision import cameras, vision_entry  # noqa: F401 - fixtures
 
 BLUEPRINTS = Path(__file__).parent.parent / "blueprints" / "automation" / "gemma_edge"
 
@@ -108,3 +109,45 @@ async def test_confirm_on_phone_answers_the_agents_question_from_the_notificatio
     hass.bus.async_fire("mobile_app_notification_action", {"action": button["action"]})
     await hass.async_block_till_done()
     assert len([c for c in calls if c["service"] == "cover.open_cover"]) == 1
+
+
+async def test_camera_to_data_looks_counts_and_notifies(hass: HomeAssistant, vision_entry: Any, cameras: Any) -> None:
+    """A doorbell (an input_boolean here) turns on: the AI Task entity gets the front door's
+    snapshot and the structure; its checked answer becomes the notification; nobody seen, no
+    notification."""
+    from .scripted_model import ScriptedModel  # noqa: PLC0415
+
+    hass.config_entries.async_update_entry(vision_entry, options={**vision_entry.options, "camera_min_interval": 0})
+    await hass.async_block_till_done()
+    model = ScriptedModel(vision_entry.runtime_data.engine)  # after the reload the new options caused
+    assert await async_setup_component(hass, "persistent_notification", {})
+    assert await async_setup_component(hass, "input_boolean", {"input_boolean": {"doorbell": {"name": "Doorbell"}}})
+    path = install(hass, "camera_to_data.yaml")
+    assert await async_setup_component(hass, "automation", {"automation": [{
+        "alias": "Who is at the door",
+        "use_blueprint": {"path": path, "input": {
+            "trigger_entity": "input_boolean.doorbell", "camera": "camera.front_door", "ai_task": "ai_task.gemma_ai_task",
+        }},
+    }]})  # fmt: skip
+    await hass.async_block_till_done()
+
+    async def ring(answer: str) -> None:
+        asked = len(model.requests)
+        model.script(answer)
+        await hass.services.async_call("input_boolean", "turn_on", {"entity_id": "input_boolean.doorbell"}, blocking=True)
+        for _ in range(100):  # until the run that looked has ended
+            run = hass.states.get("automation.who_is_at_the_door")
+            if len(model.requests) > asked and run is not None and not run.attributes.get("current"):
+                break
+            await asyncio.sleep(0.05)
+        await hass.async_block_till_done()
+        await hass.services.async_call("input_boolean", "turn_off", {"entity_id": "input_boolean.doorbell"}, blocking=True)
+
+    await ring('{"people": 2, "description": "Two people are waiting at the door."}')
+    [notification] = persistent_notification._async_get_or_create_notifications(hass).values()  # noqa: SLF001
+    assert notification["title"] == "Front Door: 2 people" and notification["message"] == "Two people are waiting at the door."
+    assert cameras["front"].snapshots == 1 and model.requests[0].images  # the snapshot went to the model
+    persistent_notification.async_dismiss(hass, notification["notification_id"])
+    await ring('{"people": 0, "description": "The porch is empty."}')
+    assert cameras["front"].snapshots == 2
+    assert not persistent_notification._async_get_or_create_notifications(hass)  # noqa: SLF001
