@@ -292,6 +292,9 @@ def ensure_speech(token: str, entry_id: str) -> None:
     if any(subentry["subentry_type"] == "stt" for subentry in subentries):
         step("speech-to-text already configured")
         return
+    if not WHISPER_MODEL.is_dir():
+        step(f"WARNING: no speech-to-text: {WHISPER_MODEL} is missing (run scripts/setup)")
+        return
     flow = request("POST", "/api/config/config_entries/subentries/flow", {"handler": [entry_id, "stt"]}, token)
     if flow.get("type") != "form":
         raise SystemExit(f"could not open the speech flow: {flow}")
@@ -303,27 +306,31 @@ def ensure_speech(token: str, entry_id: str) -> None:
     step(f"added speech-to-text '{SPEECH_NAME}' on {WHISPER_MODEL.name}")
 
 
-def _our_entity(token: str, domain: str, timeout: float = 120) -> str:
+def _our_entity(token: str, entry_id: str, domain: str, timeout: float = 120) -> str | None:
+    """The entry's entity of ``domain`` (None if it has none after ``timeout``)."""
     deadline = time.monotonic() + timeout
     while True:
         for entity in websocket(token, {"type": "config/entity_registry/list"}):
-            if entity["platform"] == "gemma_edge" and entity["entity_id"].startswith(f"{domain}."):
+            if entity["config_entry_id"] == entry_id and entity["entity_id"].startswith(f"{domain}."):
                 return str(entity["entity_id"])
         if time.monotonic() > deadline:
-            raise SystemExit(f"no {domain} entity of gemma_edge appeared")
+            return None
         time.sleep(1)
 
 
-def ensure_pipeline(token: str) -> None:
+def ensure_pipeline(token: str, entry_id: str) -> str:
     """The Assist pipeline "Gemma": our agent and our speech-to-text, Home Assistant's own
     handling of commands off (our agent runs its sentence matcher itself, through the
     ledger), preferred. Created, corrected or made preferred only where needed."""
+    agent = _our_entity(token, entry_id, "conversation")
+    if agent is None:
+        raise SystemExit(f"the engine entry {entry_id} has no conversation agent entity")
     wanted = {
         "name": PIPELINE_NAME,
         "language": "en",
-        "conversation_engine": _our_entity(token, "conversation"),
+        "conversation_engine": agent,
         "conversation_language": "en",
-        "stt_engine": _our_entity(token, "stt"),
+        "stt_engine": _our_entity(token, entry_id, "stt", timeout=30),
         "stt_language": "en",
         "tts_engine": None,
         "tts_language": None,
@@ -346,6 +353,7 @@ def ensure_pipeline(token: str) -> None:
         done.append("made preferred")
     state = " and ".join(done) if done else "already set and preferred"
     step(f"Assist pipeline '{PIPELINE_NAME}' ({wanted['conversation_engine']}, {wanted['stt_engine']}): {state}")
+    return agent
 
 
 def ensure_areas(token: str) -> None:
@@ -373,7 +381,7 @@ def _log_problems() -> list[str]:
     return [line for line in lines if " ERROR " in line[:40] or " WARNING " in line[:40]]
 
 
-def check(token: str) -> bool:
+def check(token: str, agent: str) -> bool:
     """Ask the agent to act on the demo home, call gemma_edge.ask with the camera, report."""
     time.sleep(2)  # a reconfigured agent reloads its entry: let that start, then wait for it
     _wait_for_entry_setup(token, "gemma_edge")
@@ -409,7 +417,7 @@ def check(token: str) -> bool:
     return (
         state == CHECK_STATE
         and isinstance(asked.get("text"), str)
-        and engine == "conversation.gemma_conversation"
+        and engine == agent
         and after == "off"
     )
 
@@ -426,7 +434,8 @@ def assist_dialog(token: str, text: str) -> tuple[str | None, str | None]:
         async with aiohttp.ClientSession() as session, session.ws_connect(f"{BASE}/api/websocket") as ws:
             await ws.receive_json()
             await ws.send_json({"type": "auth", "access_token": token})
-            await ws.receive_json()
+            if (await ws.receive_json()).get("type") != "auth_ok":
+                raise SystemExit("the websocket login failed")
             await ws.send_json({"id": 1, "type": "assist_pipeline/run", "start_stage": "intent", "end_stage": "intent", "input": {"text": text}})
             while True:
                 message = await ws.receive_json(timeout=120)
@@ -460,11 +469,11 @@ def main() -> None:
         entry_id = ensure_engine_entry(token)
         ensure_agent_options(token, entry_id)
         ensure_speech(token, entry_id)
-        ensure_pipeline(token)
+        agent = ensure_pipeline(token, entry_id)
         ensure_camera(token)
         ensure_areas(token)
         if "--check" in sys.argv:
-            ok = check(token)
+            ok = check(token, agent)
         else:
             print(f"Home Assistant is running on {BASE} (login {USERNAME} / {PASSWORD}); Ctrl+C stops it.", flush=True)
             ok = serving = True

@@ -105,6 +105,11 @@ async def test_confirm_on_phone_answers_the_agents_question_from_the_notificatio
     assert state(hass, "cover.garage_door") in ("opening", "open")
     assert [c for c in calls if c["service"] == "cover.open_cover"] == [{"service": "cover.open_cover", "entity_id": "cover.garage_door"}]
     assert model.requests == []  # a bare yes: no generation
+    for _ in range(50):
+        if len(notified) == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert notified[1].data == {"title": "Gemma", "message": "Opened Garage Door."}  # the answer, on the phone
     # a second tap (or a replayed event) confirms nothing more
     hass.bus.async_fire("mobile_app_notification_action", {"action": button["action"]})
     await hass.async_block_till_done()
@@ -151,3 +156,45 @@ async def test_camera_to_data_looks_counts_and_notifies(hass: HomeAssistant, vis
     await ring('{"people": 0, "description": "The porch is empty."}')
     assert cameras["front"].snapshots == 2
     assert not persistent_notification._async_get_or_create_notifications(hass)  # noqa: SLF001
+
+
+async def test_confirm_on_phone_lets_a_newer_question_end_the_wait(hass: HomeAssistant, agent: Any) -> None:
+    """A tap must answer only its own question: when the agent asks something newer in the same
+    conversation, the older button's wait ends, and a late tap confirms nothing."""
+    from homeassistant.components import conversation  # noqa: PLC0415
+    from homeassistant.core import Context, ServiceCall  # noqa: PLC0415
+
+    from custom_components.gemma_edge.const import CONF_INSTANT_COMMANDS  # noqa: PLC0415
+
+    entry, _model, calls = agent
+    subentry = next(s for s in entry.subentries.values() if s.subentry_type == "conversation")
+    hass.config_entries.async_update_subentry(entry, subentry, data={**subentry.data, CONF_INSTANT_COMMANDS: True})
+    await hass.async_block_till_done()
+    notified: list[ServiceCall] = []
+
+    async def phone(call: ServiceCall) -> None:
+        notified.append(call)
+
+    hass.services.async_register("notify", "mobile_app_test_phone", phone)
+    path = install(hass, "confirm_on_phone.yaml")
+    assert await async_setup_component(hass, "automation", {"automation": [{
+        "alias": "Confirm on phone",
+        "use_blueprint": {"path": path, "input": {"notify_action": "notify.mobile_app_test_phone", "agent": AGENT}},
+    }]})  # fmt: skip
+    await hass.async_block_till_done()
+    await conversation.async_converse(hass, "Open the garage door", "garage", Context(), language="en", agent_id=AGENT)
+    for _ in range(50):
+        if notified:
+            break
+        await asyncio.sleep(0.05)
+    first = notified[0].data["data"]["actions"][0]["action"]
+    await conversation.async_converse(hass, "Open the garage door", "garage", Context(), language="en", agent_id=AGENT)  # asked again
+    for _ in range(50):
+        if len(notified) >= 3:  # the first button cleared, the second question notified
+            break
+        await asyncio.sleep(0.05)
+    assert {"message": "clear_notification", "data": {"tag": first}} in [n.data for n in notified]
+    hass.bus.async_fire("mobile_app_notification_action", {"action": first})  # a late tap on the old button
+    await hass.async_block_till_done()
+    await asyncio.sleep(0.2)
+    assert not [c for c in calls if c["service"] == "cover.open_cover"]
