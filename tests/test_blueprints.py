@@ -10,7 +10,7 @@ import shutil
 from typing import Any
 
 from homeassistant.components import persistent_notification
-from homeassistant.core import HomeAssistant
+from homeassistant.core import HomeAssistant, ServiceCall
 from homeassistant.setup import async_setup_component
 
 from .demo_agent import AGENT, state
@@ -60,17 +60,11 @@ async def test_ask_gemma_acts_and_notifies_when_the_entity_changes(hass: HomeAss
     assert len(model.requests) == 1
 
 
-async def test_confirm_on_phone_answers_the_agents_question_from_the_notification(hass: HomeAssistant, agent: Any) -> None:
-    """"Open the garage door" asks first; the blueprint notifies the phone (here a notify action
-    registered in Home Assistant: a phone cannot exist in a test) with a button; the tap (the
-    Companion app's mobile_app_notification_action event) answers "yes" in the same conversation,
-    and the door opens through the agent's confirmation rules."""
-    from homeassistant.components import conversation  # noqa: PLC0415
-    from homeassistant.core import Context, ServiceCall  # noqa: PLC0415
-
+async def confirm_on_phone(hass: HomeAssistant, entry: Any) -> list[ServiceCall]:
+    """The agent with Home Assistant's sentences on, a phone's notify action (registered in Home
+    Assistant: a phone cannot exist in a test) and the blueprint's automation; what the phone got."""
     from custom_components.gemma_edge.const import CONF_INSTANT_COMMANDS  # noqa: PLC0415
 
-    entry, model, calls = agent
     subentry = next(s for s in entry.subentries.values() if s.subentry_type == "conversation")
     hass.config_entries.async_update_subentry(entry, subentry, data={**subentry.data, CONF_INSTANT_COMMANDS: True})
     await hass.async_block_till_done()
@@ -86,6 +80,19 @@ async def test_confirm_on_phone_answers_the_agents_question_from_the_notificatio
         "use_blueprint": {"path": path, "input": {"notify_action": "notify.mobile_app_test_phone", "agent": AGENT}},
     }]})  # fmt: skip
     await hass.async_block_till_done()
+    return notified
+
+
+async def test_confirm_on_phone_answers_the_agents_question_from_the_notification(hass: HomeAssistant, agent: Any) -> None:
+    """"Open the garage door" asks first; the blueprint notifies the phone (here a notify action
+    registered in Home Assistant: a phone cannot exist in a test) with a button; the tap (the
+    Companion app's mobile_app_notification_action event) answers "yes" in the same conversation,
+    and the door opens through the agent's confirmation rules."""
+    from homeassistant.components import conversation  # noqa: PLC0415
+    from homeassistant.core import Context  # noqa: PLC0415
+
+    entry, model, calls = agent
+    notified = await confirm_on_phone(hass, entry)
 
     result = await conversation.async_converse(hass, "Open the garage door", "garage", Context(), language="en", agent_id=AGENT)
     assert "confirmation" in result.response.speech["plain"]["speech"]
@@ -162,26 +169,10 @@ async def test_confirm_on_phone_lets_a_newer_question_end_the_wait(hass: HomeAss
     """A tap must answer only its own question: when the agent asks something newer in the same
     conversation, the older button's wait ends, and a late tap confirms nothing."""
     from homeassistant.components import conversation  # noqa: PLC0415
-    from homeassistant.core import Context, ServiceCall  # noqa: PLC0415
-
-    from custom_components.gemma_edge.const import CONF_INSTANT_COMMANDS  # noqa: PLC0415
+    from homeassistant.core import Context  # noqa: PLC0415
 
     entry, _model, calls = agent
-    subentry = next(s for s in entry.subentries.values() if s.subentry_type == "conversation")
-    hass.config_entries.async_update_subentry(entry, subentry, data={**subentry.data, CONF_INSTANT_COMMANDS: True})
-    await hass.async_block_till_done()
-    notified: list[ServiceCall] = []
-
-    async def phone(call: ServiceCall) -> None:
-        notified.append(call)
-
-    hass.services.async_register("notify", "mobile_app_test_phone", phone)
-    path = install(hass, "confirm_on_phone.yaml")
-    assert await async_setup_component(hass, "automation", {"automation": [{
-        "alias": "Confirm on phone",
-        "use_blueprint": {"path": path, "input": {"notify_action": "notify.mobile_app_test_phone", "agent": AGENT}},
-    }]})  # fmt: skip
-    await hass.async_block_till_done()
+    notified = await confirm_on_phone(hass, entry)
     await conversation.async_converse(hass, "Open the garage door", "garage", Context(), language="en", agent_id=AGENT)
     for _ in range(50):
         if notified:
