@@ -13,7 +13,10 @@ from homeassistant.components.assist_pipeline import async_pipeline_from_audio_s
 from homeassistant.components.assist_pipeline.pipeline import async_get_pipeline, async_update_pipeline
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.core import Context, HomeAssistant
+from homeassistant.helpers import entity_registry as er
 from homeassistant.setup import async_setup_component
+
+from custom_components.gemma_edge.const import DOMAIN
 
 from .conftest import SMALL_MODEL_AGENT, WHISPER_TINY_EN, async_create_local_entry
 from .test_speech import normal, speak
@@ -89,6 +92,10 @@ async def test_voice_command_through_an_assist_pipeline(
     assert PipelineEventType.ERROR not in by_type, by_type.get(PipelineEventType.ERROR)
     assert normal(by_type[PipelineEventType.STT_END]["stt_output"]["text"]) == "turn on the kitchen light"
     assert hass.states.get("light.kitchen_light").state == "on"
+    # the dashboard's usage figures: one transcription of the spoken sentence, one model turn
+    turns_today = er.async_get(hass).async_get_entity_id("sensor", DOMAIN, f"{entry.entry_id}_turns_today")
+    usage = hass.states.get(turns_today).attributes
+    assert (usage["transcriptions"], usage["model"]) == (1, 1) and 0.5 < usage["speech_seconds"] < 10
     await hass.config_entries.async_unload(entry.entry_id)
 
 

@@ -26,7 +26,7 @@ from homeassistant.config_entries import ConfigEntry
 from homeassistant.const import CONF_LLM_HASS_API
 from homeassistant.core import Context, HomeAssistant
 from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
-from homeassistant.helpers import issue_registry as ir, llm
+from homeassistant.helpers import entity_registry as er, issue_registry as ir, llm
 
 from .cameras import StillCamera, async_setup_cameras, picture
 from .conftest import SMALL_MODEL_AGENT, async_create_local_entry, record_steps
@@ -70,6 +70,12 @@ async def vision_entry(
     await hass.config_entries.async_unload(entry.entry_id)
 
 
+def _turns_today(hass: HomeAssistant, entry: ConfigEntry) -> str:
+    entity_id = er.async_get(hass).async_get_entity_id("sensor", DOMAIN, f"{entry.entry_id}_turns_today")
+    assert entity_id is not None
+    return entity_id
+
+
 async def test_conversation_looks_at_an_exposed_camera(
     hass: HomeAssistant, gemma3_path: Path, projectors: dict[str, Path], cameras: dict[str, StillCamera]
 ) -> None:
@@ -89,6 +95,9 @@ async def test_conversation_looks_at_an_exposed_camera(
     # the next turn: the earlier picture is not evaluated again (the tool may take a new one)
     await conversation.async_converse(hass, "And now?", result.conversation_id, Context(), agent_id="conversation.gemma_conversation")
     assert steps[2].image_tokens == 0
+    # the dashboard's usage figures: two model turns, every snapshot the tool took looked at
+    usage = hass.states.get(_turns_today(hass, entry)).attributes
+    assert (usage["model"], usage["images"]) == (2, cameras["front"].snapshots + cameras["garage"].snapshots)
     await hass.config_entries.async_unload(entry.entry_id)
 
 
@@ -218,6 +227,7 @@ async def test_ask_with_a_camera_returns_text_and_actions(
     first_step = len(steps)
     await ask({"text": "Is someone at the door?", "camera_entity_id": ["camera.front_door"], "agent_id": "conversation.gemma_conversation"})
     assert steps[first_step].image_tokens == FRONT_DOOR_TOKENS and cameras["front"].snapshots == 1
+    assert hass.states.get(_turns_today(hass, entry)).attributes["images"] == 1
     await hass.config_entries.async_unload(entry.entry_id)
 
 

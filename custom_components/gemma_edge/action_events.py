@@ -88,6 +88,21 @@ class TurnReport:
     # what was said: the user's words and the answer (reported only when chosen)
     words: str = ""
     answer: str = ""
+    # images the model looked at: attached to the turn and snapshots its tools took
+    images: int = 0
+
+
+@dataclass(frozen=True)
+class SpeechReport:
+    """One transcription by a speech-to-text entity of the entry."""
+
+    audio_seconds: float
+    transcribe_seconds: float
+
+
+def signal_speech(entry_id: str) -> str:
+    """Return the dispatcher signal carrying a SpeechReport after each transcription."""
+    return f"{DOMAIN}_{entry_id}_speech"
 
 
 def signal_turn(entry_id: str) -> str:

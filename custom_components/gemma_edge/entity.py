@@ -371,6 +371,7 @@ class GemmaLLMEntity(Entity):
                 if isinstance(last, conversation.AssistantContent)
                 else ""
             ),
+            images=len(turn.images) + (len(runner.snapshots) if runner else 0),
         )
         async_dispatcher_send(self.hass, signal_turn(self.entry.entry_id), report)
 

@@ -1,4 +1,4 @@
-"""Sensors of an engine: the model's status and figures, actions today, last action."""
+"""Sensors of an engine: the model's status and figures, what the agent did, sync."""
 
 from __future__ import annotations
 
@@ -15,16 +15,14 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.util import dt as dt_util
 
 from . import GemmaConfigEntry
-from .action_events import (
-    TurnReport,
-    event_data,
-    keeps_words,
-    outcome_sentence,
-    signal_action,
-    signal_turn,
-)
+from .action_events import TurnReport, signal_turn
 from .actions.ledger import LedgerError
-from .actions.outcomes import ActionOutcome
+from .activity_sensors import (
+    ActionsTodaySensor,
+    LastActionSensor,
+    TurnsTodaySensor,
+    WaitingForConfirmationSensor,
+)
 from .cloud_remote import signal_remote
 from .cloud_sync import CloudSync, signal_sync
 from .engine.local_engine import EngineStatus
@@ -42,7 +40,13 @@ async def async_setup_entry(
 ) -> None:
     """Add the engine's sensors, and cloud sync's when it is set up."""
     async_add_entities(
-        [ModelStatusSensor(entry), ActionsTodaySensor(entry), LastActionSensor(entry)]
+        [
+            ModelStatusSensor(entry),
+            ActionsTodaySensor(entry),
+            LastActionSensor(entry),
+            WaitingForConfirmationSensor(entry),
+            TurnsTodaySensor(entry),
+        ]
     )
     if (sync := entry.runtime_data.cloud_sync) is not None:
         async_add_entities(
@@ -122,92 +126,6 @@ class ModelStatusSensor(GemmaEngineEntity, SensorEntity):
         if self._engine.last_error:
             attributes["last_error"] = self._engine.last_error
         return attributes
-
-
-class _ActionSensor(GemmaEngineEntity, SensorEntity):
-    """Base of the sensors fed by action outcomes."""
-
-    _attr_should_poll = False
-
-    async def async_added_to_hass(self) -> None:
-        """Read today's actions from the ledger, then follow new ones."""
-        executor = self._entry.runtime_data.executor
-        if executor.error is None:
-            midnight = dt_util.start_of_local_day().timestamp()
-            for outcome in reversed(await executor.async_recent(10_000, midnight)):
-                self._add(outcome)
-
-        @callback
-        def on_action(outcome: ActionOutcome) -> None:
-            self._add(outcome)
-            self.async_write_ha_state()
-
-        self.async_on_remove(
-            async_dispatcher_connect(
-                self.hass, signal_action(self._entry.entry_id), on_action
-            )
-        )
-
-    def _add(self, outcome: ActionOutcome) -> None:
-        raise NotImplementedError
-
-
-class ActionsTodaySensor(_ActionSensor):
-    """How many actions the agent handled today, by outcome."""
-
-    _attr_native_unit_of_measurement = "actions"
-
-    def __init__(self, entry: GemmaConfigEntry) -> None:
-        """Start counting from the beginning of today."""
-        super().__init__(entry, "actions_today")
-        self._day = dt_util.start_of_local_day()
-        self._counts: Counter[str] = Counter()
-
-    def _add(self, outcome: ActionOutcome) -> None:
-        today = dt_util.start_of_local_day()
-        if today != self._day:
-            self._day, self._counts = today, Counter()
-        if outcome.created_at >= today.timestamp():
-            self._counts[outcome.status.value] += 1
-
-    @property
-    def native_value(self) -> int:
-        """Return how many actions were handled today."""
-        if dt_util.start_of_local_day() != self._day:
-            return 0
-        return sum(self._counts.values())
-
-    @property
-    def extra_state_attributes(self) -> dict[str, Any]:
-        """Return today's count of each outcome."""
-        return dict(self._counts)
-
-
-class LastActionSensor(_ActionSensor):
-    """The last action as a sentence, with its details."""
-
-    def __init__(self, entry: GemmaConfigEntry) -> None:
-        """Start without a last action."""
-        super().__init__(entry, "last_action")
-        self._last: ActionOutcome | None = None
-
-    def _add(self, outcome: ActionOutcome) -> None:
-        self._last = outcome
-
-    @property
-    def native_value(self) -> str | None:
-        """Return the last action as a sentence."""
-        return outcome_sentence(self.hass, self._last)[:255] if self._last else None
-
-    @property
-    def extra_state_attributes(self) -> dict[str, Any]:
-        """Return the last action's event fields and time."""
-        if self._last is None:
-            return {}
-        return {
-            **event_data(self._last, with_words=keeps_words(self._entry)),
-            "time": dt_util.utc_from_timestamp(self._last.created_at).isoformat(),
-        }
 
 
 class _SyncSensor(GemmaEngineEntity, SensorEntity):

@@ -11,10 +11,12 @@ from homeassistant.components import stt
 from homeassistant.config_entries import ConfigSubentry
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError
+from homeassistant.helpers.dispatcher import async_dispatcher_send
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.helpers.event import async_call_later
 
 from . import GemmaConfigEntry
+from .action_events import SpeechReport, signal_speech
 from .const import (
     CONF_STT_BEAM_SIZE,
     CONF_STT_LANGUAGE,
@@ -79,7 +81,7 @@ async def async_setup_entry(
         return
     for subentry in subentries:
         async_add_entities(
-            [WhisperSTTEntity(subentry)], config_subentry_id=subentry.subentry_id
+            [WhisperSTTEntity(entry, subentry)], config_subentry_id=subentry.subentry_id
         )
 
 
@@ -92,8 +94,9 @@ class WhisperSTTEntity(stt.SpeechToTextEntity):
     _attr_has_entity_name = True
     _attr_name = None
 
-    def __init__(self, subentry: ConfigSubentry) -> None:
+    def __init__(self, entry: GemmaConfigEntry, subentry: ConfigSubentry) -> None:
         """Set up the entity from the subentry's model, language and decoding."""
+        self._entry_id = entry.entry_id
         self._attr_unique_id = subentry.subentry_id
         self._attr_device_info = speech_device_info(subentry)
         language = subentry.data.get(CONF_STT_LANGUAGE) or None
@@ -206,5 +209,10 @@ class WhisperSTTEntity(stt.SpeechToTextEntity):
             "Transcribed %.1f s of audio in %.2f s",
             transcript.audio_seconds,
             transcript.transcribe_seconds,
+        )
+        async_dispatcher_send(
+            self.hass,
+            signal_speech(self._entry_id),
+            SpeechReport(transcript.audio_seconds, transcript.transcribe_seconds),
         )
         return stt.SpeechResult(transcript.text, stt.SpeechResultState.SUCCESS)
