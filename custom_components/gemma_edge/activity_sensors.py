@@ -95,8 +95,9 @@ class ActionsTodaySensor(_ActionSensor):
 
     @property
     def extra_state_attributes(self) -> dict[str, Any]:
-        """Return today's count of each outcome."""
-        return dict(self._counts)
+        """Return today's count of each outcome (0 for those that did not happen)."""
+        counts = self._counts if dt_util.start_of_local_day() == self._day else {}
+        return {status.value: counts.get(status.value, 0) for status in ActionStatus}
 
 
 class LastActionSensor(_ActionSensor):

@@ -1,7 +1,8 @@
-"""The ``gemma_edge.ask`` and ``gemma_edge.sync_now`` actions.
+"""The ``ask``, ``sync_now`` and ``get_dashboard`` actions of ``gemma_edge``.
 
 Ask an agent (optionally showing it camera snapshots) from an automation and get
-``{text, actions, conversation_id}`` back; deliver the cloud outbox now.
+``{text, actions, conversation_id}`` back; deliver the cloud outbox now; get a ready
+dashboard of an engine with its entity ids.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from homeassistant.helpers import config_validation as cv
 
 from .action_events import event_data
 from .const import DOMAIN
+from .dashboard import dashboard_config, entry_entities
 
 if TYPE_CHECKING:
     from . import GemmaConfigEntry
@@ -29,6 +31,8 @@ if TYPE_CHECKING:
 
 SERVICE_ASK = "ask"
 SERVICE_SYNC_NOW = "sync_now"
+SERVICE_GET_DASHBOARD = "get_dashboard"
+ATTR_CONFIG_ENTRY_ID = "config_entry_id"
 ATTR_AGENT_ID = "agent_id"
 ATTR_TEXT = "text"
 ATTR_CAMERAS = "camera_entity_id"
@@ -42,6 +46,8 @@ ASK_SCHEMA = vol.Schema(
         vol.Optional(ATTR_CONVERSATION_ID): cv.string,
     }
 )
+
+GET_DASHBOARD_SCHEMA = vol.Schema({vol.Optional(ATTR_CONFIG_ENTRY_ID): cv.string})
 
 
 def _find_agent(
@@ -115,6 +121,19 @@ async def _async_sync_now(call: ServiceCall) -> None:
         await sync.async_sync_now()
 
 
+async def _async_get_dashboard(call: ServiceCall) -> ServiceResponse:
+    """Return the dashboard of an engine (the first loaded one by default)."""
+    wanted = call.data.get(ATTR_CONFIG_ENTRY_ID)
+    for entry in call.hass.config_entries.async_entries(DOMAIN):
+        if entry.state is ConfigEntryState.LOADED and wanted in (None, entry.entry_id):
+            return dashboard_config(entry.title, entry_entities(call.hass, entry))
+    raise ServiceValidationError(
+        translation_domain=DOMAIN,
+        translation_key="engine_not_found",
+        translation_placeholders={"entry": wanted or ""},
+    )
+
+
 def async_register_services(hass: HomeAssistant) -> None:
     """Register the integration's actions (once, at integration setup)."""
     hass.services.async_register(DOMAIN, SERVICE_SYNC_NOW, _async_sync_now)
@@ -123,5 +142,12 @@ def async_register_services(hass: HomeAssistant) -> None:
         SERVICE_ASK,
         _async_ask,
         schema=ASK_SCHEMA,
+        supports_response=SupportsResponse.ONLY,
+    )
+    hass.services.async_register(
+        DOMAIN,
+        SERVICE_GET_DASHBOARD,
+        _async_get_dashboard,
+        schema=GET_DASHBOARD_SCHEMA,
         supports_response=SupportsResponse.ONLY,
     )
