@@ -32,12 +32,14 @@ from typing import Any
 import urllib.error
 
 sys.path.insert(0, str(Path(__file__).parent))
-from dev_client import BASE, PASSWORD, USERNAME, converse, login, request, websocket  # noqa: E402
+from dev_client import BASE, PASSWORD, PORT, USERNAME, converse, login, request, websocket  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from tests.demo_areas import DEMO_AREAS  # noqa: E402  (the tests' demo home has the same areas)
-CONFIG = ROOT / "dev" / "config"
+# GEMMA_EDGE_DEV_CONFIG: another configuration folder (tests/test_browser.py starts a fresh
+# home there, its configuration.yaml on GEMMA_EDGE_DEV_PORT).
+CONFIG = Path(os.environ.get("GEMMA_EDGE_DEV_CONFIG", ROOT / "dev" / "config"))
 MODELS = Path(os.environ.get("GEMMA_EDGE_TEST_MODELS", Path.home() / ".cache" / "gemma-edge" / "models"))
 DEV_MODEL = Path(os.environ.get("GEMMA_EDGE_DEV_MODEL", MODELS / "gemma-3-270m-q4_k_m.gguf"))
 DEV_PROJECTOR = CONFIG / "models" / "mmproj-tiny-gemma4v.gguf"
@@ -45,6 +47,7 @@ DEV_PICTURE = CONFIG / "www" / "front_door.jpg"
 WHISPER_MODEL = MODELS / "faster-whisper-tiny.en"  # fetched by scripts/setup, like the test models
 SPEECH_NAME = "Gemma speech"
 PIPELINE_NAME = "Gemma"
+DASHBOARD_PATH = "gemma-edge"
 CAMERA_NAME = "Front Door"
 CAMERA_ENTITY = "camera.front_door"
 
@@ -116,7 +119,7 @@ def prepare_config() -> None:
         from tests.mmproj_files import text_embedding_of, write_tiny_mmproj  # noqa: PLC0415
 
         _write_atomically(DEV_PROJECTOR, lambda path: write_tiny_mmproj(path, text_embedding_of(DEV_MODEL)))
-        step(f"wrote the tiny vision projector {DEV_PROJECTOR.relative_to(ROOT)}")
+        step(f"wrote the tiny vision projector {DEV_PROJECTOR}")
     if not DEV_PICTURE.exists():
         from PIL import Image  # noqa: PLC0415
 
@@ -126,7 +129,7 @@ def prepare_config() -> None:
 
 def port_in_use() -> bool:
     with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
-        return sock.connect_ex(("127.0.0.1", 8123)) == 0
+        return sock.connect_ex(("127.0.0.1", PORT)) == 0
 
 
 def _stop_with_parent() -> None:
@@ -139,7 +142,7 @@ def start_home_assistant() -> subprocess.Popen[bytes]:
     if port_in_use():
         raise SystemExit(
             f"something already listens on {BASE} (an earlier Home Assistant still running?): stop it first,"
-            " e.g. find it with `ss -ltnp 'sport = :8123'`"
+            f" e.g. find it with `ss -ltnp 'sport = :{PORT}'`"
         )
     preexec = _stop_with_parent if sys.platform.startswith("linux") else None
     return subprocess.Popen([sys.executable, str(ROOT / "scripts" / "run_hass.py"), "-c", str(CONFIG)], preexec_fn=preexec)  # noqa: PLW1509
@@ -283,7 +286,7 @@ def ensure_camera(token: str) -> None:
     result = request("POST", f"/api/config/config_entries/flow/{flow['flow_id']}", {"name": CAMERA_NAME, "file_path": str(DEV_PICTURE)}, token)
     if result.get("type") != "create_entry":
         raise SystemExit(f"could not add the {CAMERA_NAME} camera (local_file): {result}")
-    step(f"created the camera '{CAMERA_NAME}' ({DEV_PICTURE.relative_to(ROOT)})")
+    step(f"created the camera '{CAMERA_NAME}' ({DEV_PICTURE})")
 
 
 def ensure_speech(token: str, entry_id: str) -> None:
@@ -370,6 +373,30 @@ def ensure_areas(token: str) -> None:
                 websocket(token, {"type": "config/entity_registry/update", "entity_id": entity_id, "area_id": areas[name]})
                 changed.append(f"{entity_id} in {name}")
     step(f"areas: set {', '.join(changed)}" if changed else f"areas already set: {', '.join(DEMO_AREAS)}")
+
+
+def ensure_dashboard(token: str, entry_id: str) -> None:
+    """The dashboard "Gemma" in the sidebar, as a user makes it: a new dashboard whose raw
+    configuration is what gemma_edge.get_dashboard returns (kept up to date)."""
+    wanted = request(
+        "POST", "/api/services/gemma_edge/get_dashboard?return_response", {"config_entry_id": entry_id}, token
+    )["service_response"]  # fmt: skip
+    dashboards = websocket(token, {"type": "lovelace/dashboards/list"})
+    done = []
+    if not any(d["url_path"] == DASHBOARD_PATH for d in dashboards):
+        websocket(token, {
+            "type": "lovelace/dashboards/create", "url_path": DASHBOARD_PATH, "title": "Gemma",
+            "icon": "mdi:robot-happy-outline", "show_in_sidebar": True, "require_admin": False, "mode": "storage",
+        })  # fmt: skip
+        done.append("created")
+    try:
+        current = websocket(token, {"type": "lovelace/config", "url_path": DASHBOARD_PATH})
+    except RuntimeError:  # a new dashboard has no configuration yet
+        current = None
+    if current != wanted:
+        websocket(token, {"type": "lovelace/config/save", "url_path": DASHBOARD_PATH, "config": wanted})
+        done.append("filled from gemma_edge.get_dashboard")
+    step(f"dashboard '{BASE}/{DASHBOARD_PATH}': {' and '.join(done) if done else 'up to date'}")
 
 
 def _log_problems() -> list[str]:
@@ -472,6 +499,7 @@ def main() -> None:
         agent = ensure_pipeline(token, entry_id)
         ensure_camera(token)
         ensure_areas(token)
+        ensure_dashboard(token, entry_id)
         if "--check" in sys.argv:
             ok = check(token, agent)
         else:

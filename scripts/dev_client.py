@@ -9,12 +9,15 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import urllib.parse
 import urllib.request
 from typing import Any
 
-BASE = "http://127.0.0.1:8123"
+# GEMMA_EDGE_DEV_PORT: another port (tests/test_browser.py runs its own home beside yours).
+PORT = int(os.environ.get("GEMMA_EDGE_DEV_PORT", "8123"))
+BASE = f"http://127.0.0.1:{PORT}"
 CLIENT_ID = f"{BASE}/"
 USERNAME = PASSWORD = "dev"
 
