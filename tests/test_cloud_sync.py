@@ -243,3 +243,8 @@ async def test_removing_cloud_sync_deletes_what_waited_and_its_repairs(hass: Hom
     outbox = Outbox(entry.runtime_data.executor.ledger)
     stats = await entry.runtime_data.executor.async_on_ledger(outbox.stats)
     assert (stats.pending, stats.sent, stats.dead) == (0, 0, 0)
+    # its sensors leave the entity registry too (not left "no longer provided")
+    registry = er.async_get(hass)
+    for key in ("sync_status", "sync_pending", "sync_last_delivery"):
+        assert registry.async_get_entity_id("sensor", DOMAIN, f"{entry.entry_id}_{key}") is None, key
+    assert registry.async_get_entity_id("sensor", DOMAIN, f"{entry.entry_id}_actions_today") is not None

@@ -36,6 +36,10 @@ async def async_setup_entry(
 class AgentActivityCalendar(GemmaEngineEntity, CalendarEntity):
     """Actions of the agent, newest last."""
 
+    # The last action comes by dispatcher signal; CalendarEntity schedules its own
+    # updates at the start and end of the current event.
+    _attr_should_poll = False
+
     def __init__(self, entry: GemmaConfigEntry) -> None:
         """Set up the calendar of the entry's actions."""
         super().__init__(entry, "agent_activity")

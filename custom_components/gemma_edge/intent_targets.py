@@ -25,7 +25,6 @@ import voluptuous as vol
 
 from homeassistant.components.conversation import DOMAIN as CONVERSATION_DOMAIN
 from homeassistant.core import Context, HomeAssistant, State
-from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import area_registry as ar, device_registry as dr, intent
 
 from .actions.intents import (
@@ -40,8 +39,8 @@ from .actions.intents import (
 from .actions.records import ServiceAction
 
 
-class TargetError(HomeAssistantError):
-    """The call cannot be resolved to entities.
+class TargetError(Exception):
+    """The call cannot be resolved to entities (a message for the model, not the user).
 
     The message tells the model what to do; ``reason`` is a short code for why.
     """

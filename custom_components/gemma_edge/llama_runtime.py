@@ -254,7 +254,9 @@ async def _async_install(
         error = f"the installed {plan.describe()} does not work: {err}"
         raise_issue(hass, ISSUE_LLAMA_CPP, None, error=error)
         raise _InstalledButBrokenError(
-            f"llama-cpp-python is not usable: {error}"
+            translation_domain=DOMAIN,
+            translation_key="llama_cpp_unusable",
+            translation_placeholders={"error": error},
         ) from err
     LOGGER.info("Installed llama-cpp-python %s", version)
     return version

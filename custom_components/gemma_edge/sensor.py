@@ -9,6 +9,7 @@ from typing import Any
 
 from homeassistant.components.sensor import SensorDeviceClass, SensorEntity
 from homeassistant.core import HomeAssistant, callback
+from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers.dispatcher import async_dispatcher_connect
 from homeassistant.helpers.entity import EntityCategory
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
@@ -25,6 +26,7 @@ from .activity_sensors import (
 )
 from .cloud_remote import signal_remote
 from .cloud_sync import CloudSync, signal_sync
+from .const import DOMAIN
 from .engine.local_engine import EngineStatus
 from .entity import GemmaEngineEntity
 from .sync.remote_actions import RemoteRequest
@@ -48,7 +50,8 @@ async def async_setup_entry(
             TurnsTodaySensor(entry),
         ]
     )
-    if (sync := entry.runtime_data.cloud_sync) is not None:
+    sync = entry.runtime_data.cloud_sync
+    if sync is not None:
         async_add_entities(
             [
                 SyncStatusSensor(entry, sync),
@@ -56,8 +59,25 @@ async def async_setup_entry(
                 SyncLastDeliverySensor(entry, sync),
             ]
         )
-        if sync.remote.specs:
-            async_add_entities([RemoteActionsSensor(entry, sync)])
+    if sync is not None and sync.remote.specs:
+        async_add_entities([RemoteActionsSensor(entry, sync)])
+    else:
+        _forget_sensors(hass, entry, ["remote_actions"])
+    if sync is None:
+        _forget_sensors(
+            hass, entry, ["sync_status", "sync_pending", "sync_last_delivery"]
+        )
+
+
+def _forget_sensors(
+    hass: HomeAssistant, entry: GemmaConfigEntry, keys: list[str]
+) -> None:
+    """Remove the sensors of what is no longer set up (cloud sync, remote actions)."""
+    registry = er.async_get(hass)
+    for key in keys:
+        unique_id = f"{entry.entry_id}_{key}"
+        if entity_id := registry.async_get_entity_id("sensor", DOMAIN, unique_id):
+            registry.async_remove(entity_id)
 
 
 class ModelStatusSensor(GemmaEngineEntity, SensorEntity):
