@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from custom_components.gemma_edge import config_flow
+from custom_components.gemma_edge import flow_checks
 from custom_components.gemma_edge.const import (
     CONF_MAX_TOKENS,
     CONF_MODEL_PATH,
@@ -76,6 +76,37 @@ async def test_local_model_errors(hass: HomeAssistant, tmp_path: Path, make: Any
 async def test_missing_mmproj_is_a_form_error(hass: HomeAssistant, smollm2_path: Path, tmp_path: Path) -> None:
     result = await _local_step(hass, {CONF_MODEL_PATH: str(smollm2_path), "mmproj_path": str(tmp_path / "no.gguf")})
     assert result["errors"] == {"mmproj_path": "mmproj_not_found"}
+
+
+async def test_reconfigure_moves_the_engine_to_another_model_file(
+    hass: HomeAssistant, smollm2_path: Path, gemma3_path: Path, tmp_path: Path
+) -> None:
+    """Reconfigure shows the current files, checks the new ones like the setup does, refuses a
+    file another engine uses, and reloads the engine on the new model with its agents."""
+    entry = await async_create_local_entry(hass, smollm2_path)
+    other = await async_create_local_entry(hass, gemma3_path)
+    agents = set(entry.subentries)
+    flow = await hass.config_entries.flow.async_init(DOMAIN, context={"source": "reconfigure", "entry_id": entry.entry_id})
+    assert flow["step_id"] == "reconfigure_local"
+    [model_field, _projector] = flow["data_schema"].schema
+    assert model_field.description["suggested_value"] == str(smollm2_path)
+    missing = await hass.config_entries.flow.async_configure(flow["flow_id"], {CONF_MODEL_PATH: str(tmp_path / "gone.gguf")})
+    assert missing["errors"] == {CONF_MODEL_PATH: "model_not_found"}
+    taken = await hass.config_entries.flow.async_configure(flow["flow_id"], {CONF_MODEL_PATH: str(gemma3_path)})
+    assert taken["type"] is FlowResultType.ABORT and taken["reason"] == "already_configured"
+    await hass.config_entries.async_remove(other.entry_id)
+    flow = await hass.config_entries.flow.async_init(DOMAIN, context={"source": "reconfigure", "entry_id": entry.entry_id})
+    no_projector = await hass.config_entries.flow.async_configure(
+        flow["flow_id"], {CONF_MODEL_PATH: str(gemma3_path), "mmproj_path": str(tmp_path / "no.gguf")}
+    )
+    assert no_projector["errors"] == {"mmproj_path": "mmproj_not_found"}
+    done = await hass.config_entries.flow.async_configure(flow["flow_id"], {CONF_MODEL_PATH: f" {gemma3_path} "})
+    assert done["type"] is FlowResultType.ABORT and done["reason"] == "reconfigure_successful"
+    await hass.async_block_till_done()
+    assert entry.state is ConfigEntryState.LOADED and entry.data[CONF_MODEL_PATH] == str(gemma3_path)
+    assert entry.runtime_data.engine.settings.model_path == str(gemma3_path)
+    assert set(entry.subentries) == agents and hass.states.get("conversation.gemma_conversation") is not None
+    await hass.config_entries.async_unload(entry.entry_id)
 
 
 def _write(path: Path, data: bytes) -> Path:
@@ -276,7 +307,7 @@ async def test_unexpected_error_is_an_unknown_form_error(
     def broken(path: str) -> None:
         raise RuntimeError("disk controller on fire")
 
-    monkeypatch.setattr(config_flow, "read_gguf_info", broken)
+    monkeypatch.setattr(flow_checks, "read_gguf_info", broken)
     result = await _local_step(hass, {CONF_MODEL_PATH: str(smollm2_path)})
     assert result["type"] is FlowResultType.FORM and result["errors"] == {"base": "unknown"}
     assert "disk controller on fire" in caplog.text and "Traceback" in caplog.text

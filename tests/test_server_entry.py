@@ -127,3 +127,24 @@ def test_server_entries_have_their_own_translations() -> None:
     strings = json.loads((Path(llama_runtime.__file__).parent / "strings.json").read_text())
     assert set(strings["config"]["step"]["server"]["data"]) == {"server_url", "server_api_key", "context_size"}
     assert {"cannot_connect", "server_model_unsupported"} <= set(strings["config"]["error"])
+
+
+async def test_reconfigure_moves_the_engine_to_another_server(hass: HomeAssistant, socket_enabled: None) -> None:
+    """The server moved: reconfigure refuses an address that does not answer, keeps one that does,
+    and the engine reloads on it with its agents."""
+    with llama_cpp_server(SMOLLM2, port=free_port()) as first_url:
+        entry = (await _add_server(hass, first_url))["result"]
+        await hass.async_block_till_done()
+        assert entry.state is ConfigEntryState.LOADED
+    subentries = set(entry.subentries)
+    with llama_cpp_server(SMOLLM2, port=free_port()) as moved_url:
+        flow = await hass.config_entries.flow.async_init(DOMAIN, context={"source": "reconfigure", "entry_id": entry.entry_id})
+        assert flow["step_id"] == "reconfigure_server"
+        nowhere = await hass.config_entries.flow.async_configure(flow["flow_id"], {"server_url": f"http://127.0.0.1:{free_port()}"})
+        assert nowhere["errors"] == {"base": "cannot_connect"}
+        done = await hass.config_entries.flow.async_configure(flow["flow_id"], {"server_url": moved_url + "/"})
+        assert done["type"] is FlowResultType.ABORT and done["reason"] == "reconfigure_successful"
+        await hass.async_block_till_done()
+        assert entry.state is ConfigEntryState.LOADED and entry.data["server_url"] == moved_url
+        assert set(entry.subentries) == subentries
+        await hass.config_entries.async_unload(entry.entry_id)

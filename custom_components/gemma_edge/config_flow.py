@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-import os
 from pathlib import Path
 import threading
 from typing import Any
@@ -59,10 +58,9 @@ from .engine.download import (
     download_files,
     resolve_remote_file,
 )
-from .engine.gguf_info import GGUFError, GGUFInfo, read_gguf_info
-from .engine.llama_model import EngineError, EngineSettings, ModelLoadError
+from .engine.llama_model import EngineSettings
 from .engine.preflight import PreflightError, check_memory_for
-from .engine.server_model import ServerAuthError, probe_server
+from .flow_checks import async_check_model_files, async_check_server
 from .flow_download import FlowDownload, default_download_dir
 from .llama_runtime import async_llama_cpp_problem
 from .options_flow import ENGINE_DEFAULTS, GemmaEdgeOptionsFlow
@@ -74,22 +72,23 @@ from .subentry_flow import (
 )
 from .sync_flow import CloudSyncSubentryFlow
 
+_SERVER_FIELDS = {
+    vol.Required(CONF_SERVER_URL): TextSelector(
+        TextSelectorConfig(type=TextSelectorType.URL)
+    ),
+    vol.Optional(CONF_SERVER_API_KEY): TextSelector(
+        TextSelectorConfig(type=TextSelectorType.PASSWORD)
+    ),
+}
 
-def validate_model_file(path: str) -> GGUFInfo:
-    """Check a local model file (blocking).
 
-    Raises GGUFError with the form's error key in args[0].
-    """
-    if not path or not Path(path).is_file():
-        raise GGUFError("model_not_found")
-    try:
-        info = read_gguf_info(path)
-    except GGUFError as err:
-        LOGGER.info("Rejected model file %s: %s", path, err)
-        raise GGUFError("not_gguf") from err
-    if not info.is_text_model:
-        raise GGUFError("unsupported_architecture")
-    return info
+def _local_schema() -> vol.Schema:
+    return vol.Schema(
+        {
+            vol.Required(CONF_MODEL_PATH): TextSelector(),
+            vol.Optional(CONF_MMPROJ_PATH): TextSelector(),
+        }
+    )
 
 
 class GemmaEdgeConfigFlow(ConfigFlow, domain=DOMAIN):
@@ -144,23 +143,8 @@ class GemmaEdgeConfigFlow(ConfigFlow, domain=DOMAIN):
             settings = EngineSettings(
                 "", server_url=entry.data[CONF_SERVER_URL], server_api_key=key or None
             )
-            try:
-                await self.hass.async_add_executor_job(probe_server, settings)
-            except ServerAuthError:
-                errors["base"] = "invalid_auth"
-            except ModelLoadError:
-                errors["base"] = "server_model_unsupported"
-            except EngineError as err:
-                LOGGER.warning(
-                    "Cannot reach the llama.cpp server at %s: %s",
-                    settings.server_url,
-                    err,
-                )
-                errors["base"] = "cannot_connect"
-            except Exception:
-                LOGGER.exception("Unexpected error while checking the new API key")
-                errors["base"] = "unknown"
-            else:
+            errors, _found = await async_check_server(self.hass, settings)
+            if not errors:
                 return self.async_update_reload_and_abort(
                     entry, data_updates={CONF_SERVER_API_KEY: key}
                 )
@@ -177,6 +161,85 @@ class GemmaEdgeConfigFlow(ConfigFlow, domain=DOMAIN):
             description_placeholders={"url": entry.data[CONF_SERVER_URL]},
         )
 
+    async def async_step_reconfigure(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Point the engine at another model file (and projector) or server."""
+        if self._get_reconfigure_entry().data.get(CONF_MODEL_SOURCE) == SOURCE_SERVER:
+            return await self.async_step_reconfigure_server(user_input)
+        return await self.async_step_reconfigure_local(user_input)
+
+    async def async_step_reconfigure_local(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Check the new files, then keep them; the entry reloads with the new model."""
+        entry = self._get_reconfigure_entry()
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            path = user_input[CONF_MODEL_PATH].strip()
+            mmproj = (user_input.get(CONF_MMPROJ_PATH) or "").strip()
+            if self._used_by_another(entry, CONF_MODEL_PATH, path):
+                return self.async_abort(reason="already_configured")
+            errors, _info = await async_check_model_files(self.hass, path, mmproj)
+            if not errors:
+                data = {k: v for k, v in entry.data.items() if k != CONF_MMPROJ_PATH}
+                data.update({CONF_MODEL_SOURCE: SOURCE_LOCAL, CONF_MODEL_PATH: path})
+                if mmproj:
+                    data[CONF_MMPROJ_PATH] = mmproj
+                # The entry's update listener reloads what changed.
+                return self.async_update_and_abort(entry, data=data)
+        current = {
+            CONF_MODEL_PATH: entry.data.get(CONF_MODEL_PATH, ""),
+            CONF_MMPROJ_PATH: entry.data.get(CONF_MMPROJ_PATH, ""),
+        }
+        return self.async_show_form(
+            step_id="reconfigure_local",
+            data_schema=self.add_suggested_values_to_schema(
+                _local_schema(), user_input or current
+            ),
+            errors=errors,
+        )
+
+    async def async_step_reconfigure_server(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Probe the new server address (and key), then keep them."""
+        entry = self._get_reconfigure_entry()
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            url = user_input[CONF_SERVER_URL].strip().rstrip("/")
+            key = (user_input.get(CONF_SERVER_API_KEY) or "").strip()
+            if self._used_by_another(entry, CONF_SERVER_URL, url):
+                return self.async_abort(reason="already_configured")
+            settings = EngineSettings(
+                "",
+                n_ctx=int(entry.data.get(CONF_N_CTX, DEFAULT_N_CTX)),
+                server_url=url,
+                server_api_key=key or None,
+            )
+            errors, _found = await async_check_server(self.hass, settings)
+            if not errors:
+                data = {k: v for k, v in entry.data.items() if k != CONF_SERVER_API_KEY}
+                data[CONF_SERVER_URL] = url
+                if key:
+                    data[CONF_SERVER_API_KEY] = key
+                return self.async_update_and_abort(entry, data=data)
+        schema = vol.Schema(_SERVER_FIELDS)
+        current = {CONF_SERVER_URL: entry.data[CONF_SERVER_URL]}
+        return self.async_show_form(
+            step_id="reconfigure_server",
+            data_schema=self.add_suggested_values_to_schema(
+                schema, user_input or current
+            ),
+            errors=errors,
+        )
+
+    def _used_by_another(self, entry: ConfigEntry, key: str, value: str) -> bool:
+        return any(
+            other.entry_id != entry.entry_id and other.data.get(key) == value
+            for other in self._async_current_entries(include_ignore=False)
+        )
+
     async def async_step_server(
         self, user_input: dict[str, Any] | None = None
     ) -> ConfigFlowResult:
@@ -190,24 +253,9 @@ class GemmaEdgeConfigFlow(ConfigFlow, domain=DOMAIN):
             settings = EngineSettings(
                 "", n_ctx=n_ctx, server_url=url, server_api_key=key or None
             )
-            try:
-                kind, model = await self.hass.async_add_executor_job(
-                    probe_server, settings
-                )
-            except ServerAuthError:
-                errors["base"] = "invalid_auth"
-            except ModelLoadError as err:
-                LOGGER.warning(
-                    "The llama.cpp server at %s cannot be used: %s", url, err
-                )
-                errors["base"] = "server_model_unsupported"
-            except EngineError as err:
-                LOGGER.warning("Cannot reach the llama.cpp server at %s: %s", url, err)
-                errors["base"] = "cannot_connect"
-            except Exception:
-                LOGGER.exception("Unexpected error while probing %s", url)
-                errors["base"] = "unknown"
-            else:
+            errors, found = await async_check_server(self.hass, settings)
+            if found is not None:
+                kind, model = found
                 data = {
                     CONF_MODEL_SOURCE: SOURCE_SERVER,
                     CONF_SERVER_URL: url,
@@ -219,12 +267,7 @@ class GemmaEdgeConfigFlow(ConfigFlow, domain=DOMAIN):
                 return self._create_engine_entry(f"{model} ({kind})", data)
         schema = vol.Schema(
             {
-                vol.Required(CONF_SERVER_URL): TextSelector(
-                    TextSelectorConfig(type=TextSelectorType.URL)
-                ),
-                vol.Optional(CONF_SERVER_API_KEY): TextSelector(
-                    TextSelectorConfig(type=TextSelectorType.PASSWORD)
-                ),
+                **_SERVER_FIELDS,
                 vol.Required(CONF_N_CTX, default=DEFAULT_N_CTX): NumberSelector(
                     NumberSelectorConfig(
                         min=1024, max=131072, step=256, mode=NumberSelectorMode.BOX
@@ -246,18 +289,7 @@ class GemmaEdgeConfigFlow(ConfigFlow, domain=DOMAIN):
         if user_input is not None:
             path = user_input[CONF_MODEL_PATH].strip()
             mmproj = (user_input.get(CONF_MMPROJ_PATH) or "").strip()
-            try:
-                info = await self.hass.async_add_executor_job(validate_model_file, path)
-            except GGUFError as err:
-                errors[CONF_MODEL_PATH] = str(err)
-            except Exception:
-                LOGGER.exception("Unexpected error while checking %s", path)
-                errors["base"] = "unknown"
-            else:
-                if mmproj and not await self.hass.async_add_executor_job(
-                    os.path.isfile, mmproj
-                ):
-                    errors[CONF_MMPROJ_PATH] = "mmproj_not_found"
+            errors, info = await async_check_model_files(self.hass, path, mmproj)
             if not errors:
                 self._async_abort_entries_match({CONF_MODEL_PATH: path})
                 data = {
@@ -267,16 +299,13 @@ class GemmaEdgeConfigFlow(ConfigFlow, domain=DOMAIN):
                 }
                 if mmproj:
                     data[CONF_MMPROJ_PATH] = mmproj
-                return self._create_engine_entry(info.name or Path(path).stem, data)
-        schema = vol.Schema(
-            {
-                vol.Required(CONF_MODEL_PATH): TextSelector(),
-                vol.Optional(CONF_MMPROJ_PATH): TextSelector(),
-            }
-        )
+                name = info.name if info is not None else ""
+                return self._create_engine_entry(name or Path(path).stem, data)
         return self.async_show_form(
             step_id="local",
-            data_schema=self.add_suggested_values_to_schema(schema, user_input or {}),
+            data_schema=self.add_suggested_values_to_schema(
+                _local_schema(), user_input or {}
+            ),
             errors=errors,
         )
 
