@@ -96,6 +96,18 @@ def prepare_config() -> None:
         link.unlink()
     if not link.is_symlink() and not link.exists():
         link.symlink_to(ROOT / "custom_components")
+    automations = CONFIG / "automations.yaml"  # the UI's automations (configuration.yaml)
+    if not automations.exists():
+        automations.write_text("[]\n")
+    # Our blueprints, as if imported (Settings > Automations & scenes > Blueprints lists them);
+    # copies, kept up to date: Home Assistant does not look into linked folders.
+    blueprints = CONFIG / "blueprints" / "automation" / "gemma_edge"
+    if blueprints.is_symlink():
+        blueprints.unlink()
+    blueprints.mkdir(parents=True, exist_ok=True)
+    for source in (ROOT / "blueprints" / "automation" / "gemma_edge").glob("*.yaml"):
+        if not (copy := blueprints / source.name).exists() or copy.read_text() != source.read_text():
+            _write_atomically(copy, lambda path, text=source.read_text(): path.write_text(text))
     if not _login_exists():
         subprocess.run(
             [sys.executable, "-c", "import sys; from homeassistant.scripts import auth; auth.run(sys.argv[1:])",

@@ -6,8 +6,8 @@ fresh in a temporary folder on a free port by scripts/dev_bootstrap.py, exactly 
 developer starts it): log in; add a second engine through the config-flow UI with a local
 model file; open Assist from the toolbar and type "turn on the kitchen lights"; see the
 answer and the light on in the UI, and check that our agent acted (a gemma_edge_action
-event in the light's context); open the ready dashboard and see the action in the Last
-action card and in the Agent activity calendar. Screenshots go to tests/artifacts/browser/
+event in the light's context); see our blueprints listed; open the ready dashboard and see
+the action in the Last action card and in the Agent activity calendar. Screenshots go to tests/artifacts/browser/
 (README's pictures are taken from there).
 """
 
@@ -27,6 +27,7 @@ import sys
 import threading
 import time
 from typing import Any
+from urllib.parse import urlparse
 
 import pytest
 
@@ -46,6 +47,11 @@ COMMAND = "turn on the kitchen lights"
 ANSWER = "Turned on Kitchen Lights."
 LIGHT = "light.kitchen_lights"
 SENTENCE = "turned on Kitchen Lights (asked in Assist)"
+BLUEPRINTS = [
+    "Ask Gemma when something happens",
+    "Camera snapshot to data with Gemma",
+    "Confirm Gemma's sensitive actions from your phone",
+]
 # The toolbar's Assist button shows mdi:comment-processing-outline (its label is a tooltip).
 ASSIST_ICON = "M9,22A1,1 0 0,1 8,21V18H4A2,2"
 
@@ -143,7 +149,9 @@ def log_in(page: Page, base: str) -> None:
     page.get_by_label("Password", exact=True).fill(dev_client.PASSWORD)
     shot(page, "01-login")
     page.keyboard.press("Enter")
-    page.wait_for_url(lambda url: "/auth/" not in url and url.rstrip("/") != base, timeout=60_000)
+    # logged in once the frontend has its tokens and has moved on to a dashboard
+    page.wait_for_url(lambda url: "auth" not in url and urlparse(url).path not in ("", "/"), timeout=60_000)
+    expect(page.locator("ha-sidebar")).to_be_visible(timeout=60_000)
 
 
 def add_engine_in_the_ui(page: Page, base: str, model: Path) -> None:
@@ -245,9 +253,15 @@ def use_the_home(page: Page, base: str, token: str, recorder: EventRecorder, fir
         "service": "light.turn_on", "entity_ids": [LIGHT], "status": "executed", "source": "conversation",
     }  # fmt: skip
 
+    # the blueprints are there to use (the dev home has them as if imported)
+    page.goto(f"{base}/config/blueprint/dashboard")
+    for name in BLUEPRINTS:
+        expect(page.get_by_text(name, exact=True).first).to_be_visible(timeout=60_000)
+    shot(page, "07-blueprints")
+
     page.goto(f"{base}/gemma-edge/gemma")
     last_action = page.locator("ha-markdown").filter(has_text=SENTENCE)
     expect(last_action.first).to_be_visible(timeout=60_000)
     calendar = page.locator("ha-full-calendar").get_by_text(SENTENCE)
     expect(calendar.first).to_be_visible(timeout=60_000)
-    shot(page, "07-dashboard", full_page=True)
+    shot(page, "08-dashboard", full_page=True)
