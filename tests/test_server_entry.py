@@ -6,6 +6,7 @@ through it with the prefix cached, the server gone and back, its API key kept ou
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,8 @@ from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import Context, HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.helpers import intent
+from homeassistant.util import dt as dt_util
+from pytest_homeassistant_custom_component.common import async_fire_time_changed
 from pytest_homeassistant_custom_component.components.diagnostics import get_diagnostics_for_config_entry
 
 from .conftest import SMALL_MODEL_AGENT, SMOLLM2, record_steps
@@ -147,4 +150,39 @@ async def test_reconfigure_moves_the_engine_to_another_server(hass: HomeAssistan
         await hass.async_block_till_done()
         assert entry.state is ConfigEntryState.LOADED and entry.data["server_url"] == moved_url
         assert set(entry.subentries) == subentries
+        await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_a_server_that_stops_answering_makes_the_agents_unavailable_until_it_is_back(
+    hass: HomeAssistant, socket_enabled: None, lights: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server goes away while Home Assistant runs: the next turn fails with a clear answer,
+    the agents become unavailable and Model status says error, logged once however many turns
+    fail; the server comes back: within the check interval the agents are available again,
+    logged once."""
+    port = free_port()
+    with llama_cpp_server(SMOLLM2, port=port) as url:
+        entry = (await _add_server(hass, url))["result"]
+        await hass.async_block_till_done()
+        assert hass.states.get("conversation.gemma_conversation").state != "unavailable"
+    status = next(s.entity_id for s in hass.states.async_all("sensor") if s.entity_id.endswith("_model_status"))
+    for _ in range(2):
+        result = await conversation.async_converse(hass, "Hello?", None, Context(), agent_id="conversation.gemma_conversation")
+        assert result.response.error_code is intent.IntentResponseErrorCode.UNKNOWN
+    await hass.async_block_till_done()
+    for agent in ("conversation.gemma_conversation", "ai_task.gemma_ai_task"):
+        assert hass.states.get(agent).state == "unavailable", agent
+    assert hass.states.get(status).state == "error" and "cannot be reached" in hass.states.get(status).attributes["last_error"]
+    assert caplog.text.count("the agents are unavailable until it answers again") == 1
+    # nothing answers yet: a check changes nothing
+    async_fire_time_changed(hass, dt_util.utcnow() + timedelta(seconds=31))
+    await hass.async_block_till_done(wait_background_tasks=True)
+    assert hass.states.get("conversation.gemma_conversation").state == "unavailable"
+    with llama_cpp_server(SMOLLM2, port=port) as url:
+        async_fire_time_changed(hass, dt_util.utcnow() + timedelta(seconds=62))
+        await hass.async_block_till_done(wait_background_tasks=True)
+        for agent in ("conversation.gemma_conversation", "ai_task.gemma_ai_task"):
+            assert hass.states.get(agent).state != "unavailable", agent
+        assert hass.states.get(status).state == "ready" and "last_error" not in hass.states.get(status).attributes
+        assert caplog.text.count(f"The llama.cpp server at {url} answers again") == 1
         await hass.config_entries.async_unload(entry.entry_id)

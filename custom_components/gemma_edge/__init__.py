@@ -82,6 +82,8 @@ PRUNE_INTERVAL = timedelta(hours=6)
 # The vision projector (~0.56 GB for E4B) is freed after this long without images.
 VISION_IDLE = timedelta(minutes=10)
 VISION_CHECK_INTERVAL = timedelta(minutes=1)
+# How often a llama.cpp server that stopped answering is asked whether it is back.
+SERVER_CHECK_INTERVAL = timedelta(seconds=30)
 
 
 @dataclass
@@ -335,7 +337,8 @@ def _schedule_housekeeping(
 ) -> None:
     """Schedule housekeeping on the event loop.
 
-    Prune the ledger every few hours and free an idle vision projector.
+    Prune the ledger every few hours, free an idle vision projector, and ask a
+    llama.cpp server that stopped answering whether it is back.
     """
 
     @callback
@@ -356,8 +359,19 @@ def _schedule_housekeeping(
             f"{DOMAIN} release idle vision",
         )
 
+    @callback
+    def check_server(_now: datetime) -> None:
+        if engine.unreachable is not None:
+            entry.async_create_background_task(
+                hass, engine.async_check_server(), f"{DOMAIN} check server"
+            )
+
     if executor.error is None:
         entry.async_on_unload(async_track_time_interval(hass, prune, PRUNE_INTERVAL))
+    if engine.settings.server_url:
+        entry.async_on_unload(
+            async_track_time_interval(hass, check_server, SERVER_CHECK_INTERVAL)
+        )
     if engine.has_vision:
         entry.async_on_unload(
             async_track_time_interval(hass, release_vision, VISION_CHECK_INTERVAL)

@@ -14,7 +14,7 @@ from typing import Any
 
 from homeassistant.components import conversation
 from homeassistant.config_entries import ConfigSubentry
-from homeassistant.core import Context
+from homeassistant.core import Context, callback
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import device_registry as dr, llm
 from homeassistant.helpers.dispatcher import async_dispatcher_send
@@ -234,6 +234,25 @@ class GemmaLLMEntity(Entity):
     @property
     def _engine(self) -> LocalEngine:
         return self.entry.runtime_data.engine
+
+    @property
+    def available(self) -> bool:
+        """Unavailable while the entry's llama.cpp server does not answer."""
+        return self._engine.available
+
+    async def async_added_to_hass(self) -> None:
+        """Follow the engine's availability."""
+        await super().async_added_to_hass()
+        was_available = self.available
+
+        @callback
+        def on_engine_change() -> None:
+            nonlocal was_available
+            if self.available != was_available:
+                was_available = self.available
+                self.async_write_ha_state()
+
+        self.async_on_remove(self._engine.add_listener(on_engine_change))
 
     def _tool_specs(
         self, chat_log: conversation.ChatLog, targeted: bool = True

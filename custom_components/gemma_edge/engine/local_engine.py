@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import Future
 import contextlib
 from dataclasses import dataclass
 import enum
@@ -31,7 +32,7 @@ from .llama_model import (
     GenerationStats,
     LlamaModel,
 )
-from .server_model import ServerModel
+from .server_model import ServerModel, ServerUnavailableError
 from .tool_calls import ToolCall, looks_like_call, parse_tool_calls
 from .worker import (
     PRIORITY_AUTOMATION,
@@ -161,6 +162,8 @@ class LocalEngine:
         self._active = 0
         self._status = EngineStatus.UNLOADED
         self.last_error: str | None = None
+        # Why a llama.cpp server did not answer the last request (None: it did).
+        self.unreachable: str | None = None
         self.last_stats: GenerationStats | None = None
         self._load_lock = asyncio.Lock()
         # At most one step with images at a time: each holds its images and their image
@@ -191,6 +194,61 @@ class LocalEngine:
     def _notify(self) -> None:
         for listener in list(self._listeners):
             listener()
+
+    @property
+    def available(self) -> bool:
+        """Whether the model can answer: loaded and, a server, answering."""
+        return self._model is not None and self.unreachable is None
+
+    def _server_answered(self, error: BaseException | None) -> None:
+        """Record whether the server answered a request; log each change once."""
+        if isinstance(error, ServerUnavailableError):
+            if self.unreachable is None:
+                _LOGGER.warning(
+                    "%s; the agents are unavailable until it answers again", error
+                )
+            self.unreachable = self.last_error = str(error)
+            self.status = EngineStatus.ERROR
+            self._notify()
+        elif error is None and self.unreachable is not None:
+            _LOGGER.info(
+                "The llama.cpp server at %s answers again", self.settings.server_url
+            )
+            self.unreachable = self.last_error = None
+            if self._active == 0:
+                self.status = EngineStatus.READY
+            self._notify()
+
+    async def _answer_of[T](self, future: Future[T]) -> T:
+        """Await the worker's answer; note whether a server answered."""
+        try:
+            result = await asyncio.wrap_future(future)
+        except ServerUnavailableError as err:
+            self._server_answered(err)
+            raise
+        self._server_answered(None)
+        return result
+
+    async def async_check_server(self) -> bool:
+        """Ask a server that stopped answering whether it answers again.
+
+        Runs at background priority; returns whether the engine is available.
+        """
+        worker, model = self._worker, self._model
+        if self.unreachable is None or worker is None:
+            return self.available
+        if not isinstance(model, ServerModel):
+            return self.available
+        try:
+            await asyncio.wrap_future(
+                worker.submit(model.ping, priority=PRIORITY_BACKGROUND)
+            )
+        except ServerUnavailableError:
+            return False
+        except (WorkerBusyError, WorkerStoppedError):
+            return False
+        self._server_answered(None)
+        return True
 
     @property
     def model(self) -> LlamaModel | ServerModel | None:
@@ -394,7 +452,7 @@ class LocalEngine:
             while (piece := await pieces.get()) is not None:
                 if text := splitter.feed(piece):
                     yield TextDelta(text)
-            stats = await asyncio.wrap_future(future)
+            stats = await self._answer_of(future)
             text, calls = splitter.finish(truncated=stats.stop_reason == "length")
             if text := _strip_turn_end(text):
                 yield TextDelta(text)
@@ -407,7 +465,11 @@ class LocalEngine:
             cancelled.set()
             self._active -= 1
             if self._active == 0 and self._model is not None:
-                self.status = EngineStatus.READY
+                self.status = (
+                    EngineStatus.READY
+                    if self.unreachable is None
+                    else EngineStatus.ERROR
+                )
 
     async def async_count_tokens(
         self, messages: Sequence[Message], tools: Sequence[ToolSpec]
@@ -431,11 +493,12 @@ class LocalEngine:
             )
 
         try:
-            return await asyncio.wrap_future(worker.submit(run))
+            future = worker.submit(run)
         except WorkerBusyError as err:
             raise EngineBusyError(str(err)) from err
         except WorkerStoppedError as err:
             raise EngineError("the model was unloaded") from err
+        return await self._answer_of(future)
 
     async def async_prime(
         self, messages: Sequence[Message], tools: Sequence[ToolSpec]

@@ -166,6 +166,13 @@ class ServerModel:
             self.close()
             raise
 
+    def ping(self) -> None:
+        """Ask the server for its models (blocking): raise if it does not answer."""
+        self._on_worker()
+        if self._client is None:
+            raise ServerUnavailableError("not connected to the llama.cpp server")
+        self._request("GET", "/v1/models")
+
     def _connect(self) -> None:
         models = self._request("GET", "/v1/models").get("data") or []
         if not models:
