@@ -144,7 +144,7 @@ def port_in_use() -> bool:
         return sock.connect_ex(("127.0.0.1", PORT)) == 0
 
 
-def _stop_with_parent() -> None:
+def stop_with_parent() -> None:
     """Runs in the child before exec: Linux sends it SIGTERM when this script dies, even by kill -9."""
     with contextlib.suppress(Exception):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
@@ -156,7 +156,7 @@ def start_home_assistant() -> subprocess.Popen[bytes]:
             f"something already listens on {BASE} (an earlier Home Assistant still running?): stop it first,"
             f" e.g. find it with `ss -ltnp 'sport = :{PORT}'`"
         )
-    preexec = _stop_with_parent if sys.platform.startswith("linux") else None
+    preexec = stop_with_parent if sys.platform.startswith("linux") else None
     return subprocess.Popen([sys.executable, str(ROOT / "scripts" / "run_hass.py"), "-c", str(CONFIG)], preexec_fn=preexec)  # noqa: PLW1509
 
 

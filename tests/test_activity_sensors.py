@@ -71,6 +71,34 @@ async def test_a_question_waits_until_answered_or_expired(
     assert len(calls) == 2  # the close above; the garage door did not open again
 
 
+async def test_a_question_answered_otherwise_stops_waiting(hass: HomeAssistant, instant_agent: Any) -> None:
+    """Only the turn right after a question can confirm it: "no" (or anything else) closes it."""
+    entry, model, calls = instant_agent
+    waiting = sensor(hass, entry, "waiting_confirmation")
+    assert "confirmation" in await ask(hass, "Open the garage door", conversation_id="one")
+    assert "confirmation" in await ask(hass, "Open the garage door", conversation_id="two")
+    assert state(hass, waiting) == "2"
+    await ask(hass, "No.", conversation_id="one")
+    assert state(hass, waiting) == "1" and [a["conversation_id"] for a in state(hass, waiting, "actions")] == ["two"]
+    assert calls == []
+
+
+async def test_today_starts_again_at_midnight(
+    hass: HomeAssistant, instant_agent: Any, freezer: FrozenDateTimeFactory
+) -> None:
+    """At midnight the day's counts go back to 0 without waiting for the next turn or action."""
+    entry, _model, _calls = instant_agent
+    await ask(hass, "Turn on the bed light")
+    actions, turns = sensor(hass, entry, "actions_today"), sensor(hass, entry, "turns_today")
+    assert (state(hass, actions), state(hass, turns)) == ("1", "1")
+    midnight = dt_util.start_of_local_day() + timedelta(days=1)
+    freezer.move_to(midnight + timedelta(seconds=1))
+    async_fire_time_changed(hass, midnight + timedelta(seconds=1))
+    await hass.async_block_till_done()
+    assert (state(hass, actions), state(hass, turns)) == ("0", "0")
+    assert state(hass, actions, "executed") == 0 and state(hass, turns, "matcher") == 0
+
+
 async def test_an_open_question_survives_a_restart(hass: HomeAssistant, instant_agent: Any) -> None:
     """Questions are read back from the ledger when the entry loads again."""
     entry, _model, _calls = instant_agent

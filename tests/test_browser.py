@@ -35,7 +35,7 @@ from .conftest import SMOLLM2
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = Path(os.environ.get("GEMMA_EDGE_ARTIFACTS", ROOT / "tests" / "artifacts")) / "browser"
-CHROMIUM = Path(os.environ.get("GEMMA_EDGE_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM = Path(os.environ.get("GEMMA_EDGE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium")
 # As root in a container, without a GPU, on a machine whose network is closed: no sandbox,
 # no GPU, and none of Chromium's background connections.
 CHROMIUM_ARGS = [
@@ -57,9 +57,10 @@ ASSIST_ICON = "M9,22A1,1 0 0,1 8,21V18H4A2,2"
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import dev_client  # noqa: E402
+from dev_bootstrap import stop_with_parent  # noqa: E402
 
 try:
-    from playwright.sync_api import Page, expect, sync_playwright
+    from playwright.sync_api import Page, TimeoutError as PlaywrightTimeoutError, expect, sync_playwright
 except ImportError:  # pragma: no cover - requirements_test.txt installs it
     sync_playwright = None  # type: ignore[assignment]
 
@@ -83,7 +84,8 @@ def dev_home(config: Path, log: Path) -> Iterator[str]:
     env = {**os.environ, "GEMMA_EDGE_DEV_CONFIG": str(config), "GEMMA_EDGE_DEV_PORT": str(port)}
     with log.open("w") as output:
         process = subprocess.Popen(  # noqa: S603 - our own script
-            [sys.executable, str(ROOT / "scripts" / "dev_bootstrap.py")], env=env, stdout=output, stderr=subprocess.STDOUT
+            [sys.executable, str(ROOT / "scripts" / "dev_bootstrap.py")], env=env, stdout=output, stderr=subprocess.STDOUT,
+            preexec_fn=stop_with_parent,  # it (and its Home Assistant) stop if pytest is killed  # noqa: PLW1509
         )
     try:
         deadline = time.monotonic() + 900
@@ -110,11 +112,21 @@ class EventRecorder:
         self._base, self._token = base, token
         self._subscribed = threading.Event()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), name="event-recorder")
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name="event-recorder", daemon=True)
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._run())
+        except BaseException as err:  # noqa: BLE001 - reported by __enter__ and the test
+            self.error = err
+            self._subscribed.set()
 
     def __enter__(self) -> EventRecorder:
         self._thread.start()
-        assert self._subscribed.wait(30), "could not subscribe to gemma_edge_action"
+        if not self._subscribed.wait(30) or self.error is not None:
+            self._stop.set()
+            raise AssertionError(f"could not subscribe to gemma_edge_action: {self.error}")
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -189,10 +201,13 @@ def ask_assist(page: Page, base: str, words: str) -> str:
 def see_light_on(page: Page, base: str, name: str) -> None:
     """Find the light with the entity search and see it on (its brightness) in its dialog."""
     page.goto(base)
-    page.wait_for_timeout(1000)  # the search shortcut is listened to once the page has loaded
-    page.keyboard.press("e")
     search = page.get_by_role("textbox", name="Search Home Assistant")
-    expect(search).to_be_visible(timeout=30_000)
+    for _ in range(30):  # the shortcut works once the page has loaded its handlers
+        page.keyboard.press("e")
+        with contextlib.suppress(PlaywrightTimeoutError):
+            search.wait_for(timeout=2_000)
+            break
+    expect(search).to_be_visible(timeout=10_000)
     search.fill(name)
     page.get_by_text(name, exact=True).first.click(timeout=30_000)
     dialog = page.locator("ha-more-info-dialog")
@@ -219,7 +234,8 @@ def test_add_an_engine_talk_to_assist_and_see_the_action_on_the_dashboard(
         dev_client.request("POST", "/api/services/light/turn_off", {"entity_id": LIGHT}, token)
         with EventRecorder(base, token) as recorder, sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            # English and UTC whatever the machine's settings: the test reads the UI's words
+            page = browser.new_page(viewport={"width": 1400, "height": 1000}, locale="en-US", timezone_id="UTC")
             try:
                 use_the_home(page, base, token, recorder, first["entry_id"])
             except BaseException:
@@ -247,6 +263,7 @@ def use_the_home(page: Page, base: str, token: str, recorder: EventRecorder, fir
     # our agent acted: the light's last change is in the context of a gemma_edge_action
     light = dev_client.request("GET", f"/api/states/{LIGHT}", token=token)
     assert light["state"] == "on"
+    assert recorder.error is None, recorder.error
     ours = [event for event in recorder.events if event["context"]["id"] == light["context"]["id"]]
     assert len(ours) == 1, recorder.events
     assert {key: ours[0]["data"][key] for key in ("service", "entity_ids", "status", "source")} == {

@@ -165,6 +165,13 @@ async def test_the_flow_checks_the_url_and_rotates_the_secret(hass: HomeAssistan
         result["flow_id"], {"url": "http://cloud.example.com/hub", "report_states": True, "max_events": 10000, "max_mb": 20}
     )
     assert result["errors"] == {"url": "insecure_url"}
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"],
+        {"url": "ftp://cloud.example.com/hub", "report_states": True, "max_events": 10000, "max_mb": 20,
+         "remote_actions": [{"description": "an action without a name"}]},
+    )  # fmt: skip
+    assert result["errors"] == {"url": "invalid_url", "remote_actions": "invalid_remote_actions"}
+    assert "name" in result["description_placeholders"]["error"]
     subentry, secret = await add_cloud_sync(hass, entry, url)
     assert sensor(hass, entry, "sync_status").state == "ok"  # nothing waits: not "starting" for ever
     again = await hass.config_entries.subentries.async_init((entry.entry_id, "cloud_sync"), context={"source": "user"})

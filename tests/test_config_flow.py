@@ -79,7 +79,7 @@ async def test_missing_mmproj_is_a_form_error(hass: HomeAssistant, smollm2_path:
 
 
 async def test_reconfigure_moves_the_engine_to_another_model_file(
-    hass: HomeAssistant, smollm2_path: Path, gemma3_path: Path, tmp_path: Path
+    hass: HomeAssistant, smollm2_path: Path, gemma3_path: Path, tmp_path: Path, projectors: dict[str, Path]
 ) -> None:
     """Reconfigure shows the current files, checks the new ones like the setup does, refuses a
     file another engine uses, and reloads the engine on the new model with its agents."""
@@ -106,6 +106,15 @@ async def test_reconfigure_moves_the_engine_to_another_model_file(
     assert entry.state is ConfigEntryState.LOADED and entry.data[CONF_MODEL_PATH] == str(gemma3_path)
     assert entry.runtime_data.engine.settings.model_path == str(gemma3_path)
     assert set(entry.subentries) == agents and hass.states.get("conversation.gemma_conversation") is not None
+    # a projector added to the same model: the engine reloads and can see
+    assert not entry.runtime_data.engine.has_vision
+    flow = await hass.config_entries.flow.async_init(DOMAIN, context={"source": "reconfigure", "entry_id": entry.entry_id})
+    done = await hass.config_entries.flow.async_configure(
+        flow["flow_id"], {CONF_MODEL_PATH: str(gemma3_path), "mmproj_path": str(projectors["gemma3"])}
+    )
+    assert done["reason"] == "reconfigure_successful"
+    await hass.async_block_till_done()
+    assert entry.state is ConfigEntryState.LOADED and entry.runtime_data.engine.has_vision
     await hass.config_entries.async_unload(entry.entry_id)
 
 

@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from custom_components.gemma_edge.const import DOMAIN
-from custom_components.gemma_edge.dashboard import ENGINE_ENTITIES
+from custom_components.gemma_edge.actions.records import ActionStatus
+from custom_components.gemma_edge.dashboard import ACTIONS_BY_STATUS, ENGINE_ENTITIES
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import ServiceValidationError
 from homeassistant.helpers import entity_registry as er
@@ -102,7 +103,8 @@ async def test_every_row_has_a_value_after_a_turn(hass: HomeAssistant, agent: An
     assert rows and all(row.get("type") == "attribute" for row in rows)
     missing = [(row["entity"], row["attribute"]) for row in rows if row["attribute"] not in hass.states.get(row["entity"]).attributes]
     assert missing == []
-    # the outcome rows add up to the tile's count
+    # every outcome has a row, and the rows add up to the tile's count
+    assert {status for status, _name in ACTIONS_BY_STATUS} == {status.value for status in ActionStatus}
     today = hass.states.get(next(row["entity"] for row in rows if row["attribute"] == "executed"))
     assert today.state == "1" and sum(today.attributes[row["attribute"]] for row in rows if row["entity"] == today.entity_id) == 1
 

@@ -20,6 +20,7 @@ STRINGS = json.loads((PACKAGE / "strings.json").read_text())
 # flow module -> the strings.json sections its steps, errors and aborts live in
 FLOW_SECTIONS = {
     "config_flow.py": [STRINGS["config"]],
+    "flow_checks.py": [STRINGS["config"]],  # the engine flow's file and server checks
     "flow_download.py": [STRINGS["config"], *(STRINGS["config_subentries"][k] for k in ("stt",))],
     "options_flow.py": [STRINGS["options"]],
     "subentry_flow.py": [STRINGS["config_subentries"][k] for k in ("conversation", "ai_task_data", "stt")],
@@ -39,9 +40,14 @@ def test_every_flow_step_error_and_abort_has_text() -> None:
     for module, sections in FLOW_SECTIONS.items():
         source = (PACKAGE / module).read_text()
         steps = literals(r'(?<!next_)step_id="(\w+)"', source)  # a shown form or progress, not next_step_id
-        errors = literals(r'errors\[[^\]]+\] = "(\w+)"', source) | literals(r'\breturn \w+, "(\w+)"', source)
+        errors = (
+            literals(r'errors\[[^\]]+\] = "(\w+)"', source)
+            | literals(r'\breturn \w+, "(\w+)"', source)
+            | literals(r'\{[^{}:]+: "(\w+)"\}', source)  # return {"base": "invalid_auth"}, None
+            | literals(r'GGUFError\("(\w+)"\)', source)  # the model file's error key
+        )
         aborts = literals(r'reason="(\w+)"', source)
-        assert steps, module
+        assert steps or errors, module
         for step in steps:
             # a progress step (a download) has its text under "progress"
             assert any(step in s.get("step", {}) or step in s.get("progress", {}) for s in sections), f"{module}: step {step}"

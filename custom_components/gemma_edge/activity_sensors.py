@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from homeassistant.components.sensor import SensorEntity
+from homeassistant.components.sensor import SensorEntity, SensorStateClass
 from homeassistant.core import CALLBACK_TYPE, callback
 from homeassistant.helpers.dispatcher import async_dispatcher_connect
-from homeassistant.helpers.event import async_call_later
+from homeassistant.helpers.entity import Entity
+from homeassistant.helpers.event import async_call_later, async_track_time_change
 from homeassistant.helpers.restore_state import RestoreEntity
 from homeassistant.util import dt as dt_util
 
@@ -41,20 +42,26 @@ class _ActionSensor(GemmaEngineEntity, SensorEntity):
     """Base of the sensors fed by action outcomes."""
 
     _attr_should_poll = False
+    _read_at_start = 10_000  # how many of the ledger's latest outcomes to read back
 
     def _since(self) -> float:
         """Return the time from which the ledger's outcomes are read at start."""
         return dt_util.start_of_local_day().timestamp()
 
     async def async_added_to_hass(self) -> None:
-        """Read the ledger's outcomes since ``_since()``, then follow new ones."""
-        executor = self._entry.runtime_data.executor
-        if executor.error is None:
-            for outcome in reversed(await executor.async_recent(10_000, self._since())):
-                self._add(outcome)
+        """Read the ledger's outcomes since ``_since()``, then follow new ones.
+
+        Outcomes that arrive while the ledger is read are kept and added after it,
+        once each.
+        """
+        arrived: list[ActionOutcome] = []
+        reading = True
 
         @callback
         def on_action(outcome: ActionOutcome) -> None:
+            if reading:
+                arrived.append(outcome)
+                return
             self._add(outcome)
             self.async_write_ha_state()
 
@@ -63,6 +70,17 @@ class _ActionSensor(GemmaEngineEntity, SensorEntity):
                 self.hass, signal_action(self._entry.entry_id), on_action
             )
         )
+        executor = self._entry.runtime_data.executor
+        read: list[ActionOutcome] = []
+        if executor.error is None:
+            read = await executor.async_recent(self._read_at_start, self._since())
+        seen = {outcome.action_id for outcome in read}
+        for outcome in [
+            *reversed(read),
+            *(o for o in arrived if o.action_id not in seen),
+        ]:
+            self._add(outcome)
+        reading = False
 
     def _add(self, outcome: ActionOutcome) -> None:
         raise NotImplementedError
@@ -72,6 +90,12 @@ class ActionsTodaySensor(_ActionSensor):
     """How many actions the agent handled today, by outcome."""
 
     _attr_native_unit_of_measurement = "actions"
+    _attr_state_class = SensorStateClass.TOTAL_INCREASING
+
+    async def async_added_to_hass(self) -> None:
+        """Follow the outcomes; start again at midnight."""
+        await super().async_added_to_hass()
+        self.async_on_remove(at_midnight(self))
 
     def __init__(self, entry: GemmaConfigEntry) -> None:
         """Start counting from the beginning of today."""
@@ -103,6 +127,11 @@ class ActionsTodaySensor(_ActionSensor):
 class LastActionSensor(_ActionSensor):
     """The last action as a sentence, with its details."""
 
+    _read_at_start = 1
+
+    def _since(self) -> float:
+        return 0.0  # the last one, whenever it was
+
     def __init__(self, entry: GemmaConfigEntry) -> None:
         """Start without a last action."""
         super().__init__(entry, "last_action")
@@ -130,12 +159,13 @@ class LastActionSensor(_ActionSensor):
 class WaitingForConfirmationSensor(_ActionSensor):
     """Actions the agent asked the user to confirm and that are still unanswered.
 
-    A question stays open for the executor's confirmation window (a later "yes"
-    confirms it only within that time); an answer in the same conversation (done,
-    already so, refused, failed) closes it.
+    A question stays open until the conversation's next turn (only that turn can
+    confirm it: done, already so, refused, failed, or "no" and anything else close
+    it), for the executor's confirmation window at most.
     """
 
     _attr_native_unit_of_measurement = "actions"
+    _attr_state_class = SensorStateClass.MEASUREMENT
 
     def __init__(self, entry: GemmaConfigEntry) -> None:
         """Start with no question open."""
@@ -147,9 +177,31 @@ class WaitingForConfirmationSensor(_ActionSensor):
         return dt_util.utcnow().timestamp() - CONFIRMATION_WINDOW_S
 
     async def async_added_to_hass(self) -> None:
-        """Follow the outcomes; stop the expiry timer on removal."""
+        """Follow the outcomes and turns; stop the expiry timer on removal."""
         await super().async_added_to_hass()
         self.async_on_remove(self._stop_expiry)
+
+        @callback
+        def on_turn(report: TurnReport) -> None:
+            # Only the turn right after a question can confirm it: any later turn of
+            # that conversation ("no", something else) leaves it unanswered for good.
+            closed = [
+                key
+                for key, outcome in self._waiting.items()
+                if outcome.conversation_id == report.conversation_id
+                and outcome.action_id not in report.action_ids
+            ]
+            if closed:
+                for key in closed:
+                    del self._waiting[key]
+                self._schedule_expiry()
+                self.async_write_ha_state()
+
+        self.async_on_remove(
+            async_dispatcher_connect(
+                self.hass, signal_turn(self._entry.entry_id), on_turn
+            )
+        )
 
     def _add(self, outcome: ActionOutcome) -> None:
         key = (outcome.conversation_id, outcome.action.signature)
@@ -215,6 +267,17 @@ class WaitingForConfirmationSensor(_ActionSensor):
         }
 
 
+@callback
+def at_midnight(entity: Entity) -> CALLBACK_TYPE:
+    """Write the entity's state at each local midnight: its "today" starts again."""
+
+    @callback
+    def midnight(_now: datetime) -> None:
+        entity.async_write_ha_state()
+
+    return async_track_time_change(entity.hass, midnight, hour=0, minute=0, second=0)
+
+
 def _iso(timestamp: float) -> str:
     return dt_util.utc_from_timestamp(timestamp).isoformat()
 
@@ -252,6 +315,7 @@ class TurnsTodaySensor(GemmaEngineEntity, SensorEntity, RestoreEntity):
     """
 
     _attr_native_unit_of_measurement = "turns"
+    _attr_state_class = SensorStateClass.TOTAL_INCREASING
     _attr_should_poll = False
 
     def __init__(self, entry: GemmaConfigEntry) -> None:
@@ -287,6 +351,7 @@ class TurnsTodaySensor(GemmaEngineEntity, SensorEntity, RestoreEntity):
         self.async_on_remove(
             async_dispatcher_connect(self.hass, signal_turn(entry_id), count_turn)
         )
+        self.async_on_remove(at_midnight(self))
         self.async_on_remove(
             async_dispatcher_connect(self.hass, signal_speech(entry_id), count_speech)
         )

@@ -178,6 +178,8 @@ class GemmaEdgeConfigFlow(ConfigFlow, domain=DOMAIN):
         if user_input is not None:
             path = user_input[CONF_MODEL_PATH].strip()
             mmproj = (user_input.get(CONF_MMPROJ_PATH) or "").strip()
+            current_model = entry.data.get(CONF_MODEL_PATH)
+            current_projector = entry.data.get(CONF_MMPROJ_PATH, "")
             if self._used_by_another(entry, CONF_MODEL_PATH, path):
                 return self.async_abort(reason="already_configured")
             errors, _info = await async_check_model_files(self.hass, path, mmproj)
@@ -186,8 +188,13 @@ class GemmaEdgeConfigFlow(ConfigFlow, domain=DOMAIN):
                 data.update({CONF_MODEL_SOURCE: SOURCE_LOCAL, CONF_MODEL_PATH: path})
                 if mmproj:
                     data[CONF_MMPROJ_PATH] = mmproj
-                # The entry's update listener reloads what changed.
-                return self.async_update_and_abort(entry, data=data)
+                # The entry's update listener reloads the engine for another model; it
+                # leaves the projector alone (one that fails costs vision only), so a
+                # new or removed projector alone reloads here.
+                result = self.async_update_and_abort(entry, data=data)
+                if path == current_model and mmproj != current_projector:
+                    self.hass.config_entries.async_schedule_reload(entry.entry_id)
+                return result
         current = {
             CONF_MODEL_PATH: entry.data.get(CONF_MODEL_PATH, ""),
             CONF_MMPROJ_PATH: entry.data.get(CONF_MMPROJ_PATH, ""),

@@ -134,3 +134,8 @@ DEFAULT_SYNC_WORDS: Final = False
 CONF_SYNC_REMOTE_ACTIONS: Final = "remote_actions"
 # The id of the entry's webhook for commands the cloud pushes.
 CONF_SYNC_WEBHOOK_ID: Final = "webhook_id"
+
+
+def engine_unique_id(entry_id: str, key: str) -> str:
+    """Return the unique id of an engine's entity ``key`` (its translation key)."""
+    return f"{entry_id}_{key}"

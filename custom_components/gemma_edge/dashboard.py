@@ -17,7 +17,7 @@ from homeassistant.config_entries import ConfigEntry
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import entity_registry as er
 
-from .const import DOMAIN
+from .const import DOMAIN, engine_unique_id
 
 # The engine's entities by the key their unique id ends with, and their platform.
 ENGINE_ENTITIES = {
@@ -37,6 +37,10 @@ ENGINE_ENTITIES = {
 LAST_TURN = [
     ("last_turn_path", "Path", ""),
     ("last_turn_s", "Turn took", "s"),
+    ("last_turn_actions", "Actions", ""),
+]
+# The model's last generation step: a turn the sentences understood has none.
+LAST_STEP = [
     ("prompt_tokens", "Prompt tokens", ""),
     ("reused_tokens", "Reused from cache", ""),
     ("evaluated_tokens", "Evaluated", ""),
@@ -60,6 +64,7 @@ ACTIONS_BY_STATUS = [
     ("indeterminate", "Unknown outcome"),
     ("unconfirmed", "Not confirmed by the device"),
     ("deduplicated", "Repeats ignored"),
+    ("running", "Still running"),
 ]
 
 
@@ -102,7 +107,7 @@ def entry_entities(hass: HomeAssistant, entry: ConfigEntry) -> dict[str, str]:
     registry = er.async_get(hass)
     found = {}
     for key, platform in ENGINE_ENTITIES.items():
-        unique_id = f"{entry.entry_id}_{key}"
+        unique_id = engine_unique_id(entry.entry_id, key)
         if entity_id := registry.async_get_entity_id(platform, DOMAIN, unique_id):
             found[key] = entity_id
     return found
@@ -192,6 +197,11 @@ def _model_cards(entities: Mapping[str, str]) -> list[dict[str, Any]]:
                 "type": "entities",
                 "title": "Last turn",
                 "entities": _attribute_rows(status, LAST_TURN),
+            },
+            {
+                "type": "entities",
+                "title": "Last model step",
+                "entities": _attribute_rows(status, LAST_STEP),
             },
         ]
     if turns := entities.get("turns_today"):

@@ -43,6 +43,7 @@ from .const import (
     DOMAIN,
     LOGGER,
     MAX_TOOL_ITERATIONS,
+    engine_unique_id,
 )
 from .engine.answer_guard import AnswerGuard
 from .engine.chat_format import Message, plain_json
@@ -116,7 +117,7 @@ class GemmaEngineEntity(Entity):
         """Set up the entity ``key`` (its translation key) on the engine's device."""
         self._entry = entry
         self._attr_translation_key = key
-        self._attr_unique_id = f"{entry.entry_id}_{key}"
+        self._attr_unique_id = engine_unique_id(entry.entry_id, key)
         self._attr_device_info = engine_device_info(entry)
 
 

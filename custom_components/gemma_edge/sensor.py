@@ -26,7 +26,7 @@ from .activity_sensors import (
 )
 from .cloud_remote import signal_remote
 from .cloud_sync import CloudSync, signal_sync
-from .const import DOMAIN
+from .const import DOMAIN, engine_unique_id
 from .engine.local_engine import EngineStatus
 from .entity import GemmaEngineEntity
 from .sync.remote_actions import RemoteRequest
@@ -75,7 +75,7 @@ def _forget_sensors(
     """Remove the sensors of what is no longer set up (cloud sync, remote actions)."""
     registry = er.async_get(hass)
     for key in keys:
-        unique_id = f"{entry.entry_id}_{key}"
+        unique_id = engine_unique_id(entry.entry_id, key)
         if entity_id := registry.async_get_entity_id("sensor", DOMAIN, unique_id):
             registry.async_remove(entity_id)
 

@@ -130,7 +130,7 @@ async def _async_get_dashboard(call: ServiceCall) -> ServiceResponse:
     raise ServiceValidationError(
         translation_domain=DOMAIN,
         translation_key="engine_not_found",
-        translation_placeholders={"entry": wanted or ""},
+        translation_placeholders={"entry": wanted or "(any)"},
     )
 
 
