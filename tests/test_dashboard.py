@@ -18,6 +18,7 @@ from custom_components.gemma_edge.dashboard import ACTIONS_BY_STATUS, ENGINE_ENT
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import ServiceValidationError
 from homeassistant.helpers import entity_registry as er
+from homeassistant.helpers.template import Template
 
 from .demo_agent import ask
 from .scripted_model import call
@@ -103,10 +104,19 @@ async def test_every_row_has_a_value_after_a_turn(hass: HomeAssistant, agent: An
     assert rows and all(row.get("type") == "attribute" for row in rows)
     missing = [(row["entity"], row["attribute"]) for row in rows if row["attribute"] not in hass.states.get(row["entity"]).attributes]
     assert missing == []
+    # the markdown cards render (Home Assistant's templates): the last action, then the one before
+    model.script(call("HassTurnOff", name="Kitchen Lights"))
+    await ask(hass, "Turn off the kitchen lights")
+    texts = {card["title"]: Template(card["content"], hass).async_render(parse_result=False) for card in cards(dashboard) if card["type"] == "markdown"}
+    assert texts["Last action"].startswith("**turned off Kitchen Lights (asked in Assist)**, ")
+    assert "(understood by the model)" in texts["Last action"].splitlines()[0]
+    before = texts["Last action"].split("Before that:")[1].strip().splitlines()
+    assert len(before) == 1 and "Kitchen Lights" in before[0] and before[0].endswith("(asked in Assist)")
+    assert texts["Waiting for your confirmation"] == "Nothing is waiting."
     # every outcome has a row, and the rows add up to the tile's count
     assert {status for status, _name in ACTIONS_BY_STATUS} == {status.value for status in ActionStatus}
     today = hass.states.get(next(row["entity"] for row in rows if row["attribute"] == "executed"))
-    assert today.state == "1" and sum(today.attributes[row["attribute"]] for row in rows if row["entity"] == today.entity_id) == 1
+    assert today.state == "2" and sum(today.attributes[row["attribute"]] for row in rows if row["entity"] == today.entity_id) == 2
 
 
 async def test_an_unknown_engine_is_a_clear_error(hass: HomeAssistant, agent: Any) -> None:

@@ -8,7 +8,7 @@ them.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -36,6 +36,9 @@ from .actions.executor import CONFIRMATION_WINDOW_S
 from .actions.outcomes import ActionOutcome
 from .actions.records import ActionStatus
 from .entity import GemmaEngineEntity
+
+# How many of the latest actions Last action lists (the dashboard shows them).
+RECENT_ACTIONS = 8
 
 
 class _ActionSensor(GemmaEngineEntity, SensorEntity):
@@ -125,34 +128,47 @@ class ActionsTodaySensor(_ActionSensor):
 
 
 class LastActionSensor(_ActionSensor):
-    """The last action as a sentence, with its details."""
+    """The last action as a sentence, with its details and the few before it."""
 
-    _read_at_start = 1
+    _read_at_start = RECENT_ACTIONS
+    # The recent list repeats earlier states: kept out of the recorder.
+    _unrecorded_attributes = frozenset({"recent"})
 
     def _since(self) -> float:
-        return 0.0  # the last one, whenever it was
+        return 0.0  # the last ones, whenever they were
 
     def __init__(self, entry: GemmaConfigEntry) -> None:
         """Start without a last action."""
         super().__init__(entry, "last_action")
-        self._last: ActionOutcome | None = None
+        self._recent: deque[ActionOutcome] = deque(maxlen=RECENT_ACTIONS)
 
     def _add(self, outcome: ActionOutcome) -> None:
-        self._last = outcome
+        self._recent.append(outcome)
 
     @property
     def native_value(self) -> str | None:
         """Return the last action as a sentence."""
-        return outcome_sentence(self.hass, self._last)[:255] if self._last else None
+        if not self._recent:
+            return None
+        return outcome_sentence(self.hass, self._recent[-1])[:255]
 
     @property
     def extra_state_attributes(self) -> dict[str, Any]:
-        """Return the last action's event fields and time."""
-        if self._last is None:
+        """Return the last action's event fields and time, and the latest few."""
+        if not self._recent:
             return {}
+        last = self._recent[-1]
         return {
-            **event_data(self._last, with_words=keeps_words(self._entry)),
-            "time": dt_util.utc_from_timestamp(self._last.created_at).isoformat(),
+            **event_data(last, with_words=keeps_words(self._entry)),
+            "time": _iso(last.created_at),
+            "recent": [
+                {
+                    "sentence": outcome_sentence(self.hass, outcome),
+                    "status": outcome.status.value,
+                    "time": _iso(outcome.created_at),
+                }
+                for outcome in reversed(self._recent)
+            ],
         }
 
 

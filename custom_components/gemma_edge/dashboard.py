@@ -74,19 +74,27 @@ LAST_ACTION = """\
 {%- if a is none or a.state in ('unknown', 'unavailable') -%}
 No action yet.
 {%- else -%}
-**{{ a.state }}**
-
-{{ a.attributes.status }} · {{ a.attributes.path }} ·
-{{ relative_time(as_datetime(a.attributes.time)) }} ago
+{%- set ago = relative_time(as_datetime(a.attributes.time)) -%}
+{%- set how = {'matcher': "Home Assistant's sentences", 'model': 'the model'} -%}
+{%- set path = how.get(a.attributes.path, a.attributes.path) -%}
+**{{ a.state }}**, {{ ago }} ago{{ ' (understood by ' ~ path ~ ')' if path }}
 {%- if a.attributes.reason %}
 
 Asked: *{{ a.attributes.reason }}*
+{%- endif %}
+{%- set earlier = (a.attributes.recent or [])[1:] %}
+{%- if earlier %}
+
+Before that:
+{%- for r in earlier %}
+- {{ as_timestamp(r.time) | timestamp_custom('%H:%M') }} {{ r.sentence }}
+{%- endfor %}
 {%- endif %}
 {%- endif %}
 """
 WAITING = """\
 {%- for a in state_attr('ENTITY', 'actions') or [] %}
-- {{ a.sentence }}, answer before
+- {{ a.sentence }}: say yes in that conversation by
   {{ as_timestamp(a.expires_at) | timestamp_custom('%H:%M') }}
 {%- else %}
 Nothing is waiting.
