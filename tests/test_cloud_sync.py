@@ -21,6 +21,7 @@ from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.helpers import entity_registry as er, issue_registry as ir
 
 from .demo_agent import ask, state
+from .local_http import serve_app
 
 
 class Receiver:
@@ -54,13 +55,8 @@ async def receiver(socket_enabled: None) -> AsyncGenerator[tuple[Receiver, str]]
     receiver = Receiver()
     app = web.Application()
     app.router.add_post("/hub", receiver.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # noqa: SLF001
-    yield receiver, f"http://127.0.0.1:{port}/hub"
-    await runner.cleanup()
+    async with serve_app(app) as url:
+        yield receiver, f"{url}/hub"
 
 
 async def add_cloud_sync(hass: HomeAssistant, entry: Any, url: str, **fields: Any) -> tuple[ConfigSubentry, str]:

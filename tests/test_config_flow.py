@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from custom_components.gemma_edge import flow_checks
+from custom_components.gemma_edge.engine import preflight
 from custom_components.gemma_edge.const import (
     CONF_MAX_TOKENS,
     CONF_MODEL_PATH,
@@ -71,6 +72,15 @@ async def test_local_model_errors(hass: HomeAssistant, tmp_path: Path, make: Any
     result = await _local_step(hass, {CONF_MODEL_PATH: str(make(tmp_path))})
     assert result["type"] is FlowResultType.FORM
     assert result["errors"] == {field: error}
+
+
+async def test_a_local_error_then_the_right_file_creates_the_engine(hass: HomeAssistant, smollm2_path: Path, tmp_path: Path) -> None:
+    result = await _local_step(hass, {CONF_MODEL_PATH: str(tmp_path / "missing.gguf")})
+    assert result["errors"] == {CONF_MODEL_PATH: "model_not_found"}
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], {CONF_MODEL_PATH: str(smollm2_path)})
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    await hass.async_block_till_done()
+    await hass.config_entries.async_unload(result["result"].entry_id)
 
 
 async def test_missing_mmproj_is_a_form_error(hass: HomeAssistant, smollm2_path: Path, tmp_path: Path) -> None:
@@ -195,6 +205,32 @@ async def test_preset_not_enough_disk_is_a_form_error(
     assert result["errors"] == {"base": "not_enough_disk"}
     assert float(result["description_placeholders"]["needed"]) > 1e6
     assert [m for m, _, _ in hub.requests] == ["HEAD"]
+
+
+async def test_preset_memory_and_folder_errors_then_the_download(
+    hass: HomeAssistant, socket_enabled: None, smollm2_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Too little memory and a folder that cannot be made are form errors on the same form; once
+    both are fixed, the same flow downloads and creates the engine."""
+    monkeypatch.setattr(preflight, "available_memory_bytes", lambda: 1 << 30)  # this machine has more
+    (tmp_path / "a file").write_text("not a folder")
+    with serve_fake_hub(FakeHub({_hub_key(): HubFile(smollm2_path)})) as hub:
+        result = await _start_preset(hass, hub, tmp_path / "models", monkeypatch)
+        assert result["type"] is FlowResultType.FORM and result["errors"] == {"base": "not_enough_memory"}
+        monkeypatch.setattr(preflight, "available_memory_bytes", lambda: None)  # unknown: not refused
+        result = await hass.config_entries.flow.async_configure(
+            result["flow_id"], {"download_dir": str(tmp_path / "a file" / "models"), "vision": False}
+        )
+        assert result["errors"] == {"download_dir": "folder_not_writable"}
+        result = await hass.config_entries.flow.async_configure(
+            result["flow_id"], {"download_dir": str(tmp_path / "models"), "vision": False}
+        )
+        assert result["type"] is FlowResultType.SHOW_PROGRESS
+        await hass.async_block_till_done(wait_background_tasks=True)
+        result = await hass.config_entries.flow.async_configure(result["flow_id"])
+    assert result["type"] is FlowResultType.CREATE_ENTRY, result
+    await hass.async_block_till_done()
+    await hass.config_entries.async_unload(result["result"].entry_id)
 
 
 async def test_preset_hub_unreachable(hass: HomeAssistant, socket_enabled: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

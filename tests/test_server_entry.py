@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from custom_components.gemma_edge import llama_runtime
+from aiohttp import web
+
+from custom_components.gemma_edge import flow_checks, llama_runtime
 from custom_components.gemma_edge.const import CONF_INSTANT_COMMANDS, DOMAIN
 from custom_components.gemma_edge.engine.host_platform import detect_host
 from custom_components.gemma_edge.engine.preflight import LlamaCppMissingError
@@ -26,6 +28,7 @@ from pytest_homeassistant_custom_component.components.diagnostics import get_dia
 
 from .conftest import SMALL_MODEL_AGENT, SMOLLM2, record_steps
 from .llama_server import free_port, llama_cpp_server
+from .local_http import serve_app
 
 
 async def _add_server(hass: HomeAssistant, url: str, **extra: str) -> dict:
@@ -186,3 +189,37 @@ async def test_a_server_that_stops_answering_makes_the_agents_unavailable_until_
         assert hass.states.get(status).state == "ready" and "last_error" not in hass.states.get(status).attributes
         assert caplog.text.count(f"The llama.cpp server at {url} answers again") == 1
         await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_the_server_step_s_other_answers(hass: HomeAssistant, socket_enabled: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server without a model is "server_model_unsupported" (a real HTTP server on 127.0.0.1
+    answering like llama_cpp.server with no model), a failure nobody foresaw "unknown", a server
+    already used by an engine aborts, and a reauthentication while the server is down is
+    "cannot_connect"."""
+
+    async def no_models(_request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": []})
+
+    app = web.Application()
+    app.router.add_get("/v1/models", no_models)
+    async with serve_app(app) as url:
+        empty = await _add_server(hass, url)
+        assert empty["errors"] == {"base": "server_model_unsupported"}
+
+    def broken(_settings: object) -> None:
+        raise RuntimeError("the network card is on fire")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(flow_checks, "probe_server", broken)
+        unknown = await _add_server(hass, f"http://127.0.0.1:{free_port()}")
+        assert unknown["errors"] == {"base": "unknown"}
+
+    with llama_cpp_server(SMOLLM2, port=free_port()) as url:
+        entry = (await _add_server(hass, url))["result"]
+        await hass.async_block_till_done()
+        again = await _add_server(hass, url + "/")
+        assert again["type"] is FlowResultType.ABORT and again["reason"] == "already_configured"
+    reauth = await hass.config_entries.flow.async_init(DOMAIN, context={"source": "reauth", "entry_id": entry.entry_id}, data=dict(entry.data))
+    down = await hass.config_entries.flow.async_configure(reauth["flow_id"], {"server_api_key": "anything"})
+    assert down["type"] is FlowResultType.FORM and down["errors"] == {"base": "cannot_connect"}
+    await hass.config_entries.async_unload(entry.entry_id)
