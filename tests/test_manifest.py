@@ -72,3 +72,15 @@ def test_quality_scale_records_every_rule_with_reasons() -> None:
         assert status in ("done", "todo", "exempt"), name
         if status != "done":
             assert isinstance(rule, dict) and rule.get("comment", "").strip(), f"{name}: {status} needs a reason"
+
+
+def test_brand_images_are_the_sizes_home_assistant_reads() -> None:
+    """brand/ (Home Assistant 2026.3+): square icons and logos, 256 px and 512 px (@2x), with a
+    transparent background, as scripts/make_brand_images.py draws them."""
+    from PIL import Image  # noqa: PLC0415
+
+    brand = ROOT / "custom_components" / "gemma_edge" / "brand"
+    for name, size in (("icon.png", 256), ("icon@2x.png", 512), ("logo.png", 256), ("logo@2x.png", 512)):
+        with Image.open(brand / name) as image:
+            assert image.format == "PNG" and image.size == (size, size), name
+            assert image.mode == "RGBA" and image.getpixel((0, 0))[3] == 0, name
