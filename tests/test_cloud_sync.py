@@ -184,6 +184,38 @@ async def test_the_flow_checks_the_url_and_rotates_the_secret(hass: HomeAssistan
     await hass.async_block_till_done()
     updated = entry.subentries[subentry.subentry_id].data
     assert updated["secret"] != secret and updated["max_events"] == 500 and entry.runtime_data.cloud_sync.outbox.max_rows == 500
+    # changed again without a new secret: saved at once, the secret kept
+    result = await hass.config_entries.subentries.async_init(
+        (entry.entry_id, "cloud_sync"), context={"source": "reconfigure", "subentry_id": subentry.subentry_id}
+    )
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"], {"url": url, "report_states": True, "max_events": 600, "max_mb": 5}
+    )
+    assert result["type"] is FlowResultType.ABORT and result["reason"] == "reconfigure_successful"
+    await hass.async_block_till_done()
+    kept = entry.subentries[subentry.subentry_id].data
+    assert kept["secret"] == updated["secret"] and kept["max_events"] == 600
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("https://cloud.example.com/hub", None),
+        ("http://localhost:8080/hub", None),
+        ("http://receiver.local/hub", None),
+        ("http://192.168.1.20/hub", None),
+        ("http://cloud.example.com/hub", "insecure_url"),
+        ("http://8.8.8.8/hub", "insecure_url"),
+        ("ftp://cloud.example.com/hub", "invalid_url"),
+        ("http:///hub", "invalid_url"),
+        ("http://[::1/hub", "invalid_url"),
+    ],
+)
+def test_receiver_urls(url: str, problem: str | None) -> None:
+    """https anywhere; plain http only to this machine or the local network."""
+    from custom_components.gemma_edge.sync_flow import url_problem  # noqa: PLC0415
+
+    assert url_problem(url) == problem
 
 
 async def test_commands_in_the_receiver_s_answer_run_once_and_report_back(hass: HomeAssistant, agent: Any, receiver: Any) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from custom_components.gemma_edge import flow_checks
+from custom_components.gemma_edge import config_flow, flow_checks
 from custom_components.gemma_edge.engine import preflight
 from custom_components.gemma_edge.const import (
     CONF_MAX_TOKENS,
@@ -231,6 +231,26 @@ async def test_preset_memory_and_folder_errors_then_the_download(
     assert result["type"] is FlowResultType.CREATE_ENTRY, result
     await hass.async_block_till_done()
     await hass.config_entries.async_unload(result["result"].entry_id)
+
+
+async def test_the_e4b_step_offers_a_folder_and_vision(hass: HomeAssistant) -> None:
+    result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": "user"})
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], {"next_step_id": "gemma4_e4b"})
+    assert result["type"] is FlowResultType.FORM and result["step_id"] == "gemma4_e4b"
+    assert result["description_placeholders"]["model"] == "Gemma 4 E4B"
+    assert [str(field) for field in result["data_schema"].schema] == ["download_dir", "vision"]
+
+
+async def test_preset_unexpected_error_is_unknown(
+    hass: HomeAssistant, socket_enabled: None, smollm2_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_args: object) -> None:
+        raise RuntimeError("the disk went away")
+
+    monkeypatch.setattr(config_flow, "check_free_disk", broken)
+    with serve_fake_hub(FakeHub({_hub_key(): HubFile(smollm2_path)})) as hub:
+        result = await _start_preset(hass, hub, tmp_path / "models", monkeypatch)
+    assert result["type"] is FlowResultType.FORM and result["errors"] == {"base": "unknown"}
 
 
 async def test_preset_hub_unreachable(hass: HomeAssistant, socket_enabled: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

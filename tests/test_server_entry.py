@@ -153,7 +153,22 @@ async def test_reconfigure_moves_the_engine_to_another_server(hass: HomeAssistan
         await hass.async_block_till_done()
         assert entry.state is ConfigEntryState.LOADED and entry.data["server_url"] == moved_url
         assert set(entry.subentries) == subentries
-        await hass.config_entries.async_unload(entry.entry_id)
+        # its options leave threads and flash attention to the server
+        options = await hass.config_entries.options.async_init(entry.entry_id)
+        assert "threads" not in [str(field) for field in options["data_schema"].schema]
+        with llama_cpp_server(SMOLLM2, api_key="sesame", port=free_port()) as other_url:
+            other = (await _add_server(hass, other_url, server_api_key="sesame"))["result"]
+            await hass.async_block_till_done()
+            flow = await hass.config_entries.flow.async_init(DOMAIN, context={"source": "reconfigure", "entry_id": entry.entry_id})
+            taken = await hass.config_entries.flow.async_configure(flow["flow_id"], {"server_url": other_url})
+            assert taken["type"] is FlowResultType.ABORT and taken["reason"] == "already_configured"
+            await hass.config_entries.async_remove(other.entry_id)
+            flow = await hass.config_entries.flow.async_init(DOMAIN, context={"source": "reconfigure", "entry_id": entry.entry_id})
+            keyed = await hass.config_entries.flow.async_configure(flow["flow_id"], {"server_url": other_url, "server_api_key": "sesame"})
+            assert keyed["reason"] == "reconfigure_successful"
+            await hass.async_block_till_done()
+            assert entry.data["server_api_key"] == "sesame" and entry.state is ConfigEntryState.LOADED
+            await hass.config_entries.async_unload(entry.entry_id)
 
 
 async def test_a_server_that_stops_answering_makes_the_agents_unavailable_until_it_is_back(
